@@ -1,0 +1,29 @@
+# Two commands set up everything on a fresh Debian 12 machine:
+#   make test   install what is missing, lint, run the whole test suite
+#   make demo   install what is missing, run the main job
+# scripts/bootstrap.sh checks before it installs, so re-runs install nothing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test demo lint format bench clean-demo
+
+setup:
+	@bash scripts/bootstrap.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest
+
+demo: setup
+	$(VENV)/bin/nft-fw demo
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean-demo:
+	-$(VENV)/bin/nft-fw db stop --data-dir .nft-fw-demo
+	rm -rf .nft-fw-demo

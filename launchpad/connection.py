@@ -1,0 +1,259 @@
+"""Where the LaunchPad lives: the embedded server, a ``my_launchpad.yaml``, or a URI.
+
+Resolution order: an explicit ``uri`` argument, then ``launchpad_file``, then
+``$NFT_FW_MONGODB_URI``, and otherwise the embedded server on ``data_dir``
+(started if it is not running). Every client is created with
+``retryWrites=false``: with retryable writes SecantusDB scans its retry
+registry on every write and slows ~12x after ~10,000 writes; MongoDB itself
+does not need them for anything nft-fw does (labels are idempotent upserts).
+
+Credentials (in a URI, a launchpad file, or the environment) are passed to
+pymongo and nowhere else: everything printable goes through ``redact``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from fireworks import LaunchPad
+from pymongo import uri_parser
+from pymongo.errors import InvalidURI, PyMongoError
+
+from nft_fw.launchpad import server as server_mod
+
+logger = logging.getLogger(__name__)
+
+URI_ENV = "NFT_FW_MONGODB_URI"
+DEFAULT_DB_NAME = "nft_fw"
+LAUNCHPAD_FILE = "my_launchpad.yaml"
+
+_URI_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)([^:/@\s]+):([^@\s]*)@")
+_KEY_VALUE_SECRET = re.compile(
+    r"(?i)(password|passwd|pwd|secret|token)(['\"]?\s*[:=]\s*['\"]?)([^'\",\s}]+)"
+)
+
+
+class DatabaseConnectionError(RuntimeError):
+    """The database could not be reached or the connection options are wrong."""
+
+
+def redact(text: str) -> str:
+    """``text`` with passwords in URIs and ``password: x`` pairs replaced by ``***``."""
+    text = _URI_CREDENTIALS.sub(r"\1\2:***@", text)
+    return _KEY_VALUE_SECRET.sub(r"\1\2***", text)
+
+
+@dataclasses.dataclass
+class Connection:
+    """An open LaunchPad and how it was reached."""
+
+    kind: Literal["embedded", "file", "uri"]
+    launchpad: LaunchPad
+    description: str  # safe to print: no credentials
+    db_name: str
+    server: server_mod.ServerInfo | None = None
+    started_server: bool = False
+    source_file: str | None = None
+
+    @property
+    def db(self) -> Any:
+        return self.launchpad.db
+
+    def launchpad_dict(self) -> dict[str, Any]:
+        """A ``my_launchpad.yaml`` body that reaches the same database (may hold credentials)."""
+        d = self.launchpad.to_dict()
+        d = {k: v for k, v in d.items() if v not in (None, [], {})}
+        kwargs = dict(self.launchpad.mongoclient_kwargs or {})
+        kwargs["retryWrites"] = False
+        d["mongoclient_kwargs"] = kwargs
+        d.pop("strm_lvl", None)
+        return d
+
+    def write_launchpad_file(self, path: str | os.PathLike[str]) -> Path:
+        """Write a ``my_launchpad.yaml`` for ``rlaunch -l`` (mode 0600: it may hold a password)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump(self.launchpad_dict(), handle, sort_keys=True)
+        return path
+
+    def close(self, stop_server: bool | None = None) -> None:
+        """Close the client; stop the embedded server if this connection started it."""
+        with contextlib.suppress(Exception):
+            self.launchpad.connection.close()
+        if stop_server is None:
+            stop_server = self.started_server
+        if stop_server and self.server is not None:
+            server_mod.stop(self.server.data_dir)
+
+
+def _mongo_kwargs(extra: dict[str, Any] | None) -> dict[str, Any]:
+    kwargs = dict(extra or {})
+    if kwargs.get("retryWrites") not in (None, False):
+        logger.warning(
+            "retryWrites=%r overridden to false (see nft_fw.launchpad.connection)",
+            kwargs["retryWrites"],
+        )
+    kwargs["retryWrites"] = False
+    kwargs.setdefault("serverSelectionTimeoutMS", 30_000)
+    return kwargs
+
+
+def _check_reachable(lp: LaunchPad, description: str) -> None:
+    try:
+        lp.connection.admin.command("ping")
+    except PyMongoError as err:
+        raise DatabaseConnectionError(
+            f"cannot reach the database at {description}: {redact(str(err))}. "
+            "Check that the server runs and the host/port/credentials are right "
+            "(nft-fw db status shows the embedded server)."
+        ) from err
+
+
+def from_uri(
+    uri: str, db_name: str | None = None, mongoclient_kwargs: dict[str, Any] | None = None
+) -> Connection:
+    """A LaunchPad on the database named in ``uri`` (or ``db_name``, or ``nft_fw``)."""
+    try:
+        parsed = uri_parser.parse_uri(uri)
+    except (InvalidURI, ValueError) as err:
+        raise DatabaseConnectionError(
+            f"--uri / {URI_ENV} is not a valid MongoDB connection string ({redact(str(err))}); "
+            "expected mongodb://[user:password@]host[:port][/database][?options]"
+        ) from err
+    name = db_name or parsed.get("database") or DEFAULT_DB_NAME
+    hosts = ",".join(f"{h}:{p}" for h, p in parsed["nodelist"])
+    description = f"mongodb://{hosts}/{name}" + (
+        " (authenticated)" if parsed.get("username") else ""
+    )
+    lp = LaunchPad(
+        host=uri, name=name, uri_mode=True, mongoclient_kwargs=_mongo_kwargs(mongoclient_kwargs)
+    )
+    _check_reachable(lp, description)
+    return Connection(kind="uri", launchpad=lp, description=description, db_name=name)
+
+
+def from_file(
+    path: str | os.PathLike[str], db_name: str | None = None, fw_log_level: str = "INFO"
+) -> Connection:
+    """A LaunchPad from a standard FireWorks ``my_launchpad.yaml``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatabaseConnectionError(
+            f"--launchpad {path}: no such file; write one with 'nft-fw db start' or by hand"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise DatabaseConnectionError(f"--launchpad {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict) or "host" not in data:
+        raise DatabaseConnectionError(
+            f"--launchpad {path} has no 'host' key; see FireWorks' my_launchpad.yaml format"
+        )
+    data = dict(data)
+    if db_name:
+        data["name"] = db_name
+    data["mongoclient_kwargs"] = _mongo_kwargs(data.get("mongoclient_kwargs"))
+    data["strm_lvl"] = fw_log_level
+    lp = LaunchPad.from_dict(data)
+    if lp.uri_mode:
+        name = lp.name
+        description = f"{path} ({redact(str(data['host']))})"
+    else:
+        name = lp.name
+        description = f"{path} (mongodb://{lp.host}:{lp.port}/{name}" + (
+            ", authenticated)" if lp.username else ")"
+        )
+    _check_reachable(lp, description)
+    return Connection(
+        kind="file", launchpad=lp, description=description, db_name=name, source_file=str(path)
+    )
+
+
+def embedded(
+    data_dir: str | os.PathLike[str] | None = None,
+    db_name: str | None = None,
+    start: bool = True,
+    username: str | None = None,
+    password: str | None = None,
+    fw_log_level: str = "INFO",
+) -> Connection:
+    """A LaunchPad on the embedded server for ``data_dir`` (started if needed and ``start``)."""
+    data_dir = (
+        Path(data_dir).expanduser() if data_dir is not None else server_mod.default_data_dir()
+    )
+    started = False
+    info = server_mod.status(data_dir)
+    if info is None:
+        if not start:
+            raise DatabaseConnectionError(
+                f"no embedded server is running for {data_dir}; start one with "
+                f"'nft-fw db start --data-dir {data_dir}' or pass --uri/--launchpad"
+            )
+        info, started = server_mod.start(data_dir)
+    name = db_name or DEFAULT_DB_NAME
+    kwargs: dict[str, Any] = {"directConnection": True}
+    lp = LaunchPad(
+        host=info.host,
+        port=info.port,
+        name=name,
+        username=username,
+        password=password,
+        authsource="admin" if username else None,
+        mongoclient_kwargs=_mongo_kwargs(kwargs),
+        strm_lvl=fw_log_level,
+    )
+    description = f"embedded server {info.address}/{name} (data {info.data_dir})"
+    _check_reachable(lp, description)
+    conn = Connection(
+        kind="embedded",
+        launchpad=lp,
+        description=description,
+        db_name=name,
+        server=info,
+        started_server=started,
+    )
+    conn.write_launchpad_file(Path(info.data_dir) / LAUNCHPAD_FILE)
+    return conn
+
+
+def open_connection(
+    *,
+    uri: str | None = None,
+    launchpad_file: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    db_name: str | None = None,
+    start_embedded: bool = True,
+    fw_log_level: str = "INFO",
+) -> Connection:
+    """Resolve the connection options every ``nft-fw`` command shares (see module doc)."""
+    if uri and launchpad_file:
+        raise DatabaseConnectionError("pass either --uri or --launchpad, not both")
+    if uri:
+        return from_uri(uri, db_name, fw_log_level=fw_log_level)
+    if launchpad_file:
+        return from_file(launchpad_file, db_name, fw_log_level=fw_log_level)
+    env_uri = os.environ.get(URI_ENV)
+    if env_uri:
+        return from_uri(env_uri, db_name, fw_log_level=fw_log_level)
+    return embedded(data_dir, db_name, start=start_embedded, fw_log_level=fw_log_level)
+
+
+@contextlib.contextmanager
+def connect(**kwargs: Any) -> Iterator[Connection]:
+    """``open_connection`` as a context: closes it and stops an embedded server it started."""
+    keep_server = kwargs.pop("keep_server", False)
+    conn = open_connection(**kwargs)
+    try:
+        yield conn
+    finally:
+        conn.close(stop_server=conn.started_server and not keep_server)

@@ -1,0 +1,287 @@
+"""The embedded MongoDB-wire server (SecantusDB) for tests and single-machine use.
+
+One server per data directory: WiredTiger takes an exclusive lock on its
+storage, so a second start on the same directory finds the running server
+(recorded in ``server.json``) instead of launching another. Production
+deployments point nft-fw at any MongoDB instead (see ``connection.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+logger = logging.getLogger(__name__)
+
+SERVER_EXECUTABLE = "secantusd-py"
+STATE_FILE = "server.json"
+LOCK_FILE = "server.lock"
+LOG_FILE = "server.log"
+STORAGE_SUBDIR = "db"
+
+
+class ServerError(RuntimeError):
+    """The embedded server could not be started, reached or stopped."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerInfo:
+    """A running embedded server: where it listens and which process it is."""
+
+    host: str
+    port: int
+    pid: int
+    data_dir: str
+    auth: bool = False
+    tls: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def uri(self) -> str:
+        """Connection string without credentials (always ``retryWrites=false``)."""
+        return f"mongodb://{self.host}:{self.port}/?retryWrites=false"
+
+
+def default_data_dir() -> Path:
+    """``$NFT_FW_HOME`` if set, else ``~/.nft-fw``."""
+    return Path(os.environ.get("NFT_FW_HOME", Path.home() / ".nft-fw")).expanduser()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_executable() -> str:
+    # Prefer the script next to the running interpreter (the .venv), so a
+    # worker started by absolute path finds it without an activated venv.
+    candidate = Path(sys.executable).with_name(SERVER_EXECUTABLE)
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(SERVER_EXECUTABLE)
+    if found is None:
+        raise ServerError(
+            f"{SERVER_EXECUTABLE!r} was not found next to {sys.executable} or on PATH; "
+            "install the 'secantusdb' package (make setup does) or pass --uri/--launchpad "
+            "to use another MongoDB server"
+        )
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as dead.
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def ping(host: str, port: int, timeout_s: float = 2.0, **client_kwargs: object) -> bool:
+    """True if a MongoDB-wire server answers ``ping`` at host:port."""
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        host,
+        port,
+        retryWrites=False,
+        serverSelectionTimeoutMS=int(timeout_s * 1000),
+        connectTimeoutMS=int(timeout_s * 1000),
+        directConnection=True,
+        **client_kwargs,
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def _read_state(data_dir: Path) -> ServerInfo | None:
+    path = data_dir / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return ServerInfo(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        logger.warning("ignoring unreadable %s (%s)", path, err)
+        return None
+
+
+def status(data_dir: str | os.PathLike[str] | None = None) -> ServerInfo | None:
+    """The server running on ``data_dir``, or None if none is running there."""
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    info = _read_state(data_dir)
+    if info is None or not _pid_alive(info.pid):
+        return None
+    return info
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / LOCK_FILE, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def start(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    auth: bool = False,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+    cache_size: str = "256M",
+    timeout_s: float = 60.0,
+) -> tuple[ServerInfo, bool]:
+    """Start the embedded server on ``data_dir`` or find the one already running.
+
+    Returns (info, started): ``started`` is False when a server was already
+    running on this directory, so callers know whether they own it.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = data_dir.expanduser().resolve()
+    with _locked(data_dir):
+        running = status(data_dir)
+        if running is not None:
+            if not _wait_ready(running, timeout_s):
+                raise ServerError(
+                    f"a server process (pid {running.pid}) owns {data_dir} but does not answer "
+                    f"on {running.address}; stop it with 'nft-fw db stop --data-dir {data_dir}'"
+                )
+            return running, False
+        port = port or free_port(host)
+        storage = data_dir / STORAGE_SUBDIR
+        storage.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            _server_executable(),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--storage-path",
+            str(storage),
+            "--cache-size",
+            cache_size,
+            "--log-level",
+            "WARNING",
+        ]
+        if auth:
+            cmd.append("--auth")
+        if tls_cert_file and tls_key_file:
+            cmd += ["--tls-cert-file", tls_cert_file, "--tls-key-file", tls_key_file]
+        log = open(data_dir / LOG_FILE, "ab")  # noqa: SIM115 (owned by the child)
+        # A new session: the server outlives a Ctrl-C in the terminal that
+        # started it and is stopped explicitly (stop()).
+        proc = subprocess.Popen(
+            cmd,
+            cwd=data_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        info = ServerInfo(
+            host=host,
+            port=port,
+            pid=proc.pid,
+            data_dir=str(data_dir),
+            auth=auth,
+            tls=bool(tls_cert_file and tls_key_file),
+        )
+        if not _wait_ready(info, timeout_s, proc=proc):
+            _terminate(proc.pid, grace_s=5)
+            tail = _log_tail(data_dir)
+            raise ServerError(
+                f"the embedded server did not answer on {info.address} within {timeout_s:.0f} s; "
+                f"its log ({data_dir / LOG_FILE}) ends with:\n{tail}"
+            )
+        (data_dir / STATE_FILE).write_text(json.dumps(dataclasses.asdict(info)))
+        logger.info(
+            "embedded server pid %d listening on %s (data %s)", proc.pid, info.address, storage
+        )
+        return info, True
+
+
+def _wait_ready(
+    info: ServerInfo, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    tls_kwargs: dict[str, object] = (
+        {"tls": True, "tlsAllowInvalidCertificates": True} if info.tls else {}
+    )
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if ping(info.host, info.port, timeout_s=1.0, **tls_kwargs):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _log_tail(data_dir: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join((data_dir / LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _terminate(pid: int, grace_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.1)
+    logger.warning("server pid %d ignored SIGTERM for %.0f s; sending SIGKILL", pid, grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while _pid_alive(pid):
+        time.sleep(0.05)
+
+
+def stop(data_dir: str | os.PathLike[str] | None = None, grace_s: float = 30.0) -> bool:
+    """Stop the server running on ``data_dir``; False if none was running."""
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = data_dir.expanduser().resolve()
+    with _locked(data_dir):
+        info = status(data_dir)
+        if info is None:
+            (data_dir / STATE_FILE).unlink(missing_ok=True)
+            return False
+        _terminate(info.pid, grace_s)
+        (data_dir / STATE_FILE).unlink(missing_ok=True)
+        logger.info("stopped embedded server pid %d (%s)", info.pid, data_dir)
+        return True

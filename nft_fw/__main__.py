@@ -1,0 +1,5 @@
+import sys
+
+from nft_fw.cli import main
+
+sys.exit(main())

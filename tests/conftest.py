@@ -1,0 +1,50 @@
+"""Shared fixtures: one real SecantusDB server per test session (no mocks of the database)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real MongoDB-wire server on a free loopback port with a temporary data directory."""
+    from nft_fw.launchpad import server
+
+    data_dir = tmp_path_factory.mktemp("secantus")
+    info, started = server.start(data_dir)
+    assert started
+    yield info
+    server.stop(data_dir)
+
+
+@pytest.fixture
+def connection(db_server: object, tmp_path: Path) -> Iterator[object]:
+    """A LaunchPad on its own fresh database of the session server, plus its my_launchpad.yaml."""
+    from nft_fw.launchpad.connection import embedded
+
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)  # type: ignore[attr-defined]
+    conn.launchpad.reset("", require_password=False)
+    conn.lp_file = conn.write_launchpad_file(tmp_path / "my_launchpad.yaml")  # type: ignore[attr-defined]
+    yield conn
+    conn.launchpad.connection.drop_database(conn.db_name)
+    conn.close(stop_server=False)
+
+
+@pytest.fixture
+def venv_bin() -> Path:
+    """The directory holding this interpreter's console scripts (rlaunch, nft-fw)."""
+    import sys
+
+    return Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's own database must never be touched by the test suite.
+    monkeypatch.delenv("NFT_FW_MONGODB_URI", raising=False)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -1,0 +1,118 @@
+"""Connecting: embedded, my_launchpad.yaml, URI; retryWrites off; credentials never shown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pymongo
+import pytest
+import yaml
+
+from nft_fw.launchpad import connection as conn_mod
+from nft_fw.launchpad import server
+
+pytestmark = pytest.mark.integration
+
+SECRET = "s3cr3t-Pa55word"
+
+
+def _retry_writes(lp: object) -> bool:
+    return lp.connection.options.retry_writes  # type: ignore[attr-defined,no-any-return]
+
+
+def test_embedded_file_and_uri_reach_the_same_database(
+    db_server: server.ServerInfo, tmp_path: Path
+) -> None:
+    emb = conn_mod.embedded(db_server.data_dir, db_name="conn_same", start=False)
+    emb.db.marks.insert_one({"from": "embedded"})
+    lp_file = emb.write_launchpad_file(tmp_path / "lp.yaml")
+    assert oct(lp_file.stat().st_mode & 0o777) == "0o600"
+    via_file = conn_mod.from_file(lp_file)
+    via_uri = conn_mod.from_uri(f"mongodb://{db_server.address}/conn_same?retryWrites=true")
+    try:
+        for conn in (emb, via_file, via_uri):
+            assert conn.db.marks.find_one({"from": "embedded"}) is not None
+            assert _retry_writes(conn.launchpad) is False
+        assert via_uri.db_name == "conn_same"
+        assert yaml.safe_load(lp_file.read_text())["mongoclient_kwargs"]["retryWrites"] is False
+    finally:
+        emb.launchpad.connection.drop_database("conn_same")
+        for conn in (emb, via_file, via_uri):
+            conn.close(stop_server=False)
+
+
+def test_env_uri_is_used_when_no_option_given(
+    db_server: server.ServerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(conn_mod.URI_ENV, f"mongodb://{db_server.address}/from_env")
+    conn = conn_mod.open_connection(data_dir="/nonexistent/never-started")
+    try:
+        assert conn.kind == "uri" and conn.db_name == "from_env"
+    finally:
+        conn.close()
+
+
+def test_bad_uri_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(
+        conn_mod.DatabaseConnectionError, match="not a valid MongoDB connection string"
+    ):
+        conn_mod.from_uri("http://example.org")
+    with pytest.raises(conn_mod.DatabaseConnectionError, match="no such file"):
+        conn_mod.from_file(tmp_path / "missing.yaml")
+    with pytest.raises(conn_mod.DatabaseConnectionError, match="no embedded server is running"):
+        conn_mod.embedded(tmp_path, start=False)
+
+
+def test_redact_hides_passwords() -> None:
+    text = f"mongodb://alice:{SECRET}@db.example.org:27017/x and {{'password': '{SECRET}'}} password={SECRET}"
+    assert SECRET not in conn_mod.redact(text)
+    assert "alice" in conn_mod.redact(text)
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A second real server with SCRAM authentication and one user (provisioned, then restarted with --auth)."""
+    data_dir = tmp_path_factory.mktemp("auth-db")
+    info, _ = server.start(data_dir)
+    client = pymongo.MongoClient(info.uri(), directConnection=True)
+    client.admin.command("createUser", "alice", pwd=SECRET, roles=[{"role": "root", "db": "admin"}])
+    client.close()
+    server.stop(data_dir)
+    info, _ = server.start(data_dir, auth=True, port=info.port)
+    yield info
+    server.stop(data_dir)
+
+
+def test_credentials_never_printed(auth_server: server.ServerInfo, tmp_path: Path) -> None:
+    good = f"mongodb://alice:{SECRET}@{auth_server.address}/nft_auth?authSource=admin"
+    bad = f"mongodb://alice:wrong-{SECRET}@{auth_server.address}/nft_auth?authSource=admin&serverSelectionTimeoutMS=3000"
+    conn = conn_mod.from_uri(good)
+    assert SECRET not in conn.description
+    conn.db.probe.insert_one({"ok": 1})
+    conn.close()
+
+    env = {k: v for k, v in os.environ.items() if k != conn_mod.URI_ENV}
+    outputs = []
+    for uri in (good, bad):
+        for args in (
+            ["worker", "--uri", uri, "--idle-timeout", "0", "-vv", "--work-dir", str(tmp_path)],
+        ):
+            proc = subprocess.run(
+                [sys.executable, "-m", "nft_fw", *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+            )
+            outputs.append((proc.returncode, proc.stdout + proc.stderr))
+    (good_rc, good_out), (bad_rc, bad_out) = outputs
+    assert good_rc == 0, good_out
+    assert bad_rc == 1 and "cannot reach the database" in bad_out
+    for _, out in outputs:
+        assert SECRET not in out
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path

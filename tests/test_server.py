@@ -1,0 +1,75 @@
+"""The embedded server: start, find-the-running-one, ping, stop (real SecantusDB processes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nft_fw.launchpad import server
+
+pytestmark = pytest.mark.integration
+
+
+def test_start_is_idempotent_and_stop_cleans_up(tmp_path: Path) -> None:
+    info, started = server.start(tmp_path)
+    try:
+        assert started
+        assert server.ping(info.host, info.port)
+        again, started_again = server.start(tmp_path)
+        assert not started_again
+        assert again == info
+        assert server.status(tmp_path) == info
+    finally:
+        assert server.stop(tmp_path)
+    assert server.status(tmp_path) is None
+    assert not server.ping(info.host, info.port, timeout_s=0.5)
+    assert not server.stop(tmp_path)
+
+
+def test_data_survive_a_restart(tmp_path: Path) -> None:
+    import pymongo
+
+    info, _ = server.start(tmp_path)
+    try:
+        client = pymongo.MongoClient(info.uri(), directConnection=True)
+        client.keep.docs.insert_one({"x": 42})
+        client.close()
+    finally:
+        server.stop(tmp_path)
+    info2, started = server.start(tmp_path)
+    try:
+        assert started
+        client = pymongo.MongoClient(info2.uri(), directConnection=True)
+        assert client.keep.docs.find_one({"x": 42}) is not None
+        client.close()
+    finally:
+        server.stop(tmp_path)
+
+
+def test_cli_db_start_status_stop(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nft_fw", *args], capture_output=True, text=True, timeout=120
+        )
+
+    started = run("db", "start", "--data-dir", str(tmp_path), "--json")
+    assert started.returncode == 0, started.stderr
+    payload = json.loads(started.stdout)
+    assert payload["started"] is True
+    assert Path(payload["launchpad_file"]).is_file()
+    status = run("db", "status", "--data-dir", str(tmp_path), "--json")
+    assert json.loads(status.stdout) == {
+        "running": True,
+        "responding": True,
+        "address": payload["address"],
+        "pid": payload["pid"],
+        "data_dir": payload["data_dir"],
+    }
+    stopped = run("db", "stop", "--data-dir", str(tmp_path))
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    status = run("db", "status", "--data-dir", str(tmp_path), "--json")
+    assert json.loads(status.stdout)["running"] is False

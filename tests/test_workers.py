@@ -1,0 +1,152 @@
+"""Real worker processes against the real server: every Firework runs exactly once."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nft_fw.workflows.smoke import expected_total, smoke_workflow
+
+pytestmark = pytest.mark.integration
+
+N_LEAVES, N_ADDED = 47, 5  # 47 leaves + root + fan-out + total = 50 Fireworks, +5 at run time
+
+
+def _ledger(path: Path) -> collections.Counter[str]:
+    return collections.Counter(json.loads(line)["tag"] for line in path.read_text().splitlines())
+
+
+def _assert_all_ran_once(lp: object, ledger: Path, n_expected: int) -> None:
+    fws = list(lp.fireworks.find({}, {"fw_id": 1, "state": 1, "launches": 1}))  # type: ignore[attr-defined]
+    assert len(fws) == n_expected
+    assert {fw["state"] for fw in fws} == {"COMPLETED"}
+    assert all(len(fw["launches"]) == 1 for fw in fws)
+    launches = collections.Counter(d["fw_id"] for d in lp.launches.find({}, {"fw_id": 1}))  # type: ignore[attr-defined]
+    assert sorted(launches) == sorted(fw["fw_id"] for fw in fws)
+    assert set(launches.values()) == {1}
+    tags = _ledger(ledger)
+    assert len(tags) == n_expected and set(tags.values()) == {1}
+
+
+def test_two_concurrent_rlaunch_processes(
+    connection: object, tmp_path: Path, venv_bin: Path
+) -> None:
+    lp = connection.launchpad  # type: ignore[attr-defined]
+    ledger = tmp_path / "ledger.jsonl"
+    lp.add_wf(smoke_workflow(N_LEAVES, N_ADDED, ledger=str(ledger)))
+    procs = []
+    for i in range(2):
+        wdir = tmp_path / f"w{i}"
+        wdir.mkdir()
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(venv_bin / "rlaunch"),
+                    "-l",
+                    str(connection.lp_file),
+                    "-s",
+                    "rapidfire",
+                    "--sleep",
+                    "1",
+                ],  # type: ignore[attr-defined]
+                cwd=wdir,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    _assert_all_ran_once(lp, ledger, N_LEAVES + 3 + N_ADDED)
+    # Both processes did work (the claim is concurrency, not one worker idling).
+    pids = collections.Counter(json.loads(line)["pid"] for line in ledger.read_text().splitlines())
+    assert len(pids) == 2
+    total_id = lp.get_fw_ids({"name": "total"})[0]
+    total = lp.launches.find_one({"fw_id": total_id})["action"]["stored_data"]["sum"]
+    assert total == pytest.approx(expected_total(N_LEAVES))
+    added = lp.get_fw_ids({"name": {"$regex": r"^fan\."}})
+    assert len(added) == N_ADDED
+
+
+def test_nft_fw_worker_respects_category_and_max(connection: object, tmp_path: Path) -> None:
+    lp = connection.launchpad  # type: ignore[attr-defined]
+    ledger = tmp_path / "ledger.jsonl"
+    lp.add_wf(smoke_workflow(4, 2, ledger=str(ledger), name="cat-label", category="label"))
+    lp.add_wf(
+        smoke_workflow(
+            2, 1, ledger=str(tmp_path / "other.jsonl"), name="cat-train", category="train"
+        )
+    )
+
+    def worker(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nft_fw",
+                "worker",
+                "--launchpad",
+                str(connection.lp_file),  # type: ignore[attr-defined]
+                "--work-dir",
+                str(tmp_path / "runs"),
+                "--poll",
+                "0.2",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    out = worker("--category", "label", "--max", "3")
+    assert out.returncode == 0, out.stderr
+    assert sum(_ledger(ledger).values()) == 3
+    out = worker("--category", "label", "--idle-timeout", "2")
+    assert out.returncode == 0, out.stderr
+    label_fws = lp.get_fw_ids({"spec._category": "label"})
+    train_fws = lp.get_fw_ids({"spec._category": "train"})
+    assert {lp.get_fw_by_id(i).state for i in label_fws} == {"COMPLETED"}
+    assert len(label_fws) == 4 + 3 + 2
+    assert {lp.fireworks.find_one({"fw_id": i})["state"] for i in train_fws} <= {"READY", "WAITING"}
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_plain_rlaunch_with_fworker_file(
+    connection: object, tmp_path: Path, venv_bin: Path
+) -> None:
+    lp = connection.launchpad  # type: ignore[attr-defined]
+    ledger = tmp_path / "ledger.jsonl"
+    lp.add_wf(smoke_workflow(3, 1, ledger=str(ledger), name="dft-only", category="dft"))
+    lp.add_wf(
+        smoke_workflow(3, 1, ledger=str(tmp_path / "no.jsonl"), name="train-only", category="train")
+    )
+    fworker = tmp_path / "my_fworker.yaml"
+    fworker.write_text(yaml.safe_dump({"name": "dft-cluster", "category": "dft", "query": "{}"}))
+    out = subprocess.run(
+        [
+            str(venv_bin / "rlaunch"),
+            "-l",
+            str(connection.lp_file),
+            "-w",
+            str(fworker),
+            "-s",
+            "rapidfire",
+            "--sleep",
+            "1",
+        ],  # type: ignore[attr-defined]
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sum(_ledger(ledger).values()) == 3 + 3 + 1
+    assert not (tmp_path / "no.jsonl").exists()
+    names = {d["fworker"]["name"] for d in lp.launches.find({}, {"fworker.name": 1})}
+    assert names == {"dft-cluster"}

@@ -1,0 +1,1 @@
+"""Building FireWorks Workflows from validated specs."""
