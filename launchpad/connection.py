@@ -120,7 +120,10 @@ def _check_reachable(lp: LaunchPad, description: str) -> None:
 
 
 def from_uri(
-    uri: str, db_name: str | None = None, mongoclient_kwargs: dict[str, Any] | None = None
+    uri: str,
+    db_name: str | None = None,
+    mongoclient_kwargs: dict[str, Any] | None = None,
+    fw_log_level: str = "INFO",
 ) -> Connection:
     """A LaunchPad on the database named in ``uri`` (or ``db_name``, or ``nft_fw``)."""
     try:
@@ -136,7 +139,11 @@ def from_uri(
         " (authenticated)" if parsed.get("username") else ""
     )
     lp = LaunchPad(
-        host=uri, name=name, uri_mode=True, mongoclient_kwargs=_mongo_kwargs(mongoclient_kwargs)
+        host=uri,
+        name=name,
+        uri_mode=True,
+        mongoclient_kwargs=_mongo_kwargs(mongoclient_kwargs),
+        strm_lvl=fw_log_level,
     )
     _check_reachable(lp, description)
     return Connection(kind="uri", launchpad=lp, description=description, db_name=name)
