@@ -1,1 +1,46 @@
-"""nft-fw"""
+"""nft-fw: nearsighted force training (Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104 (2022))
+of Behler–Parrinello ensembles, as a library (this package) and as a FireWorks service
+(``nft_fw.workflows``, ``nft_fw.firetasks``, ``nft_fw.launchpad``).
+
+The science core needs no database::
+
+    from nft_fw import run_locally, EnsembleCalculator
+    result = run_locally("campaign.yaml")
+    atoms.calc = result.calculator
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.campaign import CampaignError, CampaignSpec, load_campaign
+    from nft_fw.loop import LocalResult, run_locally
+
+__all__ = [
+    "CampaignError",
+    "CampaignSpec",
+    "EnsembleCalculator",
+    "LocalResult",
+    "load_campaign",
+    "run_locally",
+]
+
+_LAZY = {
+    "EnsembleCalculator": "nft_fw.calculator",
+    "CampaignError": "nft_fw.campaign",
+    "CampaignSpec": "nft_fw.campaign",
+    "load_campaign": "nft_fw.campaign",
+    "LocalResult": "nft_fw.loop",
+    "run_locally": "nft_fw.loop",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavy modules (JAX, ASE) only when their names are first used."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nft_fw' has no attribute {name!r}")

@@ -1,0 +1,628 @@
+"""The campaign file: one validated spec of what to train, against which parent, and how.
+
+``load_campaign`` reads YAML (or a dict) into a :class:`CampaignSpec`; every problem comes back as
+one :class:`CampaignError` whose lines read ``field.path: what is wrong (got …)``. ``prepare``
+then builds the target structure and checks everything that needs files or a calculator.
+
+Example (see :func:`example_campaign`)::
+
+    name: pt260-emt
+    target:
+      builder: {kind: octahedron, element: Pt, length: 8, cutoff: 3, lattice_constant: 3.92}
+      rattle: {stdev: 0.1, seed: 0}
+    parent: {name: emt, params: {}}
+    initial: {generator: bulk, n_structures: 20}
+    model: {cutoff: 6.0, hidden_layers: [25, 25], ensemble_size: 10}
+    nft: {chunks_per_iteration: 26, chunk_radius: null, threshold: 0.1, patience: 2,
+          max_iterations: 10, seed: 0}
+    validation: {true_forces: true}
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nft_fw.parents import Parent, ParentError, get_parent
+from nft_fw.structures import (
+    GEOMETRY,
+    StructureError,
+    build_nanoparticle,
+    check_composition,
+    check_element,
+    check_geometry,
+    rattle,
+    read_frames,
+    read_structure,
+    validate_atoms,
+    vegard_lattice_constant,
+)
+
+log = logging.getLogger(__name__)
+
+Kind = Literal[
+    "octahedron", "cuboctahedron", "icosahedron", "decahedron", "fcc111", "fcc100", "bulk"
+]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class CampaignError(ValueError):
+    """The campaign cannot be used. ``field`` is the dotted path of the first problem;
+    ``errors`` lists every (field, message); ``source`` is the campaign file, if any.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        errors: list[tuple[str, str]] | None = None,
+        source: Path | None = None,
+    ) -> None:
+        self.errors = [(field, message), *(errors or [])]
+        self.field = field
+        self.source = source
+        lines = [f"{f}: {m}" for f, m in self.errors]
+        if source is not None:
+            lines.append(f"(in campaign file {source})")
+        super().__init__("\n".join(lines))
+
+    @classmethod
+    def from_errors(
+        cls, errors: list[tuple[str, str]], source: Path | None = None
+    ) -> CampaignError:
+        """One error holding all of ``errors`` (at least one)."""
+        (first_field, first_message), *rest = errors
+        return cls(first_field, first_message, errors=rest, source=source)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RattleSpec(_Spec):
+    stdev: float = Field(
+        ge=0.0, le=1.0, description="Standard deviation of each Cartesian displacement, Å."
+    )
+    seed: int = Field(
+        default=0, ge=0, description="Seed of numpy.random.default_rng for the rattle."
+    )
+
+
+class BuilderSpec(_Spec):
+    kind: Kind = Field(description="Shape: nanoparticle (ase.cluster), fcc slab or fcc bulk.")
+    element: str | None = Field(
+        default=None, description="Chemical symbol of a one-element target."
+    )
+    composition: dict[str, float] | None = Field(
+        default=None, description="Alloy fractions {symbol: fraction}, each > 0, summing to 1."
+    )
+    lattice_constant: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="fcc lattice constant, Å; null = the parent's optimum (Vegard).",
+    )
+    length: int | None = Field(
+        default=None,
+        ge=1,
+        description="octahedron/cuboctahedron: atoms along an edge of the octahedron.",
+    )
+    cutoff: int | None = Field(
+        default=None, ge=0, description="octahedron: layers cut at each vertex (default 0)."
+    )
+    shells: int | None = Field(
+        default=None,
+        ge=1,
+        description="icosahedron: shells, the central atom being shell 1 (5 → 309).",
+    )
+    p: int | None = Field(
+        default=None, ge=1, description="decahedron: atoms along the (100) facets."
+    )
+    q: int | None = Field(
+        default=None, ge=1, description="decahedron: atoms along the (111) facets."
+    )
+    r: int | None = Field(
+        default=None, ge=0, description="decahedron: depth of the Marks re-entrance."
+    )
+    size: list[PositiveInt] | None = Field(
+        default=None, min_length=3, max_length=3, description="fcc111/fcc100: [nx, ny, layers]."
+    )
+    repeat: list[PositiveInt] | None = Field(
+        default=None, min_length=3, max_length=3, description="bulk: repeats of the cubic fcc cell."
+    )
+    vacancies: int = Field(default=0, ge=0, description="bulk: atoms removed at random (seeded).")
+    vacuum: float = Field(default=8.0, ge=0.0, description="fcc111/fcc100: vacuum on each side, Å.")
+    seed: int = Field(default=0, ge=0, description="Seed for alloy site assignment and vacancies.")
+
+    @field_validator("element")
+    @classmethod
+    def _symbol(cls, value: str | None) -> str | None:
+        if value is not None:
+            _plain(check_element, value, "element")
+        return value
+
+    @field_validator("composition")
+    @classmethod
+    def _composition(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            _plain(check_composition, value, "composition")
+        return value
+
+    @model_validator(mode="after")
+    def _one_species_source(self) -> BuilderSpec:
+        if (self.element is None) == (self.composition is None):
+            raise ValueError(
+                "give exactly one of element (e.g. Pt) or composition (e.g. {Pt: 0.5, Au: 0.5})"
+            )
+        return self
+
+    @property
+    def species(self) -> dict[str, float]:
+        """{symbol: fraction} of the target (a single element has fraction 1)."""
+        return {self.element: 1.0} if self.element is not None else dict(self.composition or {})
+
+    def geometry(self) -> dict[str, Any]:
+        """The geometry parameters the kind uses, as given (None left out)."""
+        return {k: getattr(self, k) for k in GEOMETRY[self.kind] if getattr(self, k) is not None}
+
+
+class TargetSpec(_Spec):
+    builder: BuilderSpec | None = Field(default=None, description="Build the target with ASE.")
+    file: Path | None = Field(
+        default=None,
+        description="Read the target from a file ASE reads (relative to the campaign file).",
+    )
+    index: int = Field(default=-1, description="Frame of `file` to use (ASE index; -1 = last).")
+    rattle: RattleSpec | None = Field(
+        default=None, description="Gaussian displacement of the target."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TargetSpec:
+        if (self.builder is None) == (self.file is None):
+            raise ValueError("give exactly one of builder or file")
+        return self
+
+
+class ParentSpec(_Spec):
+    name: str = Field(
+        default="emt", description="Registered parent calculator: emt, gpaw or a plug-in."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters passed to the parent's calculator (JSON)."
+    )
+
+
+class InitialSpec(_Spec):
+    generator: Literal["bulk"] | None = Field(
+        default="bulk",
+        description="Generate strained, rattled fcc bulk cells labelled by the parent.",
+    )
+    file: Path | None = Field(
+        default=None,
+        description="Labelled initial structures (energy eV, forces eV/Å) instead of a generator.",
+    )
+    n_structures: int = Field(
+        default=20, ge=1, le=500, description="Structures in the initial set."
+    )
+    n_candidates: int = Field(
+        default=60, ge=1, description="Candidates generated, from which n_structures are picked."
+    )
+    lattice_spread: float = Field(
+        default=0.06,
+        ge=0.0,
+        lt=0.5,
+        description="Fractional ± range of lattice constants (0.06 = ±6 %).",
+    )
+    rattle_stdev: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Gaussian displacement of each coordinate, Å."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the initial-set generator.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_replaces_generator(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("file") is not None and "generator" not in data:
+            return {**data, "generator": None}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InitialSpec:
+        if (self.generator is None) == (self.file is None):
+            raise ValueError("give exactly one of generator or file")
+        if self.n_candidates < self.n_structures:
+            raise ValueError(
+                f"n_candidates ({self.n_candidates}) < n_structures ({self.n_structures}); "
+                f"raise n_candidates to at least {self.n_structures}"
+            )
+        return self
+
+
+class ModelSpec(_Spec):
+    cutoff: float = Field(
+        default=6.0, ge=2.0, le=12.0, description="Descriptor cutoff radius R_c, Å."
+    )
+    hidden_layers: list[Annotated[int, Field(ge=1, le=512)]] = Field(
+        default_factory=lambda: [25, 25],
+        min_length=1,
+        max_length=4,
+        description="Neurons per hidden layer of each element's network (1–4 layers).",
+    )
+    ensemble_size: int = Field(default=10, ge=2, le=64, description="Ensemble members M.")
+    n_radial: int = Field(
+        default=16, ge=2, le=64, description="Radial (G2) symmetry functions per pair."
+    )
+    angular_etas: list[Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=lambda: [0.005, 0.025],
+        min_length=1,
+        description="Widths η of the angular (G4) functions, Å⁻².",
+    )
+    angular_zetas: list[PositiveInt] = Field(
+        default_factory=lambda: [1, 2, 4, 8],
+        min_length=1,
+        description="Angular resolutions ζ of the G4 functions (dimensionless).",
+    )
+    activation: Literal["tanh", "silu"] = Field(
+        default="tanh", description="Hidden-layer activation."
+    )
+
+
+class TrainingSpec(_Spec):
+    initial_steps: int = Field(
+        default=3000, ge=0, description="Optimiser steps of the first training."
+    )
+    steps_per_iteration: int = Field(
+        default=1500, ge=0, description="Optimiser steps per NFT iteration."
+    )
+    learning_rate: float = Field(default=3e-3, gt=0.0, description="Initial learning rate (Adam).")
+    final_learning_rate: float = Field(
+        default=3e-4, gt=0.0, description="Learning rate at the end."
+    )
+    batch_chunks: int = Field(default=64, ge=1, description="Chunks per training batch.")
+    energy_weight: float = Field(
+        default=1.0, ge=0.0, description="Multiplier of the per-atom energy MSE, (eV/atom)²."
+    )
+    force_weight: float = Field(
+        default=1.0, ge=0.0, description="Multiplier of the force MSE, (eV/Å)²."
+    )
+    warm_start: bool = Field(
+        default=True, description="Start each iteration from the previous model."
+    )
+
+
+class NFTSpec(_Spec):
+    chunks_per_iteration: int = Field(
+        default=26, ge=1, description="Chunks labelled per iteration."
+    )
+    chunk_radius: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Radius of a chunk around its centre, Å; null = 2·model.cutoff.",
+    )
+    threshold: float = Field(
+        default=0.1,
+        gt=0.0,
+        description="Stop when the largest force uncertainty δ is below this, eV/Å.",
+    )
+    patience: int = Field(
+        default=2, ge=1, description="Stop after this many iterations without gain."
+    )
+    max_iterations: int = Field(default=10, ge=1, le=1000, description="Most NFT iterations.")
+    seed: int = Field(default=0, ge=0, description="Seed of bootstrap and selection.")
+    selection: Literal["most_uncertain"] = Field(
+        default="most_uncertain", description="How the chunk centres are chosen."
+    )
+
+
+class ValidationSpec(_Spec):
+    true_forces: bool = Field(
+        default=False,
+        description="Also label the whole target with the parent to report true errors.",
+    )
+
+
+class CampaignSpec(_Spec):
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Campaign name: letters, digits, _ . - (up to 64 characters).",
+    )
+    target: TargetSpec = Field(description="The structure the potential is trained for.")
+    parent: ParentSpec = Field(description="The reference calculator that labels chunks.")
+    initial: InitialSpec = Field(
+        default_factory=lambda: InitialSpec(), description="Initial training set."
+    )
+    model: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(), description="Descriptor and ensemble."
+    )
+    training: TrainingSpec = Field(default_factory=lambda: TrainingSpec(), description="Optimiser.")
+    nft: NFTSpec = Field(
+        default_factory=lambda: NFTSpec(), description="Nearsighted force training loop."
+    )
+    validation: ValidationSpec = Field(
+        default_factory=lambda: ValidationSpec(), description="Extra checks against the parent."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> CampaignSpec:
+        errors: list[tuple[str, str]] = []
+        try:
+            parent = get_parent(self.parent.name, self.parent.params, field="parent")
+        except ParentError as err:
+            errors.append((err.field, err.message))
+            parent = None
+        builder = self.target.builder
+        if builder is not None:
+            for key in sorted(GEOMETRY_KEYS - set(GEOMETRY[builder.kind])):
+                value = getattr(builder, key)
+                if value != BuilderSpec.model_fields[key].default:
+                    errors.append(
+                        (
+                            f"target.builder.{key}",
+                            f"is not a parameter of kind {builder.kind!r} (its parameters: "
+                            f"{', '.join(GEOMETRY[builder.kind])}); remove it (got {value!r})",
+                        )
+                    )
+            try:
+                check_geometry(builder.kind, builder.geometry(), "target.builder")
+            except StructureError as err:
+                errors.append((err.field, err.message))
+            if parent is not None:
+                where = "element" if builder.element is not None else "composition"
+                unsupported = sorted(set(builder.species) - parent.supported_elements)
+                if unsupported:
+                    errors.append(
+                        (
+                            f"target.builder.{where}",
+                            f"parent {parent.name!r} does not support {', '.join(unsupported)} "
+                            f"(supported: {', '.join(sorted(parent.supported_elements))}); "
+                            "choose another element or parent",
+                        )
+                    )
+        if errors:
+            raise CampaignError.from_errors(errors)
+        return self
+
+    def to_yaml(self) -> str:
+        """The spec as YAML that :func:`load_campaign` reads back to an equal spec."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+GEOMETRY_KEYS = {k for params in GEOMETRY.values() for k in params}
+
+
+def _plain(check: Any, value: Any, name: str) -> None:
+    """Run a structures check inside a pydantic validator (pydantic supplies the location)."""
+    try:
+        check(value, name)
+    except StructureError as err:
+        raise ValueError(err.message) from err
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def example_campaign() -> dict[str, Any]:
+    """The documented example: a rattled 260-atom Pt octahedron trained against EMT."""
+    return {
+        "name": "pt260-emt",
+        "target": {
+            "builder": {
+                "kind": "octahedron",
+                "element": "Pt",
+                "length": 8,
+                "cutoff": 3,
+                "lattice_constant": 3.92,
+            },
+            "rattle": {"stdev": 0.1, "seed": 0},
+        },
+        "parent": {"name": "emt", "params": {}},
+        "initial": {"generator": "bulk", "n_structures": 20},
+        "model": {"cutoff": 6.0, "hidden_layers": [25, 25], "ensemble_size": 10},
+        "nft": {
+            "chunks_per_iteration": 26,
+            "chunk_radius": None,
+            "threshold": 0.1,
+            "patience": 2,
+            "max_iterations": 10,
+            "seed": 0,
+        },
+        "validation": {"true_forces": True},
+    }
+
+
+def load_campaign(
+    path_or_dict: str | Path | Mapping[str, Any], base_dir: str | Path | None = None
+) -> CampaignSpec:
+    """Read and validate a campaign from a YAML file or a mapping.
+
+    Relative ``target.file`` / ``initial.file`` paths are resolved against ``base_dir``, which
+    defaults to the YAML file's folder (for a mapping: left as given). Raises CampaignError.
+    """
+    source: Path | None = None
+    if isinstance(path_or_dict, Mapping):
+        raw: Any = copy.deepcopy(dict(path_or_dict))
+    else:
+        source = Path(path_or_dict)
+        if base_dir is None:
+            base_dir = source.parent
+        try:
+            raw = yaml.safe_load(source.read_text())
+        except OSError as err:
+            raise CampaignError(
+                str(source), f"cannot read the campaign file ({err}); check the path"
+            ) from err
+        except yaml.YAMLError as err:
+            raise CampaignError(
+                str(source), f"is not valid YAML: {err}; fix the syntax at the place shown"
+            ) from err
+        if not isinstance(raw, dict):
+            raise CampaignError(
+                str(source),
+                f"holds a YAML {type(raw).__name__}, expected a mapping with keys "
+                f"{', '.join(CampaignSpec.model_fields)} (see nft_fw.campaign.example_campaign)",
+            )
+    if base_dir is not None:
+        for section in ("target", "initial"):
+            part = raw.get(section)
+            if isinstance(part, dict) and isinstance(part.get("file"), str | Path):
+                path = Path(part["file"]).expanduser()
+                part["file"] = str(path if path.is_absolute() else Path(base_dir) / path)
+    try:
+        return CampaignSpec.model_validate(raw)
+    except ValidationError as err:
+        raise CampaignError.from_errors(_describe(err), source) from err
+
+
+def _describe(err: ValidationError) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    for e in err.errors():
+        inner = e.get("ctx", {}).get("error")
+        if isinstance(inner, CampaignError):
+            errors.extend(inner.errors)
+            continue
+        loc = e["loc"]
+        where = ".".join(str(p) for p in loc) or "campaign"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            allowed = ", ".join(model.model_fields) if model else "see example_campaign()"
+            message = f"unknown key; allowed keys here: {allowed} (check the spelling)"
+        if e["type"] != "missing":
+            message += f" (got {_short(e.get('input'))})"
+        errors.append((where, message))
+    return errors
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = CampaignSpec
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        candidates = [info.annotation, *get_args(info.annotation)]
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- preparing ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A campaign ready to run: its target built and its inputs checked.
+
+    ``elements``: sorted symbols of the target and any initial file; ``chunk_radius_A``: the
+    chunk radius in Å; ``initial_frames``: the labelled frames of ``initial.file``, if any.
+    """
+
+    spec: CampaignSpec
+    target: Atoms
+    parent: Parent
+    elements: tuple[str, ...]
+    chunk_radius_A: float
+    warnings: list[str] = field(default_factory=list)
+    initial_frames: list[Atoms] | None = None
+
+
+def prepare(spec: CampaignSpec) -> Prepared:
+    """Build (or read), rattle and validate the target; check the initial file; resolve the
+    chunk radius. Raises CampaignError naming the field; returns warnings for risky choices.
+    """
+    try:
+        return _prepare(spec)
+    except (StructureError, ParentError) as err:
+        raise CampaignError(err.field, err.message) from err
+
+
+def _prepare(spec: CampaignSpec) -> Prepared:
+    parent = get_parent(spec.parent.name, spec.parent.params, field="parent")
+    target_spec = spec.target
+    if target_spec.builder is not None:
+        b = target_spec.builder
+        a = b.lattice_constant
+        if a is None:
+            try:
+                a = vegard_lattice_constant(b.species, parent.optimal_lattice_constant)
+            except ParentError as err:
+                raise CampaignError("target.builder.lattice_constant", err.message) from err
+            log.info(
+                "campaign %s: lattice constant %.4f Å from parent %s", spec.name, a, parent.name
+            )
+        target = build_nanoparticle(
+            b.kind,
+            element=b.element,
+            composition=b.composition,
+            seed=b.seed,
+            lattice_constant=a,
+            field="target.builder",
+            **b.geometry(),
+        )
+    else:
+        assert target_spec.file is not None
+        target = read_structure(target_spec.file, target_spec.index, field="target.file")
+    if target_spec.rattle is not None:
+        target = rattle(target, target_spec.rattle.stdev, target_spec.rattle.seed)
+    validate_atoms(target, "target", parent.supported_elements)
+    elements = set(target.get_chemical_symbols())
+
+    frames = None
+    if spec.initial.file is not None:
+        frames = read_frames(spec.initial.file, field="initial.file")
+        for k, frame in enumerate(frames):
+            try:
+                validate_atoms(frame, "initial.file", parent.supported_elements)
+            except StructureError as err:
+                raise CampaignError("initial.file", f"frame {k}: {err.message}") from err
+            results = frame.calc.results if isinstance(frame.calc, SinglePointCalculator) else {}
+            missing = [p for p in ("energy", "forces") if p not in results]
+            if missing:
+                raise CampaignError(
+                    "initial.file",
+                    f"frame {k} has no {' or '.join(missing)}; the initial file must hold "
+                    "structures labelled by the parent (e.g. extxyz written after a single "
+                    "point), or use initial.generator: bulk",
+                )
+            elements |= set(frame.get_chemical_symbols())
+
+    chunk_radius = spec.nft.chunk_radius or 2.0 * spec.model.cutoff
+    warnings: list[str] = []
+    if chunk_radius < 2.0 * spec.model.cutoff:
+        warnings.append(
+            f"nft.chunk_radius {chunk_radius:g} Å is below 2·model.cutoff = "
+            f"{2.0 * spec.model.cutoff:g} Å: the model's central force then depends on atoms "
+            "outside the chunk; use at least that radius"
+        )
+    if chunk_radius < parent.force_locality_A:
+        warnings.append(
+            f"nft.chunk_radius {chunk_radius:g} Å is below the force locality of parent "
+            f"{parent.name!r} ({parent.force_locality_A:.2f} Å): the parent's central force in a "
+            "chunk differs from that in the full structure; use at least that radius"
+        )
+    for message in warnings:
+        log.warning("campaign %s: %s", spec.name, message)
+    return Prepared(
+        spec=spec,
+        target=target,
+        parent=parent,
+        elements=tuple(sorted(elements)),
+        chunk_radius_A=chunk_radius,
+        warnings=warnings,
+        initial_frames=frames,
+    )

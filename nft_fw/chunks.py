@@ -1,0 +1,96 @@
+"""Spherical chunks cut around an atom, and their order- and translation-invariant hash.
+
+A chunk holds every atom (periodic images included) within ``radius`` Å of a
+centre atom of the parent structure; the centre comes first, the positions are
+relative to it, and the chunk is non-periodic (in vacuum). Only the centre's
+force is used for training (Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104
+(2022), Sec. III).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import logging
+import math
+
+import numpy as np
+from ase import Atoms
+
+log = logging.getLogger(__name__)
+
+HASH_DECIMALS = 3  # positions are compared at 0.001 Å
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """A chunk: ``atoms`` (centre first, at the origin), its source atom and radius (Å)."""
+
+    atoms: Atoms
+    centre: int
+    radius: float
+    hash: str
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+
+def _shifts(atoms: Atoms, radius: float) -> np.ndarray:
+    """Lattice translations (n_shifts, 3) Å that can bring an image within ``radius``."""
+    cell = atoms.cell
+    ranges = []
+    for axis in range(3):
+        if not atoms.pbc[axis]:
+            ranges.append([0])
+            continue
+        others = [cell[(axis + 1) % 3], cell[(axis + 2) % 3]]
+        normal = np.cross(*others)
+        spacing = abs(np.dot(cell[axis], normal)) / np.linalg.norm(normal)
+        n = math.ceil(radius / spacing) + 1
+        ranges.append(list(range(-n, n + 1)))
+    grid = np.array(list(itertools.product(*ranges)), dtype=float)
+    return grid @ np.asarray(cell)
+
+
+def cut(atoms: Atoms, centre: int, radius: float) -> Chunk:
+    """The chunk of ``atoms`` within ``radius`` Å of atom ``centre``.
+
+    Atoms are ordered by distance from the centre (the centre itself first).
+    """
+    if not 0 <= centre < len(atoms):
+        raise IndexError(f"centre atom {centre} is outside a structure of {len(atoms)} atoms")
+    if not radius > 0:
+        raise ValueError(f"chunk radius is {radius} Å; it must be positive")
+    pos = atoms.get_positions()
+    rel = pos - pos[centre]
+    if atoms.pbc.any():
+        shifts = _shifts(atoms, radius)
+        all_rel = (rel[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+        source = np.tile(np.arange(len(atoms)), len(shifts))
+    else:
+        all_rel, source = rel, np.arange(len(atoms))
+    dist = np.linalg.norm(all_rel, axis=1)
+    keep = np.flatnonzero(dist <= radius)
+    keep = keep[np.lexsort((source[keep], dist[keep]))]
+    numbers = atoms.numbers[source[keep]]
+    chunk = Atoms(numbers=numbers, positions=all_rel[keep], pbc=False)
+    if "initial_magmoms" in atoms.arrays:
+        chunk.set_initial_magnetic_moments(atoms.get_initial_magnetic_moments()[source[keep]])
+    return Chunk(atoms=chunk, centre=int(centre), radius=float(radius), hash=chunk_hash(chunk))
+
+
+def chunk_hash(chunk: Atoms, centre: int = 0) -> str:
+    """SHA-256 of the chunk's content, independent of atom order and translation.
+
+    Positions relative to the centre atom, rounded to 10^-HASH_DECIMALS Å, are
+    sorted together with atomic numbers; the centre's number leads.
+    """
+    pos = chunk.get_positions()
+    rel = np.round(pos - pos[centre], HASH_DECIMALS) + 0.0  # + 0.0 folds -0.0 into 0.0
+    rows = np.column_stack([chunk.numbers.astype(float), rel])
+    order = np.lexsort(rows.T[::-1])
+    digest = hashlib.sha256()
+    digest.update(f"centre:{int(chunk.numbers[centre])};".encode())
+    digest.update(np.ascontiguousarray(np.round(rows[order] * 10**HASH_DECIMALS)).astype(np.int64))
+    return digest.hexdigest()

@@ -1,0 +1,330 @@
+"""The NFT loop as plain functions, and :func:`run_locally` that runs it in-process.
+
+The distributed service calls the same building blocks (initial set, label a
+chunk, train, assess, decide) from FireWorks tasks; here they run one after the
+other, for notebooks, tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from nft_fw import chunks as chunk_mod
+from nft_fw import decision
+from nft_fw import descriptors as desc
+from nft_fw import initial as init_mod
+from nft_fw import model as mdl
+from nft_fw import training as tr
+from nft_fw import uncertainty as unc
+from nft_fw.calculator import EnsembleCalculator
+from nft_fw.campaign import CampaignSpec, ModelSpec, Prepared, load_campaign, prepare
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def descriptor_spec(model: ModelSpec, elements: Sequence[str]) -> desc.DescriptorSpec:
+    return desc.DescriptorSpec.default(
+        elements,
+        cutoff=model.cutoff,
+        n_radial=model.n_radial,
+        g4_eta=tuple(model.angular_etas),
+        g4_zeta=tuple(model.angular_zetas),
+    )
+
+
+def architecture(model: ModelSpec) -> mdl.Architecture:
+    return mdl.Architecture(tuple(model.hidden_layers), model.ensemble_size, model.activation)
+
+
+def composition(prepared: Prepared) -> dict[str, float]:
+    """Element fractions of the target (the initial bulk cells use the same mix)."""
+    symbols = prepared.target.get_chemical_symbols()
+    return {el: symbols.count(el) / len(symbols) for el in sorted(set(symbols))}
+
+
+def initial_structures(prepared: Prepared) -> list[Atoms]:
+    """The unlabelled initial bulk cells chosen by farthest-point sampling (Sec. IV C)."""
+    spec = prepared.spec
+    comp = composition(prepared)
+    a0 = sum(frac * prepared.parent.optimal_lattice_constant(el) for el, frac in comp.items())
+    cands = init_mod.candidates(
+        comp,
+        a0,
+        n_candidates=spec.initial.n_candidates,
+        spread=spec.initial.lattice_spread,
+        rattle_stdev=spec.initial.rattle_stdev,
+        seed=spec.initial.seed,
+    )
+    return init_mod.select(
+        cands, spec.initial.n_structures, descriptor_spec(spec.model, prepared.elements)
+    )
+
+
+def initial_images(prepared: Prepared) -> list[tr.Image]:
+    """Labelled initial images: from ``initial.file`` or generated and labelled by the parent."""
+    if prepared.initial_frames is not None:
+        return init_mod.from_file_frames(prepared.initial_frames)
+    return init_mod.label(initial_structures(prepared), prepared.parent.label)
+
+
+def fresh_ensemble(prepared: Prepared, images: Sequence[tr.Image]) -> mdl.Ensemble:
+    spec = prepared.spec
+    return tr.make_ensemble(
+        descriptor_spec(spec.model, prepared.elements),
+        architecture(spec.model),
+        images,
+        unlabelled=[prepared.target],
+        seed=spec.nft.seed,
+    )
+
+
+def train_config(spec: CampaignSpec, iteration: int) -> tr.TrainConfig:
+    t = spec.training
+    first = iteration == 0 or not t.warm_start
+    return tr.TrainConfig(
+        steps=t.initial_steps if first else t.steps_per_iteration,
+        learning_rate=t.learning_rate,
+        final_learning_rate=t.final_learning_rate,
+        batch_chunks=t.batch_chunks,
+        energy_weight=t.energy_weight,
+        force_weight=t.force_weight,
+        seed=spec.nft.seed + 1000 * iteration,
+    )
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclasses.dataclass
+class ChunkLabel:
+    """A labelled chunk: the parent's energy (eV) and forces (n, 3) eV/Å on ``atoms``;
+    only ``forces[0]`` (the centre's) is trained on."""
+
+    centre: int
+    iteration: int
+    hash: str
+    radius: float
+    atoms: Atoms
+    energy: float
+    forces: np.ndarray
+    seconds: float
+
+    @property
+    def central_force(self) -> np.ndarray:
+        return np.asarray(self.forces[0])
+
+
+def cut_chunk(prepared: Prepared, centre: int, target: Atoms | None = None) -> chunk_mod.Chunk:
+    """The chunk of the campaign's radius around atom ``centre`` of the target."""
+    return chunk_mod.cut(
+        prepared.target if target is None else target, centre, prepared.chunk_radius_A
+    )
+
+
+def label_chunk(prepared: Prepared, chunk: chunk_mod.Chunk, iteration: int) -> ChunkLabel:
+    """Run the parent on a chunk."""
+    centre = chunk.centre
+    t0 = time.perf_counter()
+    energy, forces = prepared.parent.label(chunk.atoms)
+    return ChunkLabel(
+        centre=centre,
+        iteration=iteration,
+        hash=chunk.hash,
+        radius=chunk.radius,
+        atoms=chunk.atoms,
+        energy=energy,
+        forces=forces,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def chunk_features(label: ChunkLabel, spec: desc.DescriptorSpec) -> tr.ChunkFeatures:
+    return tr.chunk_features(label.atoms, label.central_force, spec, label.hash)
+
+
+# ----------------------------------------------------------------------------- assessment
+
+
+@dataclasses.dataclass
+class Assessment:
+    """Predictions on the target: member forces (M, n, 3) eV/Å, δ (n,) eV/Å, and figures."""
+
+    forces: np.ndarray
+    delta: np.ndarray
+    figures: dict[str, float]
+
+
+def assess(ensemble: mdl.Ensemble, target: Atoms, true_forces: np.ndarray | None) -> Assessment:
+    """δ on the target and, when the parent's forces are given, the true errors:
+    MAE / max of |F_ML − F_parent| (eV/Å), the fraction of atoms with residual ≤ δ_i and
+    the Spearman rank correlation of residual and δ."""
+    t0 = time.perf_counter()
+    _, forces = ensemble.predict(target)
+    delta = unc.atomic(forces)
+    figures = {
+        "structure_uncertainty": unc.structure(delta),
+        "mean_uncertainty": float(delta.mean()),
+        "predict_seconds": time.perf_counter() - t0,
+    }
+    if true_forces is not None:
+        figures.update(error_figures(forces.mean(axis=0), true_forces, delta))
+    return Assessment(forces=forces, delta=delta, figures=figures)
+
+
+def error_figures(
+    predicted: np.ndarray, true_forces: np.ndarray, delta: np.ndarray | None = None
+) -> dict[str, float]:
+    residual = np.linalg.norm(np.asarray(predicted) - np.asarray(true_forces), axis=1)
+    out = {"true_force_mae": float(residual.mean()), "true_force_max": float(residual.max())}
+    if delta is not None:
+        from scipy.stats import spearmanr
+
+        out["fraction_within_delta"] = float(np.mean(residual <= delta))
+        out["rank_correlation"] = float(spearmanr(residual, delta)[0])
+    return out
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class LocalResult:
+    """What :func:`run_locally` returns. ``calculator`` holds the best iteration's model."""
+
+    history: list[dict[str, Any]]
+    calculator: EnsembleCalculator
+    best_iteration: int
+    stop: decision.Stop
+    labels: list[ChunkLabel]
+    prepared: Prepared
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _rich_progress() -> Progress:
+    from rich.console import Console
+
+    console = Console(stderr=True, soft_wrap=True)
+
+    def show(record: dict[str, Any]) -> None:
+        text = (
+            f"[bold]{record['campaign']}[/] iteration {record['iteration']:>2}: "
+            f"chunks {record['n_chunks']:>4} (+{record['new_chunks']}), "
+            f"δ max {record['structure_uncertainty']:.3f} mean {record['mean_uncertainty']:.3f} "
+            f"eV/Å, loss {record['training']['loss']:.4g}, "
+            f"train {record['training']['seconds']:.0f} s"
+        )
+        if "true_force_mae" in record:
+            text += f", true MAE {record['true_force_mae']:.3f} max {record['true_force_max']:.3f}"
+        console.print(text)
+
+    return show
+
+
+def run_locally(
+    campaign: CampaignSpec | Mapping[str, Any] | str | Path,
+    progress: bool | Progress = True,
+    save_to: str | Path | None = None,
+) -> LocalResult:
+    """Run a whole NFT campaign in this process and return its history and best model.
+
+    ``progress``: True shows one line per iteration on stderr; a callable receives each
+    iteration record instead. ``save_to``: a directory where the best model is saved.
+    """
+    spec = campaign if isinstance(campaign, CampaignSpec) else load_campaign(campaign)
+    prepared = prepare(spec)
+    show: Progress | None = _rich_progress() if progress is True else (progress or None)
+    target = prepared.target
+    true_forces = prepared.parent.label(target)[1] if spec.validation.true_forces else None
+
+    images = initial_images(prepared)
+    ensemble = fresh_ensemble(prepared, images)
+    image_arrays = tr.image_arrays(images, ensemble.spec)
+    labels: list[ChunkLabel] = []
+    features: list[tr.ChunkFeatures] = []
+    seen: set[str] = set()
+    history: list[dict[str, Any]] = []
+    uncertainties: list[float] = []
+    best_blob = b""
+    new: list[ChunkLabel] = []
+    iteration = 0
+    while True:
+        start = (
+            ensemble
+            if (iteration == 0 or spec.training.warm_start)
+            else fresh_ensemble(prepared, images)
+        )
+        ensemble, metrics = tr.train(start, image_arrays, features, train_config(spec, iteration))
+        result = assess(ensemble, target, true_forces)
+        record: dict[str, Any] = {
+            "campaign": spec.name,
+            "iteration": iteration,
+            "n_chunks": len(labels),
+            "new_chunks": len(new),
+            "n_images": len(images),
+            **result.figures,
+            "training": metrics,
+            "label_seconds": float(sum(lb.seconds for lb in new)),
+        }
+        uncertainties.append(record["structure_uncertainty"])
+        best = decision.best_iteration(uncertainties)
+        if best == iteration:
+            best_blob = ensemble.to_bytes()
+        record["best_iteration"] = best
+        history.append(record)
+        log.info(
+            "campaign %s iteration %d: %d chunks, δ max %.3f eV/Å",
+            spec.name,
+            iteration,
+            len(labels),
+            record["structure_uncertainty"],
+        )
+        if show is not None:
+            show(record)
+        step = decision.decide(
+            uncertainties,
+            result.delta,
+            {lb.centre for lb in labels},
+            k=spec.nft.chunks_per_iteration,
+            threshold=spec.nft.threshold,
+            patience=spec.nft.patience,
+            max_iterations=spec.nft.max_iterations,
+        )
+        if isinstance(step, decision.Stop):
+            break
+        iteration += 1
+        new = []
+        for centre in step.centres:
+            chunk = cut_chunk(prepared, centre)
+            if chunk.hash in seen:  # the same environment cut twice: label it once
+                continue
+            seen.add(chunk.hash)
+            label = label_chunk(prepared, chunk, iteration)
+            new.append(label)
+            features.append(chunk_features(label, ensemble.spec))
+        labels.extend(new)
+
+    best_model = mdl.Ensemble.from_bytes(best_blob)
+    calc = EnsembleCalculator(best_model)
+    if save_to is not None:
+        calc.save(save_to)
+    return LocalResult(
+        history=history,
+        calculator=calc,
+        best_iteration=step.best_iteration,
+        stop=step,
+        labels=labels,
+        prepared=prepared,
+    )
