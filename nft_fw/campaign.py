@@ -330,6 +330,28 @@ class ValidationSpec(_Spec):
     )
 
 
+class ServiceSpec(_Spec):
+    labels_per_firework: int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description=(
+            "Chunks labelled by one label Firework; null = 1 for expensive parents (DFT), "
+            "13 for cheap ones (EMT) so queue overhead stays small."
+        ),
+    )
+    label_category: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="FireWorks _category of label Fireworks; null = 'label' ('dft' for gpaw).",
+    )
+    train_category: str = Field(
+        default="train",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="FireWorks _category of the init, train and report Fireworks.",
+    )
+
+
 class CampaignSpec(_Spec):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
@@ -349,6 +371,10 @@ class CampaignSpec(_Spec):
     )
     validation: ValidationSpec = Field(
         default_factory=lambda: ValidationSpec(), description="Extra checks against the parent."
+    )
+    service: ServiceSpec = Field(
+        default_factory=lambda: ServiceSpec(),
+        description="How the campaign runs on FireWorks (ignored by run_locally).",
     )
 
     @model_validator(mode="after")

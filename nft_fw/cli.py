@@ -158,6 +158,334 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- campaigns
+
+
+def _load(path: str) -> Any:
+    """Validate and prepare a campaign file; bad input becomes a UsageError (exit 2)."""
+    from nft_fw.campaign import CampaignError, load_campaign, prepare
+
+    try:
+        return prepare(load_campaign(path))
+    except CampaignError as err:
+        raise UsageError(str(err)) from err
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    prepared = _load(args.campaign)
+    out = {
+        "name": prepared.spec.name,
+        "atoms": len(prepared.target),
+        "formula": prepared.target.get_chemical_formula(),
+        "elements": list(prepared.elements),
+        "parent": prepared.parent.name,
+        "chunk_radius_A": prepared.chunk_radius_A,
+        "warnings": prepared.warnings,
+    }
+    if args.json:
+        console.print_json(json.dumps(out))
+    else:
+        console.print(
+            f"{out['name']}: valid; target {out['formula']} ({out['atoms']} atoms), parent "
+            f"{out['parent']}, chunk radius {out['chunk_radius_A']:g} Å"
+        )
+        for w in prepared.warnings:
+            err_console.print(f"[yellow]warning:[/yellow] {w}")
+    return EXIT_OK
+
+
+def _submit(conn: Any, prepared: Any) -> list[int]:
+    from nft_fw.launchpad.records import CampaignExists
+    from nft_fw.workflows.campaign import submit
+
+    try:
+        return submit(conn.launchpad, prepared)
+    except CampaignExists as err:
+        raise UsageError(str(err)) from err
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    prepared = _load(args.campaign)  # everything is checked before the database is touched
+    conn = _open(args)
+    try:
+        fw_ids = _submit(conn, prepared)
+    finally:
+        conn.close(stop_server=False)
+    if args.json:
+        console.print_json(json.dumps({"campaign": prepared.spec.name, "fw_ids": fw_ids}))
+    else:
+        console.print(
+            f"submitted campaign [bold]{prepared.spec.name}[/] (init Firework {fw_ids}); "
+            f"start workers with: nft-fw worker {_conn_hint(conn)}"
+        )
+    return EXIT_OK
+
+
+def _conn_hint(conn: Any) -> str:
+    if conn.kind == "embedded":
+        return f"--data-dir {conn.server.data_dir}"
+    if conn.source_file:
+        return f"--launchpad {conn.source_file}"
+    return "--uri …"
+
+
+def _fw_states(lp: Any, name: str) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for doc in lp.fireworks.find({"spec.campaign": name}, {"state": 1}):
+        states[doc["state"]] = states.get(doc["state"], 0) + 1
+    return states
+
+
+def _history_table(history: list[dict[str, Any]], title: str) -> Table:
+    from nft_fw import plots
+
+    table = Table(title=title)
+    for col in plots.HISTORY_COLUMNS:
+        table.add_column(col, justify="right")
+    for row in plots.history_table(history):
+        table.add_row(*row)
+    return table
+
+
+def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> str:
+    """Show each new iteration until the campaign completes or nothing can run any more."""
+    from nft_fw.launchpad import records
+
+    db = conn.launchpad.db
+    shown = -1
+    while True:
+        for rec in records.iterations(db, name):
+            if rec["iteration"] > shown:
+                shown = rec["iteration"]
+                line = (
+                    f"{name} iteration {rec['iteration']:>2}: chunks {rec['n_chunks']:>4} "
+                    f"(+{rec['new_chunks']}), δ max {rec['structure_uncertainty']:.3f} "
+                    f"mean {rec['mean_uncertainty']:.3f} eV/Å, "
+                    f"loss {rec['training']['loss']:.4g}, train {rec['timings']['train_s']:.0f} s"
+                )
+                if "true_force_mae" in rec:
+                    line += (
+                        f", true MAE {rec['true_force_mae']:.3f} max {rec['true_force_max']:.3f}"
+                    )
+                console.print(line)
+        state = records.get_campaign(db, name)["state"]
+        fw = _fw_states(conn.launchpad, name)
+        active = sum(fw.get(s, 0) for s in ("READY", "RESERVED", "RUNNING", "WAITING"))
+        if state == "completed":
+            return state
+        if not active and fw:
+            return "stalled" if not fw.get("FIZZLED") else "failed"
+        if procs and all(p.poll() is not None for p in procs):
+            return "workers exited"
+        time.sleep(1.0)
+
+
+def _stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_dir: Path) -> int:
+    from nft_fw.launchpad import campaigns, records
+
+    name = prepared.spec.name
+    t0 = time.monotonic()
+    _submit(conn, prepared)
+    console.print(f"campaign [bold]{name}[/] submitted; {workers} local workers in {work_dir}")
+    procs = spawn_workers(conn, workers, work_dir) if workers else []
+    try:
+        outcome = _follow(conn, name, procs)
+    finally:
+        _stop_workers(procs)
+    db = conn.launchpad.db
+    history = records.iterations(db, name)
+    console.print(_history_table(history, f"{name}: history"))
+    doc = records.get_campaign(db, name)
+    console.print(
+        f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); "
+        f"Fireworks {_fw_states(conn.launchpad, name)}; wall {time.monotonic() - t0:.0f} s"
+    )
+    if history:
+        paths = campaigns.report(db, name, report_dir)
+        console.print(f"report: {', '.join(str(p) for p in paths.values())}")
+    return EXIT_OK if outcome == "completed" else EXIT_FAILURE
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    prepared = _load(args.campaign)
+    conn = _open(args)
+    name = prepared.spec.name
+    base = Path(args.work_dir or f"{name}-run").resolve()
+    try:
+        return run_campaign(
+            conn, prepared, args.workers, base / "workers", Path(args.report_dir or base / "report")
+        )
+    finally:
+        conn.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nft_fw.launchpad import records
+
+    conn = _open(args)
+    try:
+        db = conn.launchpad.db
+        docs = [records.get_campaign(db, args.name)] if args.name else records.list_campaigns(db)
+        rows = []
+        for doc in docs:
+            name = doc["_id"]
+            history = records.iterations(db, name)
+            last = history[-1] if history else {}
+            failed = [
+                {"fw_id": d["fw_id"], "name": d["name"]}
+                for d in conn.launchpad.fireworks.find(
+                    {"spec.campaign": name, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}
+                )
+            ]
+            rows.append(
+                {
+                    "campaign": name,
+                    "state": doc.get("state"),
+                    "iteration": last.get("iteration"),
+                    "structure_uncertainty": last.get("structure_uncertainty"),
+                    "best_iteration": last.get("best_iteration"),
+                    "labels": db[records.LABELS].count_documents({"campaign": name}),
+                    "fireworks": _fw_states(conn.launchpad, name),
+                    "fizzled": failed,
+                    "stop_reason": doc.get("stop_reason"),
+                }
+            )
+    except KeyError as err:
+        raise UsageError(err.args[0]) from err
+    finally:
+        conn.close(stop_server=False)
+    if args.json:
+        console.print_json(json.dumps(rows, default=str))
+        return EXIT_OK
+    table = Table(title="campaigns")
+    for col in ("campaign", "state", "iteration", "δ max (eV/Å)", "best", "labels", "Fireworks"):
+        table.add_column(col)
+    for r in rows:
+        d = r["structure_uncertainty"]
+        table.add_row(
+            r["campaign"],
+            str(r["state"]) + (f" ({r['stop_reason']})" if r["stop_reason"] else ""),
+            "—" if r["iteration"] is None else str(r["iteration"]),
+            "—" if d is None else f"{d:.3f}",
+            "—" if r["best_iteration"] is None else str(r["best_iteration"]),
+            str(r["labels"]),
+            ", ".join(f"{k} {v}" for k, v in sorted(r["fireworks"].items())),
+        )
+    console.print(table)
+    for r in rows:
+        for f in r["fizzled"]:
+            err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
+    return EXIT_OK
+
+
+def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
+    conn = _open(args)
+    try:
+        return fn(conn.launchpad.db)
+    except KeyError as err:
+        raise UsageError(err.args[0]) from err
+    finally:
+        conn.close(stop_server=False)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from nft_fw.launchpad import records
+
+    def get(db: Any) -> list[dict[str, Any]]:
+        records.get_campaign(db, args.name)
+        return records.iterations(db, args.name)
+
+    history = _with_campaign(args, get)
+    if args.json:
+        console.print_json(json.dumps(history, default=str))
+    else:
+        console.print(_history_table(history, f"{args.name}: history"))
+    return EXIT_OK
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from nft_fw.launchpad import records
+
+    def get(db: Any) -> list[dict[str, Any]]:
+        records.get_campaign(db, args.name)
+        out = []
+        for d in records.labels(db, args.name):
+            force = d.get("central_force")
+            out.append(
+                {
+                    "kind": d["kind"],
+                    "iteration": d.get("iteration"),
+                    "centre": d.get("centre"),
+                    "hash": d["hash"],
+                    "atoms": len(d["numbers"]),
+                    "energy_eV": d["energy"],
+                    "central_force_eV_per_A": force,
+                    "seconds": d.get("seconds"),
+                    "host": d.get("host"),
+                    "fw_id": d.get("fw_id"),
+                }
+            )
+        return out
+
+    rows = _with_campaign(args, get)
+    if args.json:
+        console.print_json(json.dumps(rows, default=str))
+        return EXIT_OK
+    table = Table(title=f"{args.name}: labels")
+    for col in ("kind", "iteration", "centre", "hash", "atoms", "|F_c| (eV/Å)", "s", "host", "fw"):
+        table.add_column(col)
+    for r in rows:
+        f = r["central_force_eV_per_A"]
+        table.add_row(
+            r["kind"],
+            str(r["iteration"]),
+            "—" if r["centre"] is None else str(r["centre"]),
+            r["hash"][:12],
+            str(r["atoms"]),
+            "—" if f is None else f"{sum(x * x for x in f) ** 0.5:.3f}",
+            f"{r['seconds']:.2f}" if r["seconds"] is not None else "—",
+            str(r["host"]),
+            str(r["fw_id"]),
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.launchpad import campaigns
+
+    ensemble, rec = _with_campaign(args, lambda db: campaigns.best_model(db, args.name))
+    path = EnsembleCalculator(ensemble).save(args.output)
+    console.print(
+        f"{args.name}: model of iteration {rec['iteration']} (δ max "
+        f"{rec['structure_uncertainty']:.3f} eV/Å) written to {path}; load it with "
+        "nft_fw.EnsembleCalculator.load"
+    )
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nft_fw.launchpad import campaigns
+
+    out = Path(args.output or f"{args.name}-report")
+    paths = _with_campaign(args, lambda db: campaigns.report(db, args.name, out))
+    for key, p in paths.items():
+        console.print(f"{key}: {p}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -198,45 +526,44 @@ def spawn_workers(
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Placeholder main job: prove the stack (embedded server, a workflow, two real workers)."""
-    from nft_fw.launchpad.connection import connect
-    from nft_fw.workflows.smoke import expected_total, smoke_workflow
+    """The main job: the Pt260/EMT campaign on the embedded server with local workers, then an
+    independent check of the exported model against EMT on the whole particle."""
+    from ase.calculators.emt import EMT
 
-    data_dir = Path(args.data_dir or ".nft-fw-demo").resolve()
-    t0 = time.monotonic()
-    with connect(
-        data_dir=data_dir, db_name="nft_fw_smoke", fw_log_level=_fw_stream_level(args)
-    ) as conn:
-        console.print(f"database: {conn.description}")
+    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.launchpad import campaigns
+    from nft_fw.launchpad.connection import connect
+    from nft_fw.loop import error_figures
+
+    campaign = args.campaign or str(Path(__file__).parent / "examples" / "pt260-emt.yaml")
+    prepared = _load(campaign)
+    base = Path(args.data_dir or ".nft-fw-demo").resolve()
+    with connect(data_dir=base / "db", db_name="nft_fw_demo", fw_log_level="WARNING") as conn:
+        console.print(f"database: {conn.description} (reset for the demo)")
         conn.launchpad.reset("", require_password=False)
-        n_leaves = 12
-        wf = smoke_workflow(n_leaves=n_leaves, n_added=4, name="stack-check")
-        conn.launchpad.add_wf(wf)
-        procs = spawn_workers(conn, args.workers, data_dir / "runs", ["--idle-timeout", "5"])
-        for proc in procs:
-            proc.wait()
-        lp = conn.launchpad
-        states: dict[str, int] = {}
-        for doc in lp.fireworks.find({}, {"state": 1}):
-            states[doc["state"]] = states.get(doc["state"], 0) + 1
-        total_doc = lp.launches.find_one(
-            {
-                "action.stored_data.sum": {"$exists": True},
-                "fw_id": {"$in": lp.get_fw_ids({"name": "total"})},
-            }
-        )
-        result = total_doc["action"]["stored_data"]["sum"] if total_doc else None
-        hosts = sorted({d["fworker"]["name"] for d in lp.launches.find({}, {"fworker.name": 1})})
-    table = Table(title="stack check: workflow result")
+        code = run_campaign(conn, prepared, args.workers, base / "workers", base / "report")
+        if code != EXIT_OK:
+            return code
+        ensemble, rec = campaigns.best_model(conn.launchpad.db, prepared.spec.name)
+    model_dir = EnsembleCalculator(ensemble).save(base / "model")
+    atoms = prepared.target.copy()
+    atoms.calc = EnsembleCalculator.load(model_dir)
+    predicted = atoms.get_forces()
+    delta = atoms.calc.results["uncertainties"]
+    reference = prepared.target.copy()
+    reference.calc = EMT()
+    figures = error_figures(predicted, reference.get_forces(), delta)
+    table = Table(title=f"exported model (iteration {rec['iteration']}) vs EMT on the whole target")
     table.add_column("quantity")
     table.add_column("value")
-    table.add_row("Fireworks by state", ", ".join(f"{k}: {v}" for k, v in sorted(states.items())))
-    table.add_row("workers that ran Fireworks", ", ".join(hosts))
-    table.add_row("final sum (expected)", f"{result} ({expected_total(n_leaves)})")
-    table.add_row("wall time", f"{time.monotonic() - t0:.1f} s")
+    table.add_column("bar")
+    table.add_row("true-force MAE (eV/Å)", f"{figures['true_force_mae']:.3f}", "≤ 0.08")
+    table.add_row("true-force max (eV/Å)", f"{figures['true_force_max']:.3f}", "≤ 0.40")
+    table.add_row("atoms with residual ≤ δ_i", f"{figures['fraction_within_delta']:.0%}", "≥ 90 %")
+    table.add_row("rank correlation residual/δ", f"{figures['rank_correlation']:.2f}", "")
+    table.add_row("model", str(model_dir), "")
     console.print(table)
-    ok = result == expected_total(n_leaves) and set(states) == {"COMPLETED"}
-    return EXIT_OK if ok else EXIT_FAILURE
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- parser
@@ -310,13 +637,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name recorded with each launch (default host-pid)")
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser("validate", help="check a campaign file (nothing is written)")
+    p.add_argument("campaign", help="campaign YAML file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("submit", help="validate a campaign file and add it to the LaunchPad")
+    p.add_argument("campaign", help="campaign YAML file")
+    p.add_argument("--json", action="store_true")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("run", help="submit a campaign and run it with local workers to the end")
+    p.add_argument("campaign", help="campaign YAML file")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    p.add_argument("--work-dir", metavar="DIR", help="worker launch directories (./NAME-run)")
+    p.add_argument("--report-dir", metavar="DIR", help="plots and summary (./NAME-run/report)")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="campaigns: state, iteration, δ, labels, Fireworks")
+    p.add_argument("name", nargs="?", help="one campaign (default: all)")
+    p.add_argument("--json", action="store_true")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("history", help="the per-iteration records of a campaign")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("labels", help="the labels (parent single points) of a campaign")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser("export", help="write the best model (EnsembleCalculator.load reads it)")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="plots (PNG) and summary of a campaign")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", metavar="DIR", help="default ./NAME-report")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser(
-        "demo", help="the main job (currently: a stack check with two local workers)"
+        "demo", help="the main job: the Pt260/EMT campaign with two local workers, checked vs EMT"
     )
     p.add_argument(
-        "--data-dir", metavar="DIR", help="embedded server data directory (default ./.nft-fw-demo)"
+        "--data-dir",
+        metavar="DIR",
+        help="demo directory: database, workers, report, model (default ./.nft-fw-demo)",
     )
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--campaign", help="another campaign file (default: the Pt260/EMT example)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,0 +1,109 @@
+"""The FireTasks of an NFT campaign: thin translators between Fireworks and
+:mod:`nft_fw.launchpad.campaigns`.
+
+Their import paths (``{{nft_fw.firetasks.nft.<Task>}}``) are stored in the database with
+every Firework: never rename or move them. Every task needs the LaunchPad
+(``_add_launchpad_and_fw_id`` in the Firework spec) because labels, models and records
+live in the database, not in Firework outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fireworks import FiretaskBase, FWAction, explicit_serialize
+
+from nft_fw.launchpad import campaigns, records
+
+log = logging.getLogger(__name__)
+
+
+class _CampaignTask(FiretaskBase):
+    def _db(self) -> Any:
+        lp = getattr(self, "launchpad", None)
+        if lp is None:
+            raise RuntimeError(
+                f"{type(self).__name__} needs the LaunchPad: its Firework spec must set "
+                "_add_launchpad_and_fw_id: true (workflows built by nft-fw do)"
+            )
+        return lp.db
+
+
+@explicit_serialize
+class InitTask(_CampaignTask):
+    """Generate and store the initial structures, then submit round 0 (labels → train 0)."""
+
+    required_params: ClassVar[list[str]] = ["campaign"]
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        from nft_fw.workflows.campaign import submit_round
+
+        name = self["campaign"]
+        items = campaigns.initial_items(self._db(), name)
+        fw_ids = submit_round(self.launchpad, name, "nft", 0, items)
+        return FWAction(stored_data={"initial_structures": len(items), "round_fw_ids": fw_ids})
+
+
+@explicit_serialize
+class LabelTask(_CampaignTask):
+    """Run the parent on each item (a chunk or an initial image) that has no label yet."""
+
+    required_params: ClassVar[list[str]] = ["campaign", "items"]
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        counts = campaigns.label_items(
+            self._db(), self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
+        )
+        return FWAction(stored_data=counts)
+
+
+@explicit_serialize
+class TrainTask(_CampaignTask):
+    """Train iteration ``iteration``, record it, and append what comes next: the next round
+    (its own workflow) or, when the campaign stops, the report."""
+
+    required_params: ClassVar[list[str]] = ["campaign", "iteration"]
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        from nft_fw.workflows.campaign import report_firework, submit_round
+
+        name, k = self["campaign"], int(self["iteration"])
+        out = campaigns.train(self._db(), name, k, getattr(self, "fw_id", None))
+        summary = {
+            "iteration": k,
+            "structure_uncertainty": out.record["structure_uncertainty"],
+            "decision": type(out.step).__name__,
+        }
+        if out.items:
+            summary["next_round_fw_ids"] = submit_round(
+                self.launchpad, name, "nft", k + 1, out.items
+            )
+            return FWAction(stored_data=summary)
+        summary["stop_reason"] = getattr(out.step, "reason", None)
+        spec = campaigns.load_spec(self._db(), name)
+        return FWAction(stored_data=summary, additions=[report_firework(spec)])
+
+
+@explicit_serialize
+class ReportTask(_CampaignTask):
+    """Write the campaign's summary and plots (PNG) into its record and GridFS."""
+
+    required_params: ClassVar[list[str]] = ["campaign"]
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        db = self._db()
+        name = self["campaign"]
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = campaigns.report(db, name, Path(tmp))
+            files = {
+                key: str(
+                    records.put_bytes(db, Path(p).read_bytes(), f"{name}/report/{Path(p).name}")
+                )
+                for key, p in paths.items()
+            }
+        summary = campaigns.summary(db, name)
+        records.update_campaign(db, name, state="completed", report_files=files, summary=summary)
+        return FWAction(stored_data={"summary": summary})

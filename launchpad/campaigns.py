@@ -1,0 +1,408 @@
+"""The service side of a campaign: what the init, label, train and report Fireworks do.
+
+Each function reads what it needs from the database (never from a parent Firework's
+output), calls the science core in :mod:`nft_fw`, and writes records back. FireTasks
+wrap them; the CLI calls the read-only ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from bson import ObjectId
+from pymongo.database import Database
+
+from nft_fw import decision, initial, loop
+from nft_fw import model as mdl
+from nft_fw import training as tr
+from nft_fw.campaign import CampaignSpec, Prepared
+from nft_fw.chunks import cut
+from nft_fw.launchpad import records
+from nft_fw.parents import get_parent
+
+log = logging.getLogger(__name__)
+
+CHEAP_PARENTS = {"emt": 13}  # default chunks per label Firework; others label one each
+DFT_PARENTS = {"gpaw"}
+
+
+# ----------------------------------------------------------------------------- context
+
+
+def labels_per_firework(spec: CampaignSpec) -> int:
+    return spec.service.labels_per_firework or CHEAP_PARENTS.get(spec.parent.name, 1)
+
+
+def label_category(spec: CampaignSpec) -> str:
+    if spec.service.label_category:
+        return spec.service.label_category
+    return "dft" if spec.parent.name in DFT_PARENTS else "label"
+
+
+def load_spec(db: Database, name: str) -> CampaignSpec:
+    return CampaignSpec.model_validate(records.get_campaign(db, name)["spec"])
+
+
+def context(db: Database, name: str) -> Prepared:
+    """The campaign as the science core sees it, rebuilt from the database alone (a worker
+    on another machine has none of the submitter's files)."""
+    doc = records.get_campaign(db, name)
+    spec = CampaignSpec.model_validate(doc["spec"])
+    target = records.get_structures(db, ObjectId(doc["target_file"]))[0]
+    elements = tuple(doc["elements"])
+    return Prepared(
+        spec=spec,
+        target=target,
+        parent=get_parent(spec.parent.name, spec.parent.params),
+        elements=elements,
+        chunk_radius_A=float(doc["chunk_radius_A"]),
+        warnings=list(doc.get("warnings", [])),
+        initial_frames=None,
+    )
+
+
+def register(db: Database, prepared: Prepared) -> None:
+    """Create the campaign record with its target (and labelled initial file) in GridFS."""
+    spec = prepared.spec
+    target_id = records.put_structures(db, [prepared.target], f"{spec.name}/target.extxyz")
+    records.create_campaign(
+        db,
+        spec.name,
+        spec.model_dump(mode="json"),
+        target_file=str(target_id),
+        n_atoms=len(prepared.target),
+        elements=list(prepared.elements),
+        chunk_radius_A=prepared.chunk_radius_A,
+        parent_hash=prepared.parent.settings_hash,
+        warnings=prepared.warnings,
+    )
+    if prepared.initial_frames is not None:
+        for image in initial.from_file_frames(prepared.initial_frames):
+            records.put_label(db, _image_doc(spec.name, prepared, image, 0.0, None))
+
+
+# ----------------------------------------------------------------------------- init
+
+
+def initial_items(db: Database, name: str) -> list[dict[str, Any]]:
+    """Generate the initial structures (unless a labelled file was given), store them, and
+    return the label items for round 0."""
+    prepared = context(db, name)
+    records.update_campaign(db, name, state="running", iteration=None)
+    if prepared.spec.initial.file is not None:
+        return []
+    structures = loop.initial_structures(prepared)
+    file_id = records.put_structures(db, structures, f"{name}/initial.extxyz")
+    records.update_campaign(db, name, initial_file=str(file_id))
+    return [{"kind": "image", "source": str(file_id), "index": i} for i in range(len(structures))]
+
+
+def validation_forces(db: Database, name: str) -> np.ndarray | None:
+    """The parent's forces on the whole target (computed once, kept in GridFS)."""
+    doc = records.get_campaign(db, name)
+    if not doc["spec"]["validation"]["true_forces"]:
+        return None
+    if doc.get("true_forces_file"):
+        return records.get_array(db, ObjectId(doc["true_forces_file"]))
+    prepared = context(db, name)
+    _, forces = prepared.parent.label(prepared.target)
+    file_id = records.put_array(db, forces, f"{name}/true_forces.npy")
+    records.update_campaign(db, name, true_forces_file=str(file_id))
+    return forces
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _image_doc(
+    name: str, prepared: Prepared, image: tr.Image, seconds: float, fw_id: int | None
+) -> dict[str, Any]:
+    a = image.atoms
+    return {
+        "campaign": name,
+        "hash": image.id,
+        "parent_hash": prepared.parent.settings_hash,
+        "kind": "image",
+        "iteration": 0,
+        "centre": None,
+        "numbers": a.numbers.tolist(),
+        "positions": a.positions.tolist(),
+        "cell": np.asarray(a.cell).tolist(),
+        "pbc": a.pbc.tolist(),
+        "energy": float(image.energy),
+        "forces": np.asarray(image.forces).tolist(),
+        "seconds": seconds,
+        "fw_id": fw_id,
+    }
+
+
+def label_items(
+    db: Database, name: str, items: list[dict[str, Any]], fw_id: int | None = None
+) -> dict[str, int]:
+    """Label the items (chunks around centres of a stored structure, or stored images) that
+    have no label yet; returns counts of new, existing and failed labels."""
+    prepared = context(db, name)
+    parent_hash = prepared.parent.settings_hash
+    sources: dict[str, list[Atoms]] = {}
+    counts = {"new": 0, "existing": 0}
+    for item in items:
+        src = item["source"]
+        if src not in sources:
+            sources[src] = records.get_structures(db, ObjectId(src))
+        if item["kind"] == "image":
+            atoms = sources[src][item["index"]]
+            sid = tr.structure_id(atoms)
+            if records.has_label(db, name, sid, parent_hash):
+                counts["existing"] += 1
+                continue
+            t0 = time.perf_counter()
+            energy, forces = prepared.parent.label(atoms)
+            image = tr.Image(atoms=atoms, energy=energy, forces=forces, id=sid)
+            doc = _image_doc(name, prepared, image, time.perf_counter() - t0, fw_id)
+        else:
+            chunk = cut(sources[src][item.get("frame", 0)], item["centre"], item["radius"])
+            if records.has_label(db, name, chunk.hash, parent_hash):
+                counts["existing"] += 1
+                continue
+            label = loop.label_chunk(prepared, chunk, item["iteration"])
+            a = label.atoms
+            doc = {
+                "campaign": name,
+                "hash": chunk.hash,
+                "parent_hash": parent_hash,
+                "kind": "chunk",
+                "phase": item.get("phase", "nft"),
+                "iteration": label.iteration,
+                "centre": label.centre,
+                "source": src,
+                "radius": label.radius,
+                "numbers": a.numbers.tolist(),
+                "positions": a.positions.tolist(),
+                "central_force": label.central_force.tolist(),
+                "energy": float(label.energy),
+                "forces": np.asarray(label.forces).tolist(),
+                "seconds": label.seconds,
+                "fw_id": fw_id,
+            }
+        if records.put_label(db, doc):
+            counts["new"] += 1
+        else:
+            counts["existing"] += 1
+    log.info("campaign %s fw %s: labels %s", name, fw_id, counts)
+    return counts
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    record: dict[str, Any]
+    step: decision.Continue | decision.Stop
+    items: list[dict[str, Any]]
+
+
+def _images(db: Database, name: str) -> list[tr.Image]:
+    return [
+        tr.Image(
+            atoms=records.label_atoms(d),
+            energy=float(d["energy"]),
+            forces=np.asarray(d["forces"], dtype=float),
+            id=d["hash"],
+        )
+        for d in records.labels(db, name, kind="image")
+    ]
+
+
+def _load_model(db: Database, name: str, iteration: int) -> mdl.Ensemble | None:
+    for rec in records.iterations(db, name):
+        if rec["iteration"] == iteration and rec.get("model_file"):
+            return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"])))
+    return None
+
+
+def _chunk_features(
+    db: Database, name: str, docs: list[dict[str, Any]], ensemble: mdl.Ensemble
+) -> list[tr.ChunkFeatures]:
+    """Features of every chunk label, computed once per chunk and cached in the database."""
+    spec_hash = hashlib.sha256(json.dumps(ensemble.spec.to_dict()).encode()).hexdigest()[:16]
+    cached = records.get_features(db, name, spec_hash, [d["hash"] for d in docs])
+    out = []
+    for d in docs:
+        force = np.asarray(d["central_force"], dtype=float)
+        if d["hash"] in cached:
+            g, k, species = cached[d["hash"]]
+            out.append(tr.ChunkFeatures(g=g, k=k, species=species, force=force, id=d["hash"]))
+            continue
+        f = tr.chunk_features(records.label_atoms(d), force, ensemble.spec, d["hash"])
+        records.put_features(db, name, spec_hash, d["hash"], f.g, f.k, f.species)
+        out.append(f)
+    return out
+
+
+def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
+    """Train iteration ``iteration`` on every label of the campaign so far, record it, and
+    decide. Rerunning it replaces the record and the model of that iteration."""
+    t_start = time.perf_counter()
+    prepared = context(db, name)
+    spec = prepared.spec
+    images = _images(db, name)
+    if not images:
+        raise RuntimeError(
+            f"campaign {name}: no labelled initial images; every initial label Firework "
+            "failed — see nft-fw status and the fizzled Fireworks' errors"
+        )
+    chunk_docs = records.labels(db, name, kind="chunk")
+    previous = _load_model(db, name, iteration - 1) if iteration > 0 else None
+    if previous is None or not spec.training.warm_start:
+        ensemble = loop.fresh_ensemble(prepared, images)
+    else:
+        ensemble = previous
+    t_feat = time.perf_counter()
+    feats = _chunk_features(db, name, chunk_docs, ensemble)
+    image_arrays = tr.image_arrays(images, ensemble.spec)
+    t_train = time.perf_counter()
+    cfg = loop.train_config(spec, 0 if previous is None else iteration)
+    ensemble, metrics = tr.train(ensemble, image_arrays, feats, cfg)
+    true_forces = validation_forces(db, name)
+    result = loop.assess(ensemble, prepared.target, true_forces)
+
+    model_id = records.put_bytes(
+        db, ensemble.to_bytes(), f"{name}/nft/model-{iteration}.nftm", kind="model"
+    )
+    delta_id = records.put_array(db, result.delta, f"{name}/nft/delta-{iteration}.npy")
+    forces_id = records.put_array(
+        db, result.forces.mean(axis=0), f"{name}/nft/forces-{iteration}.npy"
+    )
+    history = [r for r in records.iterations(db, name) if r["iteration"] < iteration]
+    for old in records.iterations(db, name):
+        if old["iteration"] == iteration:  # a rerun: drop the files of the replaced record
+            for key in ("model_file", "delta_file", "forces_file"):
+                if old.get(key):
+                    records.delete_file(db, ObjectId(old[key]))
+    uncertainties = [r["structure_uncertainty"] for r in history]
+    uncertainties.append(result.figures["structure_uncertainty"])
+    best = decision.best_iteration(uncertainties)
+    new = [d for d in chunk_docs if d["iteration"] == iteration]
+    record = {
+        "campaign": name,
+        "phase": "nft",
+        "iteration": iteration,
+        "n_labels": len(chunk_docs) + len(images),
+        "n_images": len(images),
+        "n_chunks": len(chunk_docs),
+        "new_chunks": len(new),
+        **result.figures,
+        "best_iteration": best,
+        "best_structure_uncertainty": uncertainties[best],
+        "training": metrics,
+        "timings": {
+            "gather_s": t_feat - t_start,
+            "features_s": t_train - t_feat,
+            "train_s": metrics["seconds"],
+            "predict_s": result.figures["predict_seconds"],
+            "label_s": float(sum(d.get("seconds", 0.0) for d in new)),
+            "total_s": time.perf_counter() - t_start,
+        },
+        "model_file": str(model_id),
+        "delta_file": str(delta_id),
+        "forces_file": str(forces_id),
+        "fw_id": fw_id,
+    }
+    records.put_iteration(db, record)
+    chunked = {d["centre"] for d in chunk_docs if d.get("phase", "nft") == "nft"}
+    step = decision.decide(
+        uncertainties,
+        result.delta,
+        chunked,
+        k=spec.nft.chunks_per_iteration,
+        threshold=spec.nft.threshold,
+        patience=spec.nft.patience,
+        max_iterations=spec.nft.max_iterations,
+    )
+    items: list[dict[str, Any]] = []
+    if isinstance(step, decision.Continue):
+        records.update_campaign(db, name, state="running", iteration=iteration)
+        source = records.get_campaign(db, name)["target_file"]
+        items = [
+            {
+                "kind": "chunk",
+                "source": source,
+                "centre": c,
+                "radius": prepared.chunk_radius_A,
+                "iteration": iteration + 1,
+                "phase": "nft",
+            }
+            for c in step.centres
+        ]
+    else:
+        records.update_campaign(
+            db,
+            name,
+            state="trained",
+            iteration=iteration,
+            best_iteration=step.best_iteration,
+            stop_reason=step.reason,
+            stop_detail=step.detail,
+        )
+    log.info(
+        "campaign %s iteration %d (fw %s): δ max %.3f eV/Å, %s",
+        name,
+        iteration,
+        fw_id,
+        result.figures["structure_uncertainty"],
+        type(step).__name__,
+    )
+    return TrainOutcome(record=record, step=step, items=items)
+
+
+# ----------------------------------------------------------------------------- read side
+
+
+def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
+    """The model of the iteration with the lowest structure uncertainty, and its record."""
+    history = records.iterations(db, name)
+    if not history:
+        raise KeyError(f"campaign {name!r} has no trained iteration yet")
+    best = decision.best_iteration([r["structure_uncertainty"] for r in history])
+    rec = history[best]
+    return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"]))), rec
+
+
+def report(db: Database, name: str, directory: Any) -> dict[str, Any]:
+    """Plots and summary of a campaign written to ``directory`` (paper Fig. 3 a–c)."""
+    from nft_fw import plots
+
+    history = records.iterations(db, name)
+    doc = records.get_campaign(db, name)
+    _, rec = best_model(db, name)
+    predicted = records.get_array(db, ObjectId(rec["forces_file"]))
+    delta = records.get_array(db, ObjectId(rec["delta_file"]))
+    reference = (
+        records.get_array(db, ObjectId(doc["true_forces_file"]))
+        if doc.get("true_forces_file")
+        else None
+    )
+    return plots.write_report(
+        directory,
+        history,
+        predicted=predicted if reference is not None else None,
+        reference=reference,
+        delta=delta if reference is not None else None,
+        stop_reason=doc.get("stop_reason"),
+    )
+
+
+def summary(db: Database, name: str) -> dict[str, Any]:
+    """The campaign's headline figures (best iteration, uncertainties, true errors)."""
+    from nft_fw import plots
+
+    doc = records.get_campaign(db, name)
+    return plots.summary(records.iterations(db, name), doc.get("stop_reason"))

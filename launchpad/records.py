@@ -1,0 +1,286 @@
+"""Campaign records in the LaunchPad's database: campaigns, labels, iterations, rounds, files.
+
+Collections (created with their indexes by :func:`ensure_indexes`):
+
+* ``nft_campaigns`` — one document per campaign (``_id`` = campaign name): the validated
+  spec, state, current iteration, stop reason, GridFS ids of the target and initial set.
+* ``nft_labels`` — one document per (campaign, chunk or image hash, parent-settings hash),
+  enforced by a unique index and written by upsert, so a rerun or duplicated Firework can
+  never duplicate a label.
+* ``nft_iterations`` — one document per (campaign, phase, iteration).
+* ``nft_rounds`` — which round workflows were submitted (makes the trainer idempotent).
+* GridFS bucket ``nft_files`` — models (msgpack + JSON header), structures (extxyz), and
+  per-atom arrays (``.npy``, loaded with ``allow_pickle=False``).
+
+Nothing read back is unpickled or evaluated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import gridfs
+import numpy as np
+from ase import Atoms
+from ase.io import read, write
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+log = logging.getLogger(__name__)
+
+CAMPAIGNS = "nft_campaigns"
+LABELS = "nft_labels"
+ITERATIONS = "nft_iterations"
+ROUNDS = "nft_rounds"
+FEATURES = "nft_features"
+BUCKET = "nft_files"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def ensure_indexes(db: Database) -> None:
+    db[LABELS].create_index(
+        [("campaign", ASCENDING), ("hash", ASCENDING), ("parent_hash", ASCENDING)],
+        unique=True,
+        name="one_label_per_chunk",
+    )
+    db[LABELS].create_index([("campaign", ASCENDING), ("iteration", ASCENDING)])
+    db[ITERATIONS].create_index(
+        [("campaign", ASCENDING), ("phase", ASCENDING), ("iteration", ASCENDING)],
+        unique=True,
+        name="one_record_per_iteration",
+    )
+    db[FEATURES].create_index(
+        [("campaign", ASCENDING), ("hash", ASCENDING), ("spec_hash", ASCENDING)],
+        unique=True,
+        name="one_feature_set",
+    )
+    db[ROUNDS].create_index(
+        [("campaign", ASCENDING), ("phase", ASCENDING), ("round", ASCENDING)],
+        unique=True,
+        name="one_round",
+    )
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def put_bytes(db: Database, data: bytes, filename: str, **metadata: Any) -> Any:
+    return gridfs.GridFS(db, BUCKET).put(data, filename=filename, metadata=metadata)
+
+
+def get_bytes(db: Database, file_id: Any) -> bytes:
+    return gridfs.GridFS(db, BUCKET).get(file_id).read()
+
+
+def delete_file(db: Database, file_id: Any) -> None:
+    gridfs.GridFS(db, BUCKET).delete(file_id)
+
+
+def put_structures(db: Database, frames: Sequence[Atoms], filename: str, **meta: Any) -> Any:
+    buf = io.StringIO()
+    write(buf, list(frames), format="extxyz")
+    return put_bytes(db, buf.getvalue().encode(), filename, kind="structures", **meta)
+
+
+def get_structures(db: Database, file_id: Any) -> list[Atoms]:
+    text = get_bytes(db, file_id).decode()
+    frames = read(io.StringIO(text), index=":", format="extxyz")
+    return frames if isinstance(frames, list) else [frames]
+
+
+def put_array(db: Database, array: np.ndarray, filename: str, **meta: Any) -> Any:
+    return put_bytes(db, _npy(array), filename, kind="array", **meta)
+
+
+def get_array(db: Database, file_id: Any) -> np.ndarray:
+    return _from_npy(get_bytes(db, file_id))
+
+
+# ----------------------------------------------------------------------------- campaigns
+
+
+class CampaignExists(ValueError):
+    pass
+
+
+def create_campaign(db: Database, name: str, spec: dict[str, Any], **fields: Any) -> None:
+    ensure_indexes(db)
+    doc = {
+        "_id": name,
+        "spec": spec,
+        "state": "submitted",
+        "iteration": None,
+        "created": now(),
+        "updated": now(),
+        **fields,
+    }
+    try:
+        db[CAMPAIGNS].insert_one(doc)
+    except DuplicateKeyError as err:
+        raise CampaignExists(
+            f"a campaign named {name!r} already exists in this database; choose another "
+            "name in the campaign file (name: …) or look at it with nft-fw status "
+            f"{name}"
+        ) from err
+
+
+def get_campaign(db: Database, name: str) -> dict[str, Any]:
+    doc = db[CAMPAIGNS].find_one({"_id": name})
+    if doc is None:
+        known = [d["_id"] for d in db[CAMPAIGNS].find({}, {"_id": 1}).limit(20)]
+        raise KeyError(
+            f"no campaign named {name!r} in this database (campaigns: {known or 'none'}); "
+            "check the name and the connection options (--uri/--launchpad/--data-dir)"
+        )
+    return doc
+
+
+def update_campaign(db: Database, name: str, **fields: Any) -> None:
+    db[CAMPAIGNS].update_one({"_id": name}, {"$set": {**fields, "updated": now()}})
+
+
+def list_campaigns(db: Database) -> list[dict[str, Any]]:
+    return list(db[CAMPAIGNS].find({}, {"spec": 0}).sort("created", ASCENDING))
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def put_label(db: Database, doc: dict[str, Any]) -> bool:
+    """Upsert one label; returns True when it was new. The key is (campaign, hash,
+    parent_hash); an existing label is never overwritten."""
+    key = {k: doc[k] for k in ("campaign", "hash", "parent_hash")}
+    body = {k: v for k, v in doc.items() if k not in key}
+    body.setdefault("created", now())
+    body.setdefault("host", socket.gethostname())
+    try:
+        res = db[LABELS].update_one(key, {"$setOnInsert": body}, upsert=True)
+    except DuplicateKeyError:  # two writers raced on the upsert: the other one won
+        return False
+    return res.upserted_id is not None
+
+
+def has_label(db: Database, campaign: str, chunk_hash: str, parent_hash: str) -> bool:
+    return (
+        db[LABELS].count_documents(
+            {"campaign": campaign, "hash": chunk_hash, "parent_hash": parent_hash}, limit=1
+        )
+        > 0
+    )
+
+
+def labels(db: Database, campaign: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """Labels of a campaign in a fixed order (iteration, centre, hash)."""
+    query: dict[str, Any] = {"campaign": campaign}
+    if kind is not None:
+        query["kind"] = kind
+    return list(
+        db[LABELS]
+        .find(query)
+        .sort([("iteration", ASCENDING), ("centre", ASCENDING), ("hash", ASCENDING)])
+    )
+
+
+def label_atoms(doc: dict[str, Any]) -> Atoms:
+    atoms = Atoms(
+        numbers=doc["numbers"],
+        positions=np.asarray(doc["positions"], dtype=float),
+        cell=np.asarray(doc.get("cell") or np.zeros((3, 3))),
+        pbc=doc.get("pbc", [False, False, False]),
+    )
+    return atoms
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _from_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def get_features(
+    db: Database, campaign: str, spec_hash: str, hashes: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Cached chunk features (G, K, species) by chunk hash (a derived cache: losing it only
+    costs recomputation)."""
+    out = {}
+    query = {"campaign": campaign, "spec_hash": spec_hash, "hash": {"$in": list(hashes)}}
+    for d in db[FEATURES].find(query):
+        out[d["hash"]] = (_from_npy(d["g"]), _from_npy(d["k"]), _from_npy(d["species"]))
+    return out
+
+
+def put_features(
+    db: Database,
+    campaign: str,
+    spec_hash: str,
+    chunk_hash: str,
+    g: np.ndarray,
+    k: np.ndarray,
+    species: np.ndarray,
+) -> None:
+    key = {"campaign": campaign, "spec_hash": spec_hash, "hash": chunk_hash}
+    body = {
+        "g": _npy(g.astype(np.float32)),
+        "k": _npy(k.astype(np.float32)),
+        "species": _npy(species.astype(np.int32)),
+    }
+    with contextlib.suppress(DuplicateKeyError):  # another trainer cached it first
+        db[FEATURES].update_one(key, {"$setOnInsert": body}, upsert=True)
+
+
+# ----------------------------------------------------------------------------- iterations
+
+
+def put_iteration(db: Database, record: dict[str, Any]) -> None:
+    """Write (or, on a rerun, replace) the record of one iteration."""
+    key = {k: record[k] for k in ("campaign", "phase", "iteration")}
+    body = json.loads(json.dumps(record, default=float))  # plain JSON types only
+    body["written"] = now()
+    db[ITERATIONS].replace_one(key, body, upsert=True)
+
+
+def iterations(db: Database, campaign: str, phase: str | None = "nft") -> list[dict[str, Any]]:
+    query: dict[str, Any] = {"campaign": campaign}
+    if phase is not None:
+        query["phase"] = phase
+    return list(db[ITERATIONS].find(query, {"_id": 0}).sort("iteration", ASCENDING))
+
+
+# ----------------------------------------------------------------------------- rounds
+
+
+def claim_round(db: Database, campaign: str, phase: str, number: int) -> dict[str, Any]:
+    """The round record, created if missing. ``fw_ids`` is set once its workflow exists."""
+    return db[ROUNDS].find_one_and_update(
+        {"campaign": campaign, "phase": phase, "round": number},
+        {"$setOnInsert": {"created": now(), "fw_ids": None}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def mark_round_submitted(
+    db: Database, campaign: str, phase: str, number: int, fw_ids: list[int]
+) -> None:
+    db[ROUNDS].update_one(
+        {"campaign": campaign, "phase": phase, "round": number},
+        {"$set": {"fw_ids": fw_ids, "submitted": now()}},
+    )

@@ -1,0 +1,150 @@
+"""A whole NFT campaign through the service: real server, two real worker processes, EMT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def small_campaign(name: str) -> dict[str, Any]:
+    """A 79-atom particle and a small, fast model: 2 NFT iterations after the initial one."""
+    return {
+        "name": name,
+        "target": {
+            "builder": {"kind": "octahedron", "element": "Pt", "length": 5, "cutoff": 1},
+            "rattle": {"stdev": 0.1, "seed": 0},
+        },
+        "parent": {"name": "emt", "params": {}},
+        "initial": {"generator": "bulk", "n_structures": 6, "n_candidates": 12},
+        "model": {"cutoff": 5.0, "hidden_layers": [12], "ensemble_size": 4, "n_radial": 8},
+        "training": {"initial_steps": 200, "steps_per_iteration": 100},
+        "nft": {"chunks_per_iteration": 6, "max_iterations": 2, "patience": 5, "threshold": 0.01},
+        "validation": {"true_forces": True},
+        "service": {"labels_per_firework": 4},
+    }
+
+
+def _cli(conn: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nft_fw", *args, "--data-dir", str(conn.server.data_dir),
+         "--db-name", conn.db_name],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Run the small campaign once with `nft-fw run`'s own code and two worker processes."""
+    import uuid
+
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.cli import run_campaign
+    from nft_fw.launchpad.connection import embedded
+
+    tmp = tmp_path_factory.mktemp("campaign")
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
+    conn.launchpad.reset("", require_password=False)
+    prepared = prepare(load_campaign(small_campaign("p79")))
+    code = run_campaign(conn, prepared, 2, tmp / "workers", tmp / "report")
+    yield conn, prepared, code, tmp
+    conn.launchpad.connection.drop_database(conn.db_name)
+    conn.close(stop_server=False)
+
+
+def test_campaign_completes_with_every_firework_completed(finished: Any) -> None:
+    from nft_fw.launchpad import records
+
+    conn, _, code, tmp = finished
+    assert code == 0
+    lp = conn.launchpad
+    states = {d["state"] for d in lp.fireworks.find({"spec.campaign": "p79"})}
+    assert states == {"COMPLETED"}
+    roles = [d["spec"]["nft_role"] for d in lp.fireworks.find({"spec.campaign": "p79"})]
+    assert roles.count("train") == 3 and roles.count("init") == 1 and roles.count("report") == 1
+    workers = {d["fworker"]["name"] for d in lp.launches.find({})}
+    assert workers and workers <= {"local-0", "local-1"}  # which of the two is up to the queue
+    doc = records.get_campaign(lp.db, "p79")
+    assert doc["state"] == "completed" and doc["stop_reason"] == "max_iterations"
+    for name in ("history.png", "parity.png", "residual_vs_uncertainty.png", "summary.json"):
+        assert (tmp / "report" / name).stat().st_size > 0
+
+
+def test_labels_are_distinct_chunks_and_match_the_history(finished: Any) -> None:
+    from nft_fw.launchpad import records
+
+    conn, _, _, _ = finished
+    db = conn.launchpad.db
+    labels = records.labels(db, "p79")
+    hashes = [d["hash"] for d in labels]
+    assert len(hashes) == len(set(hashes))
+    chunks = [d for d in labels if d["kind"] == "chunk"]
+    assert len([d for d in labels if d["kind"] == "image"]) == 6
+    assert len(chunks) == 12  # 2 iterations × 6 chunks, every centre distinct
+    assert len({d["centre"] for d in chunks}) == 12
+    history = records.iterations(db, "p79")
+    assert [r["iteration"] for r in history] == [0, 1, 2]
+    assert [r["n_chunks"] for r in history] == [0, 6, 12]
+    # the trained MAE against EMT falls as chunks are added
+    assert history[-1]["true_force_mae"] < history[0]["true_force_mae"]
+
+
+def test_history_json_matches_the_records(finished: Any) -> None:
+    from nft_fw.launchpad import records
+
+    conn, _, _, _ = finished
+    out = _cli(conn, "history", "p79", "--json")
+    assert out.returncode == 0, out.stderr
+    cli = json.loads(out.stdout)
+    stored = records.iterations(conn.launchpad.db, "p79")
+    assert [r["structure_uncertainty"] for r in cli] == [r["structure_uncertainty"] for r in stored]
+    assert [r["training"]["loss"] for r in cli] == [r["training"]["loss"] for r in stored]
+
+
+def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) -> None:
+    from bson import ObjectId
+
+    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.launchpad import campaigns, records
+
+    conn, _, _, _ = finished
+    out = _cli(conn, "export", "p79", "-o", str(tmp_path / "model"))
+    assert out.returncode == 0, out.stderr
+    calc = EnsembleCalculator.load(tmp_path / "model")
+    atoms = campaigns.context(conn.launchpad.db, "p79").target
+    atoms.calc = calc
+    _, rec = campaigns.best_model(conn.launchpad.db, "p79")
+    stored = records.get_array(conn.launchpad.db, ObjectId(rec["forces_file"]))
+    np.testing.assert_allclose(atoms.get_forces(), stored, atol=1e-5)
+    delta = records.get_array(conn.launchpad.db, ObjectId(rec["delta_file"]))
+    np.testing.assert_allclose(calc.results["uncertainties"], delta, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_label_firework_leaves_one_label_and_label_worker_skips_trainers(
+    finished: Any,
+) -> None:
+    from nft_fw.launchpad import records
+
+    conn, _, _, _ = finished
+    lp = conn.launchpad
+    db = lp.db
+    before = db[records.LABELS].count_documents({"campaign": "p79"})
+    fw = lp.fireworks.find_one(
+        {"spec.campaign": "p79", "spec.nft_role": "label", "spec.nft_round": 1}
+    )
+    lp.rerun_fw(fw["fw_id"])
+    out = _cli(conn, "worker", "--category", "label", "--idle-timeout", "3")
+    assert out.returncode == 0, out.stderr
+    assert lp.get_fw_by_id(fw["fw_id"]).state == "COMPLETED"
+    assert db[records.LABELS].count_documents({"campaign": "p79"}) == before
+    trainer = lp.fireworks.find_one(
+        {"spec.campaign": "p79", "spec.nft_role": "train", "spec.nft_round": 1}
+    )
+    assert trainer["state"] == "READY"  # re-queued by the rerun, untouched by the label worker

@@ -1,0 +1,30 @@
+"""The README's campaign-file reference lists every field the spec accepts."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from nft_fw.campaign import CampaignSpec
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(prefix + name)
+        for t in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out += _fields(t, f"{prefix}{name}.")
+    return out
+
+
+def test_readme_documents_every_campaign_field() -> None:
+    text = README.read_text()
+    fields = _fields(CampaignSpec)
+    assert len(fields) > 50
+    missing = [f for f in fields if f"| `{f}` |" not in text]
+    assert not missing, f"README's campaign table lacks {missing}"

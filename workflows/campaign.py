@@ -1,0 +1,115 @@
+"""Workflows of an NFT campaign.
+
+A campaign is a chain of small workflows linked through its database records, not one
+growing workflow (FireWorks refreshes a whole workflow on every state change, so the cost
+of a launch grows with the workflow's size):
+
+    submit:   [init]                                    (category: train)
+    round k:  [label …] ──▶ [train k]                   (labels: label/dft; train: train)
+              train k submits round k+1 as a new workflow, or appends [report] on stop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fireworks import Firework, LaunchPad, Workflow
+
+from nft_fw.campaign import CampaignSpec
+from nft_fw.firetasks.nft import InitTask, LabelTask, ReportTask, TrainTask
+from nft_fw.launchpad import campaigns, records
+
+TRAIN_PRIORITY = 100  # a ready trainer runs before queued labels of other campaigns
+LABEL_PRIORITY = 10
+
+
+def _spec(campaign: CampaignSpec, role: str, category: str, priority: int, **extra: Any) -> dict:
+    return {
+        "_category": category,
+        "_priority": priority,
+        "_add_launchpad_and_fw_id": True,
+        "campaign": campaign.name,
+        "nft_role": role,
+        **extra,
+    }
+
+
+def init_workflow(campaign: CampaignSpec) -> Workflow:
+    fw = Firework(
+        InitTask(campaign=campaign.name),
+        name=f"{campaign.name} init",
+        spec=_spec(campaign, "init", campaign.service.train_category, TRAIN_PRIORITY),
+    )
+    return Workflow([fw], name=f"{campaign.name} init", metadata={"campaign": campaign.name})
+
+
+def round_workflow(
+    campaign: CampaignSpec, phase: str, number: int, items: list[dict[str, Any]]
+) -> Workflow:
+    """Label Fireworks (``labels_per_firework`` items each) feeding one trainer."""
+    batch = campaigns.labels_per_firework(campaign)
+    category = campaigns.label_category(campaign)
+    tags = {"nft_phase": phase, "nft_round": number}
+    labels = [
+        Firework(
+            LabelTask(campaign=campaign.name, items=items[i : i + batch]),
+            name=f"{campaign.name} {phase} {number} label {i // batch}",
+            spec=_spec(campaign, "label", category, LABEL_PRIORITY, **tags),
+        )
+        for i in range(0, len(items), batch)
+    ]
+    train = Firework(
+        TrainTask(campaign=campaign.name, iteration=number),
+        name=f"{campaign.name} {phase} {number} train",
+        parents=labels or None,
+        spec=_spec(
+            campaign,
+            "train",
+            campaign.service.train_category,
+            TRAIN_PRIORITY,
+            _allow_fizzled_parents=True,
+            **tags,
+        ),
+    )
+    return Workflow(
+        [*labels, train],
+        name=f"{campaign.name} {phase} {number}",
+        metadata={"campaign": campaign.name, "phase": phase, "round": number},
+    )
+
+
+def report_firework(campaign: CampaignSpec) -> Firework:
+    return Firework(
+        ReportTask(campaign=campaign.name),
+        name=f"{campaign.name} report",
+        spec=_spec(campaign, "report", campaign.service.train_category, TRAIN_PRIORITY),
+    )
+
+
+def submit_round(
+    lp: LaunchPad, name: str, phase: str, number: int, items: list[dict[str, Any]]
+) -> list[int]:
+    """Add the round's workflow once: a rerun trainer finds the round already submitted
+    (or its Fireworks already on the LaunchPad) and adds nothing."""
+    db = lp.db
+    rec = records.claim_round(db, name, phase, number)
+    if rec.get("fw_ids"):
+        return list(rec["fw_ids"])
+    existing = lp.get_fw_ids(
+        {"spec.campaign": name, "spec.nft_phase": phase, "spec.nft_round": number}
+    )
+    if existing:
+        records.mark_round_submitted(db, name, phase, number, sorted(existing))
+        return sorted(existing)
+    spec = campaigns.load_spec(db, name)
+    mapping = lp.add_wf(round_workflow(spec, phase, number, items))
+    fw_ids = sorted(mapping.values())
+    records.mark_round_submitted(db, name, phase, number, fw_ids)
+    return fw_ids
+
+
+def submit(lp: LaunchPad, prepared: Any) -> list[int]:
+    """Register a prepared campaign and add its init workflow; returns the Firework ids."""
+    campaigns.register(lp.db, prepared)
+    mapping = lp.add_wf(init_workflow(prepared.spec))
+    return sorted(mapping.values())
