@@ -45,8 +45,10 @@ def main() -> None:
             if v is not None
         }
     )
-    spec = spec.model_copy(update={"nft": nft, "validation": {"true_forces": True}})
-    spec = type(spec).model_validate(spec.model_dump())
+    data = spec.model_dump(mode="json")
+    data["nft"] = nft.model_dump(mode="json")
+    data["validation"] = {"true_forces": True}
+    spec = type(spec).model_validate(data)
     t0 = time.perf_counter()
     result = run_locally(spec)
     wall = time.perf_counter() - t0

@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
-from ase.neighborlist import neighbor_list
+
+from nft_fw.geometry import neighbour_pairs
 
 BLOCK_ATOMS = 64  # atoms per jitted descriptor call
 NEIGHBOUR_BUCKET = 16  # neighbour lists are padded to a multiple of this
@@ -151,7 +152,7 @@ def bucket(n: int, size: int) -> int:
 def neighbours(atoms: Atoms, spec: DescriptorSpec, width: int | None = None) -> Neighbours:
     """Neighbours within R_c (periodic images included where ``atoms.pbc``)."""
     n = len(atoms)
-    ii, jj, dd = neighbor_list("ijD", atoms, spec.cutoff, self_interaction=False)
+    ii, jj, dd = neighbour_pairs(atoms, spec.cutoff, "ijD")
     counts = np.bincount(ii, minlength=n)
     max_count = int(counts.max()) if n else 0
     width = width or bucket(max_count, NEIGHBOUR_BUCKET)

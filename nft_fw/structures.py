@@ -19,7 +19,8 @@ from ase.build import bulk, fcc100, fcc111
 from ase.cluster import Decahedron, Icosahedron, Octahedron
 from ase.data import atomic_numbers, chemical_symbols, reference_states
 from ase.io.formats import UnknownFileTypeError
-from ase.neighborlist import neighbor_list
+
+from nft_fw.geometry import neighbour_pairs
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ def validate_atoms(
                 f"(supported: {', '.join(allowed)}); change the structure or the parent",
             )
     if min_distance > 0:
-        i, j, d = neighbor_list("ijd", atoms, min_distance)
+        i, j, d = neighbour_pairs(atoms, min_distance, "ijd")
         if len(d):
             k = int(np.argmin(d))
             raise StructureError(
