@@ -25,5 +25,5 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 clean-demo:
-	-$(VENV)/bin/nft-fw db stop --data-dir .nft-fw-demo
+	-$(VENV)/bin/nft-fw db stop --data-dir .nft-fw-demo/db
 	rm -rf .nft-fw-demo
