@@ -13,6 +13,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy nft_fw
 
 test: lint
 	$(VENV)/bin/pytest

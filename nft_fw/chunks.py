@@ -92,5 +92,5 @@ def chunk_hash(chunk: Atoms, centre: int = 0) -> str:
     order = np.lexsort(rows.T[::-1])
     digest = hashlib.sha256()
     digest.update(f"centre:{int(chunk.numbers[centre])};".encode())
-    digest.update(np.ascontiguousarray(np.round(rows[order] * 10**HASH_DECIMALS)).astype(np.int64))
+    digest.update(np.round(rows[order] * 10**HASH_DECIMALS).astype(np.int64).tobytes())
     return digest.hexdigest()

@@ -116,8 +116,8 @@ def atomic_energies(
 ) -> tuple[jax.Array, jax.Array]:
     """Per-atom energies (M, n) eV and ∂E_i/∂G_i (M, n, F) for descriptors g (n, F)."""
     x = (g - mean) * inv_std
-    energy = 0.0
-    grad = 0.0
+    energy: jax.Array = jnp.zeros(())
+    grad: jax.Array = jnp.zeros(())
     for e, el in enumerate(sorted(params)):
         out, dx = mlp_with_grad(params[el], x, activation)
         w = species_oh[:, e]

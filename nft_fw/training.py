@@ -73,10 +73,10 @@ class ChunkFeatures:
 def structure_id(atoms: Atoms) -> str:
     """A content hash for a full image (numbers, positions, cell, pbc)."""
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64))
-    h.update(np.ascontiguousarray(np.round(atoms.positions, 6)))
-    h.update(np.ascontiguousarray(np.round(np.asarray(atoms.cell), 6)))
-    h.update(np.ascontiguousarray(atoms.pbc, dtype=np.int8))
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.round(atoms.positions, 6).tobytes())
+    h.update(np.round(np.asarray(atoms.cell), 6).tobytes())
+    h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
     return h.hexdigest()
 
 
@@ -400,7 +400,7 @@ def train(
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), ensemble.params)
     opt_state = _ADAM.init(params)
     consts = ensemble.constants()
-    im = {
+    host = {
         "g": images.g,
         "jac": images.jac,
         "nbr": images.nbr,
@@ -411,7 +411,7 @@ def train(
         "energy": images.energy,
         "natoms": images.natoms,
     }
-    im = {k: jnp.asarray(v) for k, v in im.items()}
+    im = {k: jnp.asarray(v) for k, v in host.items()}
     ch = {k: jnp.asarray(getattr(ca, k)) for k in ("g", "k", "oh", "force")}
     key = jax.random.PRNGKey(config.seed)
     done = 0
