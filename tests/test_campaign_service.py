@@ -148,3 +148,36 @@ def test_rerun_label_firework_leaves_one_label_and_label_worker_skips_trainers(
         {"spec.campaign": "p79", "spec.nft_role": "train", "spec.nft_round": 1}
     )
     assert trainer["state"] == "READY"  # re-queued by the rerun, untouched by the label worker
+
+
+def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: Path) -> None:
+    import yaml
+
+    from nft_fw.launchpad import records
+
+    conn, _, _, _ = finished
+    out = _cli(conn, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["campaign"] == "p79" and row["state"] == "completed"
+    assert row["labels"] == 18 and row["fizzled"] == []
+
+    db = conn.launchpad.db
+    before = (
+        db[records.CAMPAIGNS].count_documents({}),
+        conn.launchpad.fireworks.count_documents({}),
+    )
+    bad = small_campaign("bad-one")
+    bad["nft"]["chunk_radius"] = -3.0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    out = _cli(conn, "submit", str(path))
+    assert out.returncode == 2
+    assert "nft.chunk_radius" in out.stderr
+    after = (
+        db[records.CAMPAIGNS].count_documents({}),
+        conn.launchpad.fireworks.count_documents({}),
+    )
+    assert after == before
+    out = _cli(conn, "history", "no-such-campaign")
+    assert out.returncode == 2 and "no campaign named 'no-such-campaign'" in out.stderr
