@@ -1,0 +1,127 @@
+"""Relaxation with the ensemble mean, watching the uncertainty along the way.
+
+Sec. V C of Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104 (2022): an ML relaxation
+can walk into environments the training never saw; the per-atom δ along the trajectory
+shows where, and chunks cut there (chosen by CUR on their descriptors, or the most
+uncertain) are what the next retraining needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.optimize import BFGS, FIRE, LBFGS
+
+from nft_fw import descriptors as desc
+from nft_fw.selection import cur
+
+OPTIMIZERS = {"fire": FIRE, "lbfgs": LBFGS, "bfgs": BFGS}
+
+
+@dataclasses.dataclass
+class Step:
+    """One relaxation step: energy (eV), largest force (eV/Å), max and mean δ (eV/Å)."""
+
+    step: int
+    energy: float
+    fmax: float
+    max_uncertainty: float
+    mean_uncertainty: float
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """Steps, the structures visited (``frames``) with their per-atom δ, and the outcome."""
+
+    steps: list[Step]
+    frames: list[Atoms]
+    deltas: list[np.ndarray]
+    converged: bool
+
+    @property
+    def final(self) -> Atoms:
+        return self.frames[-1]
+
+    @property
+    def max_uncertainty(self) -> float:
+        return max(s.max_uncertainty for s in self.steps)
+
+
+def relax(
+    atoms: Atoms,
+    calc: Any,
+    fmax: float = 0.05,
+    max_steps: int = 200,
+    optimizer: str = "fire",
+) -> Trajectory:
+    """Relax a copy of ``atoms`` with ``calc`` (an EnsembleCalculator) until the largest force
+    is below ``fmax`` eV/Å or ``max_steps`` steps; record every step."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer {optimizer!r} is not one of {sorted(OPTIMIZERS)}")
+    work = atoms.copy()
+    work.calc = calc
+    steps: list[Step] = []
+    frames: list[Atoms] = []
+    deltas: list[np.ndarray] = []
+
+    def record() -> None:
+        forces = work.get_forces()
+        delta = np.asarray(calc.results["uncertainties"])
+        steps.append(
+            Step(
+                step=len(steps),
+                energy=float(work.get_potential_energy()),
+                fmax=float(np.linalg.norm(forces, axis=1).max()),
+                max_uncertainty=float(delta.max()),
+                mean_uncertainty=float(delta.mean()),
+            )
+        )
+        frame = work.copy()
+        frame.calc = None
+        frames.append(frame)
+        deltas.append(delta.copy())
+
+    opt = OPTIMIZERS[optimizer](work, logfile=None)
+    opt.attach(record, interval=1)
+    converged = bool(opt.run(fmax=fmax, steps=max_steps))
+    return Trajectory(steps=steps, frames=frames, deltas=deltas, converged=converged)
+
+
+def uncertain_sites(
+    trajectory: Trajectory, threshold: float, spec: desc.DescriptorSpec, n: int, method: str = "cur"
+) -> list[tuple[int, int]]:
+    """Up to ``n`` (frame, atom) pairs whose δ exceeds ``threshold`` eV/Å, chosen by CUR on
+    their descriptors (diverse environments) or as the most uncertain ones."""
+    candidates = [
+        (f, int(i))
+        for f, delta in enumerate(trajectory.deltas)
+        for i in np.flatnonzero(delta > threshold)
+    ]
+    if len(candidates) <= n:
+        return candidates
+    if method == "most_uncertain":
+        order = np.argsort([-trajectory.deltas[f][i] for f, i in candidates], kind="stable")
+        return [candidates[k] for k in order[:n]]
+    if method != "cur":
+        raise ValueError(f"method {method!r} is not 'cur' or 'most_uncertain'")
+    rows = _features(trajectory.frames, candidates, spec)
+    return [candidates[k] for k in cur(rows, n)]
+
+
+def _features(
+    frames: Sequence[Atoms], sites: Sequence[tuple[int, int]], spec: desc.DescriptorSpec
+) -> np.ndarray:
+    by_frame: dict[int, list[int]] = {}
+    for f, i in sites:
+        by_frame.setdefault(f, []).append(i)
+    found: dict[tuple[int, int], np.ndarray] = {}
+    for f, atoms_idx in by_frame.items():
+        g, _, _ = desc.compute(frames[f], spec, rows=np.asarray(atoms_idx))
+        for i, row in zip(atoms_idx, g, strict=True):
+            found[(f, i)] = row
+    x = np.array([found[s] for s in sites])
+    return (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
