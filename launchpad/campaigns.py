@@ -289,7 +289,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
                     records.delete_file(db, ObjectId(old[key]))
     uncertainties = [r["structure_uncertainty"] for r in history]
     uncertainties.append(result.figures["structure_uncertainty"])
-    best = decision.best_iteration(uncertainties)
+    best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
     new = [d for d in chunk_docs if d["iteration"] == iteration]
     record = {
         "campaign": name,
@@ -326,6 +326,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         threshold=spec.nft.threshold,
         patience=spec.nft.patience,
         max_iterations=spec.nft.max_iterations,
+        tolerance=spec.nft.best_tolerance,
     )
     items: list[dict[str, Any]] = []
     if isinstance(step, decision.Continue):
@@ -371,7 +372,8 @@ def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
     history = records.iterations(db, name)
     if not history:
         raise KeyError(f"campaign {name!r} has no trained iteration yet")
-    best = decision.best_iteration([r["structure_uncertainty"] for r in history])
+    tolerance = load_spec(db, name).nft.best_tolerance
+    best = decision.best_iteration([r["structure_uncertainty"] for r in history], tolerance)
     rec = history[best]
     return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"]))), rec
 

@@ -317,6 +317,15 @@ class NFTSpec(_Spec):
         default=2, ge=1, description="Stop after this many iterations without gain."
     )
     max_iterations: int = Field(default=10, ge=1, le=1000, description="Most NFT iterations.")
+    best_tolerance: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "The model kept is the latest whose max δ is within this fraction of the lowest "
+            "(0 = strictly the lowest)."
+        ),
+    )
     seed: int = Field(default=0, ge=0, description="Seed of bootstrap and selection.")
     selection: Literal["most_uncertain"] = Field(
         default="most_uncertain", description="How the chunk centres are chosen."

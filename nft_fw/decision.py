@@ -3,7 +3,8 @@
 The stopping rules follow Sec. IV of Zeng, Chen, Peterson, J. Chem. Phys. 156,
 064104 (2022): the structure uncertainty falls below a threshold, it has not
 improved for ``patience`` iterations, or the iteration cap is reached. The model
-of the iteration with the lowest structure uncertainty is the one kept.
+of the iteration with the lowest structure uncertainty is the one kept (the latest
+within a small tolerance of it, see :func:`best_iteration`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,21 @@ class Stop:
     best_iteration: int
 
 
-def best_iteration(uncertainties: Sequence[float]) -> int:
-    """Index of the lowest structure uncertainty (the earliest on ties)."""
+BEST_TOLERANCE = 0.05
+
+
+def best_iteration(uncertainties: Sequence[float], tolerance: float = BEST_TOLERANCE) -> int:
+    """The iteration to keep: the latest one whose structure uncertainty is within
+    ``tolerance`` (relative) of the lowest.
+
+    The maximum δ rests on a single atom and fluctuates by a few per cent between
+    retrainings; among models that are equally confident by that measure, the later one
+    has been trained on more data. ``tolerance=0`` keeps the strict minimum.
+    """
     if not uncertainties:
         raise ValueError("no iterations recorded yet")
-    return int(np.argmin(np.asarray(uncertainties, dtype=float)))
+    u = np.asarray(uncertainties, dtype=float)
+    return int(np.flatnonzero(u <= u.min() * (1.0 + tolerance))[-1])
 
 
 def decide(
@@ -46,6 +57,7 @@ def decide(
     threshold: float,
     patience: int,
     max_iterations: int,
+    tolerance: float = BEST_TOLERANCE,
 ) -> Continue | Stop:
     """Next step after an iteration was recorded.
 
@@ -57,7 +69,8 @@ def decide(
     """
     if not uncertainties:
         raise ValueError("decide() needs at least one recorded iteration")
-    best = best_iteration(uncertainties)
+    best = best_iteration(uncertainties, tolerance)
+    lowest = int(np.argmin(np.asarray(uncertainties, dtype=float)))
     latest = len(uncertainties) - 1
     if uncertainties[-1] < threshold:
         return Stop(
@@ -65,11 +78,11 @@ def decide(
             f"structure uncertainty {uncertainties[-1]:.3f} < threshold {threshold:g} eV/Å",
             best,
         )
-    if latest - best >= patience:
+    if latest - lowest >= patience:
         return Stop(
             "patience",
-            f"no improvement on {uncertainties[best]:.3f} eV/Å (iteration {best}) "
-            f"for {latest - best} iterations",
+            f"no improvement on {uncertainties[lowest]:.3f} eV/Å (iteration {lowest}) "
+            f"for {latest - lowest} iterations",
             best,
         )
     if latest >= max_iterations:

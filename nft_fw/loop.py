@@ -279,7 +279,7 @@ def run_locally(
             "label_seconds": float(sum(lb.seconds for lb in new)),
         }
         uncertainties.append(record["structure_uncertainty"])
-        best = decision.best_iteration(uncertainties)
+        best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
         if best == iteration:
             best_blob = ensemble.to_bytes()
         record["best_iteration"] = best
@@ -301,6 +301,7 @@ def run_locally(
             threshold=spec.nft.threshold,
             patience=spec.nft.patience,
             max_iterations=spec.nft.max_iterations,
+            tolerance=spec.nft.best_tolerance,
         )
         if isinstance(step, decision.Stop):
             break

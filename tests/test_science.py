@@ -219,5 +219,9 @@ def test_decision_rules():
     assert stop == decision.Stop(stop.reason, stop.detail, 1) and stop.reason == "patience"
     stop = decision.decide([1.0, 0.9, 0.8], delta, set(), **{**common, "max_iterations": 2})
     assert isinstance(stop, decision.Stop) and stop.reason == "max_iterations"
+    stop = decision.decide([1.0, 0.5, 0.51, 0.52], delta, set(), **common)
+    assert stop.reason == "patience" and stop.best_iteration == 3  # within 5 %: latest kept
+    assert decision.best_iteration([1.0, 0.5, 0.51], tolerance=0.0) == 1
+    assert decision.best_iteration([1.0, 0.5, 0.6]) == 1
     stop = decision.decide([1.0], delta, {0, 1, 2, 3}, **common)
     assert isinstance(stop, decision.Stop) and stop.reason == "exhausted"
