@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 logger = logging.getLogger("nft_fw.cli")
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) gets 120 columns so the history table is not truncated.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

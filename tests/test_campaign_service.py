@@ -181,3 +181,20 @@ def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: 
     assert after == before
     out = _cli(conn, "history", "no-such-campaign")
     assert out.returncode == 2 and "no campaign named 'no-such-campaign'" in out.stderr
+
+
+def test_submit_to_a_brand_new_database(db_server: Any) -> None:
+    import uuid
+
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.launchpad.connection import embedded
+    from nft_fw.workflows.campaign import submit
+
+    conn = embedded(db_server.data_dir, db_name=f"fresh_{uuid.uuid4().hex[:8]}", start=False)
+    try:
+        fw_ids = submit(conn.launchpad, prepare(load_campaign(small_campaign("first"))))
+        assert fw_ids == [1]
+        assert conn.launchpad.get_fw_by_id(1).spec["nft_role"] == "init"
+    finally:
+        conn.launchpad.connection.drop_database(conn.db_name)
+        conn.close(stop_server=False)

@@ -108,8 +108,19 @@ def submit_round(
     return fw_ids
 
 
+def ensure_initialised(lp: LaunchPad) -> None:
+    """Give a brand-new database FireWorks' id counters and indexes, without the wipe of
+    ``lpad reset``; a database already in use is left as it is."""
+    lp.fw_id_assigner.update_one(
+        {}, {"$setOnInsert": {"next_fw_id": 1, "next_launch_id": 1}}, upsert=True
+    )
+    if "fw_id_1" not in lp.fireworks.index_information():
+        lp.tuneup()
+
+
 def submit(lp: LaunchPad, prepared: Any) -> list[int]:
     """Register a prepared campaign and add its init workflow; returns the Firework ids."""
+    ensure_initialised(lp)
     campaigns.register(lp.db, prepared)
     mapping = lp.add_wf(init_workflow(prepared.spec))
     return sorted(mapping.values())
