@@ -16,6 +16,7 @@ import argparse
 import logging
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from nft_fw.campaign import load_campaign, prepare
@@ -24,6 +25,15 @@ from nft_fw.launchpad import records
 from nft_fw.launchpad.connection import connect
 
 HERE = Path(__file__).resolve().parent.parent
+
+
+def _seconds(start: datetime | str, end: datetime | str) -> float:
+    """FireWorks stores launch times as datetimes or ISO strings, depending on the path."""
+
+    def parse(t: datetime | str) -> datetime:
+        return datetime.fromisoformat(t) if isinstance(t, str) else t
+
+    return (parse(end) - parse(start)).total_seconds()
 
 
 def main() -> None:
@@ -45,8 +55,9 @@ def main() -> None:
         for fw in conn.launchpad.fireworks.find({"spec.campaign": name}):
             for launch in conn.launchpad.launches.find({"fw_id": fw["fw_id"]}):
                 if launch.get("time_start") and launch.get("time_end"):
-                    dt = (launch["time_end"] - launch["time_start"]).total_seconds()
-                    fw_run[fw["spec"]["nft_role"]] += dt
+                    fw_run[fw["spec"]["nft_role"]] += _seconds(
+                        launch["time_start"], launch["time_end"]
+                    )
         n_fw = conn.launchpad.fireworks.count_documents({"spec.campaign": name})
     science = label_s + train_s + fw_run["init"] + fw_run["report"]
     other = wall - science
