@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--max-iterations", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the history here")
+    parser.add_argument("--save", type=Path, default=None, help="save the kept model here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -75,6 +76,8 @@ def main() -> None:
         f"max {last['true_force_max']:.3f} eV/Å; chunk radius {result.prepared.chunk_radius_A} Å; "
         f"{len(result.labels)} chunks; wall {wall:.0f} s"
     )
+    if args.save:
+        result.calculator.save(args.save)
     if args.json:
         args.json.write_text(json.dumps(result.history, indent=1, default=float))
 

@@ -1,92 +1,117 @@
-"""ML relaxation of the trained target and transfer to other particles, checked against EMT.
+"""Relaxation phase and transfer through the service, checked against EMT.
 
-    .venv/bin/python bench/relax_transfer.py MODEL_DIR [--fmax 0.05] [--steps 300]
+    .venv/bin/python bench/relax_transfer.py [CAMPAIGN.yaml] [--workers 2] [--dir DIR]
 
-MODEL_DIR is a model written by `nft-fw export` (or `make demo`: .nft-fw-demo/model),
-trained on the Pt260 campaign. For the Pt260 target it relaxes with the ensemble mean
-(FIRE) and with EMT itself from the same start and reports EMT's largest force on the
-ML-relaxed structure, the energy difference of the two minima (EMT energies) and their
-RMSD. For transfer targets (rattled icosahedral Pt309 and Pt1415, no new data) it
-reports the true-force MAE at the start and the end of the ML relaxation and the largest
-δ met on the way, next to the Pt260 target's.
+Runs the campaign (default: nft_fw/examples/pt260-relax-emt.yaml: Pt260 NFT, relaxation
+with retraining from trajectories, transfer to rattled icosahedral Pt309 and
+cuboctahedral Pt1415) on an embedded server with local worker processes, exactly as
+`nft-fw run` does, then prints:
+
+* per relax round: chunks, steps, the largest δ along the trajectory, true-force MAE at
+  the start and end;
+* for the kept round's ML-relaxed target, evaluated with EMT: the largest force, the
+  energy above EMT's own minimum reached by FIRE from the same start, and the RMSD to it;
+* per transfer target: true-force MAE at the start and end of the ML relaxation, the
+  largest δ and its ratio to the trained target's (flagged at ≥ 2×), steps and time;
+* the parent-call bill against divide-and-conquer (atoms × relaxation steps);
+* the wall time of the campaign.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
-from ase import Atoms
 from ase.calculators.emt import EMT
-from ase.cluster import Icosahedron, Octahedron
 from ase.optimize import FIRE
+from bson import ObjectId
 
-from nft_fw.calculator import EnsembleCalculator
-from nft_fw.relax import relax
+from nft_fw.campaign import load_campaign, prepare
+from nft_fw.cli import run_campaign
+from nft_fw.launchpad import campaigns, records
+from nft_fw.launchpad.connection import embedded
 
-
-def rattled(atoms: Atoms, seed: int = 0, stdev: float = 0.1) -> Atoms:
-    atoms = atoms.copy()
-    atoms.positions += np.random.default_rng(seed).normal(0.0, stdev, atoms.positions.shape)
-    return atoms
-
-
-def emt_forces(atoms: Atoms) -> tuple[float, np.ndarray]:
-    a = atoms.copy()
-    a.calc = EMT()
-    return a.get_potential_energy(), a.get_forces()
-
-
-def mae(calc: EnsembleCalculator, atoms: Atoms) -> float:
-    a = atoms.copy()
-    a.calc = calc
-    return float(np.linalg.norm(a.get_forces() - emt_forces(atoms)[1], axis=1).mean())
+HERE = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("--fmax", type=float, default=0.05)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "campaign", nargs="?", default=str(HERE / "nft_fw/examples/pt260-relax-emt.yaml")
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dir", type=Path, default=None, help="keep database and report here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    calc = EnsembleCalculator.load(args.model)
 
-    start = rattled(Octahedron("Pt", 8, 3, latticeconstant=3.92))
-    t0 = time.perf_counter()
-    traj = relax(start, calc, fmax=args.fmax, max_steps=args.steps, optimizer="fire")
-    t_ml = time.perf_counter() - t0
-    ml_final = traj.final
-    ref = start.copy()
-    ref.calc = EMT()
-    FIRE(ref, logfile=None).run(fmax=args.fmax, steps=2000)
-    e_ml, f_ml = emt_forces(ml_final)
-    e_ref = ref.get_potential_energy()
-    rmsd = float(np.sqrt(np.mean(np.sum((ml_final.positions - ref.positions) ** 2, axis=1))))
-    trained_delta = traj.max_uncertainty
-    print(
-        f"Pt260 ML relaxation: {len(traj.steps)} steps in {t_ml:.0f} s, converged "
-        f"{traj.converged}; max δ on the way {trained_delta:.3f} eV/Å"
-    )
-    print(
-        f"  EMT on the ML-relaxed structure: max force {np.linalg.norm(f_ml, axis=1).max():.3f} "
-        f"eV/Å; E - E(EMT-relaxed) = {e_ml - e_ref:+.3f} eV; RMSD to EMT's minimum {rmsd:.3f} Å"
-    )
-    for label, atoms in (
-        ("Pt309 icosahedron", rattled(Icosahedron("Pt", 5, latticeconstant=3.92))),
-        ("Pt1415 icosahedron", rattled(Icosahedron("Pt", 8, latticeconstant=3.92))),
-    ):
+    base = args.dir or Path(tempfile.mkdtemp(prefix="nft-relax-"))
+    prepared = prepare(load_campaign(args.campaign))
+    name = prepared.spec.name
+    conn = embedded(base / "db", db_name="bench_relax")
+    try:
+        conn.launchpad.reset("", require_password=False)
         t0 = time.perf_counter()
-        tr = relax(atoms, calc, fmax=args.fmax, max_steps=args.steps, optimizer="fire")
-        dt = time.perf_counter() - t0
+        code = run_campaign(conn, prepared, args.workers, base / "workers", base / "report")
+        wall = time.perf_counter() - t0
+        db = conn.launchpad.db
+        summary = campaigns.summary(db, name)
+        rounds = records.iterations(db, name, phase="relax")
+        transfers = records.iterations(db, name, phase="transfer")
+        kept = summary["relaxation"]["kept_round"]
+        final = records.get_structures(db, ObjectId(rounds[kept]["final_file"]))[0]
+    finally:
+        conn.close()
+    print(f"\n{name}: exit {code}; campaign wall time {wall:.0f} s; report in {base / 'report'}")
+    nft = summary
+    print(
+        f"NFT: kept iteration {nft['best_iteration']}, {nft['total_chunks']} chunks, "
+        f"true MAE {nft.get('best_true_force_mae', float('nan')):.3f} eV/Å"
+    )
+    for r in rounds:
         print(
-            f"{label} ({len(atoms)} atoms): true-force MAE start {mae(calc, atoms):.3f}, end "
-            f"{mae(calc, tr.final):.3f} eV/Å; max δ {tr.max_uncertainty:.3f} eV/Å "
-            f"({tr.max_uncertainty / trained_delta:.1f}x the Pt260 run's); {len(tr.steps)} steps "
-            f"in {dt:.0f} s"
+            f"relax round {r['iteration']}: +{r['new_chunks']} chunks ({r['relax_chunks']} from "
+            f"trajectories), {r['n_steps']} steps, δ max along {r['structure_uncertainty']:.3f}"
+            f" eV/Å, true MAE start {r['start_true_force_mae']:.3f} end "
+            f"{r['end_true_force_mae']:.3f}, EMT fmax at end {r['end_parent_fmax']:.3f}"
         )
+
+    start = prepared.target.copy()
+    start.calc = EMT()
+    FIRE(start, logfile=None).run(fmax=0.01, steps=3000)
+    e_ref = start.get_potential_energy()
+    ml = final.copy()
+    ml.calc = EMT()
+    e_ml = ml.get_potential_energy()
+    fmax = float(np.linalg.norm(ml.get_forces(), axis=1).max())
+    rmsd = float(np.sqrt(np.mean(np.sum((ml.positions - start.positions) ** 2, axis=1))))
+    print(
+        f"kept round {kept}: ML-relaxed {name} in EMT: max force {fmax:.3f} eV/Å; "
+        f"E − E(EMT-relaxed) = {e_ml - e_ref:+.3f} eV; RMSD to EMT's minimum {rmsd:.3f} Å"
+    )
+    for t in transfers:
+        print(
+            f"transfer {t['name']} ({t['n_atoms']} atoms): true MAE start "
+            f"{t['start_true_force_mae']:.3f}, end {t['end_true_force_mae']:.3f} eV/Å; δ max "
+            f"{t['structure_uncertainty']:.3f} = {t['uncertainty_ratio']:.1f}× trained "
+            f"({'flagged' if t['flagged'] else 'not flagged'}); {t['n_steps']} steps in "
+            f"{t['timings']['relax_s']:.0f} s"
+        )
+    bill = summary["parent_calls"]
+    print(
+        f"parent calls: {bill['initial_images']} initial + {bill['nft_chunks']} NFT chunks + "
+        f"{bill['relax_chunks']} relaxation chunks = {bill['total_parent_calls']}; "
+        f"divide and conquer {bill['n_atoms']} × {bill['relaxation_steps']} = "
+        f"{bill['divide_and_conquer_calls']} ({bill['fraction_of_divide_and_conquer']:.1%})"
+    )
+    for t in bill.get("transfer", []):
+        print(f"  transfer {t['name']}: divide and conquer {t['divide_and_conquer_calls']}, 0 here")
+    if args.dir is None:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

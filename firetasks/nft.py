@@ -68,7 +68,7 @@ class TrainTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign", "iteration"]
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.workflows.campaign import report_firework, submit_round
+        from nft_fw.workflows.campaign import after_nft, submit_round
 
         name, k = self["campaign"], int(self["iteration"])
         out = campaigns.train(self._db(), name, k, getattr(self, "fw_id", None))
@@ -84,7 +84,62 @@ class TrainTask(_CampaignTask):
             return FWAction(stored_data=summary)
         summary["stop_reason"] = getattr(out.step, "reason", None)
         spec = campaigns.load_spec(self._db(), name)
-        return FWAction(stored_data=summary, additions=[report_firework(spec)])
+        return FWAction(stored_data=summary, additions=[after_nft(spec)])
+
+
+@explicit_serialize
+class RelaxTask(_CampaignTask):
+    """Relax round ``round``: retrain on the labels so far (round ≥ 1), relax the target,
+    record, then submit the next relax round (chunks from the trajectory) or, when
+    retraining ends, append the transfer relaxations and the report."""
+
+    required_params: ClassVar[list[str]] = ["campaign", "round"]
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        from nft_fw.launchpad import relaxation
+        from nft_fw.workflows.campaign import finish_workflow, submit_round
+
+        name, r = self["campaign"], int(self["round"])
+        out = relaxation.relax_round(self._db(), name, r, getattr(self, "fw_id", None))
+        summary = {
+            "round": r,
+            "trajectory_max_uncertainty": out.record["structure_uncertainty"],
+            "steps": out.record["n_steps"],
+        }
+        if out.stop is None:
+            summary["next_round_fw_ids"] = submit_round(
+                self.launchpad, name, "relax", r + 1, out.items
+            )
+            return FWAction(stored_data=summary)
+        summary["stop_reason"] = out.stop.reason
+        spec = campaigns.load_spec(self._db(), name)
+        return FWAction(stored_data=summary, additions=[finish_workflow(spec)])
+
+
+@explicit_serialize
+class TransferTask(_CampaignTask):
+    """Relax transfer target ``index`` with the final model (no new data); when it is
+    flagged and its ``retrain`` is set, submit the follow-up campaign that trains on it."""
+
+    required_params: ClassVar[list[str]] = ["campaign", "index"]
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        from nft_fw.launchpad import relaxation
+        from nft_fw.workflows.campaign import init_workflow
+
+        db, name, k = self._db(), self["campaign"], int(self["index"])
+        record = relaxation.transfer(db, name, k, getattr(self, "fw_id", None))
+        summary = {
+            key: record[key]
+            for key in ("name", "n_atoms", "n_steps", "structure_uncertainty", "flagged")
+        }
+        spec = campaigns.load_spec(db, name)
+        if record["flagged"] and spec.transfer[k].retrain:
+            child = relaxation.follow_up(db, name, k)
+            if child is not None:
+                self.launchpad.add_wf(init_workflow(child))
+                summary["follow_up"] = child.name
+        return FWAction(stored_data=summary)
 
 
 @explicit_serialize

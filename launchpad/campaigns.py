@@ -83,6 +83,17 @@ def register(db: Database, prepared: Prepared) -> None:
         parent_hash=prepared.parent.settings_hash,
         warnings=prepared.warnings,
     )
+    transfer_files = [
+        {
+            "name": label,
+            "file": str(
+                records.put_structures(db, [atoms], f"{spec.name}/transfer/{label}.extxyz")
+            ),
+        }
+        for label, atoms in prepared.transfers
+    ]
+    if transfer_files:
+        records.update_campaign(db, spec.name, transfer_files=transfer_files)
     if prepared.initial_frames is not None:
         for image in initial.from_file_frames(prepared.initial_frames):
             records.put_label(db, _image_doc(spec.name, prepared, image, 0.0, None))
@@ -98,6 +109,8 @@ def initial_items(db: Database, name: str) -> list[dict[str, Any]]:
     records.update_campaign(db, name, state="running", iteration=None)
     if prepared.spec.initial.file is not None:
         return []
+    if records.get_campaign(db, name).get("inherited_from"):
+        return []  # a follow-up campaign starts with its parent campaign's labels
     structures = loop.initial_structures(prepared)
     file_id = records.put_structures(db, structures, f"{name}/initial.extxyz")
     records.update_campaign(db, name, initial_file=str(file_id))
@@ -247,11 +260,25 @@ def _chunk_features(
     return out
 
 
-def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
-    """Train iteration ``iteration`` on every label of the campaign so far, record it, and
-    decide. Rerunning it replaces the record and the model of that iteration."""
-    t_start = time.perf_counter()
-    prepared = context(db, name)
+@dataclasses.dataclass
+class Fit:
+    ensemble: mdl.Ensemble
+    metrics: dict[str, Any]
+    images: list[tr.Image]
+    chunk_docs: list[dict[str, Any]]
+    t_features: float
+    t_train: float
+
+
+def fit_labels(
+    db: Database,
+    name: str,
+    prepared: Prepared,
+    previous: mdl.Ensemble | None,
+    config_iteration: int,
+) -> Fit:
+    """Train on every label of the campaign, warm-started from ``previous`` when given (and
+    the campaign allows it); ``config_iteration`` picks the step count and seed."""
     spec = prepared.spec
     images = _images(db, name)
     if not images:
@@ -260,17 +287,41 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
             "failed — see nft-fw status and the fizzled Fireworks' errors"
         )
     chunk_docs = records.labels(db, name, kind="chunk")
-    previous = _load_model(db, name, iteration - 1) if iteration > 0 else None
     if previous is None or not spec.training.warm_start:
         ensemble = loop.fresh_ensemble(prepared, images)
+        config_iteration = 0 if previous is None else config_iteration
     else:
         ensemble = previous
     t_feat = time.perf_counter()
     feats = _chunk_features(db, name, chunk_docs, ensemble)
     image_arrays = tr.image_arrays(images, ensemble.spec)
     t_train = time.perf_counter()
-    cfg = loop.train_config(spec, 0 if previous is None else iteration)
-    ensemble, metrics = tr.train(ensemble, image_arrays, feats, cfg)
+    ensemble, metrics = tr.train(
+        ensemble, image_arrays, feats, loop.train_config(spec, config_iteration)
+    )
+    return Fit(ensemble, metrics, images, chunk_docs, t_feat, t_train)
+
+
+def inherited_model(db: Database, name: str) -> mdl.Ensemble | None:
+    """The model a follow-up campaign starts from (see :mod:`nft_fw.launchpad.relaxation`)."""
+    doc = records.get_campaign(db, name)
+    if not doc.get("inherited_model_file"):
+        return None
+    return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(doc["inherited_model_file"])))
+
+
+def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
+    """Train iteration ``iteration`` on every label of the campaign so far, record it, and
+    decide. Rerunning it replaces the record and the model of that iteration."""
+    t_start = time.perf_counter()
+    prepared = context(db, name)
+    spec = prepared.spec
+    previous = _load_model(db, name, iteration - 1) if iteration > 0 else None
+    if previous is None and iteration == 0:
+        previous = inherited_model(db, name)
+    fit = fit_labels(db, name, prepared, previous, 0 if previous is None else max(iteration, 1))
+    ensemble, metrics, images, chunk_docs = fit.ensemble, fit.metrics, fit.images, fit.chunk_docs
+    t_feat, t_train = fit.t_features, fit.t_train
     true_forces = validation_forces(db, name)
     result = loop.assess(ensemble, prepared.target, true_forces)
 
@@ -379,8 +430,12 @@ def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
 
 
 def report(db: Database, name: str, directory: Any) -> dict[str, Any]:
-    """Plots and summary of a campaign written to ``directory`` (paper Fig. 3 a–c)."""
-    from nft_fw import plots
+    """Plots and summary of a campaign written to ``directory``: the NFT history, parity and
+    residual figures (paper Fig. 3 a–c), and when the campaign relaxed or transferred, the
+    relaxation (Fig. 4) and transfer (Fig. 5) figures and the parent-call bill."""
+    from pathlib import Path
+
+    from nft_fw import plots, relax_plots
 
     history = records.iterations(db, name)
     doc = records.get_campaign(db, name)
@@ -392,7 +447,7 @@ def report(db: Database, name: str, directory: Any) -> dict[str, Any]:
         if doc.get("true_forces_file")
         else None
     )
-    return plots.write_report(
+    paths = plots.write_report(
         directory,
         history,
         predicted=predicted if reference is not None else None,
@@ -400,11 +455,77 @@ def report(db: Database, name: str, directory: Any) -> dict[str, Any]:
         delta=delta if reference is not None else None,
         stop_reason=doc.get("stop_reason"),
     )
+    rounds = records.iterations(db, name, phase="relax")
+    transfers = records.iterations(db, name, phase="transfer")
+    directory = Path(directory)
+    out = summary(db, name)
+    if rounds:
+        kept = out["relaxation"]["kept_round"]
+        paths["relaxation"] = relax_plots.plot_relaxation(
+            rounds, directory / "relaxation.png", kept
+        )
+    if transfers:
+        paths["transfer"] = relax_plots.plot_transfer(
+            transfers, directory / "transfer.png", out["transfer_reference_uncertainty"]
+        )
+    if rounds or transfers:
+        with open(paths["markdown"], "a", encoding="utf-8") as fh:
+            fh.write(relax_plots.markdown(rounds, transfers, out.get("parent_calls")))
+    paths["summary"].write_text(
+        json.dumps(out, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8"
+    )
+    return paths
 
 
 def summary(db: Database, name: str) -> dict[str, Any]:
-    """The campaign's headline figures (best iteration, uncertainties, true errors)."""
+    """The campaign's headline figures: best NFT iteration, uncertainties, true errors, and
+    (when it relaxed or transferred) the relaxation, transfer and parent-call figures."""
     from nft_fw import plots
+    from nft_fw.launchpad import relaxation
 
     doc = records.get_campaign(db, name)
-    return plots.summary(records.iterations(db, name), doc.get("stop_reason"))
+    out = plots.summary(records.iterations(db, name), doc.get("stop_reason"))
+    rounds = records.iterations(db, name, phase="relax")
+    transfers = records.iterations(db, name, phase="transfer")
+    if rounds:
+        tolerance = load_spec(db, name).nft.best_tolerance
+        kept = decision.best_iteration([r["structure_uncertainty"] for r in rounds], tolerance)
+        keys = (
+            "n_steps",
+            "converged",
+            "structure_uncertainty",
+            "final_max_uncertainty",
+            "start_true_force_mae",
+            "end_true_force_mae",
+            "end_parent_fmax",
+            "end_parent_energy",
+        )
+        out["relaxation"] = {
+            "rounds": len(rounds),
+            "kept_round": kept,
+            "stop_reason": doc.get("relax_stop_reason"),
+            "trajectory_max_uncertainty": [r["structure_uncertainty"] for r in rounds],
+            **{f"kept_{k}": rounds[kept].get(k) for k in keys if k in rounds[kept]},
+        }
+    if rounds or transfers:
+        out["parent_calls"] = relaxation.parent_call_bill(db, name)
+    if transfers:
+        out["transfer_reference_uncertainty"] = relaxation.trained_uncertainty(db, name)
+        out["transfer"] = [
+            {
+                k: r.get(k)
+                for k in (
+                    "name",
+                    "n_atoms",
+                    "n_steps",
+                    "converged",
+                    "structure_uncertainty",
+                    "uncertainty_ratio",
+                    "flagged",
+                    "start_true_force_mae",
+                    "end_true_force_mae",
+                )
+            }
+            for r in transfers
+        ]
+    return out

@@ -7,6 +7,7 @@ The science core needs no database::
     from nft_fw import run_locally, EnsembleCalculator
     result = run_locally("campaign.yaml")
     atoms.calc = result.calculator
+    relaxed = relax_locally(result)        # relax, retrain from the trajectory, relax again
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nft_fw.calculator import EnsembleCalculator
     from nft_fw.campaign import CampaignError, CampaignSpec, load_campaign
-    from nft_fw.loop import LocalResult, run_locally
+    from nft_fw.loop import LocalResult, RelaxResult, relax_locally, run_locally
 
 __all__ = [
     "CampaignError",
     "CampaignSpec",
     "EnsembleCalculator",
     "LocalResult",
+    "RelaxResult",
     "load_campaign",
+    "relax_locally",
     "run_locally",
 ]
 
@@ -34,6 +37,8 @@ _LAZY = {
     "load_campaign": "nft_fw.campaign",
     "LocalResult": "nft_fw.loop",
     "run_locally": "nft_fw.loop",
+    "RelaxResult": "nft_fw.loop",
+    "relax_locally": "nft_fw.loop",
 }
 
 

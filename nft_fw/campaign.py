@@ -361,6 +361,77 @@ class ServiceSpec(_Spec):
     )
 
 
+class RelaxSpec(_Spec):
+    fmax: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=100.0,
+        description="Converged when every force is below this, eV/Å.",
+    )
+    max_steps: int = Field(
+        default=200, ge=1, le=100000, description="Most optimiser steps per relaxation."
+    )
+    optimizer: Literal["fire", "lbfgs", "bfgs"] = Field(
+        default="fire",
+        description="ASE optimiser; bfgs keeps a dense 3N×3N Hessian: avoid above ~500 atoms.",
+    )
+    retrain: bool = Field(
+        default=True,
+        description=(
+            "Retrain from the trajectory: while its max δ exceeds the threshold, label chunks "
+            "cut from it, retrain (warm start) and relax again."
+        ),
+    )
+    chunks_per_round: int = Field(
+        default=26, ge=1, le=10000, description="Chunks taken from one trajectory per retraining."
+    )
+    selection: Literal["cur", "most_uncertain"] = Field(
+        default="cur",
+        description=(
+            "How trajectory chunks are chosen among atoms above the threshold: CUR on their "
+            "descriptors (diverse environments) or the most uncertain."
+        ),
+    )
+    threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="δ above which a trajectory atom is uncertain, eV/Å; null = nft.threshold.",
+    )
+    patience: int = Field(
+        default=2,
+        ge=1,
+        description="Stop after this many retrainings without a lower trajectory max δ.",
+    )
+    max_rounds: int = Field(
+        default=5, ge=0, le=100, description="Most retrainings from trajectories."
+    )
+    max_frames: int = Field(
+        default=25,
+        ge=2,
+        le=10000,
+        description=(
+            "Trajectory frames kept (evenly spaced, first and last included); chunks come "
+            "from those after the start."
+        ),
+    )
+
+
+class TransferSpec(TargetSpec):
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Label of the transfer target in records and plots; null = transfer-<k>.",
+    )
+    retrain: bool = Field(
+        default=False,
+        description=(
+            "When the target's max δ along its relaxation exceeds 2× the trained target's, "
+            "start a follow-up campaign <name>-<label> that runs NFT rounds on it, "
+            "warm-started from this campaign's model and labels."
+        ),
+    )
+
+
 class CampaignSpec(_Spec):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
@@ -385,6 +456,21 @@ class CampaignSpec(_Spec):
         default_factory=lambda: ServiceSpec(),
         description="How the campaign runs on FireWorks (ignored by run_locally).",
     )
+    relax: RelaxSpec | None = Field(
+        default=None,
+        description=(
+            "After NFT: relax the target with the model, watching δ, and retrain from the "
+            "trajectory; null = no relaxation phase."
+        ),
+    )
+    transfer: list[TransferSpec] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Other structures relaxed with the final model without new data (relaxation "
+            "settings from relax, or its defaults), δ reported along each trajectory."
+        ),
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:
@@ -394,32 +480,33 @@ class CampaignSpec(_Spec):
         except ParentError as err:
             errors.append((err.field, err.message))
             parent = None
-        builder = self.target.builder
-        if builder is not None:
-            for key in sorted(GEOMETRY_KEYS - set(GEOMETRY[builder.kind])):
-                value = getattr(builder, key)
-                if value != BuilderSpec.model_fields[key].default:
-                    errors.append(
-                        (
-                            f"target.builder.{key}",
-                            f"is not a parameter of kind {builder.kind!r} (its parameters: "
-                            f"{', '.join(GEOMETRY[builder.kind])}); remove it (got {value!r})",
-                        )
+        targets = [("target", self.target)] + [
+            (f"transfer.{k}", t) for k, t in enumerate(self.transfer)
+        ]
+        for where, target in targets:
+            if target.builder is not None:
+                errors.extend(_builder_errors(target.builder, f"{where}.builder", parent))
+        trained = self.target.builder.species if self.target.builder is not None else None
+        labels: dict[str, int] = {}
+        for k, t in enumerate(self.transfer):
+            label = t.name or f"transfer-{k}"
+            if label in labels:
+                errors.append(
+                    (
+                        f"transfer.{k}.name",
+                        f"{label!r} is already the name of transfer.{labels[label]}; "
+                        "give each transfer target its own name",
                     )
-            try:
-                check_geometry(builder.kind, builder.geometry(), "target.builder")
-            except StructureError as err:
-                errors.append((err.field, err.message))
-            if parent is not None:
-                where = "element" if builder.element is not None else "composition"
-                unsupported = sorted(set(builder.species) - parent.supported_elements)
-                if unsupported:
+                )
+            labels[label] = k
+            if trained is not None and t.builder is not None:
+                unseen = sorted(set(t.builder.species) - set(trained))
+                if unseen:
                     errors.append(
                         (
-                            f"target.builder.{where}",
-                            f"parent {parent.name!r} does not support {', '.join(unsupported)} "
-                            f"(supported: {', '.join(sorted(parent.supported_elements))}); "
-                            "choose another element or parent",
+                            f"transfer.{k}.builder",
+                            f"has {', '.join(unseen)}, which the target lacks: the model has "
+                            "no network for it; transfer only to the target's elements",
                         )
                     )
         if errors:
@@ -432,6 +519,41 @@ class CampaignSpec(_Spec):
 
 
 GEOMETRY_KEYS = {k for params in GEOMETRY.values() for k in params}
+
+
+def _builder_errors(
+    builder: BuilderSpec, where: str, parent: Parent | None
+) -> list[tuple[str, str]]:
+    """What is wrong with a builder beyond its own fields: parameters of other kinds, the
+    geometry, and elements the parent cannot label."""
+    errors: list[tuple[str, str]] = []
+    for key in sorted(GEOMETRY_KEYS - set(GEOMETRY[builder.kind])):
+        value = getattr(builder, key)
+        if value != BuilderSpec.model_fields[key].default:
+            errors.append(
+                (
+                    f"{where}.{key}",
+                    f"is not a parameter of kind {builder.kind!r} (its parameters: "
+                    f"{', '.join(GEOMETRY[builder.kind])}); remove it (got {value!r})",
+                )
+            )
+    try:
+        check_geometry(builder.kind, builder.geometry(), where)
+    except StructureError as err:
+        errors.append((err.field, err.message))
+    if parent is not None:
+        key = "element" if builder.element is not None else "composition"
+        unsupported = sorted(set(builder.species) - parent.supported_elements)
+        if unsupported:
+            errors.append(
+                (
+                    f"{where}.{key}",
+                    f"parent {parent.name!r} does not support {', '.join(unsupported)} "
+                    f"(supported: {', '.join(sorted(parent.supported_elements))}); "
+                    "choose another element or parent",
+                )
+            )
+    return errors
 
 
 def _plain(check: Any, value: Any, name: str) -> None:
@@ -506,8 +628,10 @@ def load_campaign(
                 f"{', '.join(CampaignSpec.model_fields)} (see nft_fw.campaign.example_campaign)",
             )
     if base_dir is not None:
-        for section in ("target", "initial"):
-            part = raw.get(section)
+        transfer = raw.get("transfer")
+        parts = [raw.get("target"), raw.get("initial")]
+        parts += transfer if isinstance(transfer, list) else []
+        for part in parts:
             if isinstance(part, dict) and isinstance(part.get("file"), str | Path):
                 path = Path(part["file"]).expanduser()
                 part["file"] = str(path if path.is_absolute() else Path(base_dir) / path)
@@ -574,6 +698,7 @@ class Prepared:
     chunk_radius_A: float
     warnings: list[str] = field(default_factory=list)
     initial_frames: list[Atoms] | None = None
+    transfers: list[tuple[str, Atoms]] = field(default_factory=list)
 
 
 def prepare(spec: CampaignSpec) -> Prepared:
@@ -588,34 +713,19 @@ def prepare(spec: CampaignSpec) -> Prepared:
 
 def _prepare(spec: CampaignSpec) -> Prepared:
     parent = get_parent(spec.parent.name, spec.parent.params, field="parent")
-    target_spec = spec.target
-    if target_spec.builder is not None:
-        b = target_spec.builder
-        a = b.lattice_constant
-        if a is None:
-            try:
-                a = vegard_lattice_constant(b.species, parent.optimal_lattice_constant)
-            except ParentError as err:
-                raise CampaignError("target.builder.lattice_constant", err.message) from err
-            log.info(
-                "campaign %s: lattice constant %.4f Å from parent %s", spec.name, a, parent.name
-            )
-        target = build_nanoparticle(
-            b.kind,
-            element=b.element,
-            composition=b.composition,
-            seed=b.seed,
-            lattice_constant=a,
-            field="target.builder",
-            **b.geometry(),
-        )
-    else:
-        assert target_spec.file is not None
-        target = read_structure(target_spec.file, target_spec.index, field="target.file")
-    if target_spec.rattle is not None:
-        target = rattle(target, target_spec.rattle.stdev, target_spec.rattle.seed)
-    validate_atoms(target, "target", parent.supported_elements)
+    target = build_target(spec.target, parent, "target", spec.name)
     elements = set(target.get_chemical_symbols())
+    transfers: list[tuple[str, Atoms]] = []
+    for k, t in enumerate(spec.transfer):
+        atoms = build_target(t, parent, f"transfer.{k}", spec.name)
+        unseen = sorted(set(atoms.get_chemical_symbols()) - elements)
+        if unseen:
+            raise CampaignError(
+                f"transfer.{k}",
+                f"has {', '.join(unseen)}, which the target lacks: the model has no network "
+                "for it; transfer only to the target's elements",
+            )
+        transfers.append((t.name or f"transfer-{k}", atoms))
 
     frames = None
     if spec.initial.file is not None:
@@ -660,4 +770,41 @@ def _prepare(spec: CampaignSpec) -> Prepared:
         chunk_radius_A=chunk_radius,
         warnings=warnings,
         initial_frames=frames,
+        transfers=transfers,
     )
+
+
+def build_target(target_spec: TargetSpec, parent: Parent, where: str, campaign: str = "") -> Atoms:
+    """Build (or read) and rattle one structure of the campaign file, checked for the parent;
+    ``where`` names its field in errors."""
+    if target_spec.builder is not None:
+        b = target_spec.builder
+        a = b.lattice_constant
+        if a is None:
+            try:
+                a = vegard_lattice_constant(b.species, parent.optimal_lattice_constant)
+            except ParentError as err:
+                raise CampaignError(f"{where}.builder.lattice_constant", err.message) from err
+            log.info(
+                "campaign %s: %s lattice constant %.4f Å from parent %s",
+                campaign,
+                where,
+                a,
+                parent.name,
+            )
+        atoms = build_nanoparticle(
+            b.kind,
+            element=b.element,
+            composition=b.composition,
+            seed=b.seed,
+            lattice_constant=a,
+            field=f"{where}.builder",
+            **b.geometry(),
+        )
+    else:
+        assert target_spec.file is not None
+        atoms = read_structure(target_spec.file, target_spec.index, field=f"{where}.file")
+    if target_spec.rattle is not None:
+        atoms = rattle(atoms, target_spec.rattle.stdev, target_spec.rattle.seed)
+    validate_atoms(atoms, where, parent.supported_elements)
+    return atoms

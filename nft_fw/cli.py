@@ -181,6 +181,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "elements": list(prepared.elements),
         "parent": prepared.parent.name,
         "chunk_radius_A": prepared.chunk_radius_A,
+        "relax": prepared.spec.relax is not None,
+        "transfer": [
+            {"name": name, "atoms": len(a), "formula": a.get_chemical_formula()}
+            for name, a in prepared.transfers
+        ],
         "warnings": prepared.warnings,
     }
     if args.json:
@@ -189,7 +194,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         console.print(
             f"{out['name']}: valid; target {out['formula']} ({out['atoms']} atoms), parent "
             f"{out['parent']}, chunk radius {out['chunk_radius_A']:g} Å"
+            + ("; relaxation phase on" if out["relax"] else "")
         )
+        for t in out["transfer"]:
+            console.print(f"  transfer target {t['name']}: {t['formula']} ({t['atoms']} atoms)")
         for w in prepared.warnings:
             err_console.print(f"[yellow]warning:[/yellow] {w}")
     return EXIT_OK
@@ -254,7 +262,16 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
 
     db = conn.launchpad.db
     shown = -1
+    seen: set[tuple[str, str, int]] = set()
     while True:
+        family = [name, *_follow_ups(db, name)]
+        for rec in db[records.ITERATIONS].find(
+            {"campaign": {"$in": family}, "phase": {"$in": ["relax", "transfer"]}}, {"steps": 0}
+        ):
+            key = (rec["campaign"], rec["phase"], rec["iteration"])
+            if key not in seen:
+                seen.add(key)
+                console.print(_phase_line(rec))
         for rec in records.iterations(db, name):
             if rec["iteration"] > shown:
                 shown = rec["iteration"]
@@ -269,16 +286,49 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
                         f", true MAE {rec['true_force_mae']:.3f} max {rec['true_force_max']:.3f}"
                     )
                 console.print(line)
-        state = records.get_campaign(db, name)["state"]
-        fw = _fw_states(conn.launchpad, name)
+        states = [records.get_campaign(db, n)["state"] for n in family]
+        fw: dict[str, int] = {}
+        for n in family:
+            for k, v in _fw_states(conn.launchpad, n).items():
+                fw[k] = fw.get(k, 0) + v
         active = sum(fw.get(s, 0) for s in ("READY", "RESERVED", "RUNNING", "WAITING"))
-        if state == "completed":
-            return state
+        if all(s == "completed" for s in states):
+            return "completed"
         if not active and fw:
             return "stalled" if not fw.get("FIZZLED") else "failed"
         if procs and all(p.poll() is not None for p in procs):
             return "workers exited"
         time.sleep(1.0)
+
+
+def _follow_ups(db: Any, name: str) -> list[str]:
+    """Follow-up campaigns started by flagged transfer targets (and theirs, recursively)."""
+    from nft_fw.launchpad import records
+
+    found = [d["_id"] for d in db[records.CAMPAIGNS].find({"inherited_from": name}, {"_id": 1})]
+    return [n for child in found for n in (child, *_follow_ups(db, child))]
+
+
+def _phase_line(rec: dict[str, Any]) -> str:
+    name = rec["campaign"]
+    if rec["phase"] == "relax":
+        line = (
+            f"{name} relax round {rec['iteration']}: chunks {rec['n_chunks']} "
+            f"(+{rec['new_chunks']} from trajectories), {rec['n_steps']} steps, δ max along "
+            f"{rec['structure_uncertainty']:.3f} eV/Å, at end {rec['final_max_uncertainty']:.3f}"
+        )
+    else:
+        line = (
+            f"{name} transfer {rec['name']} ({rec['n_atoms']} atoms): {rec['n_steps']} steps, "
+            f"δ max {rec['structure_uncertainty']:.3f} eV/Å = {rec['uncertainty_ratio']:.1f}× "
+            f"trained{' FLAGGED' if rec['flagged'] else ''}"
+        )
+    if "end_true_force_mae" in rec:
+        line += (
+            f", true MAE start {rec['start_true_force_mae']:.3f} end "
+            f"{rec['end_true_force_mae']:.3f}"
+        )
+    return line
 
 
 def _stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -306,7 +356,9 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
         _stop_workers(procs)
     db = conn.launchpad.db
     history = records.iterations(db, name)
-    console.print(_history_table(history, f"{name}: history"))
+    everything = [r for phase in PHASES for r in records.iterations(db, name, phase=phase)]
+    for table in _phase_tables(name, everything):
+        console.print(table)
     doc = records.get_campaign(db, name)
     console.print(
         f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); "
@@ -315,6 +367,10 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
     if history:
         paths = campaigns.report(db, name, report_dir)
         console.print(f"report: {', '.join(str(p) for p in paths.values())}")
+        for child in _follow_ups(db, name):
+            if records.iterations(db, child):
+                paths = campaigns.report(db, child, report_dir / child)
+                console.print(f"report of follow-up {child}: {report_dir / child}")
     return EXIT_OK if outcome == "completed" else EXIT_FAILURE
 
 
@@ -360,6 +416,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "fireworks": _fw_states(conn.launchpad, name),
                     "fizzled": failed,
                     "stop_reason": doc.get("stop_reason"),
+                    "relax_round": doc.get("relax_round"),
+                    "relax_stop_reason": doc.get("relax_stop_reason"),
+                    "flagged_transfers": [
+                        r["name"]
+                        for r in records.iterations(db, name, phase="transfer")
+                        if r.get("flagged")
+                    ],
                 }
             )
     except KeyError as err:
@@ -370,7 +433,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print_json(json.dumps(rows, default=str))
         return EXIT_OK
     table = Table(title="campaigns")
-    for col in ("campaign", "state", "iteration", "δ max (eV/Å)", "best", "labels", "Fireworks"):
+    columns = ("campaign", "state", "iteration", "δ max (eV/Å)", "best", "relax", "labels")
+    for col in (*columns, "Fireworks"):
         table.add_column(col)
     for r in rows:
         d = r["structure_uncertainty"]
@@ -380,6 +444,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "—" if r["iteration"] is None else str(r["iteration"]),
             "—" if d is None else f"{d:.3f}",
             "—" if r["best_iteration"] is None else str(r["best_iteration"]),
+            "—"
+            if r["relax_round"] is None
+            else f"round {r['relax_round']}"
+            + (f" ({r['relax_stop_reason']})" if r["relax_stop_reason"] else ""),
             str(r["labels"]),
             ", ".join(f"{k} {v}" for k, v in sorted(r["fireworks"].items())),
         )
@@ -387,6 +455,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         for f in r["fizzled"]:
             err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
+        for t in r["flagged_transfers"]:
+            console.print(
+                f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "
+                "trained target's (see nft-fw history --phase transfer)"
+            )
     return EXIT_OK
 
 
@@ -403,16 +476,44 @@ def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
 def cmd_history(args: argparse.Namespace) -> int:
     from nft_fw.launchpad import records
 
+    phases = PHASES if args.phase == "all" else (args.phase,)
+
     def get(db: Any) -> list[dict[str, Any]]:
         records.get_campaign(db, args.name)
-        return records.iterations(db, args.name)
+        return [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
 
     history = _with_campaign(args, get)
     if args.json:
         console.print_json(json.dumps(history, default=str))
-    else:
-        console.print(_history_table(history, f"{args.name}: history"))
+        return EXIT_OK
+    for table in _phase_tables(args.name, history):
+        console.print(table)
     return EXIT_OK
+
+
+PHASES = ("nft", "relax", "transfer")
+
+
+def _phase_tables(name: str, history: list[dict[str, Any]]) -> list[Table]:
+    from nft_fw import relax_plots
+
+    tables = []
+    nft = [r for r in history if r["phase"] == "nft"]
+    if nft:
+        tables.append(_history_table(nft, f"{name}: NFT iterations"))
+    for phase, columns, rows in (
+        ("relax", relax_plots.RELAX_COLUMNS, relax_plots.relax_table),
+        ("transfer", relax_plots.TRANSFER_COLUMNS, relax_plots.transfer_table),
+    ):
+        selected = [r for r in history if r["phase"] == phase]
+        if selected:
+            table = Table(title=f"{name}: {phase}")
+            for col in columns:
+                table.add_column(col, justify="right")
+            for row in rows(selected):
+                table.add_row(*row)
+            tables.append(table)
+    return tables
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
@@ -465,12 +566,12 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nft_fw.calculator import EnsembleCalculator
-    from nft_fw.launchpad import campaigns
+    from nft_fw.launchpad import relaxation
 
-    ensemble, rec = _with_campaign(args, lambda db: campaigns.best_model(db, args.name))
+    ensemble, rec = _with_campaign(args, lambda db: relaxation.final_model(db, args.name))
     path = EnsembleCalculator(ensemble).save(args.output)
     console.print(
-        f"{args.name}: model of iteration {rec['iteration']} (δ max "
+        f"{args.name}: model of {rec['phase']} iteration {rec['iteration']} (δ max "
         f"{rec['structure_uncertainty']:.3f} eV/Å) written to {path}; load it with "
         "nft_fw.EnsembleCalculator.load"
     )
@@ -665,6 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", help="the per-iteration records of a campaign")
     p.add_argument("name")
+    p.add_argument(
+        "--phase",
+        choices=["all", "nft", "relax", "transfer"],
+        default="all",
+        help="which records: NFT iterations, relax rounds, transfer targets (default all)",
+    )
     p.add_argument("--json", action="store_true")
     _add_connection_options(p)
     p.set_defaults(func=cmd_history)

@@ -93,3 +93,41 @@ def decide(
     if not centres:
         return Stop("exhausted", "every atom of the target has been chunked", best)
     return Continue(centres)
+
+
+def relax_stop(
+    uncertainties: Sequence[float],
+    *,
+    threshold: float,
+    patience: int,
+    max_rounds: int,
+    tolerance: float = BEST_TOLERANCE,
+) -> Stop | None:
+    """Whether retraining from relaxation trajectories ends (Sec. V C of the paper).
+
+    uncertainties: the largest δ met along each relaxation so far (round 0 = the model
+    from the NFT phase, round r = after the r-th retraining). None means: label chunks
+    from the latest trajectory, retrain and relax again.
+    """
+    if not uncertainties:
+        raise ValueError("relax_stop() needs at least one relaxation")
+    best = best_iteration(uncertainties, tolerance)
+    lowest = int(np.argmin(np.asarray(uncertainties, dtype=float)))
+    latest = len(uncertainties) - 1
+    if uncertainties[-1] < threshold:
+        return Stop(
+            "threshold",
+            f"largest δ along the relaxation {uncertainties[-1]:.3f} < threshold "
+            f"{threshold:g} eV/Å",
+            best,
+        )
+    if latest - lowest >= patience:
+        return Stop(
+            "patience",
+            f"no lower trajectory δ than {uncertainties[lowest]:.3f} eV/Å (round {lowest}) "
+            f"for {latest - lowest} retrainings",
+            best,
+        )
+    if latest >= max_rounds:
+        return Stop("max_rounds", f"reached {max_rounds} retrainings", best)
+    return None

@@ -208,6 +208,8 @@ class LocalResult:
     stop: decision.Stop
     labels: list[ChunkLabel]
     prepared: Prepared
+    images: list[tr.Image] = dataclasses.field(default_factory=list)
+    features: list[tr.ChunkFeatures] = dataclasses.field(default_factory=list)
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -328,4 +330,142 @@ def run_locally(
         stop=step,
         labels=labels,
         prepared=prepared,
+        images=images,
+        features=features,
     )
+
+
+@dataclasses.dataclass
+class RelaxResult:
+    """What :func:`relax_locally` returns: one record per relax round (round 0 = the NFT
+    model), the trajectories, the kept round's calculator, why retraining stopped, and the
+    chunks labelled from trajectories."""
+
+    rounds: list[dict[str, Any]]
+    trajectories: list[Any]
+    calculator: EnsembleCalculator
+    kept_round: int
+    stop: decision.Stop
+    labels: list[ChunkLabel]
+
+
+def relax_locally(
+    result: LocalResult, relax_spec: Any = None, progress: bool | Progress = True
+) -> RelaxResult:
+    """The relaxation phase in this process, after :func:`run_locally`: relax the target
+    with the model, and while the trajectory's largest δ is above the threshold and still
+    falling, label chunks cut from the trajectory (frames after the start), retrain (warm
+    start) and relax again from the same start. ``relax_spec``: a RelaxSpec (default: the
+    campaign's ``relax`` or its defaults)."""
+    from nft_fw.campaign import RelaxSpec
+    from nft_fw.relax import relax, search_frames, uncertain_sites
+
+    prepared = result.prepared
+    spec = prepared.spec
+    rs = relax_spec or spec.relax or RelaxSpec()
+    threshold = rs.threshold or spec.nft.threshold
+    show: Progress | None = _rich_progress_relax() if progress is True else (progress or None)
+    ensemble = result.calculator.ensemble
+    image_arrays = tr.image_arrays(result.images, ensemble.spec)
+    features = list(result.features)
+    seen = {lb.hash for lb in result.labels}
+    labels: list[ChunkLabel] = []
+    rounds: list[dict[str, Any]] = []
+    trajectories = []
+    blobs: list[bytes] = []
+    number = 0
+    while True:
+        metrics = None
+        if number > 0:
+            cfg = train_config(spec, max(number, 1))
+            ensemble, metrics = tr.train(ensemble, image_arrays, features, cfg)
+        traj = relax(
+            prepared.target, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer
+        )
+        trajectories.append(traj)
+        blobs.append(ensemble.to_bytes())
+        record = {
+            "campaign": spec.name,
+            "phase": "relax",
+            "iteration": number,
+            "n_steps": len(traj.steps),
+            "converged": traj.converged,
+            "structure_uncertainty": traj.max_uncertainty,
+            "final_max_uncertainty": traj.steps[-1].max_uncertainty,
+            "relax_chunks": len(labels),
+            "new_chunks": sum(1 for lb in labels if lb.iteration == number),
+            "training": metrics,
+        }
+        rounds.append(record)
+        if show is not None:
+            show(record)
+        uncertainties = [r["structure_uncertainty"] for r in rounds]
+        stop = decision.relax_stop(
+            uncertainties,
+            threshold=threshold,
+            patience=rs.patience,
+            max_rounds=rs.max_rounds if rs.retrain else 0,
+            tolerance=spec.nft.best_tolerance,
+        )
+        if stop is not None:
+            break
+        searched = search_frames(len(traj.frames), rs.max_frames)
+        sites = uncertain_sites(
+            traj,
+            threshold,
+            ensemble.spec,
+            3 * rs.chunks_per_round,
+            rs.selection,
+            searched[1:] or searched,
+        )
+        number += 1
+        new = 0
+        for f, i in sites:
+            chunk = cut_chunk(prepared, i, traj.frames[f])
+            if chunk.hash in seen:
+                continue
+            seen.add(chunk.hash)
+            label = label_chunk(prepared, chunk, number)
+            labels.append(label)
+            features.append(chunk_features(label, ensemble.spec))
+            new += 1
+            if new == rs.chunks_per_round:
+                break
+        if not new:
+            stop = decision.Stop(
+                "exhausted",
+                "no unlabelled trajectory atom above the threshold",
+                stop_best(rounds, spec),
+            )
+            break
+    kept = stop.best_iteration
+    return RelaxResult(
+        rounds=rounds,
+        trajectories=trajectories,
+        calculator=EnsembleCalculator(mdl.Ensemble.from_bytes(blobs[kept])),
+        kept_round=kept,
+        stop=stop,
+        labels=labels,
+    )
+
+
+def stop_best(rounds: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> int:
+    return decision.best_iteration(
+        [r["structure_uncertainty"] for r in rounds], spec.nft.best_tolerance
+    )
+
+
+def _rich_progress_relax() -> Progress:
+    from rich.console import Console
+
+    console = Console(stderr=True, soft_wrap=True)
+
+    def show(record: dict[str, Any]) -> None:
+        console.print(
+            f"[bold]{record['campaign']}[/] relax round {record['iteration']}: "
+            f"+{record['new_chunks']} trajectory chunks, {record['n_steps']} steps, "
+            f"δ max along {record['structure_uncertainty']:.3f} eV/Å, "
+            f"at end {record['final_max_uncertainty']:.3f}"
+        )
+
+    return show

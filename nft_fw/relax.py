@@ -35,12 +35,14 @@ class Step:
 
 @dataclasses.dataclass
 class Trajectory:
-    """Steps, the structures visited (``frames``) with their per-atom δ, and the outcome."""
+    """Steps, the structures visited (``frames``) with their per-atom δ and predicted forces
+    (eV/Å), and the outcome."""
 
     steps: list[Step]
     frames: list[Atoms]
     deltas: list[np.ndarray]
     converged: bool
+    forces: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     @property
     def final(self) -> Atoms:
@@ -67,6 +69,7 @@ def relax(
     steps: list[Step] = []
     frames: list[Atoms] = []
     deltas: list[np.ndarray] = []
+    all_forces: list[np.ndarray] = []
 
     def record() -> None:
         forces = work.get_forces()
@@ -84,30 +87,50 @@ def relax(
         frame.calc = None
         frames.append(frame)
         deltas.append(delta.copy())
+        all_forces.append(np.array(forces))
 
     opt = OPTIMIZERS[optimizer](work, logfile=None)
     opt.attach(record, interval=1)
     converged = bool(opt.run(fmax=fmax, steps=max_steps))
-    return Trajectory(steps=steps, frames=frames, deltas=deltas, converged=converged)
+    return Trajectory(
+        steps=steps, frames=frames, deltas=deltas, converged=converged, forces=all_forces
+    )
+
+
+def search_frames(n_frames: int, max_frames: int) -> list[int]:
+    """At most ``max_frames`` evenly spaced frame indices, the first and the last included."""
+    if n_frames <= max_frames:
+        return list(range(n_frames))
+    return sorted({int(x) for x in np.rint(np.linspace(0, n_frames - 1, max_frames))})
 
 
 def uncertain_sites(
-    trajectory: Trajectory, threshold: float, spec: desc.DescriptorSpec, n: int, method: str = "cur"
+    trajectory: Trajectory,
+    threshold: float,
+    spec: desc.DescriptorSpec,
+    n: int,
+    method: str = "cur",
+    frames: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
-    """Up to ``n`` (frame, atom) pairs whose δ exceeds ``threshold`` eV/Å, chosen by CUR on
-    their descriptors (diverse environments) or as the most uncertain ones."""
+    """Up to ``n`` (frame, atom) pairs whose δ exceeds ``threshold`` eV/Å, among ``frames``
+    (default: all), chosen by CUR on their descriptors (diverse environments) or as the most
+    uncertain ones (then each atom at most once, in the frame where its δ is largest)."""
+    if method not in ("cur", "most_uncertain"):
+        raise ValueError(f"method {method!r} is not 'cur' or 'most_uncertain'")
+    searched = range(len(trajectory.deltas)) if frames is None else frames
     candidates = [
-        (f, int(i))
-        for f, delta in enumerate(trajectory.deltas)
-        for i in np.flatnonzero(delta > threshold)
+        (f, int(i)) for f in searched for i in np.flatnonzero(trajectory.deltas[f] > threshold)
     ]
-    if len(candidates) <= n:
-        return candidates
     if method == "most_uncertain":
+        best: dict[int, tuple[int, int]] = {}
+        for f, i in candidates:
+            if i not in best or trajectory.deltas[f][i] > trajectory.deltas[best[i][0]][i]:
+                best[i] = (f, i)
+        candidates = sorted(best.values())
         order = np.argsort([-trajectory.deltas[f][i] for f, i in candidates], kind="stable")
         return [candidates[k] for k in order[:n]]
-    if method != "cur":
-        raise ValueError(f"method {method!r} is not 'cur' or 'most_uncertain'")
+    if len(candidates) <= n:
+        return candidates
     rows = _features(trajectory.frames, candidates, spec)
     return [candidates[k] for k in cur(rows, n)]
 

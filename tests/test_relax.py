@@ -47,3 +47,107 @@ def test_uncertain_sites_are_above_threshold_and_distinct(setup):
         assert all(traj.deltas[f][i] > threshold for f, i in sites)
     top = uncertain_sites(traj, threshold, spec, n=1, method="most_uncertain")[0]
     assert traj.deltas[top[0]][top[1]] == max(d.max() for d in traj.deltas)
+
+
+def test_search_frames_are_even_and_keep_both_ends():
+    from nft_fw.relax import search_frames
+
+    assert search_frames(4, 10) == [0, 1, 2, 3]
+    frames = search_frames(101, 5)
+    assert frames == [0, 25, 50, 75, 100]
+    assert search_frames(3, 2) == [0, 2]
+
+
+def test_most_uncertain_takes_each_atom_once_and_only_searched_frames(setup):
+    atoms, spec, calc = setup
+    traj = relax(atoms, calc, fmax=0.05, max_steps=6)
+    threshold = float(np.min(np.concatenate(traj.deltas))) - 1.0  # every atom qualifies
+    sites = uncertain_sites(traj, threshold, spec, n=len(atoms), method="most_uncertain")
+    assert len({i for _, i in sites}) == len(sites) == len(atoms)
+    for f, i in sites:  # each in the frame where that atom's δ peaks
+        assert traj.deltas[f][i] == max(d[i] for d in traj.deltas)
+    later = uncertain_sites(traj, threshold, spec, n=5, method="cur", frames=[2, 4])
+    assert {f for f, _ in later} <= {2, 4} and len(later) == 5
+    with pytest.raises(ValueError, match="method"):
+        uncertain_sites(traj, threshold, spec, n=1, method="random")
+
+
+def test_relax_stop_rules():
+    from nft_fw.decision import relax_stop
+
+    rules = {"threshold": 0.1, "patience": 2, "max_rounds": 5}
+    assert relax_stop([0.5], **rules) is None
+    assert relax_stop([0.5, 0.4], **rules) is None
+    assert relax_stop([0.5, 0.09], **rules).reason == "threshold"
+    stop = relax_stop([0.5, 0.3, 0.35, 0.4], **rules)
+    assert stop.reason == "patience" and stop.best_iteration == 1
+    assert relax_stop([0.9, 0.8, 0.7, 0.6, 0.5, 0.45], **rules).reason == "max_rounds"
+    assert relax_stop([0.5], threshold=0.1, patience=2, max_rounds=0).reason == "max_rounds"
+    with pytest.raises(ValueError):
+        relax_stop([], **rules)
+
+
+def tiny_campaign(**extra):
+    spec = {
+        "name": "tiny",
+        "target": {
+            "builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1},
+            "rattle": {"stdev": 0.1, "seed": 0},
+        },
+        "parent": {"name": "emt"},
+        "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
+        "model": {"cutoff": 4.5, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6},
+        "training": {"initial_steps": 100, "steps_per_iteration": 50},
+        "nft": {"chunks_per_iteration": 3, "max_iterations": 1, "threshold": 0.01},
+    }
+    spec.update(extra)
+    return spec
+
+
+def test_relax_locally_retrains_from_the_trajectory():
+    from nft_fw import relax_locally, run_locally
+
+    relax_spec = {"max_steps": 12, "chunks_per_round": 3, "max_rounds": 2, "max_frames": 4}
+    result = run_locally(tiny_campaign(relax=relax_spec), progress=False)
+    out = relax_locally(result, progress=False)
+    assert [r["iteration"] for r in out.rounds] == list(range(len(out.rounds)))
+    assert len(out.rounds) == 3 and out.stop.reason in ("max_rounds", "patience")
+    assert out.rounds[0]["training"] is None and out.rounds[1]["training"]["steps"] == 50
+    assert len(out.labels) == 6 and len({lb.hash for lb in out.labels}) == 6
+    assert not {lb.hash for lb in out.labels} & {lb.hash for lb in result.labels}
+    assert [r["new_chunks"] for r in out.rounds] == [0, 3, 3]
+    for r, traj in zip(out.rounds, out.trajectories, strict=True):
+        assert r["structure_uncertainty"] == traj.max_uncertainty
+    assert out.kept_round == out.stop.best_iteration
+
+
+def test_relax_and_transfer_fields_are_validated():
+    from nft_fw.campaign import CampaignError, load_campaign, prepare
+
+    bad = tiny_campaign(
+        relax={"optimizer": "newton", "fmax": -1},
+        transfer=[
+            {"name": "x", "builder": {"kind": "icosahedron", "element": "Cu", "shells": 2}},
+            {"name": "x", "builder": {"kind": "cuboctahedron", "element": "Pt", "shells": 2}},
+        ],
+    )
+    with pytest.raises(CampaignError) as err:
+        load_campaign(bad)
+    text = str(err.value)
+    for field in (
+        "relax.optimizer",
+        "relax.fmax",
+    ):
+        assert field in text
+    bad["relax"] = {}
+    with pytest.raises(CampaignError) as err:
+        load_campaign(bad)
+    text = str(err.value)
+    assert "transfer.0.builder: has Cu, which the target lacks" in text
+    assert "transfer.1.name: 'x' is already the name of transfer.0" in text
+    assert "transfer.1.builder.shells: is not a parameter of kind 'cuboctahedron'" in text
+    good = tiny_campaign(
+        transfer=[{"builder": {"kind": "icosahedron", "element": "Pt", "shells": 3}}]
+    )
+    prepared = prepare(load_campaign(good))
+    assert [(name, len(a)) for name, a in prepared.transfers] == [("transfer-0", 55)]

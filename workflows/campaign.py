@@ -6,7 +6,11 @@ of a launch grows with the workflow's size):
 
     submit:   [init]                                    (category: train)
     round k:  [label …] ──▶ [train k]                   (labels: label/dft; train: train)
-              train k submits round k+1 as a new workflow, or appends [report] on stop.
+              train k submits round k+1 as a new workflow, or on stop appends [relax 0]
+              (when the campaign relaxes) or the finish.
+    relax r:  [label …] ──▶ [relax r]                   (r ≥ 1: retrain, then relax)
+              relax r submits relax round r+1, or on stop appends the finish.
+    finish:   [transfer 0] [transfer 1] … ──▶ [report]
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from typing import Any
 from fireworks import Firework, LaunchPad, Workflow
 
 from nft_fw.campaign import CampaignSpec
-from nft_fw.firetasks.nft import InitTask, LabelTask, ReportTask, TrainTask
+from nft_fw.firetasks.nft import (
+    InitTask,
+    LabelTask,
+    RelaxTask,
+    ReportTask,
+    TrainTask,
+    TransferTask,
+)
 from nft_fw.launchpad import campaigns, records
 
 TRAIN_PRIORITY = 100  # a ready trainer runs before queued labels of other campaigns
@@ -58,8 +69,13 @@ def round_workflow(
         )
         for i in range(0, len(items), batch)
     ]
+    task = (
+        RelaxTask(campaign=campaign.name, round=number)
+        if phase == "relax"
+        else TrainTask(campaign=campaign.name, iteration=number)
+    )
     train = Firework(
-        TrainTask(campaign=campaign.name, iteration=number),
+        task,
         name=f"{campaign.name} {phase} {number} train",
         parents=labels or None,
         spec=_spec(
@@ -78,12 +94,50 @@ def round_workflow(
     )
 
 
-def report_firework(campaign: CampaignSpec) -> Firework:
+def report_firework(campaign: CampaignSpec, parents: list[Firework] | None = None) -> Firework:
+    # one failed transfer relaxation must not hold back the report
+    extra = {"_allow_fizzled_parents": True} if parents else {}
     return Firework(
         ReportTask(campaign=campaign.name),
         name=f"{campaign.name} report",
-        spec=_spec(campaign, "report", campaign.service.train_category, TRAIN_PRIORITY),
+        parents=parents or None,
+        spec=_spec(campaign, "report", campaign.service.train_category, TRAIN_PRIORITY, **extra),
     )
+
+
+def relax_firework(campaign: CampaignSpec, number: int = 0) -> Firework:
+    """Relax round ``number`` with no labels to wait for (round 0: the NFT phase's model)."""
+    tags = {"nft_phase": "relax", "nft_round": number}
+    return Firework(
+        RelaxTask(campaign=campaign.name, round=number),
+        name=f"{campaign.name} relax {number}",
+        spec=_spec(campaign, "relax", campaign.service.train_category, TRAIN_PRIORITY, **tags),
+    )
+
+
+def finish_workflow(campaign: CampaignSpec) -> Workflow:
+    """Transfer relaxations (one Firework each, in parallel) feeding the report."""
+    transfers = [
+        Firework(
+            TransferTask(campaign=campaign.name, index=k),
+            name=f"{campaign.name} transfer {t.name or f'transfer-{k}'}",
+            spec=_spec(
+                campaign, "transfer", campaign.service.train_category, TRAIN_PRIORITY, nft_index=k
+            ),
+        )
+        for k, t in enumerate(campaign.transfer)
+    ]
+    report = report_firework(campaign, parents=transfers)
+    return Workflow(
+        [*transfers, report],
+        name=f"{campaign.name} finish",
+        metadata={"campaign": campaign.name, "phase": "finish"},
+    )
+
+
+def after_nft(campaign: CampaignSpec) -> Firework | Workflow:
+    """What the NFT phase's last trainer appends."""
+    return relax_firework(campaign) if campaign.relax is not None else finish_workflow(campaign)
 
 
 def submit_round(

@@ -1,0 +1,448 @@
+"""The relaxation phase of a campaign and its transfer targets (Sec. V C–D of Zeng, Chen,
+Peterson, J. Chem. Phys. 156, 064104 (2022)).
+
+Relax round 0 relaxes the target with the model kept by the NFT phase. While the largest δ
+met along the trajectory is above the threshold and still improving, chunks are cut from the
+trajectory's uncertain atoms (CUR on their descriptors, or the most uncertain), labelled, and
+relax round r+1 retrains on all labels (warm start) and relaxes again from the same start.
+Every round is one record in ``nft_iterations`` with ``phase: relax``; its
+``structure_uncertainty`` is the trajectory's largest δ, so the kept round is chosen by the
+same rule as in the NFT phase.
+
+Transfer targets are then relaxed with the final model without new data (``phase:
+transfer``); one whose δ along the way exceeds twice the trained target's is flagged and, if
+its ``retrain`` is set, becomes a follow-up campaign that runs NFT on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from bson import ObjectId
+from pymongo.database import Database
+
+from nft_fw import decision
+from nft_fw import model as mdl
+from nft_fw.calculator import EnsembleCalculator
+from nft_fw.campaign import CampaignSpec, Prepared, RelaxSpec
+from nft_fw.chunks import cut
+from nft_fw.launchpad import campaigns, records
+from nft_fw.relax import Trajectory, relax, search_frames, uncertain_sites
+
+log = logging.getLogger(__name__)
+
+FLAG_RATIO = 2.0  # a transfer target whose δ is this many times the trained target's is flagged
+
+
+def relax_settings(spec: CampaignSpec) -> RelaxSpec:
+    return spec.relax if spec.relax is not None else RelaxSpec()
+
+
+def relax_threshold(spec: CampaignSpec) -> float:
+    return relax_settings(spec).threshold or spec.nft.threshold
+
+
+def _load(db: Database, record: dict[str, Any]) -> mdl.Ensemble:
+    return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(record["model_file"])))
+
+
+def _kept(db: Database, name: str, phase: str) -> dict[str, Any] | None:
+    history = records.iterations(db, name, phase=phase)
+    if not history:
+        return None
+    tolerance = campaigns.load_spec(db, name).nft.best_tolerance
+    return history[
+        decision.best_iteration([r["structure_uncertainty"] for r in history], tolerance)
+    ]
+
+
+def final_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
+    """The campaign's model: the kept relax round's if the campaign relaxed, else the kept
+    NFT iteration's."""
+    rec = _kept(db, name, "relax")
+    if rec is None:
+        return campaigns.best_model(db, name)
+    return _load(db, rec), rec
+
+
+def trained_uncertainty(db: Database, name: str) -> float:
+    """The δ the final model reaches on its own target: the largest along the kept
+    relaxation, or the kept NFT iteration's structure uncertainty."""
+    return float(final_model(db, name)[1]["structure_uncertainty"])
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _errors(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    residual = np.linalg.norm(np.asarray(predicted) - np.asarray(reference), axis=1)
+    return float(residual.mean()), float(residual.max())
+
+
+def _validation(
+    prepared: Prepared, trajectory: Trajectory, start_forces: np.ndarray | None
+) -> dict[str, float]:
+    """True-force errors at the start and the end of a relaxation and the parent's own energy
+    and largest force on the relaxed structure (when validation.true_forces is on)."""
+    if not prepared.spec.validation.true_forces:
+        return {}
+    if start_forces is None:
+        start_forces = prepared.parent.label(trajectory.frames[0])[1]
+    energy, end_forces = prepared.parent.label(trajectory.final)
+    start_mae, start_max = _errors(trajectory.forces[0], start_forces)
+    end_mae, end_max = _errors(trajectory.forces[-1], end_forces)
+    return {
+        "start_true_force_mae": start_mae,
+        "start_true_force_max": start_max,
+        "end_true_force_mae": end_mae,
+        "end_true_force_max": end_max,
+        "end_parent_energy": float(energy),
+        "end_parent_fmax": float(np.linalg.norm(end_forces, axis=1).max()),
+    }
+
+
+def _trajectory_figures(trajectory: Trajectory) -> dict[str, Any]:
+    return {
+        "steps": [dataclasses.asdict(s) for s in trajectory.steps],
+        "n_steps": len(trajectory.steps),
+        "converged": trajectory.converged,
+        "structure_uncertainty": trajectory.max_uncertainty,
+        "start_max_uncertainty": trajectory.steps[0].max_uncertainty,
+        "final_max_uncertainty": trajectory.steps[-1].max_uncertainty,
+        "mean_uncertainty": trajectory.steps[-1].mean_uncertainty,
+        "final_fmax": trajectory.steps[-1].fmax,
+    }
+
+
+def _replace_files(db: Database, name: str, phase: str, iteration: int) -> None:
+    """A rerun replaces a record: drop the files of the one it replaces."""
+    for old in records.iterations(db, name, phase=phase):
+        if old["iteration"] == iteration:
+            shared = set(old.get("shared_files", []))
+            for key, value in old.items():
+                if key.endswith("_file") and value and key not in shared:
+                    records.delete_file(db, ObjectId(value))
+
+
+# ----------------------------------------------------------------------------- relax rounds
+
+
+@dataclasses.dataclass
+class RelaxOutcome:
+    """The round's record; ``stop`` set when retraining ends, else the chunks to label."""
+
+    record: dict[str, Any]
+    stop: decision.Stop | None
+    items: list[dict[str, Any]]
+
+
+def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) -> RelaxOutcome:
+    """Relax round ``number``: (for r > 0) retrain on all labels warm-started from round
+    r−1's model, relax the target, record, and choose the chunks of the next round."""
+    t_start = time.perf_counter()
+    prepared = campaigns.context(db, name)
+    spec = prepared.spec
+    rs = relax_settings(spec)
+    threshold = relax_threshold(spec)
+    metrics: dict[str, Any] | None = None
+    if number == 0:
+        ensemble, source = campaigns.best_model(db, name)
+        model_from = {"phase": "nft", "iteration": source["iteration"]}
+    else:
+        previous = next(
+            (r for r in records.iterations(db, name, "relax") if r["iteration"] == number - 1),
+            None,
+        )
+        if previous is None:
+            raise RuntimeError(
+                f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
+            )
+        fit = campaigns.fit_labels(db, name, prepared, _load(db, previous), max(number, 1))
+        ensemble, metrics = fit.ensemble, fit.metrics
+        model_from = {"phase": "relax", "iteration": number}
+    t_relax = time.perf_counter()
+    trajectory = relax(
+        prepared.target, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer
+    )
+    t_done = time.perf_counter()
+    validation = _validation(prepared, trajectory, campaigns.validation_forces(db, name))
+
+    _replace_files(db, name, "relax", number)
+    searched = search_frames(len(trajectory.frames), rs.max_frames)
+    frames_id = records.put_structures(
+        db, [trajectory.frames[f] for f in searched], f"{name}/relax/frames-{number}.extxyz"
+    )
+    final_id = records.put_structures(db, [trajectory.final], f"{name}/relax/final-{number}.extxyz")
+    model_id = (
+        records.put_bytes(
+            db, ensemble.to_bytes(), f"{name}/relax/model-{number}.nftm", kind="model"
+        )
+        if number > 0
+        else None
+    )
+    history = [r for r in records.iterations(db, name, "relax") if r["iteration"] < number]
+    uncertainties = [r["structure_uncertainty"] for r in history] + [trajectory.max_uncertainty]
+    best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
+    labels = records.labels(db, name)
+    chunks = [d for d in labels if d["kind"] == "chunk"]
+    relax_chunks = [d for d in chunks if d.get("phase") == "relax"]
+    record = {
+        "campaign": name,
+        "phase": "relax",
+        "iteration": number,
+        "n_labels": len(labels),
+        "n_images": len(labels) - len(chunks),
+        "n_chunks": len(chunks),
+        "relax_chunks": len(relax_chunks),
+        "new_chunks": sum(1 for d in relax_chunks if d["iteration"] == number),
+        **_trajectory_figures(trajectory),
+        **validation,
+        "threshold": threshold,
+        "best_iteration": best,
+        "best_structure_uncertainty": uncertainties[best],
+        "model_from": model_from,
+        "training": metrics,
+        "timings": {
+            "train_s": (metrics or {}).get("seconds", 0.0),
+            "relax_s": t_done - t_relax,
+            "total_s": time.perf_counter() - t_start,
+        },
+        # round 0 relaxes with the NFT phase's model: its record points at that file
+        "model_file": str(model_id) if model_id is not None else source["model_file"],
+        "frames_file": str(frames_id),
+        "frame_steps": searched,
+        "final_file": str(final_id),
+        "fw_id": fw_id,
+    }
+    if model_id is None:
+        record["shared_files"] = ["model_file"]
+    records.put_iteration(db, record)
+
+    stop = decision.relax_stop(
+        uncertainties,
+        threshold=threshold,
+        patience=rs.patience,
+        max_rounds=rs.max_rounds if rs.retrain else 0,
+        tolerance=spec.nft.best_tolerance,
+    )
+    items: list[dict[str, Any]] = []
+    if stop is None:
+        items = _trajectory_items(
+            db, prepared, trajectory, ensemble.spec, searched, str(frames_id), number
+        )
+        if not items:
+            stop = decision.Stop(
+                "exhausted", "no unlabelled trajectory atom above the threshold", best
+            )
+    if stop is not None:
+        records.update_campaign(
+            db,
+            name,
+            state="relaxed",
+            relax_round=number,
+            relax_stop_reason=stop.reason,
+            relax_stop_detail=stop.detail,
+        )
+    else:
+        records.update_campaign(db, name, state="relaxing", relax_round=number)
+    log.info(
+        "campaign %s relax round %d: %d steps, trajectory δ max %.3f eV/Å, %s",
+        name,
+        number,
+        len(trajectory.steps),
+        trajectory.max_uncertainty,
+        stop.reason if stop else f"{len(items)} chunks",
+    )
+    return RelaxOutcome(record=record, stop=stop, items=items)
+
+
+def _trajectory_items(
+    db: Database,
+    prepared: Prepared,
+    trajectory: Trajectory,
+    spec: Any,
+    searched: list[int],
+    frames_file: str,
+    number: int,
+) -> list[dict[str, Any]]:
+    """Label items for the next relax round: chunks around uncertain atoms of the frames after
+    the start (the start is the NFT phase's own target), best first by the chosen selection,
+    skipping chunks already labelled."""
+    rs = relax_settings(prepared.spec)
+    frames = searched[1:] or searched
+    n = rs.chunks_per_round
+    sites = uncertain_sites(
+        trajectory,
+        relax_threshold(prepared.spec),
+        spec,
+        3 * n,  # reserve for chunks that turn out to be labelled already
+        method=rs.selection,
+        frames=frames,
+    )
+    position = {f: k for k, f in enumerate(searched)}
+    items: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for f, i in sites:
+        chunk = cut(trajectory.frames[f], i, prepared.chunk_radius_A)
+        if chunk.hash in taken or records.has_label(
+            db, prepared.spec.name, chunk.hash, prepared.parent.settings_hash
+        ):
+            continue
+        taken.add(chunk.hash)
+        items.append(
+            {
+                "kind": "chunk",
+                "source": frames_file,
+                "frame": position[f],
+                "centre": i,
+                "radius": prepared.chunk_radius_A,
+                "iteration": number + 1,
+                "phase": "relax",
+            }
+        )
+        if len(items) == n:
+            break
+    return items
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+def transfer_targets(db: Database, name: str) -> list[dict[str, Any]]:
+    """[{name, file}] of the campaign's transfer targets, stored at submission."""
+    return list(records.get_campaign(db, name).get("transfer_files", []))
+
+
+def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> dict[str, Any]:
+    """Relax transfer target ``index`` with the final model, without new data; record δ along
+    the way and whether it is flagged (largest δ ≥ FLAG_RATIO × the trained target's)."""
+    t_start = time.perf_counter()
+    prepared = campaigns.context(db, name)
+    rs = relax_settings(prepared.spec)
+    entry = transfer_targets(db, name)[index]
+    atoms = records.get_structures(db, ObjectId(entry["file"]))[0]
+    ensemble, source = final_model(db, name)
+    trajectory = relax(atoms, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer)
+    t_relax = time.perf_counter() - t_start
+    reference = float(source["structure_uncertainty"])
+    validation = _validation(prepared, trajectory, None)
+    _replace_files(db, name, "transfer", index)
+    final_id = records.put_structures(
+        db, [trajectory.final], f"{name}/transfer/{entry['name']}-final.extxyz"
+    )
+    figures = _trajectory_figures(trajectory)
+    record = {
+        "campaign": name,
+        "phase": "transfer",
+        "iteration": index,
+        "name": entry["name"],
+        "n_atoms": len(atoms),
+        **figures,
+        **validation,
+        "trained_uncertainty": reference,
+        "uncertainty_ratio": figures["structure_uncertainty"] / reference,
+        "flagged": bool(figures["structure_uncertainty"] >= FLAG_RATIO * reference),
+        "model_from": {"phase": source["phase"], "iteration": source["iteration"]},
+        "timings": {"relax_s": t_relax, "total_s": time.perf_counter() - t_start},
+        "final_file": str(final_id),
+        "fw_id": fw_id,
+    }
+    records.put_iteration(db, record)
+    log.info(
+        "campaign %s transfer %s (%d atoms): %d steps, δ max %.3f eV/Å (%.1f× trained)%s",
+        name,
+        entry["name"],
+        len(atoms),
+        figures["n_steps"],
+        figures["structure_uncertainty"],
+        record["uncertainty_ratio"],
+        ", flagged" if record["flagged"] else "",
+    )
+    return record
+
+
+def follow_up(db: Database, name: str, index: int) -> CampaignSpec | None:
+    """Register the follow-up campaign of a flagged transfer target: NFT on it, starting from
+    this campaign's final model and all its labels. Returns its spec, or None if it exists."""
+    doc = records.get_campaign(db, name)
+    spec = CampaignSpec.model_validate(doc["spec"])
+    entry = transfer_targets(db, name)[index]
+    child = f"{name}-{entry['name']}"[:64]
+    if db[records.CAMPAIGNS].find_one({"_id": child}, {"_id": 1}) is not None:
+        return None
+    target = spec.transfer[index].model_dump(mode="json", exclude={"name", "retrain"})
+    data = spec.model_dump(mode="json")
+    data.update(name=child, target=target, transfer=[])
+    child_spec = CampaignSpec.model_validate(data)
+    _, source = final_model(db, name)
+    try:
+        records.create_campaign(
+            db,
+            child,
+            child_spec.model_dump(mode="json"),
+            target_file=entry["file"],
+            n_atoms=len(records.get_structures(db, ObjectId(entry["file"]))[0]),
+            elements=list(doc["elements"]),
+            chunk_radius_A=doc["chunk_radius_A"],
+            parent_hash=doc["parent_hash"],
+            warnings=list(doc.get("warnings", [])),
+            inherited_from=name,
+            inherited_model_file=source["model_file"],
+        )
+    except records.CampaignExists:
+        return None
+    for label in records.labels(db, name):
+        copy = {k: v for k, v in label.items() if k != "_id"}
+        copy["campaign"] = child
+        copy["inherited_from"] = name
+        if copy["kind"] == "chunk":
+            copy["phase"] = "inherited"  # its centre indexes the parent's structures
+        records.put_label(db, copy)
+    return child_spec
+
+
+# ----------------------------------------------------------------------------- the bill
+
+
+def parent_call_bill(db: Database, name: str) -> dict[str, Any]:
+    """Parent calculations this campaign made, next to what divide-and-conquer would need
+    for the same relaxations (one chunk per atom per relaxation step; Sec. V D of the paper).
+    """
+    labels = records.labels(db, name)
+    own = [d for d in labels if not d.get("inherited_from")]
+    images = sum(1 for d in own if d["kind"] == "image")
+    nft_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase", "nft") == "nft")
+    relax_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == "relax")
+    out: dict[str, Any] = {
+        "initial_images": images,
+        "nft_chunks": nft_chunks,
+        "relax_chunks": relax_chunks,
+        "total_parent_calls": images + nft_chunks + relax_chunks,
+    }
+    kept = _kept(db, name, "relax")
+    if kept is not None:
+        n_atoms = int(records.get_campaign(db, name)["n_atoms"])
+        dc = n_atoms * int(kept["n_steps"])
+        out.update(
+            relaxation_steps=int(kept["n_steps"]),
+            n_atoms=n_atoms,
+            divide_and_conquer_calls=dc,
+            fraction_of_divide_and_conquer=(images + nft_chunks + relax_chunks) / dc,
+        )
+    transfers = records.iterations(db, name, phase="transfer")
+    if transfers:
+        out["transfer"] = [
+            {
+                "name": r["name"],
+                "n_atoms": r["n_atoms"],
+                "relaxation_steps": r["n_steps"],
+                "divide_and_conquer_calls": r["n_atoms"] * r["n_steps"],
+                "new_parent_calls": 0,
+            }
+            for r in transfers
+        ]
+    return out

@@ -1,0 +1,199 @@
+"""The relaxation phase and transfer targets through the service: real server, two real
+worker processes, EMT."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_campaign_service import _cli, small_campaign
+
+pytestmark = pytest.mark.integration
+
+NAME = "r79"
+
+
+def relax_campaign() -> dict[str, Any]:
+    spec = small_campaign(NAME)
+    spec["nft"]["max_iterations"] = 1
+    spec["relax"] = {
+        "fmax": 0.05,
+        "max_steps": 25,
+        "chunks_per_round": 4,
+        "max_rounds": 2,
+        "patience": 2,
+        "max_frames": 6,
+    }
+    spec["transfer"] = [
+        {
+            "name": "ico55",
+            "builder": {"kind": "icosahedron", "element": "Pt", "shells": 3},
+            "rattle": {"stdev": 0.1, "seed": 1},
+        },
+        {
+            "name": "cubo55",
+            "builder": {"kind": "cuboctahedron", "element": "Pt", "length": 5},
+        },
+    ]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def finished(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.cli import run_campaign
+    from nft_fw.launchpad.connection import embedded
+
+    tmp = tmp_path_factory.mktemp("relax")
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
+    conn.launchpad.reset("", require_password=False)
+    prepared = prepare(load_campaign(relax_campaign()))
+    code = run_campaign(conn, prepared, 2, tmp / "workers", tmp / "report")
+    yield conn, prepared, code, tmp
+    conn.launchpad.connection.drop_database(conn.db_name)
+    conn.close(stop_server=False)
+
+
+def test_relax_rounds_run_as_fireworks_and_stop_by_the_rule(finished: Any) -> None:
+    from nft_fw import decision
+    from nft_fw.launchpad import records
+
+    conn, _, code, _ = finished
+    assert code == 0
+    lp = conn.launchpad
+    fws = list(lp.fireworks.find({"spec.campaign": NAME}))
+    assert {d["state"] for d in fws} == {"COMPLETED"}
+    rounds = records.iterations(lp.db, NAME, phase="relax")
+    roles = [d["spec"]["nft_role"] for d in fws]
+    assert roles.count("relax") == 1  # round 0; rounds ≥ 1 are the trainers of relax rounds
+    assert roles.count("transfer") == 2 and roles.count("report") == 1
+    assert [r["iteration"] for r in rounds] == list(range(len(rounds)))
+    doc = records.get_campaign(lp.db, NAME)
+    assert doc["state"] == "completed"
+    # the recorded stop is what the pure rule says of the recorded trajectory δ
+    u = [r["structure_uncertainty"] for r in rounds]
+    stop = decision.relax_stop(u, threshold=rounds[-1]["threshold"], patience=2, max_rounds=2)
+    assert stop is not None and stop.reason == doc["relax_stop_reason"]
+    for earlier in range(1, len(u)):
+        assert decision.relax_stop(u[:earlier], threshold=0.01, patience=2, max_rounds=2) is None
+    for r in rounds:
+        steps = r["steps"]
+        assert r["n_steps"] == len(steps) >= 2
+        assert r["structure_uncertainty"] == pytest.approx(max(s["max_uncertainty"] for s in steps))
+        assert steps[-1]["energy"] < steps[0]["energy"]
+        assert r["end_true_force_mae"] > 0 and r["end_parent_fmax"] > 0
+    assert rounds[0]["model_from"]["phase"] == "nft" and rounds[0]["training"] is None
+    assert all(r["training"]["loss"] > 0 for r in rounds[1:])
+
+
+def test_trajectory_chunks_are_labelled_once_and_trained_on(finished: Any) -> None:
+    from nft_fw.launchpad import records
+
+    conn, prepared, _, _ = finished
+    db = conn.launchpad.db
+    rounds = records.iterations(db, NAME, phase="relax")
+    assert len(rounds) >= 2, "the test campaign is sized to retrain at least once"
+    labels = records.labels(db, NAME)
+    assert len({d["hash"] for d in labels}) == len(labels)
+    relax_chunks = [d for d in labels if d.get("phase") == "relax"]
+    for r in rounds[1:]:
+        new = [d for d in relax_chunks if d["iteration"] == r["iteration"]]
+        assert len(new) == r["new_chunks"] == 4
+        assert r["n_labels"] == sum(
+            1 for d in labels if d["kind"] == "image" or d["iteration"] <= r["iteration"]
+        )
+    # cut from trajectory frames: the centre sits where the relaxation moved it, not at the
+    # rattled start
+    start = prepared.target.positions
+    for d in relax_chunks:
+        centre = np.asarray(d["positions"][0])
+        assert np.linalg.norm(centre - start[d["centre"]]) > 1e-3
+
+
+def test_transfer_targets_are_relaxed_and_flagged_by_the_rule(finished: Any) -> None:
+    from nft_fw.launchpad import records, relaxation
+
+    conn, _, _, _ = finished
+    db = conn.launchpad.db
+    transfers = records.iterations(db, NAME, phase="transfer")
+    assert [t["name"] for t in transfers] == ["ico55", "cubo55"]
+    trained = relaxation.trained_uncertainty(db, NAME)
+    for t in transfers:
+        assert t["n_atoms"] == 55 and t["n_steps"] == len(t["steps"]) >= 2
+        assert t["trained_uncertainty"] == pytest.approx(trained)
+        assert t["flagged"] == (t["structure_uncertainty"] >= 2 * trained)
+        assert t["start_true_force_mae"] > 0 and t["end_true_force_mae"] > 0
+    # the unrattled cuboctahedron starts with smaller forces than the rattled icosahedron
+    assert transfers[1]["steps"][0]["fmax"] < transfers[0]["steps"][0]["fmax"]
+    status = json.loads(_cli(conn, "status", NAME, "--json").stdout)[0]
+    assert status["flagged_transfers"] == [t["name"] for t in transfers if t["flagged"]]
+
+
+def test_report_has_the_relaxation_figures_and_the_parent_call_bill(finished: Any) -> None:
+    from nft_fw.launchpad import records
+
+    conn, _, _, tmp = finished
+    db = conn.launchpad.db
+    report = tmp / "report"
+    for name in ("relaxation.png", "transfer.png", "history.md", "summary.json"):
+        assert (report / name).stat().st_size > 0
+    summary = json.loads((report / "summary.json").read_text())
+    bill = summary["parent_calls"]
+    labels = records.labels(db, NAME)
+    assert bill["total_parent_calls"] == len(labels)
+    assert bill["relax_chunks"] == sum(1 for d in labels if d.get("phase") == "relax")
+    kept = summary["relaxation"]["kept_round"]
+    rounds = records.iterations(db, NAME, phase="relax")
+    assert bill["divide_and_conquer_calls"] == 79 * rounds[kept]["n_steps"]
+    assert [t["name"] for t in summary["transfer"]] == ["ico55", "cubo55"]
+    assert "## Relaxation" in (report / "history.md").read_text()
+
+
+def test_history_phases_and_export_of_the_final_model(finished: Any, tmp_path: Path) -> None:
+    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.launchpad import campaigns, records, relaxation
+
+    conn, _, _, _ = finished
+    db = conn.launchpad.db
+    out = _cli(conn, "history", NAME, "--phase", "relax", "--json")
+    assert out.returncode == 0, out.stderr
+    cli = json.loads(out.stdout)
+    stored = records.iterations(db, NAME, phase="relax")
+    assert [r["structure_uncertainty"] for r in cli] == [r["structure_uncertainty"] for r in stored]
+    everything = json.loads(_cli(conn, "history", NAME, "--json").stdout)
+    assert [r["phase"] for r in everything].count("transfer") == 2
+    out = _cli(conn, "export", NAME, "-o", str(tmp_path / "model"))
+    assert out.returncode == 0, out.stderr
+    ensemble, rec = relaxation.final_model(db, NAME)
+    assert rec["phase"] == "relax"
+    atoms = campaigns.context(db, NAME).target
+    atoms.calc = EnsembleCalculator.load(tmp_path / "model")
+    np.testing.assert_allclose(
+        atoms.get_forces(), ensemble.predict(atoms)[1].mean(axis=0), atol=1e-5
+    )
+
+
+def test_follow_up_campaign_inherits_labels_and_model(finished: Any) -> None:
+    from nft_fw.launchpad import campaigns, records, relaxation
+
+    conn, _, _, _ = finished
+    db = conn.launchpad.db
+    child = relaxation.follow_up(db, NAME, 0)
+    assert child is not None and child.name == f"{NAME}-ico55" and not child.transfer
+    assert relaxation.follow_up(db, NAME, 0) is None  # once only
+    parent_labels = records.labels(db, NAME)
+    labels = records.labels(db, child.name)
+    assert sorted(d["hash"] for d in labels) == sorted(d["hash"] for d in parent_labels)
+    assert {d.get("phase") for d in labels if d["kind"] == "chunk"} == {"inherited"}
+    assert campaigns.initial_items(db, child.name) == []
+    out = campaigns.train(db, child.name, 0)
+    # warm start: the short retraining schedule, not the from-scratch one
+    assert out.record["training"]["steps"] == child.training.steps_per_iteration
+    assert out.record["n_labels"] == len(parent_labels)
+    assert len(campaigns.context(db, child.name).target) == 55
+    # its own centres are chosen on its own target: none counts as chunked yet
+    assert len(out.items) == child.nft.chunks_per_iteration
