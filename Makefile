@@ -1,7 +1,8 @@
 # Two commands set up everything on a fresh Debian 12 machine:
 #   make test   install what is missing, lint, run the whole test suite
 #   make demo   install what is missing, run the main job
-# scripts/bootstrap.sh checks before it installs, so re-runs install nothing.
+# scripts/bootstrap.sh and docker/dev-tools.sh (compose CLI + hadolint, to check docker/
+# without an engine) check before they install, so re-runs install nothing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -9,6 +10,7 @@ PY := $(VENV)/bin/python
 
 setup:
 	@bash scripts/bootstrap.sh
+	@bash docker/dev-tools.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

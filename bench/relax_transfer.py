@@ -14,13 +14,14 @@ cuboctahedral Pt1415) on an embedded server with local worker processes, exactly
 * per transfer target: true-force MAE at the start and end of the ML relaxation, the
   largest δ and its ratio to the trained target's (flagged at ≥ 2×), steps and time;
 * the parent-call bill against divide-and-conquer (atoms × relaxation steps);
-* the wall time of the campaign.
+* the wall time of the campaign and the largest worker's peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import shutil
 import tempfile
 import time
@@ -66,7 +67,11 @@ def main() -> None:
         final = records.get_structures(db, ObjectId(rounds[kept]["final_file"]))[0]
     finally:
         conn.close()
-    print(f"\n{name}: exit {code}; campaign wall time {wall:.0f} s; report in {base / 'report'}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KiB → GiB
+    print(
+        f"\n{name}: exit {code}; campaign wall time {wall:.0f} s; largest worker peak RSS "
+        f"{peak:.2f} GiB; report in {base / 'report'}"
+    )
     nft = summary
     print(
         f"NFT: kept iteration {nft['best_iteration']}, {nft['total_chunks']} chunks, "

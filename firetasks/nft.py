@@ -26,8 +26,11 @@ class _CampaignTask(FiretaskBase):
         lp = getattr(self, "launchpad", None)
         if lp is None:
             raise RuntimeError(
-                f"{type(self).__name__} needs the LaunchPad: its Firework spec must set "
-                "_add_launchpad_and_fw_id: true (workflows built by nft-fw do)"
+                f"{type(self).__name__} has no LaunchPad: FireWorks gives none in offline mode "
+                "(rlaunch singleshot --offline), nor to a Firework whose spec lacks "
+                "_add_launchpad_and_fw_id: true. Only label Fireworks of a campaign submitted "
+                "with service.offline_labels: true run offline; rerun this one on a worker "
+                "that reaches the database (lpad rerun_fws -i FW_ID)"
             )
         return lp.db
 
@@ -52,12 +55,18 @@ class LabelTask(_CampaignTask):
     """Run the parent on each item (a chunk or an initial image) that has no label yet."""
 
     required_params: ClassVar[list[str]] = ["campaign", "items"]
+    # parent ({name, params}): set with service.offline_labels, so the task can run offline
+    optional_params: ClassVar[list[str]] = ["parent"]
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        counts = campaigns.label_items(
-            self._db(), self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
-        )
-        return FWAction(stored_data=counts)
+        name, items, fw_id = self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
+        if getattr(self, "launchpad", None) is None and self.get("parent"):
+            # offline mode: no database; the labels travel in the FWAction
+            docs = campaigns.label_offline(name, self["parent"], items, fw_id)
+            return FWAction(
+                stored_data={"new": len(docs), "existing": 0, campaigns.OFFLINE_LABELS_KEY: docs}
+            )
+        return FWAction(stored_data=campaigns.label_items(self._db(), name, items, fw_id))
 
 
 @explicit_serialize

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import socket
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from nft_fw import training as tr
 from nft_fw.campaign import CampaignSpec, Prepared
 from nft_fw.chunks import cut
 from nft_fw.launchpad import records
-from nft_fw.parents import get_parent
+from nft_fw.parents import Parent, get_parent
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ def register(db: Database, prepared: Prepared) -> None:
         records.update_campaign(db, spec.name, transfer_files=transfer_files)
     if prepared.initial_frames is not None:
         for image in initial.from_file_frames(prepared.initial_frames):
-            records.put_label(db, _image_doc(spec.name, prepared, image, 0.0, None))
+            records.put_label(
+                db, _image_doc(spec.name, prepared.parent.settings_hash, image, 0.0, None)
+            )
 
 
 # ----------------------------------------------------------------------------- init
@@ -135,13 +138,13 @@ def validation_forces(db: Database, name: str) -> np.ndarray | None:
 
 
 def _image_doc(
-    name: str, prepared: Prepared, image: tr.Image, seconds: float, fw_id: int | None
+    name: str, parent_hash: str, image: tr.Image, seconds: float, fw_id: int | None
 ) -> dict[str, Any]:
     a = image.atoms
     return {
         "campaign": name,
         "hash": image.id,
-        "parent_hash": prepared.parent.settings_hash,
+        "parent_hash": parent_hash,
         "kind": "image",
         "iteration": 0,
         "centre": None,
@@ -156,60 +159,165 @@ def _image_doc(
     }
 
 
+def _item_atoms(
+    db: Database, sources: dict[str, list[Atoms]], item: dict[str, Any]
+) -> tuple[Atoms, str]:
+    """The structure an item labels (the image, or the chunk with its centre first) and the
+    hash its label is stored under; ``sources`` caches the stored structures."""
+    src = item["source"]
+    if src not in sources:
+        sources[src] = records.get_structures(db, ObjectId(src))
+    if item["kind"] == "image":
+        atoms = sources[src][item["index"]]
+        return atoms, tr.structure_id(atoms)
+    chunk = cut(sources[src][item.get("frame", 0)], item["centre"], item["radius"])
+    return chunk.atoms, chunk.hash
+
+
+def _label_doc(
+    name: str,
+    parent: Parent,
+    item: dict[str, Any],
+    atoms: Atoms,
+    label_hash: str,
+    fw_id: int | None,
+) -> dict[str, Any]:
+    """Run the parent on an item's ``atoms`` and return the label document."""
+    t0 = time.perf_counter()
+    energy, forces = parent.label(atoms)
+    seconds = time.perf_counter() - t0
+    if item["kind"] == "image":
+        image = tr.Image(atoms=atoms, energy=energy, forces=forces, id=label_hash)
+        return _image_doc(name, parent.settings_hash, image, seconds, fw_id)
+    forces = np.asarray(forces)
+    return {
+        "campaign": name,
+        "hash": label_hash,
+        "parent_hash": parent.settings_hash,
+        "kind": "chunk",
+        "phase": item.get("phase", "nft"),
+        "iteration": item["iteration"],
+        "centre": item["centre"],
+        "source": item["source"],
+        "radius": item["radius"],
+        "numbers": atoms.numbers.tolist(),
+        "positions": atoms.positions.tolist(),
+        "central_force": forces[0].tolist(),
+        "energy": float(energy),
+        "forces": forces.tolist(),
+        "seconds": seconds,
+        "fw_id": fw_id,
+    }
+
+
 def label_items(
     db: Database, name: str, items: list[dict[str, Any]], fw_id: int | None = None
 ) -> dict[str, int]:
     """Label the items (chunks around centres of a stored structure, or stored images) that
-    have no label yet; returns counts of new, existing and failed labels."""
-    prepared = context(db, name)
-    parent_hash = prepared.parent.settings_hash
+    have no label yet; returns counts of new and existing labels."""
+    parent = context(db, name).parent
     sources: dict[str, list[Atoms]] = {}
     counts = {"new": 0, "existing": 0}
     for item in items:
-        src = item["source"]
-        if src not in sources:
-            sources[src] = records.get_structures(db, ObjectId(src))
-        if item["kind"] == "image":
-            atoms = sources[src][item["index"]]
-            sid = tr.structure_id(atoms)
-            if records.has_label(db, name, sid, parent_hash):
-                counts["existing"] += 1
-                continue
-            t0 = time.perf_counter()
-            energy, forces = prepared.parent.label(atoms)
-            image = tr.Image(atoms=atoms, energy=energy, forces=forces, id=sid)
-            doc = _image_doc(name, prepared, image, time.perf_counter() - t0, fw_id)
-        else:
-            chunk = cut(sources[src][item.get("frame", 0)], item["centre"], item["radius"])
-            if records.has_label(db, name, chunk.hash, parent_hash):
-                counts["existing"] += 1
-                continue
-            label = loop.label_chunk(prepared, chunk, item["iteration"])
-            a = label.atoms
-            doc = {
-                "campaign": name,
-                "hash": chunk.hash,
-                "parent_hash": parent_hash,
-                "kind": "chunk",
-                "phase": item.get("phase", "nft"),
-                "iteration": label.iteration,
-                "centre": label.centre,
-                "source": src,
-                "radius": label.radius,
-                "numbers": a.numbers.tolist(),
-                "positions": a.positions.tolist(),
-                "central_force": label.central_force.tolist(),
-                "energy": float(label.energy),
-                "forces": np.asarray(label.forces).tolist(),
-                "seconds": label.seconds,
-                "fw_id": fw_id,
-            }
+        atoms, label_hash = _item_atoms(db, sources, item)
+        if records.has_label(db, name, label_hash, parent.settings_hash):
+            counts["existing"] += 1
+            continue
+        doc = _label_doc(name, parent, item, atoms, label_hash, fw_id)
         if records.put_label(db, doc):
             counts["new"] += 1
         else:
             counts["existing"] += 1
     log.info("campaign %s fw %s: labels %s", name, fw_id, counts)
     return counts
+
+
+# ----------------------------------------------------------------------------- offline labels
+# FireWorks offline mode (rlaunch singleshot --offline) runs a Firework from FW.json with no
+# database. Label Fireworks of a campaign with service.offline_labels carry what they need
+# (offline_items) and return their label documents in the FWAction (label_offline);
+# lpad recover_offline stores that in the launch, and the next trainer copies the labels
+# into nft_labels (import_offline_labels), idempotently under the labels' unique key.
+
+OFFLINE_LABELS_KEY = "offline_labels"
+
+
+def _atoms_dict(atoms: Atoms) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "numbers": atoms.numbers.tolist(),
+        "positions": atoms.positions.tolist(),
+        "cell": np.asarray(atoms.cell).tolist(),
+        "pbc": atoms.pbc.tolist(),
+    }
+    if "initial_magmoms" in atoms.arrays:
+        d["initial_magmoms"] = atoms.get_initial_magnetic_moments().tolist()
+    return d
+
+
+def _atoms_from_dict(d: dict[str, Any]) -> Atoms:
+    atoms = Atoms(
+        numbers=d["numbers"],
+        positions=np.asarray(d["positions"], dtype=float),
+        cell=np.asarray(d["cell"], dtype=float),
+        pbc=d["pbc"],
+    )
+    if "initial_magmoms" in d:
+        atoms.set_initial_magnetic_moments(d["initial_magmoms"])
+    return atoms
+
+
+def offline_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with what a worker without the database needs: each item's structure
+    (``atoms``: the image, or the chunk cut from its stored source) and label ``hash``."""
+    sources: dict[str, list[Atoms]] = {}
+    out = []
+    for item in items:
+        atoms, label_hash = _item_atoms(db, sources, item)
+        out.append({**item, "hash": label_hash, "atoms": _atoms_dict(atoms)})
+    return out
+
+
+def label_offline(
+    name: str, parent: dict[str, Any], items: list[dict[str, Any]], fw_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Label items made by :func:`offline_items` with ``parent`` ({name, params}) and no
+    database; returns the label documents (stored later by :func:`import_offline_labels`)."""
+    calc = get_parent(parent["name"], parent.get("params"))
+    host = socket.gethostname()
+    docs = []
+    for item in items:
+        if "atoms" not in item:
+            raise ValueError(
+                f"campaign {name} fw {fw_id}: a label item without 'atoms' cannot be labelled "
+                "offline; submit the campaign with service.offline_labels: true"
+            )
+        doc = _label_doc(name, calc, item, _atoms_from_dict(item["atoms"]), item["hash"], fw_id)
+        doc["host"] = host
+        docs.append(doc)
+    log.info("campaign %s fw %s: %d labels offline", name, fw_id, len(docs))
+    return docs
+
+
+def import_offline_labels(db: Database, name: str) -> int:
+    """Store the labels that recovered offline launches of the campaign's label Fireworks
+    brought back; returns how many were new (a label already stored is left as it is)."""
+    label_fws = [
+        d["fw_id"]
+        for d in db["fireworks"].find(
+            {"spec.campaign": name, "spec.nft_role": "label"}, {"fw_id": 1}
+        )
+    ]
+    field = f"action.stored_data.{OFFLINE_LABELS_KEY}"
+    new = 0
+    for launch in db["launches"].find(
+        {"fw_id": {"$in": label_fws}, "state": "COMPLETED", field: {"$exists": True}},
+        {field: 1},
+    ):
+        for doc in launch["action"]["stored_data"][OFFLINE_LABELS_KEY]:
+            new += records.put_label(db, doc)
+    if new:
+        log.info("campaign %s: %d labels from offline launches stored", name, new)
+    return new
 
 
 # ----------------------------------------------------------------------------- training
@@ -314,6 +422,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
     """Train iteration ``iteration`` on every label of the campaign so far, record it, and
     decide. Rerunning it replaces the record and the model of that iteration."""
     t_start = time.perf_counter()
+    import_offline_labels(db, name)
     prepared = context(db, name)
     spec = prepared.spec
     previous = _load_model(db, name, iteration - 1) if iteration > 0 else None

@@ -144,6 +144,7 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
     """Relax round ``number``: (for r > 0) retrain on all labels warm-started from round
     r−1's model, relax the target, record, and choose the chunks of the next round."""
     t_start = time.perf_counter()
+    campaigns.import_offline_labels(db, name)
     prepared = campaigns.context(db, name)
     spec = prepared.spec
     rs = relax_settings(spec)

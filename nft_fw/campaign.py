@@ -359,6 +359,14 @@ class ServiceSpec(_Spec):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="FireWorks _category of the init, train and report Fireworks.",
     )
+    offline_labels: bool = Field(
+        default=False,
+        description=(
+            "Label Fireworks carry their structures and the parent settings, so workers in "
+            "FireWorks offline mode (no database) can run them; lpad recover_offline brings "
+            "the labels back and the next trainer stores them."
+        ),
+    )
 
 
 class RelaxSpec(_Spec):

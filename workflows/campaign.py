@@ -61,9 +61,14 @@ def round_workflow(
     batch = campaigns.labels_per_firework(campaign)
     category = campaigns.label_category(campaign)
     tags = {"nft_phase": phase, "nft_round": number}
+    offline = (
+        {"parent": campaign.parent.model_dump(mode="json")}
+        if campaign.service.offline_labels
+        else {}
+    )
     labels = [
         Firework(
-            LabelTask(campaign=campaign.name, items=items[i : i + batch]),
+            LabelTask(campaign=campaign.name, items=items[i : i + batch], **offline),
             name=f"{campaign.name} {phase} {number} label {i // batch}",
             spec=_spec(campaign, "label", category, LABEL_PRIORITY, **tags),
         )
@@ -156,6 +161,8 @@ def submit_round(
         records.mark_round_submitted(db, name, phase, number, sorted(existing))
         return sorted(existing)
     spec = campaigns.load_spec(db, name)
+    if spec.service.offline_labels:
+        items = campaigns.offline_items(db, name, items)
     mapping = lp.add_wf(round_workflow(spec, phase, number, items))
     fw_ids = sorted(mapping.values())
     records.mark_round_submitted(db, name, phase, number, fw_ids)
