@@ -71,13 +71,13 @@ class LabelTask(_CampaignTask):
 
 @explicit_serialize
 class TrainTask(_CampaignTask):
-    """Train iteration ``iteration``, record it, and append what comes next: the next round
-    (its own workflow) or, when the campaign stops, the report."""
+    """Train iteration ``iteration``, record it, and submit what comes next (once): the next
+    round, or when NFT stops the relaxation phase or the finish (transfers, report)."""
 
     required_params: ClassVar[list[str]] = ["campaign", "iteration"]
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.workflows.campaign import after_nft, submit_round
+        from nft_fw.workflows.campaign import submit_after_nft, submit_round
 
         name, k = self["campaign"], int(self["iteration"])
         out = campaigns.train(self._db(), name, k, getattr(self, "fw_id", None))
@@ -92,21 +92,21 @@ class TrainTask(_CampaignTask):
             )
             return FWAction(stored_data=summary)
         summary["stop_reason"] = getattr(out.step, "reason", None)
-        spec = campaigns.load_spec(self._db(), name)
-        return FWAction(stored_data=summary, additions=[after_nft(spec)])
+        summary["next_fw_ids"] = submit_after_nft(self.launchpad, name)
+        return FWAction(stored_data=summary)
 
 
 @explicit_serialize
 class RelaxTask(_CampaignTask):
     """Relax round ``round``: retrain on the labels so far (round ≥ 1), relax the target,
-    record, then submit the next relax round (chunks from the trajectory) or, when
-    retraining ends, append the transfer relaxations and the report."""
+    record, then submit (once) the next relax round (chunks from the trajectory) or, when
+    retraining ends, the transfer relaxations and the report."""
 
     required_params: ClassVar[list[str]] = ["campaign", "round"]
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
         from nft_fw.launchpad import relaxation
-        from nft_fw.workflows.campaign import finish_workflow, submit_round
+        from nft_fw.workflows.campaign import submit_finish, submit_round
 
         name, r = self["campaign"], int(self["round"])
         out = relaxation.relax_round(self._db(), name, r, getattr(self, "fw_id", None))
@@ -121,8 +121,8 @@ class RelaxTask(_CampaignTask):
             )
             return FWAction(stored_data=summary)
         summary["stop_reason"] = out.stop.reason
-        spec = campaigns.load_spec(self._db(), name)
-        return FWAction(stored_data=summary, additions=[finish_workflow(spec)])
+        summary["next_fw_ids"] = submit_finish(self.launchpad, name)
+        return FWAction(stored_data=summary)
 
 
 @explicit_serialize

@@ -48,12 +48,21 @@ def run_worker(
     poll_s: float = 1.0,
     work_dir: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    ping_s: float | None = None,
 ) -> WorkerReport:
     """Run Fireworks until ``max_launches`` ran or nothing was runnable for ``idle_timeout_s``.
 
     ``idle_timeout_s=None`` polls forever (a service worker); each launch runs in
-    its own ``launcher_*`` directory under ``work_dir`` (default: cwd).
+    its own ``launcher_*`` directory under ``work_dir`` (default: cwd). ``ping_s``: how often
+    a running Firework tells the database it is alive (FireWorks' default: 3600 s); a run
+    silent for longer than ``nft-fw recover --lost-after`` counts as lost.
     """
+    if ping_s is not None:
+        if ping_s <= 0:
+            raise ValueError(f"ping_s is {ping_s}; it must be > 0 seconds")
+        import fireworks.core.rocket as rocket
+
+        rocket.PING_TIME_SECS = ping_s  # read by the rocket's ping thread at each wait
     if max_launches is not None and max_launches < 1:
         raise ValueError(
             f"max_launches is {max_launches}; it must be at least 1 (or None for no limit)"

@@ -150,12 +150,46 @@ def cmd_worker(args: argparse.Namespace) -> int:
             poll_s=args.poll,
             work_dir=args.work_dir,
             name=args.name,
+            ping_s=args.ping,
         )
     finally:
         conn.close(stop_server=False)
     err_console.print(
         f"worker {report.name}: {report.launches} launches, stopped on {report.reason}"
     )
+    return EXIT_OK
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Re-queue runs whose worker died: RUNNING Fireworks of the campaign (or all) that have
+    not pinged the database for ``--lost-after`` seconds."""
+    conn = _open(args, start_embedded=False)
+    try:
+        query = {"spec.campaign": args.name} if args.name else None
+        if args.name:
+            from nft_fw.launchpad import records
+
+            records.get_campaign(conn.launchpad.db, args.name)
+        lost_launches, lost_fws, inconsistent = conn.launchpad.detect_lostruns(
+            expiration_secs=args.lost_after, rerun=not args.dry_run, query=query
+        )
+    except KeyError as err:
+        raise UsageError(err.args[0]) from err
+    finally:
+        conn.close(stop_server=False)
+    out = {
+        "lost_fw_ids": sorted(lost_fws),
+        "lost_launch_ids": sorted(lost_launches),
+        "inconsistent_fw_ids": sorted(inconsistent),
+        "requeued": not args.dry_run,
+    }
+    if args.json:
+        console.print_json(json.dumps(out))
+    elif lost_fws:
+        verb = "found (dry run)" if args.dry_run else "re-queued"
+        console.print(f"lost runs {verb}: Fireworks {', '.join(map(str, sorted(lost_fws)))}")
+    else:
+        console.print(f"no run silent for more than {args.lost_after:g} s")
     return EXIT_OK
 
 
@@ -723,6 +757,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max", type=int, metavar="N", help="stop after N launches")
     p.add_argument(
+        "--ping",
+        type=float,
+        metavar="S",
+        help="a running Firework pings the database every S seconds (default 3600); keep it "
+        "well below the --lost-after of nft-fw recover",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=float,
         metavar="S",
@@ -757,6 +798,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", metavar="DIR", help="plots and summary (./NAME-run/report)")
     _add_connection_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "recover", help="re-queue Fireworks whose worker died (no ping for --lost-after seconds)"
+    )
+    p.add_argument("name", nargs="?", help="only this campaign's Fireworks (default: all)")
+    p.add_argument(
+        "--lost-after",
+        type=float,
+        default=4 * 3600.0,
+        metavar="S",
+        help="a RUNNING Firework silent for S seconds is lost (default 14400, FireWorks' own); "
+        "must exceed the workers' --ping",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list the lost runs")
+    p.add_argument("--json", action="store_true")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("status", help="campaigns: state, iteration, δ, labels, Fireworks")
     p.add_argument("name", nargs="?", help="one campaign (default: all)")

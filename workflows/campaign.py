@@ -6,15 +6,17 @@ of a launch grows with the workflow's size):
 
     submit:   [init]                                    (category: train)
     round k:  [label …] ──▶ [train k]                   (labels: label/dft; train: train)
-              train k submits round k+1 as a new workflow, or on stop appends [relax 0]
-              (when the campaign relaxes) or the finish.
+              train k submits round k+1 as a new workflow, or on stop [relax 0] (when
+              the campaign relaxes) or the finish.
     relax r:  [label …] ──▶ [relax r]                   (r ≥ 1: retrain, then relax)
-              relax r submits relax round r+1, or on stop appends the finish.
+              relax r submits relax round r+1, or on stop the finish.
+    Each is submitted once (``submit_once``), so rerunning a trainer adds nothing twice.
     finish:   [transfer 0] [transfer 1] … ──▶ [report]
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fireworks import Firework, LaunchPad, Workflow
@@ -120,6 +122,9 @@ def relax_firework(campaign: CampaignSpec, number: int = 0) -> Firework:
     )
 
 
+FINISH_TAGS = {"nft_phase": "finish", "nft_round": 0}
+
+
 def finish_workflow(campaign: CampaignSpec) -> Workflow:
     """Transfer relaxations (one Firework each, in parallel) feeding the report."""
     transfers = [
@@ -127,12 +132,18 @@ def finish_workflow(campaign: CampaignSpec) -> Workflow:
             TransferTask(campaign=campaign.name, index=k),
             name=f"{campaign.name} transfer {t.name or f'transfer-{k}'}",
             spec=_spec(
-                campaign, "transfer", campaign.service.train_category, TRAIN_PRIORITY, nft_index=k
+                campaign,
+                "transfer",
+                campaign.service.train_category,
+                TRAIN_PRIORITY,
+                nft_index=k,
+                **FINISH_TAGS,
             ),
         )
         for k, t in enumerate(campaign.transfer)
     ]
     report = report_firework(campaign, parents=transfers)
+    report.spec.update(FINISH_TAGS)
     return Workflow(
         [*transfers, report],
         name=f"{campaign.name} finish",
@@ -140,16 +151,12 @@ def finish_workflow(campaign: CampaignSpec) -> Workflow:
     )
 
 
-def after_nft(campaign: CampaignSpec) -> Firework | Workflow:
-    """What the NFT phase's last trainer appends."""
-    return relax_firework(campaign) if campaign.relax is not None else finish_workflow(campaign)
-
-
-def submit_round(
-    lp: LaunchPad, name: str, phase: str, number: int, items: list[dict[str, Any]]
+def submit_once(
+    lp: LaunchPad, name: str, phase: str, number: int, build: Callable[[], Workflow]
 ) -> list[int]:
-    """Add the round's workflow once: a rerun trainer finds the round already submitted
-    (or its Fireworks already on the LaunchPad) and adds nothing."""
+    """Add the workflow of (phase, number) once: a rerun of the Firework that submits it
+    finds it already submitted (in ``nft_rounds``, or its Fireworks on the LaunchPad, tagged
+    ``nft_phase`` / ``nft_round``) and adds nothing."""
     db = lp.db
     rec = records.claim_round(db, name, phase, number)
     if rec.get("fw_ids"):
@@ -160,13 +167,41 @@ def submit_round(
     if existing:
         records.mark_round_submitted(db, name, phase, number, sorted(existing))
         return sorted(existing)
-    spec = campaigns.load_spec(db, name)
-    if spec.service.offline_labels:
-        items = campaigns.offline_items(db, name, items)
-    mapping = lp.add_wf(round_workflow(spec, phase, number, items))
+    mapping = lp.add_wf(build())
     fw_ids = sorted(mapping.values())
     records.mark_round_submitted(db, name, phase, number, fw_ids)
     return fw_ids
+
+
+def submit_round(
+    lp: LaunchPad, name: str, phase: str, number: int, items: list[dict[str, Any]]
+) -> list[int]:
+    """Add a round's workflow (labels → trainer) once."""
+
+    def build() -> Workflow:
+        spec = campaigns.load_spec(lp.db, name)
+        labelled = (
+            campaigns.offline_items(lp.db, name, items) if spec.service.offline_labels else items
+        )
+        return round_workflow(spec, phase, number, labelled)
+
+    return submit_once(lp, name, phase, number, build)
+
+
+def submit_after_nft(lp: LaunchPad, name: str) -> list[int]:
+    """When NFT stops: relax round 0 (campaign has ``relax``) or the finish, once."""
+    spec = campaigns.load_spec(lp.db, name)
+    if spec.relax is not None:
+        return submit_once(
+            lp, name, "relax", 0, lambda: Workflow([relax_firework(spec)], name=f"{name} relax 0")
+        )
+    return submit_finish(lp, name)
+
+
+def submit_finish(lp: LaunchPad, name: str) -> list[int]:
+    """Transfer relaxations and the report, once."""
+    spec = campaigns.load_spec(lp.db, name)
+    return submit_once(lp, name, "finish", 0, lambda: finish_workflow(spec))
 
 
 def ensure_initialised(lp: LaunchPad) -> None:

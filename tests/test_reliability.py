@@ -1,0 +1,170 @@
+"""Faults survived with real worker processes against the real server: a worker killed in
+the middle of a label, and trainers run twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+import slow_parent  # noqa: F401  (registers slow-emt in this process)
+
+pytestmark = pytest.mark.integration
+
+SUPPORT = Path(__file__).resolve().parent / "support"
+
+
+def tiny(name: str, parent: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "target": {
+            "builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1},
+            "rattle": {"stdev": 0.1, "seed": 0},
+        },
+        "parent": parent,
+        "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
+        "model": {"cutoff": 4.5, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6},
+        "training": {"initial_steps": 100, "steps_per_iteration": 50},
+        "nft": {"chunks_per_iteration": 3, "max_iterations": 1, "threshold": 0.01},
+        "service": {"labels_per_firework": 1},
+    }
+    spec.update(extra)
+    return spec
+
+
+def _worker(conn: Any, tmp: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(SUPPORT / "worker.py"), "--data-dir", str(conn.server.data_dir),
+         "--db-name", conn.db_name, "--work-dir", str(tmp), *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _cli(conn: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nft_fw", *args, "--data-dir", str(conn.server.data_dir),
+         "--db-name", conn.db_name],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _submit(conn: Any, spec: dict[str, Any]) -> None:
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.workflows.campaign import submit
+
+    submit(conn.launchpad, prepare(load_campaign(spec)))
+
+
+def _labels_are_distinct_and_complete(db: Any, name: str) -> list[dict[str, Any]]:
+    from nft_fw.launchpad import records
+
+    labels = records.labels(db, name)
+    assert len({d["hash"] for d in labels}) == len(labels)
+    return labels
+
+
+def test_worker_killed_mid_label_is_recovered_and_nothing_duplicates(
+    connection: Any, tmp_path: Path
+) -> None:
+    import json
+
+    lp = connection.launchpad
+    flag = tmp_path / "hold"
+    flag.touch()  # labels block while this exists
+    name = f"kill-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(name, {"name": "slow-emt", "params": {"flag": str(flag)}}))
+    victim = _worker(connection, tmp_path / "a", "--ping", "0.5", "--poll", "0.2")
+
+    def label_running() -> bool:
+        return (
+            lp.fireworks.count_documents(
+                {"spec.campaign": name, "spec.nft_role": "label", "state": "RUNNING"}
+            )
+            > 0
+        )
+
+    _wait(label_running, 120, "a label Firework to start")
+    running = lp.fireworks.find_one(
+        {"spec.campaign": name, "spec.nft_role": "label", "state": "RUNNING"}
+    )["fw_id"]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    assert lp.get_fw_by_id(running).state == "RUNNING"  # the database still believes it runs
+
+    early = json.loads(_cli(connection, "recover", name, "--lost-after", "30", "--json").stdout)
+    assert early["lost_fw_ids"] == []  # not silent long enough yet
+    time.sleep(3)
+    out = _cli(connection, "recover", name, "--lost-after", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["lost_fw_ids"] == [running]
+    assert lp.get_fw_by_id(running).state == "READY"
+
+    flag.unlink()
+    rescuer = _worker(connection, tmp_path / "b", "--idle-timeout", "8", "--poll", "0.2")
+    assert rescuer.wait(timeout=600) == 0
+    doc = lp.db["nft_campaigns"].find_one({"_id": name})
+    assert doc["state"] == "completed"
+    states = {d["state"] for d in lp.fireworks.find({"spec.campaign": name})}
+    assert states == {"COMPLETED"}
+    labels = _labels_are_distinct_and_complete(lp.db, name)
+    assert sum(1 for d in labels if d["kind"] == "image") == 4
+    assert sum(1 for d in labels if d["kind"] == "chunk") == 3
+
+
+def test_rerun_trainers_add_no_record_and_no_firework_twice(
+    connection: Any, tmp_path: Path
+) -> None:
+    from nft_fw.launchpad import records
+
+    lp = connection.launchpad
+    name = f"rerun-{uuid.uuid4().hex[:6]}"
+    relax = {"max_steps": 8, "chunks_per_round": 2, "max_rounds": 1, "max_frames": 3}
+    _submit(connection, tiny(name, {"name": "emt"}, relax=relax))
+    worker = _worker(connection, tmp_path / "a", "--idle-timeout", "6", "--poll", "0.2")
+    assert worker.wait(timeout=600) == 0
+    assert records.get_campaign(lp.db, name)["state"] == "completed"
+
+    def snapshot() -> tuple[Any, ...]:
+        fws = sorted((d["name"], d["fw_id"]) for d in lp.fireworks.find({"spec.campaign": name}))
+        its = sorted(
+            (r["phase"], r["iteration"]) for r in lp.db[records.ITERATIONS].find({"campaign": name})
+        )
+        rounds = lp.db[records.ROUNDS].count_documents({"campaign": name})
+        return fws, its, rounds, len(records.labels(lp.db, name))
+
+    before = snapshot()
+    # every trainer-like Firework that submits what comes next, run again: as after a crash
+    # between writing its record and submitting (the rerun finds the record and the round)
+    roles = ("train", "relax")
+    rerun = [
+        d["fw_id"]
+        for d in lp.fireworks.find({"spec.campaign": name, "spec.nft_role": {"$in": roles}})
+    ]
+    assert len(rerun) == 4  # train 0, train 1, relax 0, relax 1
+    for fw_id in rerun:
+        lp.rerun_fw(fw_id)
+    worker = _worker(connection, tmp_path / "b", "--idle-timeout", "6", "--poll", "0.2")
+    assert worker.wait(timeout=600) == 0
+    after = snapshot()
+    assert after == before
+    assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
+    reports = lp.fireworks.count_documents({"spec.campaign": name, "spec.nft_role": "report"})
+    assert reports == 1
