@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from fireworks import LaunchPad
 from pymongo import uri_parser
-from pymongo.errors import InvalidURI, PyMongoError
+from pymongo.errors import InvalidURI, OperationFailure, PyMongoError
 
 from nft_fw.launchpad import server as server_mod
 
@@ -111,6 +111,24 @@ def _mongo_kwargs(extra: dict[str, Any] | None) -> dict[str, Any]:
 def _check_reachable(lp: LaunchPad, description: str) -> None:
     try:
         lp.connection.admin.command("ping")
+        # ping needs no login; listing the database's collections does
+        lp.db.list_collection_names(filter={"name": "fireworks"})
+    except OperationFailure as err:
+        if err.code == 13:
+            raise DatabaseConnectionError(
+                f"the database at {description} requires a login: put a user and password in "
+                "the --uri / NFT_FW_MONGODB_URI connection string (with authSource=admin) or "
+                "as username / password in my_launchpad.yaml"
+            ) from None
+        if err.code == 18 or "auth" in str(err).lower():
+            raise DatabaseConnectionError(
+                f"the database at {description} refused the login: wrong user name or password "
+                "(or the user has no access to this database). Check the credentials in "
+                "--uri / NFT_FW_MONGODB_URI / my_launchpad.yaml (they are never printed)."
+            ) from None
+        raise DatabaseConnectionError(
+            f"the database at {description} refused the request: {redact(str(err))}"
+        ) from None
     except PyMongoError as err:
         raise DatabaseConnectionError(
             f"cannot reach the database at {description}: {redact(str(err))}. "
@@ -208,6 +226,8 @@ def embedded(
             )
         info, started = server_mod.start(data_dir)
     name = db_name or DEFAULT_DB_NAME
+    if info.auth and username is None:
+        username, password = _stored_credentials(Path(info.data_dir) / LAUNCHPAD_FILE)
     kwargs: dict[str, Any] = {"directConnection": True}
     lp = LaunchPad(
         host=info.host,
@@ -231,6 +251,15 @@ def embedded(
     )
     conn.write_launchpad_file(Path(info.data_dir) / LAUNCHPAD_FILE)
     return conn
+
+
+def _stored_credentials(path: Path) -> tuple[str | None, str | None]:
+    """User and password from the embedded server's own my_launchpad.yaml (mode 0600)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError:
+        return None, None
+    return data.get("username"), data.get("password")
 
 
 def open_connection(

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pymongo
 from pymongo.errors import PyMongoError
@@ -232,6 +233,41 @@ def start(
             "embedded server pid %d listening on %s (data %s)", proc.pid, info.address, storage
         )
         return info, True
+
+
+def create_user(
+    data_dir: str | os.PathLike[str], username: str, password: str, db_names: list[str] | None
+) -> None:
+    """Add a user to the embedded server's store: start it without authentication on
+    loopback, create the user (readWrite and dbAdmin on ``db_names``, or on every database
+    when None), and stop it. Then start the server with ``auth=True``."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if status(data_dir) is not None:
+        raise ServerError(
+            f"the embedded server for {data_dir} is running; stop it first "
+            f"(nft-fw db stop --data-dir {data_dir})"
+        )
+    info, _ = start(data_dir, host="127.0.0.1")
+    try:
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            info.host, info.port, retryWrites=False, directConnection=True
+        )
+        roles: list[Any] = (
+            ["readWriteAnyDatabase", "dbAdminAnyDatabase"]
+            if db_names is None
+            else [r for db in db_names for r in ({"role": "readWrite", "db": db},
+                                                  {"role": "dbAdmin", "db": db})]
+        )  # fmt: skip
+        try:
+            client.admin.command("createUser", username, pwd=password, roles=roles)
+        except pymongo.errors.OperationFailure as err:
+            if err.code != 51003:  # user exists: set the new password
+                raise
+            client.admin.command("updateUser", username, pwd=password, roles=roles)
+        finally:
+            client.close()
+    finally:
+        stop(data_dir)
 
 
 def _wait_ready(

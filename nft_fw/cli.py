@@ -80,8 +80,31 @@ def cmd_db_start(args: argparse.Namespace) -> int:
     from nft_fw.launchpad import server
     from nft_fw.launchpad.connection import embedded
 
-    info, started = server.start(args.data_dir, host=args.host, port=args.port)
-    conn = embedded(info.data_dir, args.db_name, start=False)
+    username = password = None
+    if args.auth:
+        username = args.user
+        password = os.environ.get("NFT_FW_DB_PASSWORD")
+        if not password:
+            if not sys.stdin.isatty():
+                raise UsageError(
+                    "db start --auth needs a password: set NFT_FW_DB_PASSWORD or run it in a "
+                    "terminal to be asked"
+                )
+            import getpass
+
+            password = getpass.getpass(f"password for database user {username}: ")
+        if len(password) < 8:
+            raise UsageError("the database password must have at least 8 characters")
+        data_dir = Path(args.data_dir).expanduser() if args.data_dir else server.default_data_dir()
+        if server.status(data_dir) is None:
+            server.create_user(data_dir, username, password, None)
+    info, started = server.start(args.data_dir, host=args.host, port=args.port, auth=args.auth)
+    if args.auth and not info.auth:
+        raise UsageError(
+            f"the embedded server for {info.data_dir} already runs without authentication; "
+            "stop it (nft-fw db stop) and start it again with --auth"
+        )
+    conn = embedded(info.data_dir, args.db_name, start=False, username=username, password=password)
     conn.close(stop_server=False)
     lp_file = Path(info.data_dir) / "my_launchpad.yaml"
     payload = {
@@ -90,6 +113,7 @@ def cmd_db_start(args: argparse.Namespace) -> int:
         "data_dir": info.data_dir,
         "launchpad_file": str(lp_file),
         "started": started,
+        "auth": info.auth,
     }
     if args.json:
         console.print_json(json.dumps(payload))
@@ -631,6 +655,8 @@ def _worker_command(conn: Any, extra: Sequence[str]) -> list[str]:
         cmd += ["--data-dir", conn.server.data_dir, "--db-name", conn.db_name]
     elif conn.source_file:
         cmd += ["--launchpad", conn.source_file, "--db-name", conn.db_name]
+    else:  # a URI: it travels in the environment (spawn_workers), the database name here
+        cmd += ["--db-name", conn.db_name]
     return cmd + list(extra)
 
 
@@ -736,6 +762,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="interface to listen on (default loopback only)"
     )
     p.add_argument("--port", type=int, help="port (default: a free one)")
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="require authentication: creates (or updates) the user --user with the password "
+        "from NFT_FW_DB_PASSWORD (or asked); the data directory's my_launchpad.yaml (mode 0600) "
+        "then holds the credentials",
+    )
+    p.add_argument("--user", default="nft", help="database user for --auth (default nft)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_db_start)
     p = db_sub.add_parser("stop", help="stop the embedded server")
