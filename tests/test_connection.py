@@ -110,7 +110,7 @@ def test_credentials_never_printed(auth_server: server.ServerInfo, tmp_path: Pat
             outputs.append((proc.returncode, proc.stdout + proc.stderr))
     (good_rc, good_out), (bad_rc, bad_out) = outputs
     assert good_rc == 0, good_out
-    assert bad_rc == 1 and "cannot reach the database" in bad_out
+    assert bad_rc == 1 and "refused the login: wrong user name or password" in bad_out
     for _, out in outputs:
         assert SECRET not in out
     for path in tmp_path.rglob("*"):
