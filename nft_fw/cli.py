@@ -405,6 +405,18 @@ def cmd_status(args: argparse.Namespace) -> int:
                     {"spec.campaign": name, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}
                 )
             ]
+            failed_chunks = [
+                {
+                    "kind": d["kind"],
+                    "phase": d.get("phase"),
+                    "iteration": d.get("iteration"),
+                    "centre": d.get("centre"),
+                    "hash": d["hash"],
+                    "fw_id": d.get("fw_id"),
+                    "error": d.get("error"),
+                }
+                for d in records.failures(db, name)
+            ]
             rows.append(
                 {
                     "campaign": name,
@@ -415,6 +427,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "labels": db[records.LABELS].count_documents({"campaign": name}),
                     "fireworks": _fw_states(conn.launchpad, name),
                     "fizzled": failed,
+                    "failed_labels": failed_chunks,
                     "stop_reason": doc.get("stop_reason"),
                     "relax_round": doc.get("relax_round"),
                     "relax_stop_reason": doc.get("relax_stop_reason"),
@@ -455,6 +468,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         for f in r["fizzled"]:
             err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
+        for f in r["failed_labels"]:
+            where = f"centre {f['centre']}" if f["kind"] == "chunk" else "initial image"
+            err_console.print(
+                f"[red]failed label[/red] {r['campaign']}: {f['phase']} iteration "
+                f"{f['iteration']} {where} (fw {f['fw_id']}, hash {f['hash'][:12]}): "
+                f"{f['error']}"
+            )
         for t in r["flagged_transfers"]:
             console.print(
                 f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "

@@ -525,9 +525,8 @@ def _gpaw_error(err: BaseException, overrides: Mapping[str, Any], params: Mappin
     if isinstance(err, ConvergenceError):
         maxiter = overrides.get("maxiter", params.get("maxiter", "default"))
         mixer = overrides.get("mixer", params.get("mixer", "default"))
-        detail = (
-            f"SCF did not converge within maxiter={maxiter} iterations (mixer {mixer})"
-            + (f": {detail}" if detail else "")
+        detail = f"SCF did not converge within maxiter={maxiter} iterations (mixer {mixer})" + (
+            f": {detail}" if detail else ""
         )
     return f"{text}: {detail}" if detail else text
 
