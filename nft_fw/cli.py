@@ -598,6 +598,68 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _numbers(text: str, kind: type, what: str) -> list[Any]:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise UsageError(f"{what} {text!r}: expected comma-separated numbers ({err})") from err
+
+
+def cmd_nearsightedness(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nft_fw import nearsightedness as ns
+
+    prepared = _load(args.campaign)
+    atoms = prepared.target
+    radii = _numbers(args.radii, float, "--radii")
+    if args.centres == "all":
+        centres = list(range(len(atoms)))
+    elif args.centres:
+        centres = _numbers(args.centres, int, "--centres")
+    else:
+        rng = np.random.default_rng(args.seed)
+        n = min(args.n_centres, len(atoms))
+        centres = sorted(int(c) for c in rng.choice(len(atoms), size=n, replace=False))
+    try:
+        result = ns.nearsightedness(atoms, prepared.parent, centres, radii, full=not args.no_full)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    out = Path(args.out or f"{prepared.spec.name}-nearsightedness")
+    paths = ns.write(result, out, args.tolerance)
+    data = result.to_dict(args.tolerance)
+    if args.json:
+        console.print_json(json.dumps({k: v for k, v in data.items() if "forces" not in k}))
+        return EXIT_OK
+    table = Table(
+        title=f"{prepared.spec.name}: parent {result.parent}, {len(atoms)} atoms, "
+        f"{len(centres)} centres; |ΔF| of the centre, eV/Å"
+    )
+    ref = [k for k in ("full", "largest") if f"{k}_max" in data["table"][0]]
+    for col in ("radius (Å)", "atoms (mean)", "parent (s)"):
+        table.add_column(col, justify="right")
+    for k in ref:
+        for stat in ("median", "q3", "max"):
+            table.add_column(f"vs {k} {stat}", justify="right")
+    for row in data["table"]:
+        cells = [f"{row['radius_A']:g}", f"{row['mean_atoms']:.0f}", f"{row['parent_seconds']:.1f}"]
+        cells += [f"{row[f'{k}_{stat}']:.2e}" for k in ref for stat in ("median", "q3", "max")]
+        table.add_row(*cells)
+    console.print(table)
+    rec = data["recommended_radius_A"]
+    console.print(
+        f"parent labels run: {result.labels}"
+        + (f"; whole structure {result.full_seconds:.1f} s" if result.full_seconds else "")
+    )
+    console.print(
+        f"recommended chunk radius (max deviation vs {data['reference']} below "
+        f"{args.tolerance:g} eV/Å from there on): "
+        + (f"{rec:g} Å" if rec is not None else "none of the radii; try larger ones")
+    )
+    console.print(f"figure: {paths['figure']}; data: {paths['json']}")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from nft_fw.launchpad import campaigns
 
@@ -813,6 +875,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="DIR", help="default ./NAME-report")
     _add_connection_options(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "nearsightedness",
+        help="how the parent's central force converges with chunk radius (no database)",
+    )
+    p.add_argument("campaign", help="campaign YAML file: its target and parent are used")
+    p.add_argument(
+        "--radii", default="3,4,5,6,7,8", help="chunk radii, Å, comma-separated (3,4,5,6,7,8)"
+    )
+    p.add_argument("--centres", help="atom indices, comma-separated, or 'all'")
+    p.add_argument(
+        "--n-centres", type=int, default=10, help="without --centres: this many random atoms"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random centres")
+    p.add_argument(
+        "--no-full", action="store_true", help="skip the whole structure (too expensive)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="eV/Å: recommend the smallest radius whose deviation stays below it (0.05)",
+    )
+    p.add_argument("--out", metavar="DIR", help="figure and JSON (./NAME-nearsightedness)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_nearsightedness)
 
     p = sub.add_parser(
         "demo", help="the main job: the Pt260/EMT campaign with two local workers, checked vs EMT"
