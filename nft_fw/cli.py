@@ -137,9 +137,27 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- worker
 
 
+def _mpi_ranks() -> int:
+    """How many MPI ranks this process was started as (1 when not under mpiexec/srun)."""
+    for key in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    if os.environ.get("SLURM_STEP_ID") and os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
+        return int(os.environ["SLURM_STEP_NUM_TASKS"])
+    return 1
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from nft_fw.launchpad.worker import run_worker
 
+    ranks = _mpi_ranks()
+    if ranks > 1:
+        raise UsageError(
+            f"nft-fw worker was started as {ranks} MPI ranks: each rank would be a separate "
+            "FireWorks client claiming its own Fireworks, and no GPAW calculation would be "
+            "shared between them. Start one worker per job without mpiexec/srun; GPAW then "
+            "runs on one core per label (see README, 'DFT parent (GPAW)')"
+        )
     conn = _open(args, start_embedded=False, fw_log_default="INFO")
     try:
         report = run_worker(

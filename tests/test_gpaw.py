@@ -244,3 +244,10 @@ def test_failing_scf_is_retried_recorded_and_the_campaign_finishes(failed: Any) 
     )
     assert all("KohnShamConvergenceError" in f["error"] for f in row["failed_labels"])
     assert len(row["fizzled"]) == 2
+
+
+def test_worker_started_as_several_mpi_ranks_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nft_fw.cli import main
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert main(["worker", "--idle-timeout", "1"]) == 2
