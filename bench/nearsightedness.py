@@ -6,8 +6,9 @@
 1. EMT on Pt260 (the demo's rattled octahedron), 26 centres, radii 4–14 Å, against the whole
    particle: the deviation should fall to round-off beyond EMT's force locality (2 × its
    neighbour cutoff, 11.75 Å for Pt).
-2. GPAW (LCAO, PBE, Fermi–Dirac 0.1 eV, 4 Å vacuum) on a rattled Pt13 icosahedron, radii
-   3–7 Å, against the whole cluster; prints the parent time per radius and in total.
+2. GPAW (LCAO, PBE, Fermi–Dirac 0.1 eV, 4 Å vacuum) on a rattled Pt13 icosahedron or Pt38
+   truncated octahedron (``--gpaw-cluster``), radii 3–7 Å, against the whole cluster;
+   prints the parent time per radius and in total.
 
 Figures and JSON go to ``DIR/emt`` and ``DIR/gpaw`` (default ./nearsightedness-bench).
 """
@@ -19,6 +20,7 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 from ase.cluster import Icosahedron, Octahedron
 
 from nft_fw.nearsightedness import Nearsightedness, nearsightedness, write
@@ -46,7 +48,8 @@ def show(title: str, result: Nearsightedness, tolerance: float) -> None:
     rec = result.recommend(tolerance)
     print(
         f"parent labels {result.labels}; whole structure {result.full_seconds or 0:.1f} s; "
-        f"recommended radius at {tolerance:g} eV/Å: {rec} Å"
+        f"recommended radius at {tolerance:g} eV/Å: {rec} Å; chunks are the whole structure "
+        f"from {result.whole_from()} Å"
     )
 
 
@@ -55,7 +58,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("nearsightedness-bench"))
     parser.add_argument("--skip-emt", action="store_true")
     parser.add_argument("--skip-gpaw", action="store_true")
-    parser.add_argument("--gpaw-centres", default="0,1,2")
+    parser.add_argument(
+        "--gpaw-cluster",
+        choices=["pt13", "pt38"],
+        default="pt13",
+        help="rattled Pt13 icosahedron or Pt38 truncated octahedron",
+    )
+    parser.add_argument(
+        "--gpaw-centres",
+        help="atom indices; default: the atom nearest the centre, the farthest, and one between",
+    )
     parser.add_argument("--gpaw-radii", default="3,4,5,6,7")
     parser.add_argument("--basis", default="sz(dzp)")
     parser.add_argument("--h", type=float, default=0.25)
@@ -85,8 +97,18 @@ def main() -> None:
             "occupations": {"name": "fermi-dirac", "width": 0.1},
             "vacuum": 4.0,
         }
-        atoms = rattle(Icosahedron("Pt", 2, latticeconstant=3.92), 0.05, 0)
-        centres = [int(c) for c in args.gpaw_centres.split(",")]
+        cluster = (
+            Icosahedron("Pt", 2, latticeconstant=3.92)
+            if args.gpaw_cluster == "pt13"
+            else Octahedron("Pt", 4, 1, latticeconstant=3.92)
+        )
+        atoms = rattle(cluster, 0.05, 0)
+        if args.gpaw_centres:
+            centres = [int(c) for c in args.gpaw_centres.split(",")]
+        else:
+            dist = np.linalg.norm(atoms.positions - atoms.positions.mean(axis=0), axis=1)
+            order = np.argsort(dist)
+            centres = [int(order[0]), int(order[-1]), int(order[len(order) // 2])]
         radii = [float(r) for r in args.gpaw_radii.split(",")]
         t0 = time.perf_counter()
         result = nearsightedness(atoms, get_parent("gpaw", params), centres, radii)
@@ -94,7 +116,8 @@ def main() -> None:
         write(result, args.out / "gpaw", args.tolerance)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         show(
-            f"GPAW {params}, Pt13 icosahedron (rattled 0.05 Å), centres {centres}: "
+            f"GPAW {params}, {atoms.get_chemical_formula()} (rattled 0.05 Å), "
+            f"centres {centres}: "
             f"{wall:.0f} s wall, peak RSS {rss:.0f} MiB",
             result,
             args.tolerance,

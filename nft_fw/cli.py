@@ -674,6 +674,12 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
         f"{args.tolerance:g} eV/Å from there on): "
         + (f"{rec:g} Å" if rec is not None else "none of the radii; try larger ones")
     )
+    whole = data["whole_structure_from_A"]
+    if rec is not None and whole is not None and rec >= whole:
+        err_console.print(
+            f"[yellow]warning:[/yellow] from {whole:g} Å on every chunk is the whole structure: "
+            "the recommendation only says the structure is too small to tell; use a larger one"
+        )
     console.print(f"figure: {paths['figure']}; data: {paths['json']}")
     return EXIT_OK
 

@@ -55,6 +55,17 @@ class Nearsightedness:
     labels: int
     parent: str
     force_locality_A: float | None = None
+    structure_atoms: int | None = None
+
+    def whole_from(self) -> float | None:
+        """The smallest radius (Å) whose chunks all hold the whole structure (they then agree
+        with it trivially, and say nothing about locality); None if no radius does."""
+        if self.structure_atoms is None:
+            return None
+        whole = [
+            r for k, r in enumerate(self.radii) if self.n_atoms[k].min() == self.structure_atoms
+        ]
+        return whole[0] if whole else None
 
     def deviation_from_full(self) -> np.ndarray | None:
         """|F_chunk − F_full| per radius and centre, (n_radii, n_centres) eV/Å."""
@@ -125,6 +136,7 @@ class Nearsightedness:
             out["tolerance_eV_per_A"] = tolerance
             out["reference"] = self.reference()[0]
             out["recommended_radius_A"] = self.recommend(tolerance)
+        out["whole_structure_from_A"] = self.whole_from()
         return out
 
 
@@ -185,6 +197,7 @@ def nearsightedness(
         labels=len(done) + int(full),
         parent=parent.name,
         force_locality_A=parent.force_locality_A,
+        structure_atoms=len(atoms),
     )
 
 

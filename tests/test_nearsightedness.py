@@ -53,6 +53,7 @@ def test_recommendation_is_the_smallest_radius_below_the_tolerance(pt260: object
     assert rows[0]["full_q1"] <= rows[0]["full_median"] <= rows[0]["full_q3"]
     assert rows[0]["full_q3"] <= rows[0]["full_max"]
     assert rows[-1]["max_atoms"] == 260  # the 14 Å chunk of a corner-to-centre atom: everything
+    assert result.whole_from() is None  # type: ignore[attr-defined]  # not for every centre
 
 
 def test_identical_chunks_are_labelled_once_and_the_figure_is_written(
@@ -83,3 +84,16 @@ def test_cli_reports_a_recommendation_without_a_database(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "outside the structure" in bad.stderr
+
+
+def test_radii_that_hold_the_whole_cluster_are_reported() -> None:
+    from ase.cluster import Icosahedron
+
+    atoms = rattle(Icosahedron("Pt", 2, latticeconstant=3.92), 0.05, 0)
+    result = nearsightedness(atoms, get_parent("emt"), [0, 1, 2], [3.0, 6.0, 7.0])
+    assert result.whole_from() == 6.0
+    assert result.recommend(0.05) == 6.0  # trivially: those chunks are the whole cluster
+    # centre 0 (the middle atom): whole already at 3 Å; centres 1, 2: a 3 Å and a 6 Å chunk;
+    # 7 Å repeats 6 Å (same hash); plus the whole cluster
+    assert result.labels == 1 + 2 + 2 + 1
+    assert result.deviation_from_full()[0, 1:].min() > 0.05
