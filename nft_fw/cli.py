@@ -647,7 +647,11 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
     paths = ns.write(result, out, args.tolerance)
     data = result.to_dict(args.tolerance)
     if args.json:
-        console.print_json(json.dumps({k: v for k, v in data.items() if "forces" not in k}))
+        console.print_json(
+            json.dumps(
+                {k: v for k, v in data.items() if k not in ("central_forces", "full_forces")}
+            )
+        )
         return EXIT_OK
     table = Table(
         title=f"{prepared.spec.name}: parent {result.parent}, {len(atoms)} atoms, "

@@ -129,6 +129,8 @@ class Nearsightedness:
             "force_locality_A": self.force_locality_A,
             "full_seconds": self.full_seconds,
             "table": self.table(),
+            "chunk_atoms": self.n_atoms.tolist(),
+            "parent_seconds": self.seconds.tolist(),
             "central_forces": self.forces.tolist(),
             "full_forces": None if self.full_forces is None else self.full_forces.tolist(),
         }
