@@ -572,6 +572,10 @@ def cmd_labels(args: argparse.Namespace) -> int:
                     "energy_eV": d["energy"],
                     "central_force_eV_per_A": force,
                     "seconds": d.get("seconds"),
+                    "scf_iterations": d.get("scf_iterations"),
+                    "attempt": d.get("attempt"),
+                    "peak_rss_MiB": d.get("peak_rss_MiB"),
+                    "log_file": d.get("log_file"),
                     "host": d.get("host"),
                     "fw_id": d.get("fw_id"),
                 }
@@ -583,7 +587,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
         console.print_json(json.dumps(rows, default=str))
         return EXIT_OK
     table = Table(title=f"{args.name}: labels")
-    for col in ("kind", "iteration", "centre", "hash", "atoms", "|F_c| (eV/Å)", "s", "host", "fw"):
+    columns = ("kind", "iteration", "centre", "hash", "atoms", "|F_c| (eV/Å)", "s", "SCF")
+    for col in (*columns, "host", "fw"):
         table.add_column(col)
     for r in rows:
         f = r["central_force_eV_per_A"]
@@ -595,6 +600,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
             str(r["atoms"]),
             "—" if f is None else f"{sum(x * x for x in f) ** 0.5:.3f}",
             f"{r['seconds']:.2f}" if r["seconds"] is not None else "—",
+            "—" if r["scf_iterations"] is None else str(r["scf_iterations"]),
             str(r["host"]),
             str(r["fw_id"]),
         )

@@ -189,6 +189,16 @@ def test_gpaw_label_through_a_worker_matches_a_direct_gpaw_run(retried: Any) -> 
     np.testing.assert_allclose(doc["central_force"], direct, atol=1e-4)
     assert np.linalg.norm(direct) > 0.05  # a real force, not a symmetric zero
 
+    out = subprocess.run(
+        [sys.executable, "-m", "nft_fw", "labels", "pt6-gpaw", "--json",
+         "--data-dir", str(conn.server.data_dir), "--db-name", conn.db_name],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in json.loads(out.stdout) if r["kind"] == "chunk"]
+    assert sorted(r["scf_iterations"] for r in rows) == sorted(d["scf_iterations"] for d in labels)
+    assert {r["attempt"] for r in rows} == {1}
+
 
 @pytest.fixture(scope="module")
 def failed(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
