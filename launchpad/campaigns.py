@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from nft_fw import training as tr
 from nft_fw.campaign import CampaignSpec, Prepared
 from nft_fw.chunks import cut
 from nft_fw.launchpad import records
-from nft_fw.parents import Parent, get_parent
+from nft_fw.parents import LabelFailed, Parent, SinglePoint, get_parent
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,21 @@ def _item_atoms(
     return chunk.atoms, chunk.hash
 
 
+def _cost(result: SinglePoint) -> dict[str, Any]:
+    """What a parent calculation cost and how it went, as label fields."""
+    return {
+        "seconds": result.seconds,
+        "scf_iterations": result.scf_iterations,
+        "peak_rss_MiB": result.peak_rss_MiB,
+        "rss_growth_MiB": result.rss_growth_MiB,
+        "attempt": result.attempt,
+        "overrides": result.overrides,
+        "retry_errors": result.retry_errors,
+        "host": socket.gethostname(),
+        "log_path": None if result.log_path is None else str(result.log_path),
+    }
+
+
 def _label_doc(
     name: str,
     parent: Parent,
@@ -181,14 +197,15 @@ def _label_doc(
     atoms: Atoms,
     label_hash: str,
     fw_id: int | None,
+    log_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the parent on an item's ``atoms`` and return the label document."""
-    t0 = time.perf_counter()
-    energy, forces = parent.label(atoms)
-    seconds = time.perf_counter() - t0
+    """Run the parent on an item's ``atoms`` (with its retry policy; the calculator's logs
+    go to ``log_dir``) and return the label document. Raises LabelFailed."""
+    result = parent.single_point(atoms, log_dir=log_dir, tag=label_hash[:16])
+    energy, forces = result.energy, result.forces
     if item["kind"] == "image":
         image = tr.Image(atoms=atoms, energy=energy, forces=forces, id=label_hash)
-        return _image_doc(name, parent.settings_hash, image, seconds, fw_id)
+        return {**_image_doc(name, parent.settings_hash, image, 0.0, fw_id), **_cost(result)}
     forces = np.asarray(forces)
     return {
         "campaign": name,
@@ -205,30 +222,98 @@ def _label_doc(
         "central_force": forces[0].tolist(),
         "energy": float(energy),
         "forces": forces.tolist(),
-        "seconds": seconds,
         "fw_id": fw_id,
+        **_cost(result),
     }
 
 
+def _store_log(db: Database, name: str, path: str | None, label_hash: str) -> str | None:
+    """Keep a parent's text log in GridFS; returns its id (None when there is no log)."""
+    if not path or not Path(path).exists():
+        return None
+    file_id = records.put_bytes(
+        db,
+        Path(path).read_bytes(),
+        f"{name}/logs/{Path(path).name}",
+        kind="parent_log",
+        hash=label_hash,
+    )
+    return str(file_id)
+
+
+class LabelError(RuntimeError):
+    """Some items of a label Firework could not be labelled (recorded in nft_failures)."""
+
+
 def label_items(
-    db: Database, name: str, items: list[dict[str, Any]], fw_id: int | None = None
+    db: Database,
+    name: str,
+    items: list[dict[str, Any]],
+    fw_id: int | None = None,
+    work_dir: Path | None = None,
 ) -> dict[str, int]:
     """Label the items (chunks around centres of a stored structure, or stored images) that
-    have no label yet; returns counts of new and existing labels."""
+    have no label yet; returns counts of new and existing labels.
+
+    Each parent calculation writes its text log under ``work_dir/parent-logs`` (default: the
+    current directory, i.e. the Firework's launch directory); the log is kept in GridFS and
+    its id stored on the label (``log_file``). An item the parent cannot label with any retry
+    is recorded in ``nft_failures`` (never as a label); the other items are still labelled,
+    then :class:`LabelError` is raised with the parent's errors, so the Firework fizzles.
+    """
     parent = context(db, name).parent
+    log_dir = (Path.cwd() if work_dir is None else Path(work_dir)) / "parent-logs"
     sources: dict[str, list[Atoms]] = {}
-    counts = {"new": 0, "existing": 0}
+    counts = {"new": 0, "existing": 0, "failed": 0}
+    errors: list[str] = []
     for item in items:
         atoms, label_hash = _item_atoms(db, sources, item)
         if records.has_label(db, name, label_hash, parent.settings_hash):
             counts["existing"] += 1
             continue
-        doc = _label_doc(name, parent, item, atoms, label_hash, fw_id)
+        try:
+            doc = _label_doc(name, parent, item, atoms, label_hash, fw_id, log_dir)
+        except LabelFailed as err:
+            counts["failed"] += 1
+            where = f"centre {item['centre']}" if item["kind"] == "chunk" else "initial image"
+            errors.append(f"{where} (hash {label_hash[:12]}): {err}")
+            attempts = [
+                {**a, "log_file": _store_log(db, name, a.get("log_path"), label_hash)}
+                for a in err.attempts
+            ]
+            records.put_failure(
+                db,
+                {
+                    "campaign": name,
+                    "hash": label_hash,
+                    "parent_hash": parent.settings_hash,
+                    "kind": item["kind"],
+                    "phase": item.get("phase", "nft"),
+                    "iteration": item.get("iteration", 0),
+                    "centre": item.get("centre"),
+                    "radius": item.get("radius"),
+                    "n_atoms": len(atoms),
+                    "error": str(err),
+                    "attempts": attempts,
+                    "fw_id": fw_id,
+                    "host": socket.gethostname(),
+                },
+            )
+            log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
+            continue
+        doc["log_file"] = _store_log(db, name, doc.get("log_path"), label_hash)
         if records.put_label(db, doc):
             counts["new"] += 1
+            records.clear_failure(db, name, label_hash, parent.settings_hash)
         else:
             counts["existing"] += 1
     log.info("campaign %s fw %s: labels %s", name, fw_id, counts)
+    if errors:
+        raise LabelError(
+            f"campaign {name} fw {fw_id}: {len(errors)} of {len(items)} items could not be "
+            f"labelled (recorded in {records.FAILURES}; nft-fw status {name} lists them; the "
+            "trainer proceeds without them): " + "; ".join(errors)
+        )
     return counts
 
 
@@ -291,7 +376,15 @@ def label_offline(
                 f"campaign {name} fw {fw_id}: a label item without 'atoms' cannot be labelled "
                 "offline; submit the campaign with service.offline_labels: true"
             )
-        doc = _label_doc(name, calc, item, _atoms_from_dict(item["atoms"]), item["hash"], fw_id)
+        doc = _label_doc(
+            name,
+            calc,
+            item,
+            _atoms_from_dict(item["atoms"]),
+            item["hash"],
+            fw_id,
+            Path.cwd() / "parent-logs",
+        )
         doc["host"] = host
         docs.append(doc)
     log.info("campaign %s fw %s: %d labels offline", name, fw_id, len(docs))
@@ -478,6 +571,12 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
     }
     records.put_iteration(db, record)
     chunked = {d["centre"] for d in chunk_docs if d.get("phase", "nft") == "nft"}
+    # a centre whose chunk the parent could not label is not offered again
+    chunked |= {
+        d["centre"]
+        for d in records.failures(db, name)
+        if d["kind"] == "chunk" and d.get("phase", "nft") == "nft"
+    }
     step = decision.decide(
         uncertainties,
         result.delta,

@@ -9,6 +9,9 @@ Collections (created with their indexes by :func:`ensure_indexes`):
   never duplicate a label.
 * ``nft_iterations`` — one document per (campaign, phase, iteration).
 * ``nft_rounds`` — which round workflows were submitted (makes the trainer idempotent).
+* ``nft_failures`` — one document per (campaign, hash, parent_hash) whose parent calculation
+  failed with every retry: the error text, each attempt, the logs' GridFS ids. Never a label;
+  removed when a rerun labels the item after all.
 * GridFS bucket ``nft_files`` — models (msgpack + JSON header), structures (extxyz), and
   per-atom arrays (``.npy``, loaded with ``allow_pickle=False``).
 
@@ -41,6 +44,7 @@ LABELS = "nft_labels"
 ITERATIONS = "nft_iterations"
 ROUNDS = "nft_rounds"
 FEATURES = "nft_features"
+FAILURES = "nft_failures"
 BUCKET = "nft_files"
 
 
@@ -69,6 +73,11 @@ def ensure_indexes(db: Database) -> None:
         [("campaign", ASCENDING), ("phase", ASCENDING), ("round", ASCENDING)],
         unique=True,
         name="one_round",
+    )
+    db[FAILURES].create_index(
+        [("campaign", ASCENDING), ("hash", ASCENDING), ("parent_hash", ASCENDING)],
+        unique=True,
+        name="one_failure_per_chunk",
     )
 
 
@@ -188,6 +197,36 @@ def labels(db: Database, campaign: str, kind: str | None = None) -> list[dict[st
     return list(
         db[LABELS]
         .find(query)
+        .sort([("iteration", ASCENDING), ("centre", ASCENDING), ("hash", ASCENDING)])
+    )
+
+
+def put_failure(db: Database, doc: dict[str, Any]) -> None:
+    """Record that an item's parent calculation failed (every retry included); a later failure
+    of the same item replaces the record and counts it."""
+    key = {k: doc[k] for k in ("campaign", "hash", "parent_hash")}
+    body = {k: v for k, v in doc.items() if k not in key}
+    body["updated"] = now()
+    body.setdefault("host", socket.gethostname())
+    try:
+        db[FAILURES].update_one(
+            key,
+            {"$set": body, "$inc": {"failures": 1}, "$setOnInsert": {"created": now()}},
+            upsert=True,
+        )
+    except DuplicateKeyError:  # two writers raced on the upsert: retry as an update
+        db[FAILURES].update_one(key, {"$set": body, "$inc": {"failures": 1}})
+
+
+def clear_failure(db: Database, campaign: str, item_hash: str, parent_hash: str) -> None:
+    db[FAILURES].delete_one({"campaign": campaign, "hash": item_hash, "parent_hash": parent_hash})
+
+
+def failures(db: Database, campaign: str) -> list[dict[str, Any]]:
+    """Items of a campaign that no parent calculation could label, by iteration and centre."""
+    return list(
+        db[FAILURES]
+        .find({"campaign": campaign})
         .sort([("iteration", ASCENDING), ("centre", ASCENDING), ("hash", ASCENDING)])
     )
 

@@ -272,7 +272,7 @@ def _trajectory_items(
 ) -> list[dict[str, Any]]:
     """Label items for the next relax round: chunks around uncertain atoms of the frames after
     the start (the start is the NFT phase's own target), best first by the chosen selection,
-    skipping chunks already labelled."""
+    skipping chunks already labelled or failed."""
     rs = relax_settings(prepared.spec)
     frames = searched[1:] or searched
     n = rs.chunks_per_round
@@ -286,7 +286,12 @@ def _trajectory_items(
     )
     position = {f: k for k, f in enumerate(searched)}
     items: list[dict[str, Any]] = []
-    taken: set[str] = set()
+    # chunks the parent could not label (nft_failures) are not offered again
+    taken: set[str] = {
+        d["hash"]
+        for d in records.failures(db, prepared.spec.name)
+        if d["parent_hash"] == prepared.parent.settings_hash
+    }
     for f, i in sites:
         chunk = cut(trajectory.frames[f], i, prepared.chunk_radius_A)
         if chunk.hash in taken or records.has_label(

@@ -198,7 +198,11 @@ class ParentSpec(_Spec):
         default="emt", description="Registered parent calculator: emt, gpaw or a plug-in."
     )
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Parameters passed to the parent's calculator (JSON)."
+        default_factory=dict,
+        description=(
+            "Parameters of the parent (JSON), checked at load time; gpaw: GPAW keywords plus "
+            "nft-fw's vacuum, magmom and retries (see 'DFT parent (GPAW)')."
+        ),
     )
 
 

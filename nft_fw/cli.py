@@ -161,9 +161,27 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- worker
 
 
+def _mpi_ranks() -> int:
+    """How many MPI ranks this process was started as (1 when not under mpiexec/srun)."""
+    for key in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    if os.environ.get("SLURM_STEP_ID") and os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
+        return int(os.environ["SLURM_STEP_NUM_TASKS"])
+    return 1
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from nft_fw.launchpad.worker import run_worker
 
+    ranks = _mpi_ranks()
+    if ranks > 1:
+        raise UsageError(
+            f"nft-fw worker was started as {ranks} MPI ranks: each rank would be a separate "
+            "FireWorks client claiming its own Fireworks, and no GPAW calculation would be "
+            "shared between them. Start one worker per job without mpiexec/srun; GPAW then "
+            "runs on one core per label (see README, 'DFT parent (GPAW)')"
+        )
     conn = _open(args, start_embedded=False, fw_log_default="INFO")
     try:
         report = run_worker(
@@ -463,6 +481,18 @@ def cmd_status(args: argparse.Namespace) -> int:
                     {"spec.campaign": name, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}
                 )
             ]
+            failed_chunks = [
+                {
+                    "kind": d["kind"],
+                    "phase": d.get("phase"),
+                    "iteration": d.get("iteration"),
+                    "centre": d.get("centre"),
+                    "hash": d["hash"],
+                    "fw_id": d.get("fw_id"),
+                    "error": d.get("error"),
+                }
+                for d in records.failures(db, name)
+            ]
             rows.append(
                 {
                     "campaign": name,
@@ -473,6 +503,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "labels": db[records.LABELS].count_documents({"campaign": name}),
                     "fireworks": _fw_states(conn.launchpad, name),
                     "fizzled": failed,
+                    "failed_labels": failed_chunks,
                     "stop_reason": doc.get("stop_reason"),
                     "relax_round": doc.get("relax_round"),
                     "relax_stop_reason": doc.get("relax_stop_reason"),
@@ -513,6 +544,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         for f in r["fizzled"]:
             err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
+        for f in r["failed_labels"]:
+            where = f"centre {f['centre']}" if f["kind"] == "chunk" else "initial image"
+            err_console.print(
+                f"[red]failed label[/red] {r['campaign']}: {f['phase']} iteration "
+                f"{f['iteration']} {where} (fw {f['fw_id']}, hash {f['hash'][:12]}): "
+                f"{f['error']}"
+            )
         for t in r["flagged_transfers"]:
             console.print(
                 f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "
@@ -592,6 +630,10 @@ def cmd_labels(args: argparse.Namespace) -> int:
                     "energy_eV": d["energy"],
                     "central_force_eV_per_A": force,
                     "seconds": d.get("seconds"),
+                    "scf_iterations": d.get("scf_iterations"),
+                    "attempt": d.get("attempt"),
+                    "peak_rss_MiB": d.get("peak_rss_MiB"),
+                    "log_file": d.get("log_file"),
                     "host": d.get("host"),
                     "fw_id": d.get("fw_id"),
                 }
@@ -603,7 +645,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
         console.print_json(json.dumps(rows, default=str))
         return EXIT_OK
     table = Table(title=f"{args.name}: labels")
-    for col in ("kind", "iteration", "centre", "hash", "atoms", "|F_c| (eV/Å)", "s", "host", "fw"):
+    columns = ("kind", "iteration", "centre", "hash", "atoms", "|F_c| (eV/Å)", "s", "SCF")
+    for col in (*columns, "host", "fw"):
         table.add_column(col)
     for r in rows:
         f = r["central_force_eV_per_A"]
@@ -615,6 +658,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
             str(r["atoms"]),
             "—" if f is None else f"{sum(x * x for x in f) ** 0.5:.3f}",
             f"{r['seconds']:.2f}" if r["seconds"] is not None else "—",
+            "—" if r["scf_iterations"] is None else str(r["scf_iterations"]),
             str(r["host"]),
             str(r["fw_id"]),
         )
@@ -633,6 +677,78 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{rec['structure_uncertainty']:.3f} eV/Å) written to {path}; load it with "
         "nft_fw.EnsembleCalculator.load"
     )
+    return EXIT_OK
+
+
+def _numbers(text: str, kind: type, what: str) -> list[Any]:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise UsageError(f"{what} {text!r}: expected comma-separated numbers ({err})") from err
+
+
+def cmd_nearsightedness(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nft_fw import nearsightedness as ns
+
+    prepared = _load(args.campaign)
+    atoms = prepared.target
+    radii = _numbers(args.radii, float, "--radii")
+    if args.centres == "all":
+        centres = list(range(len(atoms)))
+    elif args.centres:
+        centres = _numbers(args.centres, int, "--centres")
+    else:
+        rng = np.random.default_rng(args.seed)
+        n = min(args.n_centres, len(atoms))
+        centres = sorted(int(c) for c in rng.choice(len(atoms), size=n, replace=False))
+    try:
+        result = ns.nearsightedness(atoms, prepared.parent, centres, radii, full=not args.no_full)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    out = Path(args.out or f"{prepared.spec.name}-nearsightedness")
+    paths = ns.write(result, out, args.tolerance)
+    data = result.to_dict(args.tolerance)
+    if args.json:
+        console.print_json(
+            json.dumps(
+                {k: v for k, v in data.items() if k not in ("central_forces", "full_forces")}
+            )
+        )
+        return EXIT_OK
+    table = Table(
+        title=f"{prepared.spec.name}: parent {result.parent}, {len(atoms)} atoms, "
+        f"{len(centres)} centres; |ΔF| of the centre, eV/Å"
+    )
+    ref = [k for k in ("full", "largest") if f"{k}_max" in data["table"][0]]
+    for col in ("radius (Å)", "atoms (mean)", "parent (s)"):
+        table.add_column(col, justify="right")
+    for k in ref:
+        for stat in ("median", "q3", "max"):
+            table.add_column(f"vs {k} {stat}", justify="right")
+    for row in data["table"]:
+        cells = [f"{row['radius_A']:g}", f"{row['mean_atoms']:.0f}", f"{row['parent_seconds']:.1f}"]
+        cells += [f"{row[f'{k}_{stat}']:.2e}" for k in ref for stat in ("median", "q3", "max")]
+        table.add_row(*cells)
+    console.print(table)
+    rec = data["recommended_radius_A"]
+    console.print(
+        f"parent labels run: {result.labels}"
+        + (f"; whole structure {result.full_seconds:.1f} s" if result.full_seconds else "")
+    )
+    console.print(
+        f"recommended chunk radius (max deviation vs {data['reference']} below "
+        f"{args.tolerance:g} eV/Å from there on): "
+        + (f"{rec:g} Å" if rec is not None else "none of the radii; try larger ones")
+    )
+    whole = data["whole_structure_from_A"]
+    if rec is not None and whole is not None and rec >= whole:
+        err_console.print(
+            f"[yellow]warning:[/yellow] from {whole:g} Å on every chunk is the whole structure: "
+            "the recommendation only says the structure is too small to tell; use a larger one"
+        )
+    console.print(f"figure: {paths['figure']}; data: {paths['json']}")
     return EXIT_OK
 
 
@@ -885,6 +1001,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="DIR", help="default ./NAME-report")
     _add_connection_options(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "nearsightedness",
+        help="how the parent's central force converges with chunk radius (no database)",
+    )
+    p.add_argument("campaign", help="campaign YAML file: its target and parent are used")
+    p.add_argument(
+        "--radii", default="3,4,5,6,7,8", help="chunk radii, Å, comma-separated (3,4,5,6,7,8)"
+    )
+    p.add_argument("--centres", help="atom indices, comma-separated, or 'all'")
+    p.add_argument(
+        "--n-centres", type=int, default=10, help="without --centres: this many random atoms"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random centres")
+    p.add_argument(
+        "--no-full", action="store_true", help="skip the whole structure (too expensive)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="eV/Å: recommend the smallest radius whose deviation stays below it (0.05)",
+    )
+    p.add_argument("--out", metavar="DIR", help="figure and JSON (./NAME-nearsightedness)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_nearsightedness)
 
     p = sub.add_parser(
         "demo", help="the main job: the Pt260/EMT campaign with two local workers, checked vs EMT"

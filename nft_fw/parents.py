@@ -19,6 +19,8 @@ import importlib.util
 import json
 import logging
 import os
+import resource
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +51,59 @@ class ParentError(ValueError):
 
 
 @dataclass(frozen=True)
+class SinglePoint:
+    """One parent calculation: energy (eV) and forces (n_atoms, 3) eV/Å, and what it cost.
+
+    ``peak_rss_MiB`` is ``getrusage(RUSAGE_SELF).ru_maxrss`` after the call: the high-water
+    mark of this process's resident memory so far (C allocations of the parent included, but
+    also anything the process held before the call); ``rss_growth_MiB`` is how much the call
+    raised that mark (0 when an earlier peak was higher). ``attempt`` is 0 for the parent's
+    own settings and k for its k-th retry override (``overrides``); ``retry_errors`` are the
+    messages of the attempts that failed before.
+    """
+
+    energy: float
+    forces: np.ndarray
+    seconds: float
+    scf_iterations: int | None
+    log_path: Path | None
+    peak_rss_MiB: float
+    rss_growth_MiB: float
+    attempt: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    retry_errors: list[str] = field(default_factory=list)
+
+
+class LabelFailed(RuntimeError):
+    """Every attempt (the parent's settings, then each retry override) raised.
+
+    ``attempts`` holds one ``{"attempt", "overrides", "error", "log_path"}`` per attempt.
+    """
+
+    def __init__(self, message: str, attempts: list[dict[str, Any]]) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+
+def _maxrss_MiB() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+@dataclass(frozen=True)
 class Parent:
     """A reference calculator: a name, JSON-able parameters and what the code needs to know.
 
     Build one with :func:`get_parent`; the fields below are filled in by the parent's factory.
     ``force_locality_A`` is the radius in Å beyond which moving an atom no longer changes the
     force on the central atom; chunks smaller than this get wrong central forces.
+
+    Optional hooks (a plug-in may leave them out): ``calculator_factory(atoms, overrides,
+    log_path)`` builds a calculator with parameter overrides (a retry) writing its text log
+    to ``log_path``; ``prepare_atoms`` turns a structure into what the calculator runs on (e.g.
+    a chunk centred in a box of vacuum); ``describe_error(err, overrides)`` explains a failed
+    calculation. ``retries`` are parameter overrides tried in order after a failure;
+    ``hash_exclude`` names parameters left out of :attr:`settings_hash` because they change
+    how a label is obtained, not what it is.
     """
 
     name: str
@@ -63,6 +112,15 @@ class Parent:
     supported_elements: frozenset[str] = field(compare=False)
     force_locality_A: float = field(compare=False)
     lattice_constant_fn: Callable[[str], float] = field(compare=False, repr=False)
+    retries: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    hash_exclude: frozenset[str] = field(default=frozenset(), compare=False)
+    calculator_factory: Callable[[Atoms, Mapping[str, Any], Path | None], Calculator] | None = (
+        field(default=None, compare=False, repr=False)
+    )
+    prepare_atoms: Callable[[Atoms], Atoms] | None = field(default=None, compare=False, repr=False)
+    describe_error: Callable[[BaseException, Mapping[str, Any]], str] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __hash__(self) -> int:
         return hash(self.settings_hash)
@@ -73,9 +131,11 @@ class Parent:
 
     @property
     def settings_hash(self) -> str:
-        """sha256 hex digest of the canonical JSON of ``{"name": ..., "params": ...}``."""
+        """sha256 hex digest of the canonical JSON of ``{"name": ..., "params": ...}``
+        (parameters in ``hash_exclude`` left out)."""
+        params = {k: v for k, v in self.params.items() if k not in self.hash_exclude}
         text = json.dumps(
-            {"name": self.name, "params": self.params},
+            {"name": self.name, "params": params},
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=True,
@@ -94,11 +154,93 @@ class Parent:
 
     def label(self, atoms: Atoms) -> tuple[float, np.ndarray]:
         """Single point on a copy of ``atoms``: (energy eV, forces (n_atoms, 3) eV/Å)."""
-        work = atoms.copy()
-        work.calc = self.calculator()
+        result = self.single_point(atoms)
+        return result.energy, result.forces
+
+    def single_point(
+        self, atoms: Atoms, log_dir: Path | None = None, tag: str = "label"
+    ) -> SinglePoint:
+        """Energy and forces of a copy of ``atoms``, with the retry policy: after a failure
+        (an exception of the calculator, e.g. an SCF that does not converge) each override
+        in ``retries`` is tried in order. With ``log_dir`` the calculator's text log of
+        attempt k goes to ``log_dir/{tag}-{k}.txt`` (when the parent writes one).
+        Raises :class:`LabelFailed` when every attempt fails.
+        """
+        attempts: list[dict[str, Any]] = []
+        last: Exception | None = None
+        overrides_list: list[dict[str, Any]] = [{}, *self.retries]
+        for k, overrides in enumerate(overrides_list):
+            log_path = None if log_dir is None else Path(log_dir) / f"{tag}-{k}.txt"
+            try:
+                return self._attempt(atoms, overrides, log_path, k, attempts)
+            except Exception as err:  # recorded; re-raised below when no retry succeeds
+                message = self._explain(err, overrides)
+                log.warning(
+                    "parent %s attempt %d/%d (overrides %s) failed: %s",
+                    self.name,
+                    k + 1,
+                    len(overrides_list),
+                    overrides or "none",
+                    message,
+                )
+                attempts.append(
+                    {
+                        "attempt": k,
+                        "overrides": overrides,
+                        "error": message,
+                        "log_path": None if log_path is None else str(log_path),
+                    }
+                )
+                last = err
+        retried = f" and {len(self.retries)} retry override(s)" if self.retries else ""
+        raise LabelFailed(
+            f"parent {self.name} failed on {len(atoms)} atoms with its settings{retried}: "
+            + " | ".join(f"attempt {a['attempt']}: {a['error']}" for a in attempts)
+            + " (retry overrides, e.g. a softer mixer or a larger maxiter, go in "
+            "parent.params.retries)",
+            attempts,
+        ) from last
+
+    def _explain(self, err: BaseException, overrides: Mapping[str, Any]) -> str:
+        if self.describe_error is not None:
+            return self.describe_error(err, overrides)
+        return f"{type(err).__name__}: {err}"
+
+    def _attempt(
+        self,
+        atoms: Atoms,
+        overrides: Mapping[str, Any],
+        log_path: Path | None,
+        attempt: int,
+        failed: list[dict[str, Any]],
+    ) -> SinglePoint:
+        work = self.prepare_atoms(atoms) if self.prepare_atoms is not None else atoms.copy()
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.calculator_factory is not None:
+            calc = self.calculator_factory(work, overrides, log_path)
+        else:
+            calc = self.calculator()
+        work.calc = calc
+        rss0 = _maxrss_MiB()
+        t0 = time.perf_counter()
         energy = float(work.get_potential_energy())
         forces = np.array(work.get_forces(), dtype=float)
-        return energy, forces
+        seconds = time.perf_counter() - t0
+        rss1 = _maxrss_MiB()
+        iterations = getattr(calc, "get_number_of_iterations", None)
+        return SinglePoint(
+            energy=energy,
+            forces=forces,
+            seconds=seconds,
+            scf_iterations=None if iterations is None else int(iterations()),
+            log_path=log_path if log_path is not None and log_path.exists() else None,
+            peak_rss_MiB=rss1,
+            rss_growth_MiB=max(0.0, rss1 - rss0),
+            attempt=attempt,
+            overrides=dict(overrides),
+            retry_errors=[a["error"] for a in failed],
+        )
 
 
 ParentFactory = Callable[[dict[str, Any]], Parent]
@@ -257,19 +399,178 @@ def _gpaw_lattice_constant(element: str) -> float:
         ) from err
 
 
+#: GPAW keywords a campaign may set (passed to ``gpaw.GPAW``; see GPAW's ``Parameters``).
+GPAW_KEYWORDS = frozenset(
+    {
+        "mode",
+        "basis",
+        "h",
+        "gpts",
+        "xc",
+        "kpts",
+        "occupations",
+        "spinpol",
+        "charge",
+        "convergence",
+        "maxiter",
+        "mixer",
+        "eigensolver",
+        "poissonsolver",
+        "symmetry",
+        "nbands",
+        "setups",
+        "hund",
+        "interpolation",
+        "parallel",
+        "random",
+        "soc",
+        "experimental",
+    }
+)
+#: nft-fw's own GPAW keys, handled outside GPAW.
+GPAW_OWN_KEYS = {
+    "vacuum": "vacuum around a non-periodic structure (chunks, clusters) on each side, Å",
+    "magmom": "initial magnetic moment per element, e.g. {Pt: 0.5} (μ_B); with spinpol",
+    "retries": "list of parameter overrides tried in order when a calculation fails",
+}
+GPAW_DEFAULT_VACUUM_A = 6.0
+_MIXER_KEYS = frozenset({"name", "backend", "method", "beta", "nmaxold", "weight"})
+
+
+def _check_gpaw_keys(params: Mapping[str, Any], where: str = "") -> None:
+    for key in params:
+        if key in GPAW_KEYWORDS or (not where and key in GPAW_OWN_KEYS):
+            continue
+        if key == "txt":
+            message = (
+                "is set by nft-fw: each label's GPAW log is written to the label's directory and "
+                "kept in GridFS (log_file on the label); remove txt"
+            )
+        elif key == "magmoms":
+            message = (
+                "per-atom moments do not fit chunks of varying size; give magmom: "
+                "{element: moment} (e.g. {Pt: 0.5}) and spinpol: true"
+            )
+        elif where and key in GPAW_OWN_KEYS:
+            message = "cannot be overridden in a retry; set it in parent.params"
+        else:
+            own = "" if where else f"; nft-fw's own keys: {', '.join(GPAW_OWN_KEYS)}"
+            message = (
+                f"is not a GPAW parameter nft-fw accepts (allowed: "
+                f"{', '.join(sorted(GPAW_KEYWORDS))}{own}); check the spelling"
+            )
+        raise ParentError(f"{where}{key}", message)
+    h = params.get("h")
+    if h is not None and not (isinstance(h, int | float) and not isinstance(h, bool) and h > 0):
+        raise ParentError(f"{where}h", f"is {h!r}; expected a grid spacing > 0 in Å (e.g. 0.2)")
+    maxiter = params.get("maxiter")
+    if maxiter is not None and not (
+        isinstance(maxiter, int) and not isinstance(maxiter, bool) and maxiter >= 1
+    ):
+        raise ParentError(f"{where}maxiter", f"is {maxiter!r}; expected an integer ≥ 1")
+    mixer = params.get("mixer")
+    if isinstance(mixer, Mapping):
+        unknown = sorted(set(mixer) - _MIXER_KEYS)
+        if unknown:
+            raise ParentError(
+                f"{where}mixer.{unknown[0]}",
+                f"is not a mixer setting (allowed: {', '.join(sorted(_MIXER_KEYS))}); "
+                "e.g. mixer: {beta: 0.05, nmaxold: 5, weight: 50}",
+            )
+    elif mixer is not None and not isinstance(mixer, str):
+        raise ParentError(
+            f"{where}mixer", f"is {mixer!r}; expected a mapping like {{beta: 0.05, nmaxold: 5}}"
+        )
+
+
+def _gpaw_params(params: Mapping[str, Any], elements: frozenset[str]) -> None:
+    """Check ``params`` without running GPAW; raises ParentError naming the key."""
+    _check_gpaw_keys(params)
+    vacuum = params.get("vacuum", GPAW_DEFAULT_VACUUM_A)
+    if isinstance(vacuum, bool) or not isinstance(vacuum, int | float) or not vacuum > 0:
+        raise ParentError("vacuum", f"is {vacuum!r}; expected a number of Å > 0 (e.g. 6.0)")
+    magmom = params.get("magmom", {})
+    if not isinstance(magmom, Mapping):
+        raise ParentError(
+            "magmom", f"is {magmom!r}; expected {{element: moment}}, e.g. {{Pt: 0.5}}"
+        )
+    for symbol, moment in magmom.items():
+        if symbol not in elements:
+            raise ParentError(
+                f"magmom.{symbol}", "is not an element with a GPAW setup; give a chemical symbol"
+            )
+        if isinstance(moment, bool) or not isinstance(moment, int | float):
+            raise ParentError(f"magmom.{symbol}", f"is {moment!r}; expected a number (μ_B)")
+    retries = params.get("retries", [])
+    if not isinstance(retries, list):
+        raise ParentError(
+            "retries", f"is {retries!r}; expected a list of overrides, e.g. [{{maxiter: 500}}]"
+        )
+    for k, override in enumerate(retries):
+        if not isinstance(override, Mapping) or not override:
+            raise ParentError(
+                f"retries.{k}",
+                f"is {override!r}; expected a non-empty mapping of GPAW parameters, e.g. "
+                "{mixer: {beta: 0.02}, maxiter: 1000}",
+            )
+        _check_gpaw_keys(override, f"retries.{k}.")
+
+
+def _gpaw_error(err: BaseException, overrides: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """GPAW's error with what it means; GPAW's convergence errors carry no text."""
+    text = f"{type(err).__module__.split('.')[0]}.{type(err).__name__}"
+    detail = str(err).strip()
+    from gpaw import ConvergenceError
+
+    if isinstance(err, ConvergenceError):
+        maxiter = overrides.get("maxiter", params.get("maxiter", "default"))
+        mixer = overrides.get("mixer", params.get("mixer", "default"))
+        detail = f"SCF did not converge within maxiter={maxiter} iterations (mixer {mixer})" + (
+            f": {detail}" if detail else ""
+        )
+    return f"{text}: {detail}" if detail else text
+
+
 def _gpaw_factory(params: dict[str, Any]) -> Parent:
-    def make() -> Calculator:
+    elements = _gpaw_setup_elements()
+    _gpaw_params(params, elements)
+    gpaw_kwargs = {k: v for k, v in params.items() if k in GPAW_KEYWORDS}
+    vacuum = float(params.get("vacuum", GPAW_DEFAULT_VACUUM_A))
+    magmom: dict[str, float] = dict(params.get("magmom", {}))
+
+    def calculator(
+        atoms: Atoms | None, overrides: Mapping[str, Any], log_path: Path | None
+    ) -> Calculator:
         import gpaw
 
-        return gpaw.GPAW(**{"txt": None, **params})
+        kwargs = {**gpaw_kwargs, **overrides}
+        if atoms is not None and not atoms.pbc.any():
+            kwargs.pop("kpts", None)  # a chunk in vacuum has only the Γ point
+        return gpaw.GPAW(txt=None if log_path is None else str(log_path), **kwargs)
+
+    def prepare(atoms: Atoms) -> Atoms:
+        work = atoms.copy()
+        axes = [i for i in range(3) if not work.pbc[i]]
+        if axes:
+            work.center(vacuum=vacuum, axis=axes)
+        if magmom:
+            work.set_initial_magnetic_moments(
+                [magmom.get(s, 0.0) for s in work.get_chemical_symbols()]
+            )
+        return work
 
     return Parent(
         name="gpaw",
         params=params,
-        make_calculator=make,
-        supported_elements=_gpaw_setup_elements(),
+        make_calculator=lambda: calculator(None, {}, None),
+        supported_elements=elements,
         force_locality_A=8.0,  # converged DFT chunk radius for Pt (Zeng et al. 2022)
         lattice_constant_fn=_gpaw_lattice_constant,
+        retries=tuple(dict(r) for r in params.get("retries", [])),
+        hash_exclude=frozenset({"retries"}),
+        calculator_factory=calculator,
+        prepare_atoms=prepare,
+        describe_error=lambda err, overrides: _gpaw_error(err, overrides, params),
     )
 
 

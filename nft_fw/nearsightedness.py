@@ -1,0 +1,261 @@
+"""How far the parent's force on an atom "sees": the nearsightedness analysis.
+
+For chosen atoms of a structure, chunks of increasing radius are cut around each (centre
+first, in vacuum, as in training) and labelled with the parent; the chunk's central force is
+compared with the force on the same atom in the whole structure (when that is affordable)
+and with the central force of the largest chunk. Where the deviation stays below a
+tolerance for every larger radius, the parent's force is local enough for chunks of that
+radius. Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104 (2022), Fig. 2, did this for
+DFT Pt and chose 8 Å chunks.
+
+No database: :func:`nearsightedness` runs the parent in this process (``nft-fw
+nearsightedness`` is its command line). Chunks with equal contents (hash) are labelled
+once, so radii beyond a small structure's size cost nothing extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from nft_fw.chunks import cut
+from nft_fw.parents import Parent
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Nearsightedness:
+    """Central forces of chunks of each radius around each centre.
+
+    ``forces``: (n_radii, n_centres, 3) eV/Å; ``full_forces``: (n_centres, 3) eV/Å, the
+    forces on the centres in the whole structure (None when not computed); ``n_atoms``:
+    (n_radii, n_centres) chunk sizes; ``seconds``: (n_radii, n_centres) parent wall time
+    (0 for a chunk already labelled at a smaller radius); ``full_seconds``: wall time of
+    the whole structure; ``labels``: parent calculations actually run.
+    """
+
+    radii: list[float]
+    centres: list[int]
+    forces: np.ndarray
+    full_forces: np.ndarray | None
+    n_atoms: np.ndarray
+    seconds: np.ndarray
+    full_seconds: float | None
+    labels: int
+    parent: str
+    force_locality_A: float | None = None
+    structure_atoms: int | None = None
+
+    def whole_from(self) -> float | None:
+        """The smallest radius (Å) whose chunks all hold the whole structure (they then agree
+        with it trivially, and say nothing about locality); None if no radius does."""
+        if self.structure_atoms is None:
+            return None
+        whole = [
+            r for k, r in enumerate(self.radii) if self.n_atoms[k].min() == self.structure_atoms
+        ]
+        return whole[0] if whole else None
+
+    def deviation_from_full(self) -> np.ndarray | None:
+        """|F_chunk − F_full| per radius and centre, (n_radii, n_centres) eV/Å."""
+        if self.full_forces is None:
+            return None
+        return np.linalg.norm(self.forces - self.full_forces[None], axis=-1)
+
+    def deviation_from_largest(self) -> np.ndarray:
+        """|F_chunk − F_largest chunk| per radius and centre, (n_radii, n_centres) eV/Å."""
+        return np.linalg.norm(self.forces - self.forces[-1][None], axis=-1)
+
+    def reference(self) -> tuple[str, np.ndarray]:
+        """The deviation the recommendation rests on: from the full structure if computed,
+        else from the largest chunk."""
+        full = self.deviation_from_full()
+        return ("full", full) if full is not None else ("largest", self.deviation_from_largest())
+
+    def recommend(self, tolerance: float) -> float | None:
+        """The smallest radius (Å) from which on every centre's deviation from the reference
+        is below ``tolerance`` eV/Å at that and every larger radius; None if there is none
+        (against the largest chunk, the largest radius itself does not count)."""
+        kind, dev = self.reference()
+        radii = self.radii if kind == "full" else self.radii[:-1]
+        best = None
+        for k in range(len(radii) - 1, -1, -1):
+            if dev[k].max() >= tolerance:
+                break
+            best = radii[k]
+        return best
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per radius: chunk sizes, parent time, and the median, quartiles and max of
+        each deviation (eV/Å)."""
+        rows = []
+        full = self.deviation_from_full()
+        largest = self.deviation_from_largest()
+        for k, r in enumerate(self.radii):
+            row: dict[str, Any] = {
+                "radius_A": r,
+                "mean_atoms": float(self.n_atoms[k].mean()),
+                "max_atoms": int(self.n_atoms[k].max()),
+                "parent_seconds": float(self.seconds[k].sum()),
+            }
+            for name, dev in (("full", full), ("largest", largest)):
+                if dev is None:
+                    continue
+                q1, med, q3 = np.percentile(dev[k], [25, 50, 75])
+                row[f"{name}_median"] = float(med)
+                row[f"{name}_q1"] = float(q1)
+                row[f"{name}_q3"] = float(q3)
+                row[f"{name}_max"] = float(dev[k].max())
+            rows.append(row)
+        return rows
+
+    def to_dict(self, tolerance: float | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "parent": self.parent,
+            "radii_A": self.radii,
+            "centres": self.centres,
+            "labels": self.labels,
+            "force_locality_A": self.force_locality_A,
+            "full_seconds": self.full_seconds,
+            "table": self.table(),
+            "chunk_atoms": self.n_atoms.tolist(),
+            "parent_seconds": self.seconds.tolist(),
+            "central_forces": self.forces.tolist(),
+            "full_forces": None if self.full_forces is None else self.full_forces.tolist(),
+        }
+        if tolerance is not None:
+            out["tolerance_eV_per_A"] = tolerance
+            out["reference"] = self.reference()[0]
+            out["recommended_radius_A"] = self.recommend(tolerance)
+        out["whole_structure_from_A"] = self.whole_from()
+        return out
+
+
+def nearsightedness(
+    atoms: Atoms,
+    parent: Parent,
+    centres: Sequence[int],
+    radii: Sequence[float],
+    full: bool = True,
+) -> Nearsightedness:
+    """Label chunks of each radius (Å) around each centre of ``atoms`` with ``parent``, and
+    the whole of ``atoms`` too when ``full``. Radii are sorted ascending."""
+    radii = sorted(float(r) for r in radii)
+    if not radii or radii[0] <= 0:
+        raise ValueError(f"radii must be positive Å and at least one; got {radii}")
+    centres = [int(c) for c in centres]
+    if not centres:
+        raise ValueError("give at least one centre atom")
+    bad = [c for c in centres if not 0 <= c < len(atoms)]
+    if bad:
+        raise ValueError(f"centres {bad} are outside the structure's {len(atoms)} atoms")
+    shape = (len(radii), len(centres))
+    forces = np.zeros((*shape, 3))
+    n_atoms = np.zeros(shape, dtype=int)
+    seconds = np.zeros(shape)
+    done: dict[str, np.ndarray] = {}
+    for j, c in enumerate(centres):
+        for k, r in enumerate(radii):
+            chunk = cut(atoms, c, r)
+            n_atoms[k, j] = len(chunk)
+            if chunk.hash not in done:
+                t0 = time.perf_counter()
+                _, f = parent.label(chunk.atoms)
+                seconds[k, j] = time.perf_counter() - t0
+                done[chunk.hash] = np.asarray(f[0], dtype=float)
+                log.info(
+                    "nearsightedness: centre %d radius %.2f Å: %d atoms, %.1f s",
+                    c,
+                    r,
+                    len(chunk),
+                    seconds[k, j],
+                )
+            forces[k, j] = done[chunk.hash]
+    full_forces, full_seconds = None, None
+    if full:
+        t0 = time.perf_counter()
+        _, f = parent.label(atoms)
+        full_seconds = time.perf_counter() - t0
+        full_forces = np.asarray(f, dtype=float)[centres]
+    return Nearsightedness(
+        radii=radii,
+        centres=centres,
+        forces=forces,
+        full_forces=full_forces,
+        n_atoms=n_atoms,
+        seconds=seconds,
+        full_seconds=full_seconds,
+        labels=len(done) + int(full),
+        parent=parent.name,
+        force_locality_A=parent.force_locality_A,
+        structure_atoms=len(atoms),
+    )
+
+
+def plot(result: Nearsightedness, path: str | Path, tolerance: float | None = None) -> Path:
+    """Deviation of the central force per radius (median, quartile band, max) from the full
+    structure and from the largest chunk, log scale; PNG at ``path``."""
+    fig = Figure(figsize=(6.0, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    r = np.asarray(result.radii)
+    floor = 1e-15  # eV/Å: exact zeros are drawn at the floor of the log axis
+    curves = [("full structure", result.deviation_from_full(), "C0")]
+    curves.append(("largest chunk", result.deviation_from_largest(), "C1"))
+    for name, dev, colour in curves:
+        if dev is None:
+            continue
+        if name == "largest chunk":
+            dev, rr = dev[:-1], r[:-1]  # zero by definition at the largest radius
+        else:
+            rr = r
+        if len(rr) == 0:
+            continue
+        q1, med, q3 = (np.maximum(np.percentile(dev, q, axis=1), floor) for q in (25, 50, 75))
+        top = np.maximum(dev.max(axis=1), floor)
+        ax.fill_between(rr, q1, q3, color=colour, alpha=0.25, label=f"vs {name}: quartiles")
+        ax.plot(rr, med, "o-", color=colour, label=f"vs {name}: median")
+        ax.plot(rr, top, "v--", color=colour, label=f"vs {name}: max")
+    if result.force_locality_A is not None and result.force_locality_A <= r[-1]:
+        ax.axvline(
+            result.force_locality_A,
+            color="C3",
+            lw=0.8,
+            ls=":",
+            label=f"parent's force locality {result.force_locality_A:.2f} Å",
+        )
+    if tolerance is not None:
+        ax.axhline(tolerance, color="grey", lw=0.8, ls=":", label=f"tolerance {tolerance:g}")
+        rec = result.recommend(tolerance)
+        if rec is not None:
+            ax.axvline(rec, color="k", lw=0.8, ls="-.", label=f"recommended {rec:g} Å")
+    ax.set_yscale("log")
+    ax.set_xlabel("chunk radius (Å)")
+    ax.set_ylabel(r"$|F_\mathrm{chunk} - F_\mathrm{ref}|$ of the centre (eV/Å)")
+    ax.set_title(f"nearsightedness of {result.parent}, {len(result.centres)} centres")
+    ax.legend(fontsize=7)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def write(result: Nearsightedness, directory: str | Path, tolerance: float) -> dict[str, Path]:
+    """``nearsightedness.png`` and ``nearsightedness.json`` in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    figure = plot(result, directory / "nearsightedness.png", tolerance)
+    data = directory / "nearsightedness.json"
+    data.write_text(json.dumps(result.to_dict(tolerance), indent=2) + "\n", encoding="utf-8")
+    return {"figure": figure, "json": data}
