@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +22,36 @@ from nft_fw.launchpad import campaigns, records
 log = logging.getLogger(__name__)
 
 
+DB_RETRY_S = 300.0  # how long a task keeps retrying when the database connection drops
+
+
 class _CampaignTask(FiretaskBase):
+    """Base of the campaign tasks: every task body is idempotent (labels are upserts under a
+    unique key, records are replaced, next workflows are submitted once), so an operation cut
+    off by a database restart reruns the whole body instead of fizzling the Firework."""
+
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
+        raise NotImplementedError
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        from pymongo.errors import ConnectionFailure
+
+        start, wait = time.monotonic(), 2.0
+        while True:
+            try:
+                return self._run(fw_spec)
+            except ConnectionFailure as err:
+                if time.monotonic() - start > DB_RETRY_S:
+                    raise
+                log.warning(
+                    "%s: database connection lost (%s); running the task again in %.0f s",
+                    type(self).__name__,
+                    type(err).__name__,
+                    wait,
+                )
+                time.sleep(wait)
+                wait = min(2 * wait, 30.0)
+
     def _db(self) -> Any:
         lp = getattr(self, "launchpad", None)
         if lp is None:
@@ -41,7 +71,7 @@ class InitTask(_CampaignTask):
 
     required_params: ClassVar[list[str]] = ["campaign"]
 
-    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         from nft_fw.workflows.campaign import submit_round
 
         name = self["campaign"]
@@ -58,7 +88,7 @@ class LabelTask(_CampaignTask):
     # parent ({name, params}): set with service.offline_labels, so the task can run offline
     optional_params: ClassVar[list[str]] = ["parent"]
 
-    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         name, items, fw_id = self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
         if getattr(self, "launchpad", None) is None and self.get("parent"):
             # offline mode: no database; the labels travel in the FWAction
@@ -76,7 +106,7 @@ class TrainTask(_CampaignTask):
 
     required_params: ClassVar[list[str]] = ["campaign", "iteration"]
 
-    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         from nft_fw.workflows.campaign import submit_after_nft, submit_round
 
         name, k = self["campaign"], int(self["iteration"])
@@ -104,7 +134,7 @@ class RelaxTask(_CampaignTask):
 
     required_params: ClassVar[list[str]] = ["campaign", "round"]
 
-    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         from nft_fw.launchpad import relaxation
         from nft_fw.workflows.campaign import submit_finish, submit_round
 
@@ -132,7 +162,7 @@ class TransferTask(_CampaignTask):
 
     required_params: ClassVar[list[str]] = ["campaign", "index"]
 
-    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         from nft_fw.launchpad import relaxation
         from nft_fw.workflows.campaign import init_workflow
 
@@ -157,7 +187,7 @@ class ReportTask(_CampaignTask):
 
     required_params: ClassVar[list[str]] = ["campaign"]
 
-    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db = self._db()
         name = self["campaign"]
         with tempfile.TemporaryDirectory() as tmp:

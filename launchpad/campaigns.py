@@ -730,6 +730,8 @@ def summary(db: Database, name: str) -> dict[str, Any]:
                     "structure_uncertainty",
                     "uncertainty_ratio",
                     "flagged",
+                    "end_uncertainty_ratio",
+                    "flagged_at_end",
                     "start_true_force_mae",
                     "end_true_force_mae",
                 )

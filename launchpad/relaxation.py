@@ -335,6 +335,7 @@ def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> d
     trajectory = relax(atoms, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer)
     t_relax = time.perf_counter() - t_start
     reference = float(source["structure_uncertainty"])
+    reference_end = float(source.get("final_max_uncertainty", reference))
     validation = _validation(prepared, trajectory, None)
     _replace_files(db, name, "transfer", index)
     final_id = records.put_structures(
@@ -352,6 +353,10 @@ def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> d
         "trained_uncertainty": reference,
         "uncertainty_ratio": figures["structure_uncertainty"] / reference,
         "flagged": bool(figures["structure_uncertainty"] >= FLAG_RATIO * reference),
+        # at the relaxed end: a rattled start is unfamiliar to any model, a shape stays so
+        "trained_end_uncertainty": reference_end,
+        "end_uncertainty_ratio": figures["final_max_uncertainty"] / reference_end,
+        "flagged_at_end": bool(figures["final_max_uncertainty"] >= FLAG_RATIO * reference_end),
         "model_from": {"phase": source["phase"], "iteration": source["iteration"]},
         "timings": {"relax_s": t_relax, "total_s": time.perf_counter() - t_start},
         "final_file": str(final_id),

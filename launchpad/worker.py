@@ -19,6 +19,7 @@ from pathlib import Path
 from fireworks import FWorker, LaunchPad
 from fireworks.core.rocket_launcher import launch_rocket
 from fireworks.utilities.fw_utilities import create_datestamp_dir
+from pymongo.errors import ConnectionFailure
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,15 @@ class WorkerReport:
     launches: int
     reason: str  # "max launches" | "idle timeout"
     wall_s: float
+
+
+class DatabaseLost(RuntimeError):
+    """The database stayed unreachable for longer than the worker's ``db_wait_s``."""
+
+    def __init__(self, seconds: float, error: Exception) -> None:
+        super().__init__(f"unreachable for {seconds:.0f} s ({type(error).__name__})")
+        self.seconds = seconds
+        self.error = error
 
 
 def make_fworker(category: str | list[str] | None = None, name: str | None = None) -> FWorker:
@@ -49,6 +59,7 @@ def run_worker(
     work_dir: str | os.PathLike[str] | None = None,
     name: str | None = None,
     ping_s: float | None = None,
+    db_wait_s: float = 300.0,
 ) -> WorkerReport:
     """Run Fireworks until ``max_launches`` ran or nothing was runnable for ``idle_timeout_s``.
 
@@ -56,6 +67,11 @@ def run_worker(
     its own ``launcher_*`` directory under ``work_dir`` (default: cwd). ``ping_s``: how often
     a running Firework tells the database it is alive (FireWorks' default: 3600 s); a run
     silent for longer than ``nft-fw recover --lost-after`` counts as lost.
+
+    The database may go away (a restart, a network blip): pymongo waits up to its server
+    selection timeout (30 s) for it on every operation, and the worker then keeps retrying
+    with backoff; once it has been unreachable for ``db_wait_s`` seconds, DatabaseLost.
+    A Firework running when the database went away is left to ``nft-fw recover``.
     """
     if ping_s is not None:
         if ping_s <= 0:
@@ -79,8 +95,28 @@ def run_worker(
     logger.info(
         "worker %s started (category %r, dir %s)", fworker.name, fworker.category or "any", root
     )
+    down_since: float | None = None
+    backoff = 1.0
     while True:
-        if lp.run_exists(fworker):
+        asked = time.monotonic()
+        try:
+            runnable = lp.run_exists(fworker)
+        except ConnectionFailure as err:
+            now = time.monotonic()
+            down_since = down_since or asked
+            if now - down_since >= db_wait_s:
+                raise DatabaseLost(now - down_since, err) from None
+            logger.warning(
+                "worker %s: database unreachable (%.0f s so far), retrying in %.0f s",
+                fworker.name,
+                now - down_since,
+                backoff,
+            )
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 30.0)
+            continue
+        down_since, backoff = None, 1.0
+        if runnable:
             launcher_dir = create_datestamp_dir(str(root), logger, prefix="launcher_")
             cwd = os.getcwd()
             os.chdir(launcher_dir)

@@ -86,7 +86,7 @@ class CampaignError(ValueError):
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN/inf: never valid
 
 
 class RattleSpec(_Spec):
@@ -108,7 +108,8 @@ class BuilderSpec(_Spec):
     )
     lattice_constant: float | None = Field(
         default=None,
-        gt=0.0,
+        ge=2.0,
+        le=20.0,  # fcc metals lie between ~3.5 and ~6 Å
         description="fcc lattice constant, Å; null = the parent's optimum (Vegard).",
     )
     length: int | None = Field(
@@ -140,7 +141,9 @@ class BuilderSpec(_Spec):
         default=None, min_length=3, max_length=3, description="bulk: repeats of the cubic fcc cell."
     )
     vacancies: int = Field(default=0, ge=0, description="bulk: atoms removed at random (seeded).")
-    vacuum: float = Field(default=8.0, ge=0.0, description="fcc111/fcc100: vacuum on each side, Å.")
+    vacuum: float = Field(
+        default=8.0, ge=0.0, le=100.0, description="fcc111/fcc100: vacuum on each side, Å."
+    )
     seed: int = Field(default=0, ge=0, description="Seed for alloy site assignment and vacancies.")
 
     @field_validator("element")
@@ -817,6 +820,16 @@ def build_target(target_spec: TargetSpec, parent: Parent, where: str, campaign: 
         assert target_spec.file is not None
         atoms = read_structure(target_spec.file, target_spec.index, field=f"{where}.file")
     if target_spec.rattle is not None:
+        validate_atoms(atoms, where, parent.supported_elements)
         atoms = rattle(atoms, target_spec.rattle.stdev, target_spec.rattle.seed)
+        try:
+            validate_atoms(atoms, where, parent.supported_elements)
+        except StructureError as err:
+            raise CampaignError(
+                f"{where}.rattle.stdev",
+                f"{err.message} after the rattle of {target_spec.rattle.stdev:g} Å; use a "
+                "smaller stdev",
+            ) from err
+        return atoms
     validate_atoms(atoms, where, parent.supported_elements)
     return atoms

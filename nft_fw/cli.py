@@ -172,7 +172,8 @@ def _mpi_ranks() -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from nft_fw.launchpad.worker import run_worker
+    from nft_fw.launchpad.connection import redact
+    from nft_fw.launchpad.worker import DatabaseLost, run_worker
 
     ranks = _mpi_ranks()
     if ranks > 1:
@@ -193,9 +194,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
             work_dir=args.work_dir,
             name=args.name,
             ping_s=args.ping,
+            db_wait_s=args.db_wait,
         )
-    finally:
-        conn.close(stop_server=False)
+    except DatabaseLost as err:
+        # no conn.close(): closing a client ends its server sessions, which would wait
+        # another server-selection timeout for the lost database; the process ends here
+        err_console.print(
+            f"[red]error:[/red] worker lost the database at {conn.description}: "
+            f"{err.seconds:.0f} s without an answer ({redact(str(err.error))[:300]}). "
+            "Start the server again (nft-fw db status / start) and restart the worker; "
+            "Fireworks it was running are re-queued by nft-fw recover"
+        )
+        return EXIT_FAILURE
+    conn.close(stop_server=False)
     err_console.print(
         f"worker {report.name}: {report.launches} launches, stopped on {report.reason}"
     )
@@ -906,6 +917,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="only Fireworks with this _category (label, train, dft, …); default any",
     )
     p.add_argument("--max", type=int, metavar="N", help="stop after N launches")
+    p.add_argument(
+        "--db-wait",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="keep retrying an unreachable database for S seconds, then stop with an error "
+        "(default 300)",
+    )
     p.add_argument(
         "--ping",
         type=float,

@@ -40,6 +40,8 @@ TRANSFER_COLUMNS = [
     "δ max along (eV/Å)",
     "× trained",
     "flagged",
+    "× trained at end",
+    "flagged at end",
     "true MAE start/end (eV/Å)",
     "relax (s)",
 ]
@@ -141,6 +143,8 @@ def transfer_table(transfers: Records) -> list[list[str]]:
             _fmt(r.get("structure_uncertainty"), ".3f"),
             _fmt(r.get("uncertainty_ratio"), ".1f"),
             "yes" if r.get("flagged") else "no",
+            _fmt(r.get("end_uncertainty_ratio"), ".1f"),
+            "yes" if r.get("flagged_at_end") else "no",
             _pair(r.get("start_true_force_mae"), r.get("end_true_force_mae")),
             _fmt((r.get("timings") or {}).get("relax_s"), ".0f"),
         ]

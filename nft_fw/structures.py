@@ -176,7 +176,32 @@ def check_geometry(kind: str, geometry: Mapping[str, Any], field: str) -> dict[s
                 f"{field}.vacancies",
                 f"is {out['vacancies']} but the cell has only {n_sites} sites; use fewer",
             )
+    key, n = _size_estimate(kind, out)
+    if n > MAX_ATOMS:
+        raise StructureError(
+            f"{field}.{key}",
+            f"makes about {n:.3g} atoms; at most {MAX_ATOMS:,} are supported (a prediction "
+            "needs ~0.1 MB per atom); use a smaller value",
+        )
     return out
+
+
+MAX_ATOMS = 1_000_000
+
+
+def _size_estimate(kind: str, g: Mapping[str, Any]) -> tuple[str, float]:
+    """(the parameter that sets the size, an upper estimate of the atom count)."""
+    if kind in ("octahedron", "cuboctahedron"):
+        n = g["length"]
+        return "length", (2 * n**3 + n) / 3
+    if kind == "icosahedron":
+        n = g["shells"]
+        return "shells", (10 * n**3 - 15 * n**2 + 11 * n - 3) / 3
+    if kind == "decahedron":
+        return "p", 5 * (g["p"] + g["q"] + g["r"]) ** 3 / 3
+    if kind in ("fcc111", "fcc100"):
+        return "size", float(np.prod([float(v) for v in g["size"]]))
+    return "repeat", 4 * float(np.prod([float(v) for v in g["repeat"]]))
 
 
 def build_nanoparticle(

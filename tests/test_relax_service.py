@@ -126,6 +126,8 @@ def test_transfer_targets_are_relaxed_and_flagged_by_the_rule(finished: Any) -> 
         assert t["n_atoms"] == 55 and t["n_steps"] == len(t["steps"]) >= 2
         assert t["trained_uncertainty"] == pytest.approx(trained)
         assert t["flagged"] == (t["structure_uncertainty"] >= 2 * trained)
+        end = t["steps"][-1]["max_uncertainty"]
+        assert t["flagged_at_end"] == (end >= 2 * t["trained_end_uncertainty"])
         assert t["start_true_force_mae"] > 0 and t["end_true_force_mae"] > 0
     # the unrattled cuboctahedron starts with smaller forces than the rattled icosahedron
     assert transfers[1]["steps"][0]["fmax"] < transfers[0]["steps"][0]["fmax"]

@@ -168,3 +168,75 @@ def test_rerun_trainers_add_no_record_and_no_firework_twice(
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
     reports = lp.fireworks.count_documents({"spec.campaign": name, "spec.nft_role": "report"})
     assert reports == 1
+
+
+def test_database_restart_mid_campaign_loses_nothing(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Stop the server for ~10 s while workers label and train, start it again on the same
+    data directory and port: the campaign completes with every label exactly once."""
+    from nft_fw.launchpad import records, server
+    from nft_fw.launchpad.connection import embedded
+
+    data = tmp_path_factory.mktemp("restart")
+    info, _ = server.start(data)
+    conn = embedded(data, db_name="restart", start=False)
+    try:
+        conn.launchpad.reset("", require_password=False)
+        name = "restart"
+        spec = tiny(name, {"name": "emt"}, nft={"chunks_per_iteration": 3, "max_iterations": 2,
+                                                 "threshold": 0.01, "patience": 5})  # fmt: skip
+        _submit(conn, spec)
+        workers = [
+            _worker(conn, tmp_path / f"w{i}", "--idle-timeout", "20", "--poll", "0.2")
+            for i in range(2)
+        ]
+        lp = conn.launchpad
+        _wait(
+            lambda: lp.db[records.ITERATIONS].count_documents({"campaign": name}) >= 1,
+            300,
+            "the first trained iteration",
+        )
+        server.stop(data)
+        time.sleep(10)
+        again, started = server.start(data, port=info.port)
+        assert started and again.port == info.port
+        for w in workers:
+            assert w.wait(timeout=600) == 0
+        doc = lp.db[records.CAMPAIGNS].find_one({"_id": name})
+        assert doc["state"] == "completed"
+        assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
+        labels = _labels_are_distinct_and_complete(lp.db, name)
+        assert sum(1 for d in labels if d["kind"] == "chunk") == 6
+        its = [r["iteration"] for r in records.iterations(lp.db, name)]
+        assert its == [0, 1, 2]
+    finally:
+        conn.close(stop_server=False)
+        server.stop(data)
+
+
+def test_a_database_that_stays_down_ends_the_worker_with_a_clear_error(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    from nft_fw.launchpad import server
+    from nft_fw.launchpad.connection import embedded
+
+    data = tmp_path_factory.mktemp("down")
+    server.start(data)
+    conn = embedded(data, db_name="down", start=False)
+    conn.launchpad.reset("", require_password=False)
+    lp_file = conn.write_launchpad_file(tmp_path / "my_launchpad.yaml")
+    conn.close(stop_server=False)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "nft_fw", "worker", "--launchpad", str(lp_file),
+         "--db-wait", "5", "--poll", "0.2", "--work-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3)  # polling an empty queue
+    server.stop(data)
+    start = time.monotonic()
+    _, err = worker.communicate(timeout=120)
+    waited = time.monotonic() - start
+    assert worker.returncode == 1
+    assert "lost the database" in err and "Traceback" not in err
+    assert waited < 60  # bounded: --db-wait plus one server-selection timeout
