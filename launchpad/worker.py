@@ -122,6 +122,16 @@ def run_worker(
             os.chdir(launcher_dir)
             try:
                 ran = launch_rocket(lp, fworker)
+            except ConnectionFailure as err:
+                # the database went away inside FireWorks' own bookkeeping (checkout, launch
+                # record): a Firework it had checked out is re-queued by nft-fw recover; the
+                # next poll waits for the database like any other outage
+                logger.warning(
+                    "worker %s: database connection lost during a launch (%s)",
+                    fworker.name,
+                    type(err).__name__,
+                )
+                ran = False
             finally:
                 os.chdir(cwd)
             if ran:
