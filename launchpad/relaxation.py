@@ -29,9 +29,8 @@ from nft_fw import decision
 from nft_fw import model as mdl
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignSpec, Prepared, RelaxSpec
-from nft_fw.chunks import cut
 from nft_fw.launchpad import campaigns, records
-from nft_fw.relax import Trajectory, relax, search_frames, uncertain_sites
+from nft_fw.relax import Trajectory, relax, search_frames, trajectory_chunks
 
 log = logging.getLogger(__name__)
 
@@ -274,44 +273,32 @@ def _trajectory_items(
     the start (the start is the NFT phase's own target), best first by the chosen selection,
     skipping chunks already labelled or failed."""
     rs = relax_settings(prepared.spec)
-    frames = searched[1:] or searched
-    n = rs.chunks_per_round
-    sites = uncertain_sites(
+    name, parent_hash = prepared.spec.name, prepared.parent.settings_hash
+    # chunks the parent could not label (nft_failures) are not offered again
+    failed = {d["hash"] for d in records.failures(db, name) if d["parent_hash"] == parent_hash}
+    chosen = trajectory_chunks(
         trajectory,
+        searched,
         relax_threshold(prepared.spec),
         spec,
-        3 * n,  # reserve for chunks that turn out to be labelled already
-        method=rs.selection,
-        frames=frames,
+        rs.chunks_per_round,
+        rs.selection,
+        prepared.chunk_radius_A,
+        lambda h: h in failed or records.has_label(db, name, h, parent_hash),
     )
     position = {f: k for k, f in enumerate(searched)}
-    items: list[dict[str, Any]] = []
-    # chunks the parent could not label (nft_failures) are not offered again
-    taken: set[str] = {
-        d["hash"]
-        for d in records.failures(db, prepared.spec.name)
-        if d["parent_hash"] == prepared.parent.settings_hash
-    }
-    for f, i in sites:
-        chunk = cut(trajectory.frames[f], i, prepared.chunk_radius_A)
-        if chunk.hash in taken or records.has_label(
-            db, prepared.spec.name, chunk.hash, prepared.parent.settings_hash
-        ):
-            continue
-        taken.add(chunk.hash)
-        items.append(
-            {
-                "kind": "chunk",
-                "source": frames_file,
-                "frame": position[f],
-                "centre": i,
-                "radius": prepared.chunk_radius_A,
-                "iteration": number + 1,
-                "phase": "relax",
-            }
-        )
-        if len(items) == n:
-            break
+    items = [
+        {
+            "kind": "chunk",
+            "source": frames_file,
+            "frame": position[f],
+            "centre": chunk.centre,
+            "radius": prepared.chunk_radius_A,
+            "iteration": number + 1,
+            "phase": "relax",
+        }
+        for f, chunk in chosen
+    ]
     return items
 
 

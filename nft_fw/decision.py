@@ -70,23 +70,19 @@ def decide(
     if not uncertainties:
         raise ValueError("decide() needs at least one recorded iteration")
     best = best_iteration(uncertainties, tolerance)
-    lowest = int(np.argmin(np.asarray(uncertainties, dtype=float)))
-    latest = len(uncertainties) - 1
-    if uncertainties[-1] < threshold:
-        return Stop(
-            "threshold",
-            f"structure uncertainty {uncertainties[-1]:.3f} < threshold {threshold:g} eV/Å",
-            best,
-        )
-    if latest - lowest >= patience:
-        return Stop(
-            "patience",
-            f"no improvement on {uncertainties[lowest]:.3f} eV/Å (iteration {lowest}) "
-            f"for {latest - lowest} iterations",
-            best,
-        )
-    if latest >= max_iterations:
-        return Stop("max_iterations", f"reached {max_iterations} iterations", best)
+    stop = _stop_rules(
+        uncertainties,
+        threshold,
+        patience,
+        max_iterations,
+        best,
+        measure="structure uncertainty",
+        step="iteration",
+        cap_reason="max_iterations",
+        cap_detail=f"reached {max_iterations} iterations",
+    )
+    if stop is not None:
+        return stop
     taken = set(int(c) for c in chunked)
     order = np.argsort(-np.asarray(delta), kind="stable")
     centres = tuple(int(i) for i in order if int(i) not in taken)[:k]
@@ -111,23 +107,46 @@ def relax_stop(
     """
     if not uncertainties:
         raise ValueError("relax_stop() needs at least one relaxation")
-    best = best_iteration(uncertainties, tolerance)
+    return _stop_rules(
+        uncertainties,
+        threshold,
+        patience,
+        max_rounds,
+        best_iteration(uncertainties, tolerance),
+        measure="largest δ along the relaxation",
+        step="round",
+        cap_reason="max_rounds",
+        cap_detail=f"reached {max_rounds} retrainings",
+    )
+
+
+def _stop_rules(
+    uncertainties: Sequence[float],
+    threshold: float,
+    patience: int,
+    cap: int,
+    best: int,
+    *,
+    measure: str,
+    step: str,
+    cap_reason: str,
+    cap_detail: str,
+) -> Stop | None:
+    """The three stopping rules shared by NFT iterations and relax rounds: below the
+    threshold, no new lowest value for ``patience`` steps, or ``cap`` steps after step 0."""
     lowest = int(np.argmin(np.asarray(uncertainties, dtype=float)))
     latest = len(uncertainties) - 1
     if uncertainties[-1] < threshold:
         return Stop(
-            "threshold",
-            f"largest δ along the relaxation {uncertainties[-1]:.3f} < threshold "
-            f"{threshold:g} eV/Å",
-            best,
+            "threshold", f"{measure} {uncertainties[-1]:.3f} < threshold {threshold:g} eV/Å", best
         )
     if latest - lowest >= patience:
         return Stop(
             "patience",
-            f"no lower trajectory δ than {uncertainties[lowest]:.3f} eV/Å (round {lowest}) "
-            f"for {latest - lowest} retrainings",
+            f"no improvement on {uncertainties[lowest]:.3f} eV/Å ({step} {lowest}) "
+            f"for {latest - lowest} {step}s",
             best,
         )
-    if latest >= max_rounds:
-        return Stop("max_rounds", f"reached {max_rounds} retrainings", best)
+    if latest >= cap:
+        return Stop(cap_reason, cap_detail, best)
     return None

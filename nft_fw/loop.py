@@ -358,7 +358,7 @@ def relax_locally(
     start) and relax again from the same start. ``relax_spec``: a RelaxSpec (default: the
     campaign's ``relax`` or its defaults)."""
     from nft_fw.campaign import RelaxSpec
-    from nft_fw.relax import relax, search_frames, uncertain_sites
+    from nft_fw.relax import relax, search_frames, trajectory_chunks
 
     prepared = result.prepared
     spec = prepared.spec
@@ -409,28 +409,23 @@ def relax_locally(
         )
         if stop is not None:
             break
-        searched = search_frames(len(traj.frames), rs.max_frames)
-        sites = uncertain_sites(
+        chosen = trajectory_chunks(
             traj,
+            search_frames(len(traj.frames), rs.max_frames),
             threshold,
             ensemble.spec,
-            3 * rs.chunks_per_round,
+            rs.chunks_per_round,
             rs.selection,
-            searched[1:] or searched,
+            prepared.chunk_radius_A,
+            seen.__contains__,
         )
         number += 1
-        new = 0
-        for f, i in sites:
-            chunk = cut_chunk(prepared, i, traj.frames[f])
-            if chunk.hash in seen:
-                continue
+        for _, chunk in chosen:
             seen.add(chunk.hash)
             label = label_chunk(prepared, chunk, number)
             labels.append(label)
             features.append(chunk_features(label, ensemble.spec))
-            new += 1
-            if new == rs.chunks_per_round:
-                break
+        new = len(chosen)
         if not new:
             stop = decision.Stop(
                 "exhausted",

@@ -9,7 +9,7 @@ uncertain) are what the next retraining needs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from ase import Atoms
 from ase.optimize import BFGS, FIRE, LBFGS
 
 from nft_fw import descriptors as desc
+from nft_fw.chunks import Chunk, cut
 from nft_fw.selection import cur
 
 OPTIMIZERS = {"fire": FIRE, "lbfgs": LBFGS, "bfgs": BFGS}
@@ -133,6 +134,41 @@ def uncertain_sites(
         return candidates
     rows = _features(trajectory.frames, candidates, spec)
     return [candidates[k] for k in cur(rows, n)]
+
+
+def trajectory_chunks(
+    trajectory: Trajectory,
+    searched: Sequence[int],
+    threshold: float,
+    spec: desc.DescriptorSpec,
+    n: int,
+    method: str,
+    radius: float,
+    known: Callable[[str], bool],
+) -> list[tuple[int, Chunk]]:
+    """Up to ``n`` (frame, chunk) pairs for the next retraining: chunks of ``radius`` Å around
+    uncertain atoms of the ``searched`` frames after the start (the start is the NFT phase's
+    own target), best first by ``method``, skipping chunks whose hash is ``known`` (labelled
+    or failed) and repeats."""
+    sites = uncertain_sites(
+        trajectory,
+        threshold,
+        spec,
+        3 * n,  # reserve for chunks that turn out to be known already
+        method=method,
+        frames=list(searched[1:]) or list(searched),
+    )
+    out: list[tuple[int, Chunk]] = []
+    seen: set[str] = set()
+    for f, i in sites:
+        chunk = cut(trajectory.frames[f], i, radius)
+        if chunk.hash in seen or known(chunk.hash):
+            continue
+        seen.add(chunk.hash)
+        out.append((f, chunk))
+        if len(out) == n:
+            break
+    return out
 
 
 def _features(
