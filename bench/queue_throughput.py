@@ -1,9 +1,11 @@
 """Queue throughput: 200 trivial Fireworks drained by 1 and by 2 worker processes.
 
-Usage: .venv/bin/python bench/queue_throughput.py [--n 200]
+Usage: .venv/bin/python bench/queue_throughput.py [--n 200] [--layouts independent,flat]
+           [--workers 1,2]
 
-Two layouts: 200 one-Firework workflows (queue-bound) and one 200-Firework
-workflow (FireWorks refreshes the whole workflow on every state change).
+Layouts: N one-Firework workflows (queue-bound), one N-Firework workflow (FireWorks
+refreshes the whole workflow on every state change), and N−1 parents of one child
+("fanin": a round's labels linked to their trainer, the layout nft-fw avoids).
 Fireworks/s is measured from the first launch start to the last launch end
 recorded in the database, so worker start-up is excluded; the wall time from
 spawning the workers to the last completion is printed too.
@@ -30,6 +32,10 @@ def _layout(kind: str, n: int) -> list[Workflow]:
         return [
             Workflow([Firework(SumTask(tag=f"t{i}", values=[i]))], name=f"w{i}") for i in range(n)
         ]
+    if kind == "fanin":  # n parents of one child: a round's labels linked to its trainer
+        parents = [Firework(SumTask(tag=f"t{i}", values=[i])) for i in range(n - 1)]
+        child = Firework(SumTask(tag="child", values=[0]), parents=parents)
+        return [Workflow([*parents, child], name="fanin")]
     return [Workflow([Firework(SumTask(tag=f"t{i}", values=[i])) for i in range(n)], name="flat")]
 
 
@@ -79,18 +85,25 @@ def run_case(conn, kind: str, n: int, n_workers: int, work: Path) -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument(
+        "--layouts", default="independent,flat", help="comma-separated: independent, flat, fanin"
+    )
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     args = parser.parse_args()
+    names = {
+        "independent": f"{args.n} one-Firework workflows",
+        "flat": f"one {args.n}-Firework workflow",
+        "fanin": f"{args.n - 1} parents of one child",
+    }
     with (
         tempfile.TemporaryDirectory() as tmp,
         connect(data_dir=Path(tmp) / "db", db_name="bench_queue", fw_log_level="ERROR") as conn,
     ):
         print(f"{args.n} trivial Fireworks, embedded SecantusDB, {conn.description}")
         print(f"{'layout':<32}{'workers':>8}{'Fireworks/s':>13}{'span s':>9}{'wall s':>9}")
-        for kind, label in (
-            ("independent", f"{args.n} one-Firework workflows"),
-            ("flat", f"one {args.n}-Firework workflow"),
-        ):
-            for n_workers in (1, 2):
+        for kind in args.layouts.split(","):
+            label = names[kind]
+            for n_workers in (int(w) for w in args.workers.split(",")):
                 r = run_case(conn, kind, args.n, n_workers, Path(tmp))
                 print(
                     f"{label:<32}{n_workers:>8}{r['fw_per_s']:>13.1f}{r['span_s']:>9.1f}{r['wall_s']:>9.1f}"

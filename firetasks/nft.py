@@ -82,13 +82,19 @@ class InitTask(_CampaignTask):
 
 @explicit_serialize
 class LabelTask(_CampaignTask):
-    """Run the parent on each item (a chunk or an initial image) that has no label yet."""
+    """Run the parent on each item (a chunk or an initial image) that has no label yet.
+
+    With ``batch`` ({phase, round, index}: the online layout) the task reports its batch to
+    the round record when it ends, whether its items were labelled or failed, and the last
+    batch of the round submits the trainer. A batch whose parent failed still fizzles."""
 
     required_params: ClassVar[list[str]] = ["campaign", "items"]
     # parent ({name, params}): set with service.offline_labels, so the task can run offline
-    optional_params: ClassVar[list[str]] = ["parent"]
+    optional_params: ClassVar[list[str]] = ["parent", "batch"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
+        from pymongo.errors import ConnectionFailure
+
         name, items, fw_id = self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
         if getattr(self, "launchpad", None) is None and self.get("parent"):
             # offline mode: no database; the labels travel in the FWAction
@@ -96,7 +102,32 @@ class LabelTask(_CampaignTask):
             return FWAction(
                 stored_data={"new": len(docs), "existing": 0, campaigns.OFFLINE_LABELS_KEY: docs}
             )
-        return FWAction(stored_data=campaigns.label_items(self._db(), name, items, fw_id))
+        try:
+            counts = campaigns.label_items(self._db(), name, items, fw_id)
+        except ConnectionFailure:
+            raise  # the whole body runs again (run_task)
+        except Exception:
+            self._batch_finished()  # the failures are recorded; the round goes on without them
+            raise
+        stored: dict[str, Any] = dict(counts)
+        trainer = self._batch_finished()
+        if trainer:
+            stored["trainer_fw_ids"] = trainer
+        return FWAction(stored_data=stored)
+
+    def _batch_finished(self) -> list[int]:
+        batch = self.get("batch")
+        if not batch:
+            return []
+        from nft_fw.workflows.campaign import batch_finished
+
+        return batch_finished(
+            self.launchpad,
+            self["campaign"],
+            batch["phase"],
+            int(batch["round"]),
+            int(batch["index"]),
+        )
 
 
 @explicit_serialize

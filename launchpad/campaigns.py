@@ -57,7 +57,7 @@ def context(db: Database, name: str) -> Prepared:
     on another machine has none of the submitter's files)."""
     doc = records.get_campaign(db, name)
     spec = CampaignSpec.model_validate(doc["spec"])
-    target = records.get_structures(db, ObjectId(doc["target_file"]))[0]
+    target = records.get_structure(db, ObjectId(doc["target_file"]))
     elements = tuple(doc["elements"])
     return Prepared(
         spec=spec,
@@ -161,17 +161,18 @@ def _image_doc(
 
 
 def _item_atoms(
-    db: Database, sources: dict[str, list[Atoms]], item: dict[str, Any]
+    db: Database, sources: dict[tuple[str, int], Atoms], item: dict[str, Any]
 ) -> tuple[Atoms, str]:
     """The structure an item labels (the image, or the chunk with its centre first) and the
     hash its label is stored under; ``sources`` caches the stored structures."""
     src = item["source"]
-    if src not in sources:
-        sources[src] = records.get_structures(db, ObjectId(src))
+    index = item["index"] if item["kind"] == "image" else item.get("frame", 0)
+    if (src, index) not in sources:
+        sources[src, index] = records.get_structure(db, ObjectId(src), index)
     if item["kind"] == "image":
-        atoms = sources[src][item["index"]]
+        atoms = sources[src, index]
         return atoms, tr.structure_id(atoms)
-    chunk = cut(sources[src][item.get("frame", 0)], item["centre"], item["radius"])
+    chunk = cut(sources[src, index], item["centre"], item["radius"])
     return chunk.atoms, chunk.hash
 
 
@@ -185,6 +186,7 @@ def _cost(result: SinglePoint) -> dict[str, Any]:
         "attempt": result.attempt,
         "overrides": result.overrides,
         "retry_errors": result.retry_errors,
+        "mpi_ranks": result.mpi_ranks,
         "host": socket.gethostname(),
         "log_path": None if result.log_path is None else str(result.log_path),
     }
@@ -263,7 +265,7 @@ def label_items(
     """
     parent = context(db, name).parent
     log_dir = (Path.cwd() if work_dir is None else Path(work_dir)) / "parent-logs"
-    sources: dict[str, list[Atoms]] = {}
+    sources: dict[tuple[str, int], Atoms] = {}
     counts = {"new": 0, "existing": 0, "failed": 0}
     errors: list[str] = []
     for item in items:
@@ -354,7 +356,7 @@ def _atoms_from_dict(d: dict[str, Any]) -> Atoms:
 def offline_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``items`` with what a worker without the database needs: each item's structure
     (``atoms``: the image, or the chunk cut from its stored source) and label ``hash``."""
-    sources: dict[str, list[Atoms]] = {}
+    sources: dict[tuple[str, int], Atoms] = {}
     out = []
     for item in items:
         atoms, label_hash = _item_atoms(db, sources, item)

@@ -20,6 +20,7 @@ Nothing read back is unpickled or evaluated.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import io
@@ -106,6 +107,27 @@ def get_structures(db: Database, file_id: Any) -> list[Atoms]:
     text = get_bytes(db, file_id).decode()
     frames = read(io.StringIO(text), index=":", format="extxyz")
     return frames if isinstance(frames, list) else [frames]
+
+
+_STRUCTURE_CACHE: collections.OrderedDict[tuple[str, str], list[Atoms]] = collections.OrderedDict()
+STRUCTURE_CACHE_FILES = 8
+
+
+def get_structure(db: Database, file_id: Any, index: int = 0) -> Atoms:
+    """A copy of structure ``index`` of a stored file. Stored files never change, so a worker
+    process keeps the last few it parsed: the label Fireworks of a round (one image of a
+    1,000-image initial set each, or chunks of one target) read and parse their file once
+    per worker, not once per Firework."""
+    key = (db.name, str(file_id))
+    frames = _STRUCTURE_CACHE.get(key)
+    if frames is None:
+        frames = get_structures(db, file_id)
+        _STRUCTURE_CACHE[key] = frames
+        while len(_STRUCTURE_CACHE) > STRUCTURE_CACHE_FILES:
+            _STRUCTURE_CACHE.popitem(last=False)
+    else:
+        _STRUCTURE_CACHE.move_to_end(key)
+    return frames[index].copy()
 
 
 def put_array(db: Database, array: np.ndarray, filename: str, **meta: Any) -> Any:
@@ -308,12 +330,13 @@ def iterations(db: Database, campaign: str, phase: str | None = "nft") -> list[d
 
 def claim_round(db: Database, campaign: str, phase: str, number: int) -> dict[str, Any]:
     """The round record, created if missing. ``fw_ids`` is set once its workflow exists."""
-    return db[ROUNDS].find_one_and_update(
+    doc = db[ROUNDS].find_one_and_update(
         {"campaign": campaign, "phase": phase, "round": number},
         {"$setOnInsert": {"created": now(), "fw_ids": None}},
         upsert=True,
         return_document=ReturnDocument.AFTER,
     )
+    return dict(doc or {})  # an upsert returning the document after it always has one
 
 
 def mark_round_submitted(
@@ -323,3 +346,72 @@ def mark_round_submitted(
         {"campaign": campaign, "phase": phase, "round": number},
         {"$set": {"fw_ids": fw_ids, "submitted": now()}},
     )
+
+
+# A round of an online campaign is one single-Firework workflow per label batch plus a
+# trainer submitted by whichever batch finishes last (see nft_fw.workflows.campaign): the
+# round record counts finished batches and holds the claim on the trainer's submission.
+
+
+def open_round(db: Database, campaign: str, phase: str, number: int, n_batches: int) -> None:
+    """Create the round record with its number of label batches (kept on a rerun)."""
+    db[ROUNDS].update_one(
+        {"campaign": campaign, "phase": phase, "round": number},
+        {
+            "$setOnInsert": {
+                "created": now(),
+                "fw_ids": None,
+                "n_batches": n_batches,
+                "done": [],
+                "n_done": 0,
+                "trainer_claim": None,
+                "trainer_fw_ids": None,
+            }
+        },
+        upsert=True,
+    )
+
+
+def batch_done(db: Database, campaign: str, phase: str, number: int, batch: int) -> dict[str, Any]:
+    """Count label batch ``batch`` of the round as finished (once, however often its Firework
+    runs); returns the round record after the update."""
+    key = {"campaign": campaign, "phase": phase, "round": number}
+    doc = db[ROUNDS].find_one_and_update(
+        {**key, "done": {"$ne": batch}},
+        {"$push": {"done": batch}, "$inc": {"n_done": 1}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if doc is None:  # counted before: a rerun of the batch
+        doc = db[ROUNDS].find_one(key)
+    if doc is None:
+        raise KeyError(f"campaign {campaign!r} has no {phase} round {number}")
+    return doc
+
+
+def claim_trainer(
+    db: Database, campaign: str, phase: str, number: int, stale_before: dt.datetime | None = None
+) -> bool:
+    """Take the right to submit the round's trainer; True for exactly one caller. A claim
+    made before ``stale_before`` that never recorded a trainer (its holder died) is taken
+    over."""
+    key = {"campaign": campaign, "phase": phase, "round": number, "trainer_fw_ids": None}
+    free: list[dict[str, Any]] = [{"trainer_claim": None}]
+    if stale_before is not None:
+        free.append({"trainer_claim.at": {"$lt": stale_before}})
+    claim = {"host": socket.gethostname(), "at": now()}
+    doc = db[ROUNDS].find_one_and_update({**key, "$or": free}, {"$set": {"trainer_claim": claim}})
+    return doc is not None
+
+
+def mark_trainer_submitted(
+    db: Database, campaign: str, phase: str, number: int, fw_ids: list[int]
+) -> None:
+    db[ROUNDS].update_one(
+        {"campaign": campaign, "phase": phase, "round": number},
+        {"$set": {"trainer_fw_ids": fw_ids, "trainer_submitted": now()}},
+    )
+
+
+def rounds(db: Database, campaign: str | None = None) -> list[dict[str, Any]]:
+    query = {} if campaign is None else {"campaign": campaign}
+    return list(db[ROUNDS].find(query, {"_id": 0}).sort([("phase", 1), ("round", 1)]))

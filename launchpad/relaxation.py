@@ -117,11 +117,17 @@ def _trajectory_figures(trajectory: Trajectory) -> dict[str, Any]:
     }
 
 
+# Files a rerun keeps: the chunks of the next round, once submitted, and their labels refer
+# to the trajectory frames they were cut from, so a label batch rerun later still finds them.
+KEPT_ON_RERUN = frozenset({"frames_file"})
+
+
 def _replace_files(db: Database, name: str, phase: str, iteration: int) -> None:
-    """A rerun replaces a record: drop the files of the one it replaces."""
+    """A rerun replaces a record: drop the files of the one it replaces (but those in
+    ``KEPT_ON_RERUN``)."""
     for old in records.iterations(db, name, phase=phase):
         if old["iteration"] == iteration:
-            shared = set(old.get("shared_files", []))
+            shared = set(old.get("shared_files", [])) | KEPT_ON_RERUN
             for key, value in old.items():
                 if key.endswith("_file") and value and key not in shared:
                     records.delete_file(db, ObjectId(value))

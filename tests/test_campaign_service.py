@@ -139,15 +139,24 @@ def test_rerun_label_firework_leaves_one_label_and_label_worker_skips_trainers(
     fw = lp.fireworks.find_one(
         {"spec.campaign": "p79", "spec.nft_role": "label", "spec.nft_round": 1}
     )
+    trainer = lp.fireworks.find_one(
+        {"spec.campaign": "p79", "spec.nft_role": "train", "spec.nft_round": 1}
+    )
     lp.rerun_fw(fw["fw_id"])
+    # a label batch is a workflow of its own: its rerun leaves the round's trainer alone
+    assert lp.get_fw_by_id(trainer["fw_id"]).state == "COMPLETED"
+    lp.rerun_fw(trainer["fw_id"])
     out = _cli(conn, "worker", "--category", "label", "--idle-timeout", "3")
     assert out.returncode == 0, out.stderr
     assert lp.get_fw_by_id(fw["fw_id"]).state == "COMPLETED"
     assert db[records.LABELS].count_documents({"campaign": "p79"}) == before
-    trainer = lp.fireworks.find_one(
+    # the rerun batch was counted once: it did not submit a second trainer
+    n_trainers = lp.fireworks.count_documents(
         {"spec.campaign": "p79", "spec.nft_role": "train", "spec.nft_round": 1}
     )
-    assert trainer["state"] == "READY"  # re-queued by the rerun, untouched by the label worker
+    assert n_trainers == 1
+    # re-queued by its own rerun, untouched by the label worker
+    assert lp.get_fw_by_id(trainer["fw_id"]).state == "READY"
 
 
 def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Faults survived with real worker processes against the real server: a worker killed in
-the middle of a label, and trainers run twice."""
+the middle of a label, trainers and label batches run twice, a parent failing on some
+chunks (with retries), a database restart, a database that stays down, and a round whose
+labels ended without releasing its trainer."""
 
 from __future__ import annotations
 
@@ -82,6 +84,15 @@ def _labels_are_distinct_and_complete(db: Any, name: str) -> list[dict[str, Any]
     return labels
 
 
+def _fizzled(lp: Any, name: str) -> list[str]:
+    """Name and last error line of each fizzled Firework of the campaign (assert messages)."""
+    out = []
+    for d in lp.fireworks.find({"spec.campaign": name, "state": "FIZZLED"}):
+        trace = lp.get_fw_by_id(d["fw_id"]).launches[-1].action.stored_data
+        out.append(f"{d['name']}: {str(trace.get('_exception', {}).get('_stacktrace'))[-600:]}")
+    return out
+
+
 def test_worker_killed_mid_label_is_recovered_and_nothing_duplicates(
     connection: Any, tmp_path: Path
 ) -> None:
@@ -160,13 +171,19 @@ def test_rerun_trainers_add_no_record_and_no_firework_twice(
         for d in lp.fireworks.find({"spec.campaign": name, "spec.nft_role": {"$in": roles}})
     ]
     assert len(rerun) == 4  # train 0, train 1, relax 0, relax 1
+    # and every label batch: the last batch of a round submits its trainer only once
+    labels = [
+        d["fw_id"] for d in lp.fireworks.find({"spec.campaign": name, "spec.nft_role": "label"})
+    ]
+    assert len(labels) == 4 + 3 + 2  # initial images, NFT chunks, relax chunks
+    rerun += labels
     for fw_id in rerun:
         lp.rerun_fw(fw_id)
     worker = _worker(connection, tmp_path / "b", "--idle-timeout", "6", "--poll", "0.2")
     assert worker.wait(timeout=600) == 0
     after = snapshot()
     assert after == before
-    assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
+    assert not _fizzled(lp, name)
     reports = lp.fireworks.count_documents({"spec.campaign": name, "spec.nft_role": "report"})
     assert reports == 1
 
@@ -250,3 +267,107 @@ def test_a_database_that_stays_down_ends_the_worker_with_a_clear_error(
     assert worker.returncode == 1
     assert "lost the database" in err and "Traceback" not in err
     assert waited < 60  # bounded: --db-wait plus one server-selection timeout
+
+
+def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
+    connection: Any, tmp_path: Path
+) -> None:
+    """A parent raising on some chunks (flaky-emt, registered only in tests): transient
+    failures are retried with the configured override and become labels; permanent ones
+    fizzle their Fireworks with the parent's message, are recorded and listed by status,
+    and the trainer goes on with the rest."""
+    import flaky_parent
+
+    from nft_fw.launchpad import campaigns, records
+
+    lp = connection.launchpad
+    name = f"flaky-{uuid.uuid4().hex[:6]}"
+    parent = {"name": "flaky-emt", "params": {"retries": [{"recovered": True}]}}
+    spec = tiny(name, parent)
+    spec["nft"]["chunks_per_iteration"] = 6
+    _submit(connection, spec)
+    worker = _worker(connection, tmp_path / "w", "--idle-timeout", "8", "--poll", "0.2")
+    assert worker.wait(timeout=900) == 0
+    assert lp.db["nft_campaigns"].find_one({"_id": name})["state"] == "completed"
+
+    # the six chunks of round 1 and what the parent does with each
+    chunk_fws = list(
+        lp.fireworks.find({"spec.campaign": name, "spec.nft_role": "label", "spec.nft_round": 1})
+    )
+    assert len(chunk_fws) == 6
+    sources: dict[str, Any] = {}
+    fate = {}
+    for fw in chunk_fws:
+        (item,) = fw["spec"]["_tasks"][0]["items"]
+        atoms, label_hash = campaigns._item_atoms(lp.db, sources, item)
+        fate[fw["fw_id"]] = (flaky_parent.bucket(atoms), label_hash)
+    failing = {i for i, (b, _) in fate.items() if b == 0}
+    transient = {i for i, (b, _) in fate.items() if b == 1}
+    assert failing and transient, "the fixed seeds must give both kinds of chunk"
+
+    for fw_id, (b, label_hash) in fate.items():
+        fw = lp.get_fw_by_id(fw_id)
+        if b == 0:
+            assert fw.state == "FIZZLED"
+            trace = fw.launches[-1].action.stored_data["_exception"]["_stacktrace"]
+            assert "injected parent failure" in trace
+            assert "1 retry override" in trace  # the retry was made, and failed too
+        else:
+            assert fw.state == "COMPLETED"
+            (doc,) = [d for d in records.labels(lp.db, name) if d["hash"] == label_hash]
+            assert doc["attempt"] == 1 and doc["overrides"] == {"recovered": True}
+            assert "injected transient failure" in doc["retry_errors"][0]
+
+    failed = {d["hash"] for d in records.failures(lp.db, name)}
+    assert failed == {fate[i][1] for i in failing}
+    labels = _labels_are_distinct_and_complete(lp.db, name)
+    assert {d["hash"] for d in labels if d["kind"] == "chunk"} == {fate[i][1] for i in transient}
+    # the trainer of iteration 1 trained on the recovered chunks, without the failed ones
+    it1 = records.iterations(lp.db, name)[1]
+    assert it1["n_chunks"] == len(transient)
+
+    status = json.loads(_cli(connection, "status", name, "--json").stdout)[0]
+    assert {f["hash"] for f in status["failed_labels"]} == failed
+    assert {f["fw_id"] for f in status["fizzled"]} == failing
+    assert all("injected parent failure" in f["error"] for f in status["failed_labels"])
+
+
+def test_a_round_whose_labels_ended_without_its_trainer_is_released_by_recover(
+    connection: Any, tmp_path: Path
+) -> None:
+    """An operator defuses one label Firework of a round: the other batches end, none of
+    them is the last, so no trainer is submitted; status shows the round labelling and
+    `nft-fw recover` submits its trainer; the campaign completes without that label."""
+    from nft_fw.launchpad import campaigns, records
+    from nft_fw.workflows.campaign import submit_round
+
+    lp = connection.launchpad
+    name = f"stall-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(name, {"name": "emt"}))
+    init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
+    lp.defuse_fw(init["fw_id"])  # its work, here, so that a label can be defused before it runs
+    label_ids = submit_round(lp, name, "nft", 0, campaigns.initial_items(lp.db, name))
+    assert len(label_ids) == 4
+    lp.defuse_fw(label_ids[0])
+    worker = _worker(connection, tmp_path / "a", "--idle-timeout", "5", "--poll", "0.2")
+    assert worker.wait(timeout=300) == 0
+    assert lp.fireworks.count_documents({"spec.campaign": name, "spec.nft_role": "train"}) == 0
+    status = json.loads(_cli(connection, "status", name, "--json").stdout)[0]
+    assert status["labelling"] == [{"phase": "nft", "round": 0, "batches_done": 3, "batches": 4}]
+
+    dry = json.loads(_cli(connection, "recover", name, "--lost-after", "5", "--dry-run",
+                          "--json").stdout)  # fmt: skip
+    assert [(r["phase"], r["round"]) for r in dry["released_rounds"]] == [("nft", 0)]
+    assert lp.fireworks.count_documents({"spec.campaign": name, "spec.nft_role": "train"}) == 0
+    out = json.loads(_cli(connection, "recover", name, "--lost-after", "5", "--json").stdout)
+    (released,) = out["released_rounds"]
+    assert len(released["trainer_fw_ids"]) == 1
+    again = json.loads(_cli(connection, "recover", name, "--lost-after", "5", "--json").stdout)
+    assert again["released_rounds"] == []  # released once
+
+    worker = _worker(connection, tmp_path / "b", "--idle-timeout", "6", "--poll", "0.2")
+    assert worker.wait(timeout=600) == 0
+    assert records.get_campaign(lp.db, name)["state"] == "completed"
+    labels = _labels_are_distinct_and_complete(lp.db, name)
+    assert sum(1 for d in labels if d["kind"] == "image") == 3
+    assert lp.fireworks.count_documents({"spec.campaign": name, "spec.nft_role": "train"}) == 2
