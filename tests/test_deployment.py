@@ -387,6 +387,7 @@ def test_cluster_examples_load_with_fireworks_loaders(tmp_path: Path) -> None:
         "my_qadapter_slurm_offline.yaml": ("SLURM", "my_fworker_dft.yaml", "rlaunch"),
         "my_qadapter_slurm_gpu.yaml": ("SLURM", "train", "nft-fw"),
         "my_qadapter_pbs.yaml": ("PBS", "label", "nft-fw"),
+        "my_qadapter_slurm_mpi.yaml": ("SLURM", "dft", "srun"),
     }
     adapters = sorted(CLUSTERS.glob("my_qadapter_*.yaml"))
     assert {p.name for p in adapters} == set(expected)
@@ -400,6 +401,9 @@ def test_cluster_examples_load_with_fireworks_loaders(tmp_path: Path) -> None:
             script = adapter.get_script_str(str(tmp_path))
         argv = _rocket_launch(adapter)
         assert argv[0] == program and adapter["rocket_launch"] in script
+        if program == "srun":  # every rank runs the worker; rank 0 is the FireWorks client
+            assert "GPAW_MPI_BACKEND=cgpaw" in argv[1]
+            argv = argv[2:]
         assert f"cd {tmp_path}" in script
         assert ("#SBATCH --partition=" if q_type == "SLURM" else "#PBS -q ") in script
         if program == "rlaunch":

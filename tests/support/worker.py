@@ -7,6 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import flaky_parent  # noqa: F401  (registers flaky-emt)
+import mpi_parent  # noqa: F401  (registers mpi-emt)
 import slow_parent  # noqa: F401  (registers slow-emt)
 
 from nft_fw.cli import main
