@@ -30,7 +30,16 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nft_fw.parents import Parent, ParentError, get_parent
 from nft_fw.structures import (
@@ -219,7 +228,7 @@ class InitialSpec(_Spec):
         description="Labelled initial structures (energy eV, forces eV/Å) instead of a generator.",
     )
     n_structures: int = Field(
-        default=20, ge=1, le=500, description="Structures in the initial set."
+        default=20, ge=1, le=5000, description="Structures in the initial set."
     )
     n_candidates: int = Field(
         default=60, ge=1, description="Candidates generated, from which n_structures are picked."
@@ -313,7 +322,13 @@ class NFTSpec(_Spec):
     chunk_radius: float | None = Field(
         default=None,
         gt=0.0,
-        description="Radius of a chunk around its centre, Å; null = 2·model.cutoff.",
+        description="Radius of a chunk around its centre, Å; null = 2·model.cutoff; at least "
+        "2·model.cutoff.",
+    )
+    allow_short_chunks: bool = Field(
+        default=False,
+        description="Accept chunk_radius below 2·model.cutoff (the model's central force then "
+        "depends on atoms the chunk lacks); for tiny test chunks only.",
     )
     threshold: float = Field(
         default=0.1,
@@ -524,6 +539,16 @@ class CampaignSpec(_Spec):
                             "no network for it; transfer only to the target's elements",
                         )
                     )
+        radius, reach = self.nft.chunk_radius, 2.0 * self.model.cutoff
+        if radius is not None and radius < reach and not self.nft.allow_short_chunks:
+            errors.append(
+                (
+                    "nft.chunk_radius",
+                    f"is {radius:g} Å, below 2·model.cutoff = {reach:g} Å: the model's force "
+                    "on the central atom depends on atoms up to 2·cutoff away, which the chunk "
+                    f"would lack; use at least {reach:g} Å (or null), or lower model.cutoff",
+                )
+            )
         if errors:
             raise CampaignError.from_errors(errors)
         return self
@@ -763,7 +788,7 @@ def _prepare(spec: CampaignSpec) -> Prepared:
 
     chunk_radius = spec.nft.chunk_radius or 2.0 * spec.model.cutoff
     warnings: list[str] = []
-    if chunk_radius < 2.0 * spec.model.cutoff:
+    if chunk_radius < 2.0 * spec.model.cutoff:  # only with nft.allow_short_chunks
         warnings.append(
             f"nft.chunk_radius {chunk_radius:g} Å is below 2·model.cutoff = "
             f"{2.0 * spec.model.cutoff:g} Å: the model's central force then depends on atoms "
@@ -833,3 +858,345 @@ def build_target(target_spec: TargetSpec, parent: Parent, where: str, campaign: 
         return atoms
     validate_atoms(atoms, where, parent.supported_elements)
     return atoms
+
+
+# --- the nearsightedness campaign ----------------------------------------------------------------
+# A campaign file with ``kind: nearsightedness`` runs the analysis of nft_fw.nearsightedness as
+# FireWorks (chunk labels on any worker, then one analysis Firework), instead of training. Its
+# labels are kept apart from training labels. Files without ``kind`` are NFT campaigns.
+
+NEARSIGHTEDNESS = "nearsightedness"
+CAMPAIGN_KINDS = ("nft", NEARSIGHTEDNESS)
+MAX_NS_FIREWORKS = 1000  # above this many label Fireworks in one workflow, warn
+
+
+class CentresSampleSpec(_Spec):
+    count: int = Field(
+        ge=1, le=100000, description="Distinct atoms drawn at random as centres (at most all)."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of numpy.random.default_rng for the draw.")
+
+
+def _centres_shape(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "all"
+    if isinstance(value, list | tuple):
+        return "indices"
+    if isinstance(value, Mapping | CentresSampleSpec):
+        return "random"
+    return None
+
+
+CENTRES_TAGS = ("all", "indices", "random")
+Centres = Annotated[
+    Annotated[Literal["all"], Tag("all")]
+    | Annotated[list[Annotated[int, Field(ge=0)]], Tag("indices")]
+    | Annotated[CentresSampleSpec, Tag("random")],
+    Discriminator(
+        _centres_shape,
+        custom_error_type="centres_shape",
+        custom_error_message=(
+            "give 'all', a list of atom indices (e.g. [0, 12, 40]) or a random draw "
+            "{count: N, seed: S}"
+        ),
+    ),
+]
+
+
+class NearsightednessServiceSpec(_Spec):
+    labels_per_firework: int = Field(
+        default=1,
+        ge=1,
+        le=10000,
+        description=(
+            "Distinct chunks labelled by one label Firework (the whole structure always has "
+            "a Firework of its own); raise it for cheap parents such as EMT."
+        ),
+    )
+    label_category: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="FireWorks _category of the label Fireworks; null = 'label' ('dft' for gpaw).",
+    )
+    analysis_category: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description=(
+            "FireWorks _category of the analysis Firework (statistics and plot, seconds on a "
+            "CPU); null = the label category."
+        ),
+    )
+
+
+class NearsightednessSpec(_Spec):
+    kind: Literal["nearsightedness"] = Field(
+        description="Campaign kind: nearsightedness (leave kind out for an NFT campaign)."
+    )
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Campaign name: letters, digits, _ . - (up to 64 characters).",
+    )
+    target: TargetSpec = Field(description="The structure whose chunks are compared.")
+    parent: ParentSpec = Field(description="The reference calculator that labels the chunks.")
+    centres: Centres = Field(
+        description=(
+            "Atoms the chunks are cut around: 'all', a list of atom indices, or "
+            "{count, seed}: that many distinct atoms drawn at random."
+        )
+    )
+    radii: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(
+        min_length=1,
+        max_length=100,
+        description="Chunk radii, Å (each > 0 and given once; analysed in ascending order).",
+    )
+    full: bool = Field(
+        default=True,
+        description=(
+            "Also label the whole target and compare each chunk's central force with it; "
+            "false when that is unaffordable (the largest chunk is then the reference)."
+        ),
+    )
+    tolerance_eV_per_A: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=100.0,
+        description=(
+            "Recommend the smallest radius from which every centre's deviation stays below "
+            "this, eV/Å."
+        ),
+    )
+    service: NearsightednessServiceSpec = Field(
+        default_factory=lambda: NearsightednessServiceSpec(),
+        description="How the labels run on FireWorks.",
+    )
+
+    @field_validator("radii")
+    @classmethod
+    def _distinct_radii(cls, value: list[float]) -> list[float]:
+        twice = sorted({r for r in value if value.count(r) > 1})
+        if twice:
+            raise ValueError(
+                f"{', '.join(f'{r:g}' for r in twice)} Å given more than once; give each "
+                "radius once"
+            )
+        return value
+
+    @field_validator("centres")
+    @classmethod
+    def _distinct_centres(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("the list of centres is empty; give at least one atom index")
+            twice = sorted({c for c in value if value.count(c) > 1})
+            if twice:
+                raise ValueError(f"atoms {twice} given more than once; give each centre once")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> NearsightednessSpec:
+        errors: list[tuple[str, str]] = []
+        try:
+            parent = get_parent(self.parent.name, self.parent.params, field="parent")
+        except ParentError as err:
+            errors.append((err.field, err.message))
+            parent = None
+        if self.target.builder is not None:
+            errors.extend(_builder_errors(self.target.builder, "target.builder", parent))
+        if errors:
+            raise CampaignError.from_errors(errors)
+        return self
+
+    def to_yaml(self) -> str:
+        """The spec as YAML that :func:`load_any_campaign` reads back to an equal spec."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+AnySpec = CampaignSpec | NearsightednessSpec
+
+
+def load_any_campaign(
+    path_or_dict: str | Path | Mapping[str, Any], base_dir: str | Path | None = None
+) -> AnySpec:
+    """Read and validate a campaign of any kind: ``kind: nearsightedness`` gives a
+    :class:`NearsightednessSpec`; no ``kind`` (or ``kind: nft``) an NFT :class:`CampaignSpec`
+    exactly as :func:`load_campaign` reads it. Raises CampaignError."""
+    source: Path | None = None
+    raw: Any
+    if isinstance(path_or_dict, Mapping):
+        raw = copy.deepcopy(dict(path_or_dict))
+    else:
+        source = Path(path_or_dict)
+        try:
+            raw = yaml.safe_load(source.read_text())
+        except (OSError, yaml.YAMLError):
+            raw = None
+        if base_dir is None:
+            base_dir = source.parent
+    if isinstance(raw, dict) and "kind" not in raw and {"centres", "radii"} & set(raw):
+        raise CampaignError(
+            "kind",
+            "missing: a file with centres and radii is a nearsightedness campaign; add "
+            f"kind: {NEARSIGHTEDNESS} (without kind the file is read as an NFT campaign)",
+            source=source,
+        )
+    if not isinstance(raw, dict) or "kind" not in raw:
+        return load_campaign(path_or_dict, base_dir)  # its errors for unreadable files too
+    kind = raw.pop("kind")
+    if kind == "nft":
+        try:
+            return load_campaign(raw, base_dir)
+        except CampaignError as err:
+            raise CampaignError.from_errors(err.errors, source) from err
+    if kind != NEARSIGHTEDNESS:
+        raise CampaignError(
+            "kind",
+            f"unknown campaign kind; use {NEARSIGHTEDNESS}, or leave kind out for an NFT "
+            f"campaign (got {_short(kind)})",
+            source=source,
+        )
+    raw["kind"] = kind
+    target = raw.get("target")
+    if base_dir is not None and isinstance(target, dict) and isinstance(target.get("file"), str):
+        path = Path(target["file"]).expanduser()
+        target["file"] = str(path if path.is_absolute() else Path(base_dir) / path)
+    try:
+        return NearsightednessSpec.model_validate(raw)
+    except ValidationError as err:
+        raise CampaignError.from_errors(_describe_nearsightedness(err), source) from err
+
+
+def _describe_nearsightedness(err: ValidationError) -> list[tuple[str, str]]:
+    """``field.path: message (got …)`` for a NearsightednessSpec; the union tags pydantic puts
+    into the path of ``centres`` are left out."""
+    errors: list[tuple[str, str]] = []
+    for e in err.errors():
+        inner = e.get("ctx", {}).get("error")
+        if isinstance(inner, CampaignError):
+            errors.extend(inner.errors)
+            continue
+        loc = tuple(p for k, p in enumerate(e["loc"]) if not (k == 1 and e["loc"][0] == "centres"))
+        where = ".".join(str(p) for p in loc) or "campaign"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            model = _ns_model_at(loc[:-1])
+            allowed = ", ".join(model.model_fields) if model else "see the README"
+            message = f"unknown key; allowed keys here: {allowed} (check the spelling)"
+        if e["type"] != "missing":
+            message += f" (got {_short(e.get('input'))})"
+        errors.append((where, message))
+    return errors
+
+
+def _ns_model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    if loc == ("centres",):
+        return CentresSampleSpec
+    model: type[BaseModel] = NearsightednessSpec
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        candidates = [info.annotation, *get_args(info.annotation)]
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+@dataclass
+class PreparedNearsightedness:
+    """A nearsightedness campaign ready to submit: its target built, centres drawn, and
+    every chunk cut (``plan``: an :class:`nft_fw.nearsightedness.ChunkPlan`; radii
+    ascending, Å)."""
+
+    spec: NearsightednessSpec
+    target: Atoms
+    parent: Parent
+    centres: list[int]
+    radii: list[float]
+    plan: Any
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_label_fireworks(self) -> int:
+        """Label Fireworks of the workflow: chunk batches, plus the whole structure."""
+        per = self.spec.service.labels_per_firework
+        return -(-len(self.plan.distinct()) // per) + int(self.spec.full)
+
+
+def prepare_nearsightedness(spec: NearsightednessSpec) -> PreparedNearsightedness:
+    """Build (or read) and rattle the target, resolve the centres and cut every chunk.
+    Raises CampaignError naming the field; returns warnings for choices that cannot give a
+    useful answer."""
+    from nft_fw.nearsightedness import plan_chunks, random_centres
+
+    try:
+        parent = get_parent(spec.parent.name, spec.parent.params, field="parent")
+        target = build_target(spec.target, parent, "target", spec.name)
+    except (StructureError, ParentError) as err:
+        raise CampaignError(err.field, err.message) from err
+    n = len(target)
+    if spec.centres == "all":
+        centres = list(range(n))
+    elif isinstance(spec.centres, CentresSampleSpec):
+        if spec.centres.count > n:
+            raise CampaignError(
+                "centres.count",
+                f"asks for {spec.centres.count} distinct atoms of a target of {n}; use at "
+                f"most {n}, or centres: all (got {spec.centres.count})",
+            )
+        centres = random_centres(n, spec.centres.count, spec.centres.seed)
+    else:
+        centres = list(spec.centres)
+        outside = [c for c in centres if c >= n]
+        if outside:
+            raise CampaignError(
+                "centres",
+                f"atoms {outside} are outside the target's {n} atoms (indices 0–{n - 1}); "
+                f"use indices below {n} (got {_short(centres)})",
+            )
+    plan = plan_chunks(target, centres, spec.radii)
+    radii = plan.radii
+    warnings: list[str] = []
+    if radii[-1] < parent.force_locality_A:
+        warnings.append(
+            f"radii: the largest, {radii[-1]:g} Å, is below the force locality of parent "
+            f"{parent.name!r} ({parent.force_locality_A:.2f} Å): the deviation may not have "
+            "levelled off by then; add a larger radius"
+        )
+    if not spec.full and len(radii) < 2:
+        warnings.append(
+            "radii: with full: false the largest chunk is the reference and cannot be judged "
+            "itself; give at least two radii for a recommendation"
+        )
+    whole = [r for k, r in enumerate(radii) if min(plan.n_atoms[k]) == n]
+    if whole:
+        warnings.append(
+            f"radii: from {whole[0]:g} Å on every chunk is the whole target, which says "
+            "nothing about locality; use a larger target or smaller radii"
+        )
+    prepared = PreparedNearsightedness(
+        spec=spec,
+        target=target,
+        parent=parent,
+        centres=centres,
+        radii=radii,
+        plan=plan,
+        warnings=warnings,
+    )
+    if prepared.n_label_fireworks > MAX_NS_FIREWORKS:
+        warnings.append(
+            f"service.labels_per_firework: {prepared.n_label_fireworks} label Fireworks in "
+            "one workflow make every state change slow (FireWorks rewrites the workflow each "
+            "time); raise labels_per_firework or use fewer centres"
+        )
+    for message in warnings:
+        log.warning("campaign %s: %s", spec.name, message)
+    return prepared
+
+
+def prepare_any(spec: AnySpec) -> Prepared | PreparedNearsightedness:
+    """:func:`prepare` for an NFT campaign, :func:`prepare_nearsightedness` otherwise."""
+    if isinstance(spec, NearsightednessSpec):
+        return prepare_nearsightedness(spec)
+    return prepare(spec)

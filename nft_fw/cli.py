@@ -161,28 +161,29 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- worker
 
 
-def _mpi_ranks() -> int:
-    """How many MPI ranks this process was started as (1 when not under mpiexec/srun)."""
-    for key in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    if os.environ.get("SLURM_STEP_ID") and os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
-        return int(os.environ["SLURM_STEP_NUM_TASKS"])
-    return 1
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
+    from nft_fw import parallel
+
+    ranks = parallel.launched_ranks()
+    if ranks > 1:
+        # one FireWorks client per job: rank 0 runs the worker, the other ranks join its
+        # parallel parent calculations (GPAW built with MPI)
+        try:
+            comm = parallel.gpaw_world(ranks)
+        except parallel.MPIUnavailable as err:
+            raise UsageError(str(err)) from err
+        if comm.rank != 0:
+            parallel.serve(comm)
+            return EXIT_OK
+        with parallel.coordinating(comm):
+            return _worker(args)
+    return _worker(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
     from nft_fw.launchpad.connection import redact
     from nft_fw.launchpad.worker import DatabaseLost, run_worker
 
-    ranks = _mpi_ranks()
-    if ranks > 1:
-        raise UsageError(
-            f"nft-fw worker was started as {ranks} MPI ranks: each rank would be a separate "
-            "FireWorks client claiming its own Fireworks, and no GPAW calculation would be "
-            "shared between them. Start one worker per job without mpiexec/srun; GPAW then "
-            "runs on one core per label (see README, 'DFT parent (GPAW)')"
-        )
     conn = _open(args, start_embedded=False, fw_log_default="INFO")
     try:
         report = run_worker(
@@ -226,6 +227,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
         lost_launches, lost_fws, inconsistent = conn.launchpad.detect_lostruns(
             expiration_secs=args.lost_after, rerun=not args.dry_run, query=query
         )
+        from nft_fw.workflows.campaign import release_stalled_rounds
+
+        released = release_stalled_rounds(
+            conn.launchpad, args.name, stale_after_s=args.lost_after, dry_run=args.dry_run
+        )
     except KeyError as err:
         raise UsageError(err.args[0]) from err
     finally:
@@ -235,6 +241,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         "lost_launch_ids": sorted(lost_launches),
         "inconsistent_fw_ids": sorted(inconsistent),
         "requeued": not args.dry_run,
+        "released_rounds": released,
     }
     if args.json:
         console.print_json(json.dumps(out))
@@ -243,6 +250,12 @@ def cmd_recover(args: argparse.Namespace) -> int:
         console.print(f"lost runs {verb}: Fireworks {', '.join(map(str, sorted(lost_fws)))}")
     else:
         console.print(f"no run silent for more than {args.lost_after:g} s")
+    for r in released if not args.json else []:
+        what = "would submit" if args.dry_run else "submitted"
+        console.print(
+            f"{r['campaign']} {r['phase']} round {r['round']}: all label Fireworks ended; "
+            f"{what} its trainer"
+        )
     return EXIT_OK
 
 
@@ -250,17 +263,60 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def _load(path: str) -> Any:
-    """Validate and prepare a campaign file; bad input becomes a UsageError (exit 2)."""
-    from nft_fw.campaign import CampaignError, load_campaign, prepare
+    """Validate and prepare a campaign file of any kind (NFT, or ``kind: nearsightedness``);
+    bad input becomes a UsageError (exit 2)."""
+    from nft_fw.campaign import CampaignError, load_any_campaign, prepare_any
 
     try:
-        return prepare(load_campaign(path))
+        return prepare_any(load_any_campaign(path))
     except CampaignError as err:
         raise UsageError(str(err)) from err
 
 
+def _is_nearsightedness(prepared: Any) -> bool:
+    from nft_fw.campaign import PreparedNearsightedness
+
+    return isinstance(prepared, PreparedNearsightedness)
+
+
+def _validate_nearsightedness(args: argparse.Namespace, prepared: Any) -> int:
+    spec = prepared.spec
+    out = {
+        "name": spec.name,
+        "kind": spec.kind,
+        "atoms": len(prepared.target),
+        "formula": prepared.target.get_chemical_formula(),
+        "parent": prepared.parent.name,
+        "force_locality_A": prepared.parent.force_locality_A,
+        "centres": prepared.centres,
+        "radii_A": prepared.radii,
+        "chunks": len(prepared.radii) * len(prepared.centres),
+        "distinct_chunks": len(prepared.plan.distinct()),
+        "full": spec.full,
+        "label_fireworks": prepared.n_label_fireworks,
+        "tolerance_eV_per_A": spec.tolerance_eV_per_A,
+        "warnings": prepared.warnings,
+    }
+    if args.json:
+        console.print_json(json.dumps(out))
+        return EXIT_OK
+    console.print(
+        f"{out['name']}: valid nearsightedness campaign; target {out['formula']} "
+        f"({out['atoms']} atoms), parent {out['parent']}, {len(out['centres'])} centres × "
+        f"radii {', '.join(f'{r:g}' for r in out['radii_A'])} Å = {out['chunks']} chunks "
+        f"({out['distinct_chunks']} distinct)"
+        + (" + the whole structure" if spec.full else "")
+        + f" in {out['label_fireworks']} label Fireworks"
+    )
+    for w in prepared.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     prepared = _load(args.campaign)
+    if _is_nearsightedness(prepared):
+        return _validate_nearsightedness(args, prepared)
     out = {
         "name": prepared.spec.name,
         "atoms": len(prepared.target),
@@ -292,8 +348,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _submit(conn: Any, prepared: Any) -> list[int]:
     from nft_fw.launchpad.records import CampaignExists
-    from nft_fw.workflows.campaign import submit
 
+    if _is_nearsightedness(prepared):
+        from nft_fw.workflows.nearsightedness import submit
+    else:
+        from nft_fw.workflows.campaign import submit
     try:
         return submit(conn.launchpad, prepared)
     except CampaignExists as err:
@@ -309,6 +368,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         conn.close(stop_server=False)
     if args.json:
         console.print_json(json.dumps({"campaign": prepared.spec.name, "fw_ids": fw_ids}))
+    elif _is_nearsightedness(prepared):
+        console.print(
+            f"submitted nearsightedness campaign [bold]{prepared.spec.name}[/] "
+            f"({len(fw_ids) - 1} label Fireworks and the analysis, Fireworks {fw_ids[0]}–"
+            f"{fw_ids[-1]}); start workers with: nft-fw worker {_conn_hint(conn)}"
+        )
     else:
         console.print(
             f"submitted campaign [bold]{prepared.spec.name}[/] (init Firework {fw_ids}); "
@@ -447,9 +512,17 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
     for table in _phase_tables(name, everything):
         console.print(table)
     doc = records.get_campaign(db, name)
+    ended = f"Fireworks {_fw_states(conn.launchpad, name)}; wall {time.monotonic() - t0:.0f} s"
+    if _is_nearsightedness(prepared):
+        from nft_fw.launchpad import nearsightedness
+
+        console.print(f"{name}: {outcome}; {ended}")
+        _print_nearsightedness(name, nearsightedness.status(db, name))
+        paths = nearsightedness.report(db, name, report_dir)
+        console.print(f"report: {', '.join(str(p) for p in paths.values())}")
+        return EXIT_OK if outcome == "completed" else EXIT_FAILURE
     console.print(
-        f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); "
-        f"Fireworks {_fw_states(conn.launchpad, name)}; wall {time.monotonic() - t0:.0f} s"
+        f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); " + ended
     )
     if history:
         paths = campaigns.report(db, name, report_dir)
@@ -484,6 +557,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = []
         for doc in docs:
             name = doc["_id"]
+            if doc.get("kind") == "nearsightedness":
+                rows.append(_nearsightedness_row(conn, doc))
+                continue
             history = records.iterations(db, name)
             last = history[-1] if history else {}
             failed = [
@@ -504,10 +580,21 @@ def cmd_status(args: argparse.Namespace) -> int:
                 }
                 for d in records.failures(db, name)
             ]
+            waiting = [
+                {
+                    "phase": rec["phase"],
+                    "round": rec["round"],
+                    "batches_done": rec.get("n_done", 0),
+                    "batches": rec["n_batches"],
+                }
+                for rec in records.rounds(db, name)
+                if rec.get("n_batches") is not None and rec.get("trainer_fw_ids") is None
+            ]
             rows.append(
                 {
                     "campaign": name,
                     "state": doc.get("state"),
+                    "labelling": waiting,
                     "iteration": last.get("iteration"),
                     "structure_uncertainty": last.get("structure_uncertainty"),
                     "best_iteration": last.get("best_iteration"),
@@ -553,6 +640,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     console.print(table)
     for r in rows:
+        for w in r["labelling"]:
+            console.print(
+                f"{r['campaign']}: {w['phase']} round {w['round']} labelling, "
+                f"{w['batches_done']}/{w['batches']} label Fireworks ended"
+            )
         for f in r["fizzled"]:
             err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
         for f in r["failed_labels"]:
@@ -567,7 +659,64 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "
                 "trained target's (see nft-fw history --phase transfer)"
             )
+        if "nearsightedness" in r:
+            _print_nearsightedness(r["campaign"], r["nearsightedness"])
     return EXIT_OK
+
+
+def _nearsightedness_row(conn: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """A status row of a nearsightedness campaign (the NFT columns stay empty)."""
+    from nft_fw.launchpad import nearsightedness
+
+    name = doc["_id"]
+    info = nearsightedness.status(conn.launchpad.db, name)
+    return {
+        "campaign": name,
+        "kind": "nearsightedness",
+        "state": doc.get("state"),
+        "labelling": [],
+        "iteration": None,
+        "structure_uncertainty": None,
+        "best_iteration": None,
+        "labels": info["labels"],
+        "fireworks": _fw_states(conn.launchpad, name),
+        "fizzled": [
+            {"fw_id": d["fw_id"], "name": d["name"]}
+            for d in conn.launchpad.fireworks.find(
+                {"spec.campaign": name, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}
+            )
+        ],
+        "failed_labels": [],  # listed under nearsightedness (they have radii, no iteration)
+        "stop_reason": None,
+        "relax_round": None,
+        "relax_stop_reason": None,
+        "flagged_transfers": [],
+        "nearsightedness": info,
+    }
+
+
+def _print_nearsightedness(name: str, info: dict[str, Any]) -> None:
+    rec = info["recommended_radius_A"]
+    line = f"{name}: nearsightedness, {info['labels']}/{info['planned_labels']} labels stored"
+    if info["reference"] is not None:
+        line += (
+            "; recommended chunk radius "
+            + (f"{rec:g} Å" if rec is not None else "none of the radii")
+            + f" (deviation vs {info['reference']} below {info['tolerance_eV_per_A']:g} eV/Å)"
+        )
+        if info["missing"]:
+            line += f", {info['missing']} labels missing"
+    console.print(line)
+    for f in info["failed_labels"]:
+        where = (
+            f"centre {f['centre']} radius {f['radius']:g} Å"
+            if f["kind"] == "chunk"
+            else "the whole structure"
+        )
+        err_console.print(
+            f"[red]failed label[/red] {name}: nearsightedness {where} (fw {f['fw_id']}, "
+            f"hash {f['hash'][:12]}): {f['error']}"
+        )
 
 
 def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
@@ -644,6 +793,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
                     "scf_iterations": d.get("scf_iterations"),
                     "attempt": d.get("attempt"),
                     "peak_rss_MiB": d.get("peak_rss_MiB"),
+                    "mpi_ranks": d.get("mpi_ranks", 1),
                     "log_file": d.get("log_file"),
                     "host": d.get("host"),
                     "fw_id": d.get("fw_id"),
@@ -764,10 +914,16 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nft_fw.launchpad import campaigns
+    from nft_fw.launchpad import campaigns, nearsightedness, records
 
     out = Path(args.output or f"{args.name}-report")
-    paths = _with_campaign(args, lambda db: campaigns.report(db, args.name, out))
+
+    def write(db: Any) -> dict[str, Any]:
+        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
+            return nearsightedness.report(db, args.name, out)  # from the labels stored so far
+        return campaigns.report(db, args.name, out)
+
+    paths = _with_campaign(args, write)
     for key, p in paths.items():
         console.print(f"{key}: {p}")
     return EXIT_OK
@@ -826,6 +982,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     campaign = args.campaign or str(Path(__file__).parent / "examples" / "pt260-emt.yaml")
     prepared = _load(campaign)
+    if _is_nearsightedness(prepared):
+        raise UsageError(
+            f"{campaign} is a nearsightedness campaign; the demo trains a potential (give an "
+            "NFT campaign file), or run it with nft-fw run"
+        )
     base = Path(args.data_dir or ".nft-fw-demo").resolve()
     with connect(data_dir=base / "db", db_name="nft_fw_demo", fw_log_level="WARNING") as conn:
         console.print(f"database: {conn.description} (reset for the demo)")
@@ -969,7 +1130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "recover", help="re-queue Fireworks whose worker died (no ping for --lost-after seconds)"
+        "recover",
+        help="re-queue Fireworks whose worker died (no ping for --lost-after seconds) and "
+        "submit the trainer of any round whose label Fireworks all ended without doing so",
     )
     p.add_argument("name", nargs="?", help="only this campaign's Fireworks (default: all)")
     p.add_argument(
@@ -980,7 +1143,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a RUNNING Firework silent for S seconds is lost (default 14400, FireWorks' own); "
         "must exceed the workers' --ping",
     )
-    p.add_argument("--dry-run", action="store_true", help="only list the lost runs")
+    p.add_argument(
+        "--dry-run", action="store_true", help="only list the lost runs and stalled rounds"
+    )
     p.add_argument("--json", action="store_true")
     _add_connection_options(p)
     p.set_defaults(func=cmd_recover)

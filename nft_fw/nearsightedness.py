@@ -11,6 +11,11 @@ DFT Pt and chose 8 Å chunks.
 No database: :func:`nearsightedness` runs the parent in this process (``nft-fw
 nearsightedness`` is its command line). Chunks with equal contents (hash) are labelled
 once, so radii beyond a small structure's size cost nothing extra.
+
+The same analysis as a campaign of its own (the chunks labelled by FireWorks workers) plans
+its chunks with :func:`plan_chunks` and assembles the stored central forces with
+:meth:`Nearsightedness.from_labels`; a chunk whose label is missing (the parent failed) is
+NaN and left out of the statistics of its radius.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,53 @@ class Nearsightedness:
     force_locality_A: float | None = None
     structure_atoms: int | None = None
 
+    @classmethod
+    def from_labels(
+        cls,
+        plan: ChunkPlan,
+        central: Mapping[str, tuple[Sequence[float], float]],
+        full_forces: np.ndarray | None,
+        full_seconds: float | None,
+        parent: str,
+        force_locality_A: float | None = None,
+        structure_atoms: int | None = None,
+    ) -> Nearsightedness:
+        """The analysis from labels computed elsewhere (e.g. by FireWorks workers).
+
+        ``central``: chunk hash → (central force (3,) eV/Å, parent wall time s) for every
+        chunk of ``plan`` that has a label; a chunk without one gets NaN forces.
+        ``full_forces``: (n_centres, 3) eV/Å forces on the centres in the whole structure
+        (None: not computed or not available). Times are booked as :func:`nearsightedness`
+        books them: on the first (centre, radius) holding a chunk, 0 on its repeats.
+        """
+        shape = (len(plan.radii), len(plan.centres))
+        forces = np.full((*shape, 3), np.nan)
+        seconds = np.zeros(shape)
+        seen: set[str] = set()
+        for j in range(len(plan.centres)):
+            for k in range(len(plan.radii)):
+                h = plan.hashes[k][j]
+                if h not in central:
+                    continue
+                force, secs = central[h]
+                forces[k, j] = np.asarray(force, dtype=float)
+                if h not in seen:
+                    seconds[k, j] = float(secs)
+                    seen.add(h)
+        return cls(
+            radii=list(plan.radii),
+            centres=list(plan.centres),
+            forces=forces,
+            full_forces=None if full_forces is None else np.asarray(full_forces, dtype=float),
+            n_atoms=np.asarray(plan.n_atoms, dtype=int).reshape(shape),
+            seconds=seconds,
+            full_seconds=full_seconds,
+            labels=len(seen) + int(full_forces is not None),
+            parent=parent,
+            force_locality_A=force_locality_A,
+            structure_atoms=structure_atoms,
+        )
+
     def whole_from(self) -> float | None:
         """The smallest radius (Å) whose chunks all hold the whole structure (they then agree
         with it trivially, and say nothing about locality); None if no radius does."""
@@ -86,19 +138,21 @@ class Nearsightedness:
     def recommend(self, tolerance: float) -> float | None:
         """The smallest radius (Å) from which on every centre's deviation from the reference
         is below ``tolerance`` eV/Å at that and every larger radius; None if there is none
-        (against the largest chunk, the largest radius itself does not count)."""
+        (against the largest chunk, the largest radius itself does not count). Missing
+        deviations (NaN) are left out; a radius with none at all ends the search."""
         kind, dev = self.reference()
         radii = self.radii if kind == "full" else self.radii[:-1]
         best = None
         for k in range(len(radii) - 1, -1, -1):
-            if dev[k].max() >= tolerance:
+            worst = _stats(dev[k])[3]  # over the centres with a label; NaN: none has one
+            if not worst < tolerance:
                 break
             best = radii[k]
         return best
 
     def table(self) -> list[dict[str, Any]]:
         """One row per radius: chunk sizes, parent time, and the median, quartiles and max of
-        each deviation (eV/Å)."""
+        each deviation (eV/Å) over the centres whose chunk has a label (NaN when none has)."""
         rows = []
         full = self.deviation_from_full()
         largest = self.deviation_from_largest()
@@ -112,11 +166,11 @@ class Nearsightedness:
             for name, dev in (("full", full), ("largest", largest)):
                 if dev is None:
                     continue
-                q1, med, q3 = np.percentile(dev[k], [25, 50, 75])
-                row[f"{name}_median"] = float(med)
-                row[f"{name}_q1"] = float(q1)
-                row[f"{name}_q3"] = float(q3)
-                row[f"{name}_max"] = float(dev[k].max())
+                q1, med, q3, top = _stats(dev[k])
+                row[f"{name}_median"] = med
+                row[f"{name}_q1"] = q1
+                row[f"{name}_q3"] = q3
+                row[f"{name}_max"] = top
             rows.append(row)
         return rows
 
@@ -140,6 +194,86 @@ class Nearsightedness:
             out["recommended_radius_A"] = self.recommend(tolerance)
         out["whole_structure_from_A"] = self.whole_from()
         return out
+
+
+def _stats(values: np.ndarray) -> tuple[float, float, float, float]:
+    """First quartile, median, third quartile and max of the finite entries of ``values``
+    (a deviation per centre, eV/Å); all NaN when there is none."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (float("nan"),) * 4
+    q1, med, q3 = np.percentile(finite, [25, 50, 75])
+    return float(q1), float(med), float(q3), float(finite.max())
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """Which chunk each (radius, centre) is, before anything is labelled.
+
+    ``radii``: ascending, Å; ``centres``: atom indices; ``hashes``/``n_atoms``: (n_radii,
+    n_centres) chunk hashes (:func:`nft_fw.chunks.chunk_hash`) and sizes. Chunks with equal
+    hashes are one parent calculation.
+    """
+
+    radii: list[float]
+    centres: list[int]
+    hashes: list[list[str]]
+    n_atoms: list[list[int]]
+
+    def distinct(self) -> list[dict[str, Any]]:
+        """One entry per distinct chunk, ``{centre, radius, hash, n_atoms}``, at its first
+        (centre, radius) in centre-major order (the order :func:`nearsightedness` labels in)."""
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for j, c in enumerate(self.centres):
+            for k, r in enumerate(self.radii):
+                h = self.hashes[k][j]
+                if h not in seen:
+                    seen.add(h)
+                    out.append({"centre": c, "radius": r, "hash": h, "n_atoms": self.n_atoms[k][j]})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChunkPlan:
+        return cls(
+            radii=[float(r) for r in data["radii"]],
+            centres=[int(c) for c in data["centres"]],
+            hashes=[[str(h) for h in row] for row in data["hashes"]],
+            n_atoms=[[int(n) for n in row] for row in data["n_atoms"]],
+        )
+
+
+def plan_chunks(atoms: Atoms, centres: Sequence[int], radii: Sequence[float]) -> ChunkPlan:
+    """Cut (but do not label) the chunk of each radius (Å, sorted ascending) around each
+    centre of ``atoms``. Raises ValueError for no or non-positive radii, no centres, or
+    centres outside the structure."""
+    radii = sorted(float(r) for r in radii)
+    if not radii or radii[0] <= 0:
+        raise ValueError(f"radii must be positive Å and at least one; got {radii}")
+    centres = [int(c) for c in centres]
+    if not centres:
+        raise ValueError("give at least one centre atom")
+    bad = [c for c in centres if not 0 <= c < len(atoms)]
+    if bad:
+        raise ValueError(f"centres {bad} are outside the structure's {len(atoms)} atoms")
+    chunks = [[cut(atoms, c, r) for c in centres] for r in radii]
+    return ChunkPlan(
+        radii=radii,
+        centres=centres,
+        hashes=[[ch.hash for ch in row] for row in chunks],
+        n_atoms=[[len(ch) for ch in row] for row in chunks],
+    )
+
+
+def random_centres(n_atoms: int, count: int, seed: int) -> list[int]:
+    """``count`` distinct atom indices of ``n_atoms``, drawn with numpy's default_rng(seed),
+    sorted; the same draw as ``nft-fw nearsightedness --n-centres``."""
+    rng = np.random.default_rng(seed)
+    return sorted(int(c) for c in rng.choice(n_atoms, size=min(count, n_atoms), replace=False))
 
 
 def nearsightedness(
@@ -222,8 +356,8 @@ def plot(result: Nearsightedness, path: str | Path, tolerance: float | None = No
             rr = r
         if len(rr) == 0:
             continue
-        q1, med, q3 = (np.maximum(np.percentile(dev, q, axis=1), floor) for q in (25, 50, 75))
-        top = np.maximum(dev.max(axis=1), floor)
+        stats = np.array([_stats(row) for row in dev])  # (n_radii, 4): q1, median, q3, max
+        q1, med, q3, top = (np.maximum(stats[:, i], floor) for i in range(4))
         ax.fill_between(rr, q1, q3, color=colour, alpha=0.25, label=f"vs {name}: quartiles")
         ax.plot(rr, med, "o-", color=colour, label=f"vs {name}: median")
         ax.plot(rr, top, "v--", color=colour, label=f"vs {name}: max")

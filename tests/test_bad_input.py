@@ -171,3 +171,27 @@ def test_submit_of_a_bad_file_exits_2_and_writes_nothing(
     assert where.split(".")[0] in err and "Traceback" not in err
     after = {name: db[name].count_documents({}) for name in db.list_collection_names()}
     assert after == before
+
+
+@pytest.mark.integration
+def test_chunk_radius_below_twice_the_cutoff_exits_2_and_writes_nothing(
+    connection: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nft_fw.cli import main
+
+    spec = copy.deepcopy(BASE)
+    cutoff = spec.get("model", {}).get("cutoff", 6.0)
+    spec.setdefault("nft", {})["chunk_radius"] = 2 * cutoff - 0.5
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    db = connection.launchpad.db
+    before = {name: db[name].count_documents({}) for name in db.list_collection_names()}
+    code = main(
+        ["submit", str(path), "--data-dir", str(connection.server.data_dir),
+         "--db-name", connection.db_name]
+    )  # fmt: skip
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "nft.chunk_radius" in err and "below 2·model.cutoff" in err
+    after = {name: db[name].count_documents({}) for name in db.list_collection_names()}
+    assert after == before

@@ -146,8 +146,18 @@ def test_builder_kinds_match_the_structures_module() -> None:
     assert set(get_args(BuilderSpec.model_fields["kind"].annotation)) == set(KINDS)
 
 
-def test_short_chunk_radius_warns(caplog: pytest.LogCaptureFixture) -> None:
-    spec = load_campaign(_with(lambda s: s["nft"].update(chunk_radius=8.0)))
+def test_chunk_radius_below_twice_the_model_cutoff_is_refused() -> None:
+    with pytest.raises(CampaignError) as info:
+        load_campaign(_with(lambda s: s["nft"].update(chunk_radius=8.0)))
+    assert info.value.field == "nft.chunk_radius"
+    assert "below 2·model.cutoff = 12 Å" in str(info.value)
+    assert "use at least 12 Å" in str(info.value)
+
+
+def test_short_chunk_radius_allowed_explicitly_warns(caplog: pytest.LogCaptureFixture) -> None:
+    spec = load_campaign(
+        _with(lambda s: s["nft"].update(chunk_radius=8.0, allow_short_chunks=True))
+    )
     with caplog.at_level(logging.WARNING, logger="nft_fw.campaign"):
         prepared = prepare(spec)
     assert prepared.chunk_radius_A == 8.0

@@ -28,3 +28,16 @@ def test_readme_documents_every_campaign_field() -> None:
     assert len(fields) > 50
     missing = [f for f in fields if f"| `{f}` |" not in text]
     assert not missing, f"README's campaign table lacks {missing}"
+
+
+def test_readme_documents_every_nearsightedness_campaign_field() -> None:
+    from nft_fw.campaign import NearsightednessSpec
+
+    text = README.read_text()
+    start = text.index("### Nearsightedness campaign files")
+    section = text[start : text.index("\n## ", start)]
+    # target and parent are the NFT campaign's models, documented in the table above
+    fields = [f for f in _fields(NearsightednessSpec) if not f.startswith(("target.", "parent."))]
+    assert len(fields) >= 12
+    missing = [f for f in fields if f"| `{f}` |" not in section]
+    assert not missing, f"README's nearsightedness campaign table lacks {missing}"

@@ -1,0 +1,535 @@
+"""The service side of a nearsightedness campaign: register it, label its chunks, analyse.
+
+A campaign file with ``kind: nearsightedness`` asks how far the parent's force on an atom
+reaches (Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104 (2022), Fig. 2): chunks of each
+radius around each centre are labelled by FireWorks workers, then one Firework compares
+their central forces with the whole structure's and with the largest chunk's
+(:class:`nft_fw.nearsightedness.Nearsightedness`).
+
+Storage:
+
+* ``nft_campaigns`` — the campaign record (``kind: nearsightedness``), with the GridFS ids of
+  the target (ASE JSON, lossless: the chunks a worker cuts are bit-identical to the ones
+  cut at submission) and of the chunk plan (which chunk each radius and centre is), and at
+  the end the summary and the ids of the stored report.
+* ``nft_ns_labels`` — one document per (campaign, hash, parent_hash), unique index, written
+  by upsert: a rerun labels nothing twice, and chunks with equal contents are one label.
+  These labels are never training data: trainers read ``nft_labels`` only.
+* ``nft_failures`` — chunks (or the whole structure) the parent could not label with any
+  retry, as for NFT campaigns (``phase: nearsightedness``).
+* GridFS ``nft_files`` — target, plan, the whole structure's forces (``.npy``), parent logs,
+  and the report: ``nearsightedness.json`` and ``nearsightedness.png``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.io.jsonio import decode, encode
+from bson import ObjectId
+from pymongo import ASCENDING
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from nft_fw import nearsightedness as ns
+from nft_fw.campaign import NEARSIGHTEDNESS, NearsightednessSpec, PreparedNearsightedness
+from nft_fw.chunks import cut
+from nft_fw.launchpad import records
+from nft_fw.parents import LabelFailed, Parent, SinglePoint, get_parent
+
+log = logging.getLogger(__name__)
+
+NS_LABELS = "nft_ns_labels"
+KIND = NEARSIGHTEDNESS
+PHASE = NEARSIGHTEDNESS  # the phase of its failure records
+DFT_PARENTS = {"gpaw"}  # as nft_fw.launchpad.campaigns: their labels go to 'dft' workers
+REPORT_FILES = ("json", "figure")
+FULL_ITEM = {"kind": "full"}
+
+
+def ensure_indexes(db: Database) -> None:
+    db[NS_LABELS].create_index(
+        [("campaign", ASCENDING), ("hash", ASCENDING), ("parent_hash", ASCENDING)],
+        unique=True,
+        name="one_ns_label_per_chunk",
+    )
+
+
+def label_category(spec: NearsightednessSpec) -> str:
+    """FireWorks _category of the label Fireworks."""
+    if spec.service.label_category:
+        return spec.service.label_category
+    return "dft" if spec.parent.name in DFT_PARENTS else "label"
+
+
+def analysis_category(spec: NearsightednessSpec) -> str:
+    return spec.service.analysis_category or label_category(spec)
+
+
+def is_nearsightedness(doc: dict[str, Any]) -> bool:
+    """Is this ``nft_campaigns`` document a nearsightedness campaign?"""
+    return doc.get("kind") == KIND
+
+
+def load_spec(db: Database, name: str) -> NearsightednessSpec:
+    doc = records.get_campaign(db, name)
+    if not is_nearsightedness(doc):
+        raise KeyError(f"campaign {name!r} is not a nearsightedness campaign")
+    return NearsightednessSpec.model_validate(doc["spec"])
+
+
+# ----------------------------------------------------------------------------- register
+
+
+def register(db: Database, prepared: PreparedNearsightedness) -> None:
+    """Create the campaign record (the name is claimed first, so a taken name writes
+    nothing), then store the target and the chunk plan in GridFS. Raises CampaignExists."""
+    spec = prepared.spec
+    ensure_indexes(db)
+    records.create_campaign(
+        db,
+        spec.name,
+        spec.model_dump(mode="json"),
+        kind=KIND,
+        n_atoms=len(prepared.target),
+        elements=sorted(set(prepared.target.get_chemical_symbols())),
+        parent_hash=prepared.parent.settings_hash,
+        centres=prepared.centres,
+        radii_A=prepared.radii,
+        n_chunks=len(prepared.plan.distinct()),
+        warnings=prepared.warnings,
+    )
+    target_id = records.put_bytes(
+        db, encode(prepared.target).encode(), f"{spec.name}/target.json", kind="structure"
+    )
+    plan_id = records.put_bytes(
+        db,
+        json.dumps(prepared.plan.to_dict()).encode(),
+        f"{spec.name}/nearsightedness-plan.json",
+        kind="plan",
+    )
+    records.update_campaign(db, spec.name, target_file=str(target_id), plan_file=str(plan_id))
+
+
+def plan_items(prepared: PreparedNearsightedness) -> list[dict[str, Any]]:
+    """One label item per distinct chunk (``{kind: chunk, centre, radius, hash}``), in the
+    order the in-process analysis labels them. The whole structure's item is ``FULL_ITEM``."""
+    return [
+        {"kind": "chunk", "centre": d["centre"], "radius": d["radius"], "hash": d["hash"]}
+        for d in prepared.plan.distinct()
+    ]
+
+
+# ----------------------------------------------------------------------------- labelling
+
+_TARGETS: collections.OrderedDict[tuple[str, str], Atoms] = collections.OrderedDict()
+
+
+def _target(db: Database, file_id: str) -> Atoms:
+    """A copy of the stored target; a worker keeps the last few it decoded."""
+    key = (db.name, file_id)
+    atoms = _TARGETS.get(key)
+    if atoms is None:
+        atoms = decode(records.get_bytes(db, ObjectId(file_id)).decode())
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"stored target {file_id} is a {type(atoms).__name__}, not Atoms")
+        _TARGETS[key] = atoms
+        while len(_TARGETS) > 4:
+            _TARGETS.popitem(last=False)
+    else:
+        _TARGETS.move_to_end(key)
+    return atoms.copy()
+
+
+def _plan(db: Database, doc: dict[str, Any]) -> ns.ChunkPlan:
+    return ns.ChunkPlan.from_dict(json.loads(records.get_bytes(db, ObjectId(doc["plan_file"]))))
+
+
+def full_hash(doc: dict[str, Any]) -> str:
+    """The key of the whole structure's label: it is one per campaign."""
+    return f"full:{doc['target_file']}"
+
+
+def has_label(db: Database, campaign: str, label_hash: str, parent_hash: str) -> bool:
+    query = {"campaign": campaign, "hash": label_hash, "parent_hash": parent_hash}
+    return db[NS_LABELS].count_documents(query, limit=1) > 0
+
+
+def put_label(db: Database, doc: dict[str, Any]) -> bool:
+    """Insert a label unless one is stored under its (campaign, hash, parent_hash); True
+    when it was new. A stored label is never overwritten."""
+    key = {k: doc[k] for k in ("campaign", "hash", "parent_hash")}
+    body = {k: v for k, v in doc.items() if k not in key}
+    body.setdefault("created", records.now())
+    try:
+        res = db[NS_LABELS].update_one(key, {"$setOnInsert": body}, upsert=True)
+    except DuplicateKeyError:  # two workers raced on the upsert: the other one won
+        return False
+    return res.upserted_id is not None
+
+
+def labels(db: Database, campaign: str) -> list[dict[str, Any]]:
+    """The nearsightedness labels of a campaign, by kind, radius and centre."""
+    return list(
+        db[NS_LABELS]
+        .find({"campaign": campaign})
+        .sort([("kind", ASCENDING), ("radius", ASCENDING), ("centre", ASCENDING)])
+    )
+
+
+def _cost(result: SinglePoint) -> dict[str, Any]:
+    return {
+        "seconds": result.seconds,
+        "scf_iterations": result.scf_iterations,
+        "peak_rss_MiB": result.peak_rss_MiB,
+        "attempt": result.attempt,
+        "overrides": result.overrides,
+        "retry_errors": result.retry_errors,
+        "log_path": None if result.log_path is None else str(result.log_path),
+    }
+
+
+def _store_log(db: Database, name: str, path: str | None, label_hash: str) -> str | None:
+    if not path or not Path(path).exists():
+        return None
+    file_id = records.put_bytes(
+        db, Path(path).read_bytes(), f"{name}/logs/{Path(path).name}", kind="parent_log",
+        hash=label_hash,
+    )  # fmt: skip
+    return str(file_id)
+
+
+def _label_doc(
+    db: Database,
+    name: str,
+    item: dict[str, Any],
+    atoms: Atoms,
+    label_hash: str,
+    parent: Parent,
+    result: SinglePoint,
+    centres: list[int],
+    fw_id: int | None,
+) -> dict[str, Any]:
+    forces = np.asarray(result.forces, dtype=float)
+    doc: dict[str, Any] = {
+        "campaign": name,
+        "hash": label_hash,
+        "parent_hash": parent.settings_hash,
+        "kind": item["kind"],
+        "n_atoms": len(atoms),
+        "energy": float(result.energy),
+        "fw_id": fw_id,
+        "host": socket.gethostname(),
+        **_cost(result),
+    }
+    if item["kind"] == "chunk":
+        doc.update(
+            centre=int(item["centre"]),
+            radius=float(item["radius"]),
+            numbers=atoms.numbers.tolist(),
+            positions=atoms.positions.tolist(),
+            central_force=forces[0].tolist(),
+            forces=forces.tolist(),
+        )
+    else:  # the whole structure: forces of every atom in GridFS, the centres' inline
+        doc["centre_forces"] = forces[centres].tolist()
+        doc["centres"] = list(centres)
+        doc["forces_file"] = str(records.put_array(db, forces, f"{name}/full-forces.npy"))
+    return doc
+
+
+class NearsightednessLabelError(RuntimeError):
+    """Some items of a label Firework could not be labelled (recorded in nft_failures)."""
+
+
+def label_items(
+    db: Database,
+    name: str,
+    items: list[dict[str, Any]],
+    fw_id: int | None = None,
+    work_dir: Path | None = None,
+) -> dict[str, int]:
+    """Label the items (chunks cut from the stored target, or the whole target) that have
+    no label yet; returns counts of new, existing and failed labels.
+
+    Parent logs go to ``work_dir/parent-logs`` (default: the launch directory) and into
+    GridFS. An item the parent cannot label with any retry is recorded in ``nft_failures``
+    and the other items are still labelled; then :class:`NearsightednessLabelError` is
+    raised, so the Firework fizzles (the analysis runs without that item).
+    """
+    doc = records.get_campaign(db, name)
+    spec = NearsightednessSpec.model_validate(doc["spec"])
+    parent = get_parent(spec.parent.name, spec.parent.params)
+    target = _target(db, doc["target_file"])
+    centres = [int(c) for c in doc["centres"]]
+    log_dir = (Path.cwd() if work_dir is None else Path(work_dir)) / "parent-logs"
+    db[records.CAMPAIGNS].update_one(
+        {"_id": name, "state": "submitted"},
+        {"$set": {"state": "running", "updated": records.now()}},
+    )
+    counts = {"new": 0, "existing": 0, "failed": 0}
+    errors: list[str] = []
+    for item in items:
+        if item["kind"] == "chunk":
+            chunk = cut(target, int(item["centre"]), float(item["radius"]))
+            atoms, label_hash = chunk.atoms, chunk.hash
+            if label_hash != item["hash"]:
+                raise RuntimeError(
+                    f"campaign {name} fw {fw_id}: the chunk of centre {item['centre']} radius "
+                    f"{item['radius']} Å cut from the stored target has hash "
+                    f"{label_hash[:12]}, the plan says {item['hash'][:12]}: the stored "
+                    "target changed; submit the campaign again under a new name"
+                )
+            where = f"centre {item['centre']} radius {item['radius']:g} Å"
+            tag = label_hash[:16]
+        else:
+            atoms, label_hash, where, tag = target, full_hash(doc), "the whole structure", "full"
+        if has_label(db, name, label_hash, parent.settings_hash):
+            counts["existing"] += 1
+            continue
+        try:
+            result = parent.single_point(atoms, log_dir=log_dir, tag=tag)
+        except LabelFailed as err:
+            counts["failed"] += 1
+            errors.append(f"{where} ({len(atoms)} atoms): {err}")
+            records.put_failure(
+                db,
+                {
+                    "campaign": name,
+                    "hash": label_hash,
+                    "parent_hash": parent.settings_hash,
+                    "kind": item["kind"],
+                    "phase": PHASE,
+                    "iteration": None,
+                    "centre": item.get("centre"),
+                    "radius": item.get("radius"),
+                    "n_atoms": len(atoms),
+                    "error": str(err),
+                    "attempts": [
+                        {**a, "log_file": _store_log(db, name, a.get("log_path"), label_hash)}
+                        for a in err.attempts
+                    ],
+                    "fw_id": fw_id,
+                },
+            )
+            log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
+            continue
+        new = _label_doc(db, name, item, atoms, label_hash, parent, result, centres, fw_id)
+        new["log_file"] = _store_log(db, name, new.get("log_path"), label_hash)
+        if put_label(db, new):
+            counts["new"] += 1
+            records.clear_failure(db, name, label_hash, parent.settings_hash)
+        else:  # another worker stored it meanwhile: drop this one's files
+            counts["existing"] += 1
+            for key in ("forces_file", "log_file"):
+                if new.get(key):
+                    records.delete_file(db, ObjectId(new[key]))
+    log.info("campaign %s fw %s: nearsightedness labels %s", name, fw_id, counts)
+    if errors:
+        raise NearsightednessLabelError(
+            f"campaign {name} fw {fw_id}: {len(errors)} of {len(items)} items could not be "
+            f"labelled (recorded in {records.FAILURES}; nft-fw status {name} lists them; the "
+            "analysis reports them as missing): " + "; ".join(errors)
+        )
+    return counts
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def analyse(db: Database, name: str) -> tuple[ns.Nearsightedness, list[dict[str, Any]]]:
+    """The analysis from the labels stored so far, and the items still missing (each
+    ``{kind, centre, radius, hash, n_atoms, error}``; ``error`` is the parent's when it
+    failed, else why there is no label). Missing chunks are NaN in the result; without the
+    whole structure's label the reference is the largest chunk."""
+    doc = records.get_campaign(db, name)
+    spec = NearsightednessSpec.model_validate(doc["spec"])
+    parent = get_parent(spec.parent.name, spec.parent.params)
+    plan = _plan(db, doc)
+    query = {"campaign": name, "parent_hash": doc["parent_hash"]}
+    stored = {
+        d["hash"]: d
+        for d in db[NS_LABELS].find(
+            query, {"hash": 1, "kind": 1, "central_force": 1, "centre_forces": 1, "seconds": 1}
+        )
+    }
+    failed = {d["hash"]: d.get("error") for d in records.failures(db, name)}
+    central = {
+        h: (d["central_force"], float(d.get("seconds") or 0.0))
+        for h, d in stored.items()
+        if d["kind"] == "chunk"
+    }
+    full_forces, full_seconds = None, None
+    missing: list[dict[str, Any]] = []
+
+    def why(h: str) -> str:
+        return failed.get(h) or "no label yet (its Firework has not completed)"
+
+    if spec.full:
+        full = stored.get(full_hash(doc))
+        if full is not None:
+            full_forces = np.asarray(full["centre_forces"], dtype=float)
+            full_seconds = float(full.get("seconds") or 0.0)
+        else:
+            h = full_hash(doc)
+            missing.append(
+                {"kind": "full", "centre": None, "radius": None, "hash": h,
+                 "n_atoms": doc["n_atoms"], "error": why(h)}
+            )  # fmt: skip
+    for d in plan.distinct():
+        if d["hash"] not in central:
+            missing.append({"kind": "chunk", **d, "error": why(d["hash"])})
+    result = ns.Nearsightedness.from_labels(
+        plan,
+        central,
+        full_forces,
+        full_seconds,
+        parent=parent.name,
+        force_locality_A=parent.force_locality_A,
+        structure_atoms=int(doc["n_atoms"]),
+    )
+    return result, missing
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (strict JSON, BSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _arrays(value: np.ndarray | None) -> list[Any] | None:
+    return None if value is None else value.tolist()
+
+
+def report_data(db: Database, name: str) -> tuple[ns.Nearsightedness, dict[str, Any]]:
+    """The analysis and the report as JSON-ready data: :meth:`Nearsightedness.to_dict` at
+    the campaign's tolerance, the deviations per radius and centre (eV/Å; null where a label
+    is missing), and the missing items."""
+    result, missing = analyse(db, name)
+    spec = load_spec(db, name)
+    data = result.to_dict(spec.tolerance_eV_per_A)
+    data.update(
+        campaign=name,
+        kind=KIND,
+        structure_atoms=result.structure_atoms,
+        full_requested=spec.full,
+        deviation_from_full=_arrays(result.deviation_from_full()),
+        deviation_from_largest=_arrays(result.deviation_from_largest()),
+        missing=missing,
+    )
+    return result, _finite(data)
+
+
+def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
+    """``nearsightedness.json`` and ``nearsightedness.png`` (deviation per radius: median,
+    quartile band, max; log scale) in ``directory``, from the labels stored so far."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    result, data = report_data(db, name)
+    figure = ns.plot(result, directory / "nearsightedness.png", data["tolerance_eV_per_A"])
+    path = directory / "nearsightedness.json"
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return {"json": path, "figure": figure}
+
+
+SUMMARY_KEYS = (
+    "parent",
+    "centres",
+    "radii_A",
+    "labels",
+    "force_locality_A",
+    "tolerance_eV_per_A",
+    "reference",
+    "recommended_radius_A",
+    "whole_structure_from_A",
+    "structure_atoms",
+    "table",
+)
+
+
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a report (:func:`report_data`): the table per radius (median,
+    quartiles and max deviation from the full structure and from the largest chunk, eV/Å),
+    the recommended radius (Å) and what is missing."""
+    out = {k: data.get(k) for k in SUMMARY_KEYS}
+    out["kind"] = KIND
+    out["missing"] = len(data["missing"])
+    out["missing_items"] = [
+        {k: m[k] for k in ("kind", "centre", "radius", "hash")} for m in data["missing"][:50]
+    ]
+    return out
+
+
+def store_report(db: Database, name: str, fw_id: int | None = None) -> dict[str, Any]:
+    """Compute the analysis from the stored labels, keep its JSON and PNG in GridFS and the
+    summary in the campaign record (state ``completed``); returns the summary. A rerun
+    replaces the stored report."""
+    doc = records.get_campaign(db, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = report(db, name, tmp)
+        data = json.loads(paths["json"].read_text(encoding="utf-8"))
+        files = {
+            key: str(
+                records.put_bytes(
+                    db, paths[key].read_bytes(), f"{name}/report/{paths[key].name}",
+                    kind="report", campaign=name,
+                )
+            )
+            for key in REPORT_FILES
+        }  # fmt: skip
+    out = summary(data)
+    records.update_campaign(
+        db, name, state="completed", report_files=files, summary=out, report_fw_id=fw_id
+    )
+    for old in (doc.get("report_files") or {}).values():
+        records.delete_file(db, ObjectId(old))
+    rec = out["recommended_radius_A"]
+    log.info(
+        "campaign %s fw %s: nearsightedness of %s: recommended radius %s (tolerance %g eV/Å, "
+        "reference %s), %d missing",
+        name,
+        fw_id,
+        out["parent"],
+        "none" if rec is None else f"{rec:g} Å",
+        out["tolerance_eV_per_A"],
+        out["reference"],
+        out["missing"],
+    )
+    return out
+
+
+def status(db: Database, name: str) -> dict[str, Any]:
+    """Progress of a nearsightedness campaign: labels stored of those planned, failures,
+    and the recommendation once the analysis ran."""
+    doc = records.get_campaign(db, name)
+    spec = NearsightednessSpec.model_validate(doc["spec"])
+    stored = db[NS_LABELS].count_documents({"campaign": name})
+    planned = int(doc.get("n_chunks", 0)) + int(spec.full)
+    failures = [
+        {k: d.get(k) for k in ("kind", "centre", "radius", "hash", "fw_id", "error")}
+        for d in records.failures(db, name)
+    ]
+    summary_doc = doc.get("summary") or {}
+    return {
+        "labels": stored,
+        "planned_labels": planned,
+        "failed_labels": failures,
+        "recommended_radius_A": summary_doc.get("recommended_radius_A"),
+        "tolerance_eV_per_A": spec.tolerance_eV_per_A,
+        "reference": summary_doc.get("reference"),
+        "missing": summary_doc.get("missing"),
+    }
