@@ -40,6 +40,8 @@ def main() -> None:
             k: v
             for k, v in {
                 "chunk_radius": args.chunk_radius,
+                # the comparison with chunks smaller than 2·model.cutoff is the point here
+                "allow_short_chunks": True if args.chunk_radius is not None else None,
                 "max_iterations": args.max_iterations,
                 "patience": args.patience,
             }.items()
