@@ -176,7 +176,7 @@ def _item_atoms(
     return chunk.atoms, chunk.hash
 
 
-def _cost(result: SinglePoint) -> dict[str, Any]:
+def parent_cost(result: SinglePoint) -> dict[str, Any]:
     """What a parent calculation cost and how it went, as label fields."""
     return {
         "seconds": result.seconds,
@@ -207,7 +207,7 @@ def _label_doc(
     energy, forces = result.energy, result.forces
     if item["kind"] == "image":
         image = tr.Image(atoms=atoms, energy=energy, forces=forces, id=label_hash)
-        return {**_image_doc(name, parent.settings_hash, image, 0.0, fw_id), **_cost(result)}
+        return {**_image_doc(name, parent.settings_hash, image, 0.0, fw_id), **parent_cost(result)}
     forces = np.asarray(forces)
     return {
         "campaign": name,
@@ -225,11 +225,11 @@ def _label_doc(
         "energy": float(energy),
         "forces": forces.tolist(),
         "fw_id": fw_id,
-        **_cost(result),
+        **parent_cost(result),
     }
 
 
-def _store_log(db: Database, name: str, path: str | None, label_hash: str) -> str | None:
+def store_parent_log(db: Database, name: str, path: str | None, label_hash: str) -> str | None:
     """Keep a parent's text log in GridFS; returns its id (None when there is no log)."""
     if not path or not Path(path).exists():
         return None
@@ -280,7 +280,7 @@ def label_items(
             where = f"centre {item['centre']}" if item["kind"] == "chunk" else "initial image"
             errors.append(f"{where} (hash {label_hash[:12]}): {err}")
             attempts = [
-                {**a, "log_file": _store_log(db, name, a.get("log_path"), label_hash)}
+                {**a, "log_file": store_parent_log(db, name, a.get("log_path"), label_hash)}
                 for a in err.attempts
             ]
             records.put_failure(
@@ -303,7 +303,7 @@ def label_items(
             )
             log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
             continue
-        doc["log_file"] = _store_log(db, name, doc.get("log_path"), label_hash)
+        doc["log_file"] = store_parent_log(db, name, doc.get("log_path"), label_hash)
         if records.put_label(db, doc):
             counts["new"] += 1
             records.clear_failure(db, name, label_hash, parent.settings_hash)

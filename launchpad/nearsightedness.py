@@ -43,7 +43,7 @@ from pymongo.errors import DuplicateKeyError
 from nft_fw import nearsightedness as ns
 from nft_fw.campaign import NEARSIGHTEDNESS, NearsightednessSpec, PreparedNearsightedness
 from nft_fw.chunks import cut
-from nft_fw.launchpad import records
+from nft_fw.launchpad import campaigns, records
 from nft_fw.parents import LabelFailed, Parent, SinglePoint, get_parent
 
 log = logging.getLogger(__name__)
@@ -186,28 +186,6 @@ def labels(db: Database, campaign: str) -> list[dict[str, Any]]:
     )
 
 
-def _cost(result: SinglePoint) -> dict[str, Any]:
-    return {
-        "seconds": result.seconds,
-        "scf_iterations": result.scf_iterations,
-        "peak_rss_MiB": result.peak_rss_MiB,
-        "attempt": result.attempt,
-        "overrides": result.overrides,
-        "retry_errors": result.retry_errors,
-        "log_path": None if result.log_path is None else str(result.log_path),
-    }
-
-
-def _store_log(db: Database, name: str, path: str | None, label_hash: str) -> str | None:
-    if not path or not Path(path).exists():
-        return None
-    file_id = records.put_bytes(
-        db, Path(path).read_bytes(), f"{name}/logs/{Path(path).name}", kind="parent_log",
-        hash=label_hash,
-    )  # fmt: skip
-    return str(file_id)
-
-
 def _label_doc(
     db: Database,
     name: str,
@@ -229,7 +207,7 @@ def _label_doc(
         "energy": float(result.energy),
         "fw_id": fw_id,
         "host": socket.gethostname(),
-        **_cost(result),
+        **campaigns.parent_cost(result),
     }
     if item["kind"] == "chunk":
         doc.update(
@@ -315,7 +293,12 @@ def label_items(
                     "n_atoms": len(atoms),
                     "error": str(err),
                     "attempts": [
-                        {**a, "log_file": _store_log(db, name, a.get("log_path"), label_hash)}
+                        {
+                            **a,
+                            "log_file": campaigns.store_parent_log(
+                                db, name, a.get("log_path"), label_hash
+                            ),
+                        }
                         for a in err.attempts
                     ],
                     "fw_id": fw_id,
@@ -324,7 +307,7 @@ def label_items(
             log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
             continue
         new = _label_doc(db, name, item, atoms, label_hash, parent, result, centres, fw_id)
-        new["log_file"] = _store_log(db, name, new.get("log_path"), label_hash)
+        new["log_file"] = campaigns.store_parent_log(db, name, new.get("log_path"), label_hash)
         if put_label(db, new):
             counts["new"] += 1
             records.clear_failure(db, name, label_hash, parent.settings_hash)

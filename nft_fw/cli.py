@@ -776,17 +776,22 @@ def cmd_labels(args: argparse.Namespace) -> int:
     from nft_fw.launchpad import records
 
     def get(db: Any) -> list[dict[str, Any]]:
-        records.get_campaign(db, args.name)
+        from nft_fw.launchpad import nearsightedness
+
+        doc = records.get_campaign(db, args.name)
+        ns_kind = nearsightedness.is_nearsightedness(doc)
+        stored = nearsightedness.labels(db, args.name) if ns_kind else records.labels(db, args.name)
         out = []
-        for d in records.labels(db, args.name):
+        for d in stored:
             force = d.get("central_force")
             out.append(
                 {
                     "kind": d["kind"],
                     "iteration": d.get("iteration"),
+                    "radius_A": d.get("radius"),
                     "centre": d.get("centre"),
                     "hash": d["hash"],
-                    "atoms": len(d["numbers"]),
+                    "atoms": d.get("n_atoms") or len(d["numbers"]),
                     "energy_eV": d["energy"],
                     "central_force_eV_per_A": force,
                     "seconds": d.get("seconds"),

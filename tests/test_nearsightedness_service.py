@@ -193,6 +193,12 @@ def test_status_and_report_commands_show_the_campaign(finished: Any) -> None:
     data = json.loads((tmp / "report" / "nearsightedness.json").read_text())
     assert data["recommended_radius_A"] == _report(conn, name)["recommended_radius_A"]
     assert (tmp / "report" / "nearsightedness.png").read_bytes()[:4] == b"\x89PNG"
+    listed = _cli(conn, "labels", name, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == row["labels"]
+    assert {r["kind"] for r in rows} == {"chunk", "full"}
+    assert {r["radius_A"] for r in rows if r["kind"] == "chunk"} <= set(RADII)
 
 
 def test_rerun_of_a_label_firework_adds_no_label(finished: Any) -> None:
