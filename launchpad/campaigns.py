@@ -243,6 +243,44 @@ def store_parent_log(db: Database, name: str, path: str | None, label_hash: str)
     return str(file_id)
 
 
+def record_failure(
+    db: Database,
+    name: str,
+    parent: Parent,
+    item: dict[str, Any],
+    atoms: Atoms,
+    label_hash: str,
+    err: LabelFailed,
+    fw_id: int | None,
+    phase: str,
+    iteration: int | None,
+) -> None:
+    """Keep an item the parent could not label with any retry in ``nft_failures`` (never as
+    a label), with every attempt's error and its log in GridFS."""
+    attempts = [
+        {**a, "log_file": store_parent_log(db, name, a.get("log_path"), label_hash)}
+        for a in err.attempts
+    ]
+    records.put_failure(
+        db,
+        {
+            "campaign": name,
+            "hash": label_hash,
+            "parent_hash": parent.settings_hash,
+            "kind": item["kind"],
+            "phase": phase,
+            "iteration": iteration,
+            "centre": item.get("centre"),
+            "radius": item.get("radius"),
+            "n_atoms": len(atoms),
+            "error": str(err),
+            "attempts": attempts,
+            "fw_id": fw_id,
+            "host": socket.gethostname(),
+        },
+    )
+
+
 class LabelError(RuntimeError):
     """Some items of a label Firework could not be labelled (recorded in nft_failures)."""
 
@@ -279,28 +317,10 @@ def label_items(
             counts["failed"] += 1
             where = f"centre {item['centre']}" if item["kind"] == "chunk" else "initial image"
             errors.append(f"{where} (hash {label_hash[:12]}): {err}")
-            attempts = [
-                {**a, "log_file": store_parent_log(db, name, a.get("log_path"), label_hash)}
-                for a in err.attempts
-            ]
-            records.put_failure(
-                db,
-                {
-                    "campaign": name,
-                    "hash": label_hash,
-                    "parent_hash": parent.settings_hash,
-                    "kind": item["kind"],
-                    "phase": item.get("phase", "nft"),
-                    "iteration": item.get("iteration", 0),
-                    "centre": item.get("centre"),
-                    "radius": item.get("radius"),
-                    "n_atoms": len(atoms),
-                    "error": str(err),
-                    "attempts": attempts,
-                    "fw_id": fw_id,
-                    "host": socket.gethostname(),
-                },
-            )
+            record_failure(
+                db, name, parent, item, atoms, label_hash, err, fw_id,
+                phase=item.get("phase", "nft"), iteration=item.get("iteration", 0),
+            )  # fmt: skip
             log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
             continue
         doc["log_file"] = store_parent_log(db, name, doc.get("log_path"), label_hash)

@@ -279,30 +279,8 @@ def label_items(
         except LabelFailed as err:
             counts["failed"] += 1
             errors.append(f"{where} ({len(atoms)} atoms): {err}")
-            records.put_failure(
-                db,
-                {
-                    "campaign": name,
-                    "hash": label_hash,
-                    "parent_hash": parent.settings_hash,
-                    "kind": item["kind"],
-                    "phase": PHASE,
-                    "iteration": None,
-                    "centre": item.get("centre"),
-                    "radius": item.get("radius"),
-                    "n_atoms": len(atoms),
-                    "error": str(err),
-                    "attempts": [
-                        {
-                            **a,
-                            "log_file": campaigns.store_parent_log(
-                                db, name, a.get("log_path"), label_hash
-                            ),
-                        }
-                        for a in err.attempts
-                    ],
-                    "fw_id": fw_id,
-                },
+            campaigns.record_failure(
+                db, name, parent, item, atoms, label_hash, err, fw_id, phase=PHASE, iteration=None
             )
             log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
             continue

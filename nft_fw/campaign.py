@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -681,19 +681,26 @@ def load_campaign(
         raise CampaignError.from_errors(_describe(err), source) from err
 
 
-def _describe(err: ValidationError) -> list[tuple[str, str]]:
+def _describe(
+    err: ValidationError,
+    model_at: Callable[[tuple[int | str, ...]], type[BaseModel] | None] | None = None,
+    fallback: str = "see example_campaign()",
+    clean_loc: Callable[[tuple[int | str, ...]], tuple[int | str, ...]] = tuple,
+) -> list[tuple[str, str]]:
+    """``field.path: message (got …)`` for each error; an unknown key lists the keys allowed
+    where it stands (``model_at``: the model at a path, default within CampaignSpec)."""
     errors: list[tuple[str, str]] = []
     for e in err.errors():
         inner = e.get("ctx", {}).get("error")
         if isinstance(inner, CampaignError):
             errors.extend(inner.errors)
             continue
-        loc = e["loc"]
+        loc = clean_loc(tuple(e["loc"]))
         where = ".".join(str(p) for p in loc) or "campaign"
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            model = _model_at(loc[:-1])
-            allowed = ", ".join(model.model_fields) if model else "see example_campaign()"
+            model = (model_at or _model_at)(loc[:-1])
+            allowed = ", ".join(model.model_fields) if model else fallback
             message = f"unknown key; allowed keys here: {allowed} (check the spelling)"
         if e["type"] != "missing":
             message += f" (got {_short(e.get('input'))})"
@@ -701,8 +708,10 @@ def _describe(err: ValidationError) -> list[tuple[str, str]]:
     return errors
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = CampaignSpec
+def _model_at(
+    loc: tuple[int | str, ...], root: type[BaseModel] | None = None
+) -> type[BaseModel] | None:
+    model: type[BaseModel] = CampaignSpec if root is None else root
     for part in loc:
         info = model.model_fields.get(str(part))
         if info is None:
@@ -1068,39 +1077,20 @@ def load_any_campaign(
 def _describe_nearsightedness(err: ValidationError) -> list[tuple[str, str]]:
     """``field.path: message (got …)`` for a NearsightednessSpec; the union tags pydantic puts
     into the path of ``centres`` are left out."""
-    errors: list[tuple[str, str]] = []
-    for e in err.errors():
-        inner = e.get("ctx", {}).get("error")
-        if isinstance(inner, CampaignError):
-            errors.extend(inner.errors)
-            continue
-        loc = tuple(p for k, p in enumerate(e["loc"]) if not (k == 1 and e["loc"][0] == "centres"))
-        where = ".".join(str(p) for p in loc) or "campaign"
-        message = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            model = _ns_model_at(loc[:-1])
-            allowed = ", ".join(model.model_fields) if model else "see the README"
-            message = f"unknown key; allowed keys here: {allowed} (check the spelling)"
-        if e["type"] != "missing":
-            message += f" (got {_short(e.get('input'))})"
-        errors.append((where, message))
-    return errors
+    return _describe(
+        err,
+        model_at=_ns_model_at,
+        fallback="see the README",
+        clean_loc=lambda loc: tuple(
+            p for k, p in enumerate(loc) if not (k == 1 and loc[0] == "centres")
+        ),
+    )
 
 
 def _ns_model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     if loc == ("centres",):
         return CentresSampleSpec
-    model: type[BaseModel] = NearsightednessSpec
-    for part in loc:
-        info = model.model_fields.get(str(part))
-        if info is None:
-            return None
-        candidates = [info.annotation, *get_args(info.annotation)]
-        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not found:
-            return None
-        model = found[0]
-    return model
+    return _model_at(loc, NearsightednessSpec)
 
 
 @dataclass

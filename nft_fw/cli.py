@@ -854,7 +854,6 @@ def _numbers(text: str, kind: type, what: str) -> list[Any]:
 
 
 def cmd_nearsightedness(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from nft_fw import nearsightedness as ns
 
@@ -866,9 +865,7 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
     elif args.centres:
         centres = _numbers(args.centres, int, "--centres")
     else:
-        rng = np.random.default_rng(args.seed)
-        n = min(args.n_centres, len(atoms))
-        centres = sorted(int(c) for c in rng.choice(len(atoms), size=n, replace=False))
+        centres = ns.random_centres(len(atoms), args.n_centres, args.seed)
     try:
         result = ns.nearsightedness(atoms, prepared.parent, centres, radii, full=not args.no_full)
     except ValueError as err:

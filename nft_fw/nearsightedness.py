@@ -247,19 +247,28 @@ class ChunkPlan:
         )
 
 
+def _checked(
+    atoms: Atoms, centres: Sequence[int], radii: Sequence[float]
+) -> tuple[list[float], list[int]]:
+    """Radii sorted ascending and centres as ints; ValueError for no or non-positive radii,
+    no centres, or centres outside the structure."""
+    out_radii = sorted(float(r) for r in radii)
+    if not out_radii or out_radii[0] <= 0:
+        raise ValueError(f"radii must be positive Å and at least one; got {out_radii}")
+    out_centres = [int(c) for c in centres]
+    if not out_centres:
+        raise ValueError("give at least one centre atom")
+    bad = [c for c in out_centres if not 0 <= c < len(atoms)]
+    if bad:
+        raise ValueError(f"centres {bad} are outside the structure's {len(atoms)} atoms")
+    return out_radii, out_centres
+
+
 def plan_chunks(atoms: Atoms, centres: Sequence[int], radii: Sequence[float]) -> ChunkPlan:
     """Cut (but do not label) the chunk of each radius (Å, sorted ascending) around each
     centre of ``atoms``. Raises ValueError for no or non-positive radii, no centres, or
     centres outside the structure."""
-    radii = sorted(float(r) for r in radii)
-    if not radii or radii[0] <= 0:
-        raise ValueError(f"radii must be positive Å and at least one; got {radii}")
-    centres = [int(c) for c in centres]
-    if not centres:
-        raise ValueError("give at least one centre atom")
-    bad = [c for c in centres if not 0 <= c < len(atoms)]
-    if bad:
-        raise ValueError(f"centres {bad} are outside the structure's {len(atoms)} atoms")
+    radii, centres = _checked(atoms, centres, radii)
     chunks = [[cut(atoms, c, r) for c in centres] for r in radii]
     return ChunkPlan(
         radii=radii,
@@ -285,15 +294,7 @@ def nearsightedness(
 ) -> Nearsightedness:
     """Label chunks of each radius (Å) around each centre of ``atoms`` with ``parent``, and
     the whole of ``atoms`` too when ``full``. Radii are sorted ascending."""
-    radii = sorted(float(r) for r in radii)
-    if not radii or radii[0] <= 0:
-        raise ValueError(f"radii must be positive Å and at least one; got {radii}")
-    centres = [int(c) for c in centres]
-    if not centres:
-        raise ValueError("give at least one centre atom")
-    bad = [c for c in centres if not 0 <= c < len(atoms)]
-    if bad:
-        raise ValueError(f"centres {bad} are outside the structure's {len(atoms)} atoms")
+    radii, centres = _checked(atoms, centres, radii)
     shape = (len(radii), len(centres))
     forces = np.zeros((*shape, 3))
     n_atoms = np.zeros(shape, dtype=int)

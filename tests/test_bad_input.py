@@ -146,6 +146,25 @@ def test_bad_structure_files_are_refused_naming_the_field(
     assert field in str(err)
 
 
+def _submit(
+    connection: Any, spec: dict[str, Any], path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, dict[str, tuple[int | None, int | None]]]:
+    """`nft-fw submit` of ``spec`` written to ``path``: exit code, stderr, and the
+    collections whose document count changed (or that appeared), as (before, after)."""
+    from nft_fw.cli import main
+
+    path.write_text(yaml.safe_dump(spec))
+    db = connection.launchpad.db
+    before = {name: db[name].count_documents({}) for name in db.list_collection_names()}
+    code = main(
+        ["submit", str(path), "--data-dir", str(connection.server.data_dir),
+         "--db-name", connection.db_name]
+    )  # fmt: skip
+    after = {name: db[name].count_documents({}) for name in db.list_collection_names()}
+    changed = {k: (before.get(k), after.get(k)) for k in set(before) | set(after)}
+    return code, capsys.readouterr().err, {k: v for k, v in changed.items() if v[0] != v[1]}
+
+
 @pytest.mark.integration
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
@@ -153,45 +172,24 @@ def test_bad_structure_files_are_refused_naming_the_field(
 def test_submit_of_a_bad_file_exits_2_and_writes_nothing(
     case: Any, connection: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from nft_fw.cli import main
-
     spec, where, _ = case
     if _outcome(spec) is None:
         return  # a valid variant: submitting it is not what this test is about
-    path = tmp_path / f"{uuid.uuid4().hex}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    db = connection.launchpad.db
-    before = {name: db[name].count_documents({}) for name in db.list_collection_names()}
-    code = main(
-        ["submit", str(path), "--data-dir", str(connection.server.data_dir),
-         "--db-name", connection.db_name]
-    )  # fmt: skip
+    code, err, written = _submit(connection, spec, tmp_path / f"{uuid.uuid4().hex}.yaml", capsys)
     assert code == 2
-    err = capsys.readouterr().err
     assert where.split(".")[0] in err and "Traceback" not in err
-    after = {name: db[name].count_documents({}) for name in db.list_collection_names()}
-    assert after == before
+    assert not written
 
 
 @pytest.mark.integration
 def test_chunk_radius_below_twice_the_cutoff_exits_2_and_writes_nothing(
     connection: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from nft_fw.cli import main
-
     spec = copy.deepcopy(BASE)
     cutoff = spec.get("model", {}).get("cutoff", 6.0)
     spec.setdefault("nft", {})["chunk_radius"] = 2 * cutoff - 0.5
-    path = tmp_path / "short.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    db = connection.launchpad.db
-    before = {name: db[name].count_documents({}) for name in db.list_collection_names()}
-    code = main(
-        ["submit", str(path), "--data-dir", str(connection.server.data_dir),
-         "--db-name", connection.db_name]
-    )  # fmt: skip
+    code, err, written = _submit(connection, spec, tmp_path / "short.yaml", capsys)
     assert code == 2
-    err = " ".join(capsys.readouterr().err.split())
+    err = " ".join(err.split())
     assert "nft.chunk_radius" in err and "below 2·model.cutoff" in err
-    after = {name: db[name].count_documents({}) for name in db.list_collection_names()}
-    assert after == before
+    assert not written
