@@ -109,6 +109,9 @@ def run(
         "label_fireworks": len(label_fws),
         "label_states": sorted({d["state"] for d in label_fws}),
         "launches_per_label_firework": sorted({len(d["launches"]) for d in label_fws}),
+        # a launch id drawn twice makes one launch record replace another Firework's
+        "distinct_launch_ids": len({i for d in label_fws for i in d["launches"]}),
+        "launch_records": len(launches),
         "image_labels": len(images),
         "distinct_image_labels": len({d["hash"] for d in images}),
         "trainers_round_0": len(trainers),

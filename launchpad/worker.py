@@ -1,10 +1,11 @@
-"""A FireWorks worker loop: pull Fireworks of one category and run them.
+"""A FireWorks worker loop: pull Fireworks of some categories and run them.
 
 This is FireWorks' own ``launch_rocket`` in a loop that, unlike ``rapidfire``,
 keeps polling while the queue is empty (NFT rounds are appended dynamically
 by the trainer, so "nothing ready now" does not mean "finished") until an
 idle timeout or a launch budget is reached. Plain ``rlaunch rapidfire`` works
-against the same LaunchPad too.
+against the same LaunchPad too; on SecantusDB only one at a time, as its id draws are
+not atomic there (``nft_fw.launchpad.connection.IdCounter``).
 """
 
 from __future__ import annotations
@@ -60,13 +61,15 @@ def run_worker(
     name: str | None = None,
     ping_s: float | None = None,
     db_wait_s: float = 300.0,
+    fworker: FWorker | None = None,
 ) -> WorkerReport:
     """Run Fireworks until ``max_launches`` ran or nothing was runnable for ``idle_timeout_s``.
 
     ``idle_timeout_s=None`` polls forever (a service worker); each launch runs in
     its own ``launcher_*`` directory under ``work_dir`` (default: cwd). ``ping_s``: how often
     a running Firework tells the database it is alive (FireWorks' default: 3600 s); a run
-    silent for longer than ``nft-fw recover --lost-after`` counts as lost.
+    silent for longer than ``nft-fw recover --lost-after`` counts as lost. ``fworker``: a
+    ready FWorker (from a ``my_fworker.yaml``) instead of ``category`` and ``name``.
 
     The database may go away (a restart, a network blip): pymongo waits up to its server
     selection timeout (30 s) for it on every operation, and the worker then keeps retrying
@@ -87,7 +90,8 @@ def run_worker(
         raise ValueError(
             f"idle_timeout_s is {idle_timeout_s}; it must be >= 0 (or None to wait forever)"
         )
-    fworker = make_fworker(category, name)
+    if fworker is None:
+        fworker = make_fworker(category, name)
     root = Path(work_dir or os.getcwd()).resolve()
     root.mkdir(parents=True, exist_ok=True)
     start = last_work = time.monotonic()

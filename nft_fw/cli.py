@@ -123,7 +123,7 @@ def cmd_db_start(args: argparse.Namespace) -> int:
             f"embedded server {verb}: {info.address} (pid {info.pid}, data {info.data_dir})"
         )
         console.print(
-            f"workers: rlaunch -l {lp_file} rapidfire   or   nft-fw worker --launchpad {lp_file}"
+            f"workers: nft-fw worker --launchpad {lp_file} [--category C | --fworker FILE]"
         )
     return EXIT_OK
 
@@ -180,14 +180,42 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return _worker(args)
 
 
+def _fworker(args: argparse.Namespace) -> Any:
+    """The FWorker of ``--fworker FILE`` (name overridden by ``--name``), or None."""
+    if args.fworker is None:
+        return None
+    from fireworks import FWorker
+
+    if args.category:
+        raise UsageError(
+            "--fworker and --category both set the categories: put them in the FWorker "
+            "file's 'category' or pass --category alone"
+        )
+    path = Path(args.fworker).expanduser()
+    try:
+        fworker = FWorker.from_file(str(path))
+    except OSError as err:
+        raise UsageError(f"--fworker {path}: cannot read it ({err.strerror})") from None
+    except Exception as err:  # yaml errors, a file that is not an FWorker mapping
+        raise UsageError(
+            f"--fworker {path} is not a FireWorks my_fworker.yaml ({type(err).__name__}: "
+            f"{err}); expected keys name, category, query, env"
+        ) from None
+    if args.name:
+        fworker.name = args.name
+    return fworker
+
+
 def _worker(args: argparse.Namespace) -> int:
     from nft_fw.launchpad.connection import redact
     from nft_fw.launchpad.worker import DatabaseLost, run_worker
 
+    fworker = _fworker(args)
     conn = _open(args, start_embedded=False, fw_log_default="INFO")
     try:
         report = run_worker(
             conn.launchpad,
+            fworker=fworker,
             category=args.category,
             max_launches=args.max,
             idle_timeout_s=args.idle_timeout,
@@ -1077,7 +1105,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--category",
         "-c",
-        help="only Fireworks with this _category (label, train, dft, …); default any",
+        action="append",
+        help="only Fireworks with this _category (label, train, dft, …); repeat for several; "
+        "default any",
+    )
+    p.add_argument(
+        "--fworker",
+        "-w",
+        metavar="FILE",
+        help="a FireWorks my_fworker.yaml (name, category, query, env), as rlaunch -w takes",
     )
     p.add_argument("--max", type=int, metavar="N", help="stop after N launches")
     p.add_argument(

@@ -383,7 +383,7 @@ def test_cluster_examples_load_with_fireworks_loaders(tmp_path: Path) -> None:
 
     # which FWorker each adapter's jobs use, and what they must take
     expected = {
-        "my_qadapter_slurm.yaml": ("SLURM", "my_fworker_dft.yaml", "rlaunch"),
+        "my_qadapter_slurm.yaml": ("SLURM", "my_fworker_dft.yaml", "nft-fw"),
         "my_qadapter_slurm_offline.yaml": ("SLURM", "my_fworker_dft.yaml", "rlaunch"),
         "my_qadapter_slurm_gpu.yaml": ("SLURM", "train", "nft-fw"),
         "my_qadapter_pbs.yaml": ("PBS", "label", "nft-fw"),
@@ -413,7 +413,11 @@ def test_cluster_examples_load_with_fireworks_loaders(tmp_path: Path) -> None:
             assert ("-l" in argv) != ("--offline" in argv)  # offline jobs get no database
         else:
             _assert_nft_fw_command(argv)
-            assert argv[argv.index("--category") + 1] == target
+            if "--fworker" in argv:  # categories from the FWorker file, one launch per job
+                assert Path(argv[argv.index("--fworker") + 1]).name == target
+                assert "--category" not in argv and argv[argv.index("--max") + 1] == "1"
+            else:
+                assert argv[argv.index("--category") + 1] == target
 
 
 # ---------------------------------------------------------------- database recipes

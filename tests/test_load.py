@@ -36,6 +36,7 @@ def test_a_round_of_1000_label_fireworks_drains_through_4_workers(connection: An
     assert figures["label_fireworks"] == N
     assert figures["label_states"] == ["COMPLETED"]
     assert figures["launches_per_label_firework"] == [1]
+    assert figures["distinct_launch_ids"] == figures["launch_records"] == N
     assert figures["image_labels"] == figures["distinct_image_labels"] == N
     assert figures["round_batches_done"] == N
     assert figures["trainers_round_0"] == 1

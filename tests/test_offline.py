@@ -240,8 +240,9 @@ def test_offline_label_firework_delivers_each_label_exactly_once(
 
 
 def test_two_clusters_each_take_only_their_categories(connection: Any, tmp_path: Path) -> None:
-    """Cluster A (DFT, my_fworker_dft.yaml: dft + label) runs plain rlaunch; cluster B
-    (GPU, train) runs nft-fw worker as my_qadapter_slurm_gpu.yaml does; both at once."""
+    """Cluster A (DFT, my_fworker_dft.yaml: dft + label) runs nft-fw worker with that file
+    as my_qadapter_slurm.yaml does; cluster B (GPU, train) runs nft-fw worker --category
+    train as my_qadapter_slurm_gpu.yaml does; both at once."""
     lp = connection.launchpad
     ledger = tmp_path / "ledger.jsonl"
     for category in ("dft", "label", "train"):
@@ -251,8 +252,9 @@ def test_two_clusters_each_take_only_their_categories(connection: Any, tmp_path:
     for cluster in ("cluster-a", "cluster-b"):
         (tmp_path / cluster).mkdir()
     cluster_a = subprocess.Popen(
-        [str(VENV_BIN / "rlaunch"), "-l", str(connection.lp_file),
-         "-w", str(CLUSTERS / "my_fworker_dft.yaml"), "-s", "rapidfire", "--sleep", "1"],
+        [sys.executable, "-m", "nft_fw", "worker", "--launchpad", str(connection.lp_file),
+         "--fworker", str(CLUSTERS / "my_fworker_dft.yaml"), "--idle-timeout", "3",
+         "--poll", "0.5"],
         cwd=tmp_path / "cluster-a", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     cluster_b = subprocess.Popen(

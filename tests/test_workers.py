@@ -34,33 +34,37 @@ def _assert_all_ran_once(lp: object, ledger: Path, n_expected: int) -> None:
     assert len(tags) == n_expected and set(tags.values()) == {1}
 
 
-def test_two_concurrent_rlaunch_processes(
-    connection: object, tmp_path: Path, venv_bin: Path
-) -> None:
+def test_two_concurrent_worker_processes(connection: object, tmp_path: Path) -> None:
+    """Two workers at once (rapidfire, polling) share one workflow: each Firework runs once.
+
+    nft-fw workers, not plain ``rlaunch``: FireWorks' own clients draw launch ids in a
+    way SecantusDB does not make atomic (``tests/test_ids.py``); plain ``rlaunch`` is
+    tested alone below."""
     lp = connection.launchpad  # type: ignore[attr-defined]
     ledger = tmp_path / "ledger.jsonl"
     lp.add_wf(smoke_workflow(N_LEAVES, N_ADDED, ledger=str(ledger)))
-    procs = []
-    for i in range(2):
-        wdir = tmp_path / f"w{i}"
-        wdir.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(venv_bin / "rlaunch"),
-                    "-l",
-                    str(connection.lp_file),
-                    "-s",
-                    "rapidfire",
-                    "--sleep",
-                    "1",
-                ],  # type: ignore[attr-defined]
-                cwd=wdir,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nft_fw",
+                "worker",
+                "--launchpad",
+                str(connection.lp_file),  # type: ignore[attr-defined]
+                "--idle-timeout",
+                "3",
+                "--poll",
+                "0.5",
+                "--work-dir",
+                str(tmp_path / f"w{i}"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     _assert_all_ran_once(lp, ledger, N_LEAVES + 3 + N_ADDED)
@@ -150,3 +154,26 @@ def test_plain_rlaunch_with_fworker_file(
     assert not (tmp_path / "no.jsonl").exists()
     names = {d["fworker"]["name"] for d in lp.launches.find({}, {"fworker.name": 1})}
     assert names == {"dft-cluster"}
+
+
+def test_worker_fworker_file_errors_name_the_option(connection: object, tmp_path: Path) -> None:
+    def worker(*extra: str) -> tuple[int, str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "nft_fw", "worker", "--launchpad",
+             str(connection.lp_file), "--idle-timeout", "0", *extra],  # type: ignore[attr-defined]
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )  # fmt: skip
+        return out.returncode, " ".join(out.stderr.split())  # the console wraps long lines
+
+    fworker = tmp_path / "my_fworker.yaml"
+    fworker.write_text(yaml.safe_dump({"name": "a", "category": ["dft", "label"], "query": "{}"}))
+    code, err = worker("--fworker", str(fworker), "--category", "train")
+    assert code == 2 and "--fworker and --category" in err
+    code, err = worker("--fworker", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "missing.yaml: cannot read it" in err
+    (tmp_path / "list.yaml").write_text("- not\n- a mapping\n")
+    code, err = worker("--fworker", str(tmp_path / "list.yaml"))
+    assert code == 2 and "is not a FireWorks my_fworker.yaml" in err
+    code, err = worker("--fworker", str(fworker), "--name", "site-a")
+    assert code == 0, err
+    assert "worker site-a: 0 launches, stopped on idle timeout" in err
