@@ -762,11 +762,20 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     phases = PHASES if args.phase == "all" else (args.phase,)
 
-    def get(db: Any) -> list[dict[str, Any]]:
-        records.get_campaign(db, args.name)
+    def get(db: Any) -> Any:
+        from nft_fw.launchpad import nearsightedness
+
+        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
+            return nearsightedness.status(db, args.name)  # its result: the per-radius table
         return [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
 
     history = _with_campaign(args, get)
+    if isinstance(history, dict):  # a nearsightedness campaign trains nothing
+        if args.json:
+            console.print_json(json.dumps(history, default=str))
+        else:
+            _print_nearsightedness(args.name, history)
+        return EXIT_OK
     if args.json:
         console.print_json(json.dumps(history, default=str))
         return EXIT_OK
@@ -864,7 +873,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nft_fw.calculator import EnsembleCalculator
     from nft_fw.launchpad import relaxation
 
-    ensemble, rec = _with_campaign(args, lambda db: relaxation.final_model(db, args.name))
+    def get(db: Any) -> Any:
+        from nft_fw.launchpad import nearsightedness, records
+
+        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
+            raise UsageError(
+                f"{args.name} is a nearsightedness campaign: it trains no model to export. "
+                f"Its per-radius table is in 'nft-fw history {args.name}' and its figure in "
+                f"'nft-fw report {args.name}'"
+            )
+        return relaxation.final_model(db, args.name)
+
+    ensemble, rec = _with_campaign(args, get)
     path = EnsembleCalculator(ensemble).save(args.output)
     console.print(
         f"{args.name}: model of {rec['phase']} iteration {rec['iteration']} (δ max "

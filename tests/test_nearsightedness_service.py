@@ -199,6 +199,12 @@ def test_status_and_report_commands_show_the_campaign(finished: Any) -> None:
     assert len(rows) == row["labels"]
     assert {r["kind"] for r in rows} == {"chunk", "full"}
     assert {r["radius_A"] for r in rows if r["kind"] == "chunk"} <= set(RADII)
+    history = _cli(conn, "history", name, "--json")  # its result: the per-radius table
+    assert history.returncode == 0, history.stderr
+    assert json.loads(history.stdout) == row["nearsightedness"]
+    export = _cli(conn, "export", name, "-o", str(tmp / "model"))
+    assert export.returncode == 2 and "trains no model" in " ".join(export.stderr.split())
+    assert not (tmp / "model").exists()
 
 
 def test_rerun_of_a_label_firework_adds_no_label(finished: Any) -> None:
