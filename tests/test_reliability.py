@@ -45,11 +45,20 @@ def tiny(name: str, parent: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def _worker(conn: Any, tmp: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, str(SUPPORT / "worker.py"), "--data-dir", str(conn.server.data_dir),
-         "--db-name", conn.db_name, "--work-dir", str(tmp), *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    """A worker process whose output goes to ``tmp``.log (``_tail`` shows it on failure)."""
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp.with_suffix(".log"), "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, str(SUPPORT / "worker.py"), "--data-dir", str(conn.server.data_dir),
+             "--db-name", conn.db_name, "--work-dir", str(tmp), *args],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _tail(tmp: Path, n: int = 40) -> str:
+    """The last lines of the log of the worker started on ``tmp``."""
+    lines = tmp.with_suffix(".log").read_text(errors="replace").splitlines()
+    return "\n".join(lines[-n:])
 
 
 def _cli(conn: Any, *args: str) -> subprocess.CompletedProcess[str]:
@@ -219,17 +228,19 @@ def test_database_restart_mid_campaign_loses_nothing(
         time.sleep(10)
         again, started = server.start(data, port=info.port)
         assert started and again.port == info.port
-        for w in workers:
-            assert w.wait(timeout=600) == 0
+        for i, w in enumerate(workers):
+            assert w.wait(timeout=600) == 0, _tail(tmp_path / f"w{i}")
         doc = lp.db[records.CAMPAIGNS].find_one({"_id": name})
-        if doc["state"] != "completed":
-            # a Firework checked out at the instant the server stopped has no process left:
-            # the operator's nft-fw recover re-queues it, and a worker finishes the campaign
+        states = {d["state"] for d in lp.fireworks.find({"spec.campaign": name})}
+        if doc["state"] != "completed" or states != {"COMPLETED"}:
+            # a Firework checked out, or completing, at the instant the server stopped has no
+            # process left (its task may have finished: then the campaign went on): the
+            # operator's nft-fw recover re-queues it, and a worker finishes the campaign
             out = _cli(conn, "recover", name, "--lost-after", "5", "--json")
             assert out.returncode == 0, out.stderr
             assert json.loads(out.stdout)["lost_fw_ids"], "unfinished, yet nothing lost"
             again_worker = _worker(conn, tmp_path / "w2", "--idle-timeout", "10", "--poll", "0.2")
-            assert again_worker.wait(timeout=600) == 0
+            assert again_worker.wait(timeout=600) == 0, _tail(tmp_path / "w2")
             doc = lp.db[records.CAMPAIGNS].find_one({"_id": name})
         assert doc["state"] == "completed"
         assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
@@ -371,3 +382,45 @@ def test_a_round_whose_labels_ended_without_its_trainer_is_released_by_recover(
     labels = _labels_are_distinct_and_complete(lp.db, name)
     assert sum(1 for d in labels if d["kind"] == "image") == 3
     assert lp.fireworks.count_documents({"spec.campaign": name, "spec.nft_role": "train"}) == 2
+
+
+def test_a_round_cut_off_between_fireworks_and_workflows_is_completed_by_the_rerun(
+    connection: Any, tmp_path: Path
+) -> None:
+    """FireWorks writes a workflow's Fireworks before the workflow document: a submitter
+    stopped in between (the server went down) leaves Fireworks no worker can check out.
+    The submitter's rerun deletes them and adds those batches again; a worker then drains
+    the campaign without an error and every image is labelled once."""
+    from nft_fw.launchpad import campaigns, records
+    from nft_fw.workflows.campaign import submit_round
+
+    lp = connection.launchpad
+    name = f"cut-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(name, {"name": "emt"}))
+    init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
+    lp.defuse_fw(init["fw_id"])  # its work, here, so that the submission can be cut
+    items = campaigns.initial_items(lp.db, name)
+    first = submit_round(lp, name, "nft", 0, items)
+    assert len(first) == 4
+    # the state a cut between the two writes leaves: two batches' Fireworks, no workflow,
+    # and a round record whose submission was never marked
+    lp.workflows.delete_many({"nodes": {"$in": first[:2]}})
+    key = {"campaign": name, "phase": "nft", "round": 0}
+    lp.db[records.ROUNDS].update_one(key, {"$set": {"fw_ids": None}})
+
+    again = submit_round(lp, name, "nft", 0, items)  # the init Firework's rerun
+    assert len(again) == 4 and set(first[2:]) <= set(again) and not set(first[:2]) & set(again)
+    assert lp.fireworks.count_documents({"fw_id": {"$in": first[:2]}}) == 0
+    assert lp.workflows.count_documents({"nodes": {"$in": again}}) == 4
+    assert submit_round(lp, name, "nft", 0, items) == again  # and a third call adds nothing
+
+    worker = _worker(connection, tmp_path / "a", "--idle-timeout", "6", "--poll", "0.2")
+    assert worker.wait(timeout=600) == 0, _tail(tmp_path / "a")
+    assert records.get_campaign(lp.db, name)["state"] == "completed"
+    assert {
+        d["state"]
+        for d in lp.fireworks.find({"spec.campaign": name})
+        if d["fw_id"] != init["fw_id"]
+    } == {"COMPLETED"}
+    labels = _labels_are_distinct_and_complete(lp.db, name)
+    assert sum(1 for d in labels if d["kind"] == "image") == 4

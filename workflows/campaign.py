@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,8 @@ from nft_fw.firetasks.nft import (
     TransferTask,
 )
 from nft_fw.launchpad import campaigns, records
+
+logger = logging.getLogger(__name__)
 
 TRAIN_PRIORITY = 100  # a ready trainer runs before queued labels of other campaigns
 LABEL_PRIORITY = 10
@@ -222,8 +225,8 @@ def submit_once(
     rec = records.claim_round(db, name, phase, number)
     if rec.get("fw_ids"):
         return list(rec["fw_ids"])
-    existing = lp.get_fw_ids(
-        {"spec.campaign": name, "spec.nft_phase": phase, "spec.nft_round": number}
+    existing = submitted_fw_ids(
+        lp, {"spec.campaign": name, "spec.nft_phase": phase, "spec.nft_round": number}
     )
     if existing:
         records.mark_round_submitted(db, name, phase, number, sorted(existing))
@@ -244,17 +247,42 @@ def _bulk_add(lp: LaunchPad, workflows: list[Workflow]) -> None:
             lp.bulk_add_wfs(workflows[i : i + BULK_WORKFLOWS])
 
 
-def _round_fw_ids(lp: LaunchPad, name: str, phase: str, number: int, role: str) -> list[int]:
-    return sorted(
-        lp.get_fw_ids(
-            {
-                "spec.campaign": name,
-                "spec.nft_phase": phase,
-                "spec.nft_round": number,
-                "spec.nft_role": role,
-            }
+def submitted_fw_ids(lp: LaunchPad, query: dict[str, Any]) -> list[int]:
+    """Ids of the Fireworks matching ``query`` that belong to a workflow, sorted.
+
+    FireWorks adds a workflow in two writes, its Fireworks first and then the workflow
+    document. A submission cut off between them (the database stopped) leaves Fireworks
+    without a workflow, which no worker can check out (FireWorks raises "Could not find
+    workflow in database"). They never ran: they and any launch record a failed checkout
+    left are deleted here, so the submitter's rerun adds them again whole."""
+    fws = {d["fw_id"] for d in lp.fireworks.find(query, {"fw_id": 1})}
+    if not fws:
+        return []
+    whole = {
+        i
+        for d in lp.workflows.find({"nodes": {"$in": list(fws)}}, {"nodes": 1})
+        for i in d["nodes"]
+    }
+    orphans = sorted(fws - whole)
+    if orphans:
+        logger.warning(
+            "Fireworks %s were added without their workflow (a submission cut off): "
+            "deleted, to be added again",
+            orphans,
         )
-    )
+        lp.launches.delete_many({"fw_id": {"$in": orphans}})
+        lp.fireworks.delete_many({"fw_id": {"$in": orphans}})
+    return sorted(whole & fws)
+
+
+def _round_fw_ids(lp: LaunchPad, name: str, phase: str, number: int, role: str) -> list[int]:
+    query = {
+        "spec.campaign": name,
+        "spec.nft_phase": phase,
+        "spec.nft_round": number,
+        "spec.nft_role": role,
+    }
+    return submitted_fw_ids(lp, query)
 
 
 def submit_round(
@@ -279,12 +307,7 @@ def submit_round(
     present = {
         d["spec"]["nft_batch"]
         for d in lp.fireworks.find(
-            {
-                "spec.campaign": name,
-                "spec.nft_phase": phase,
-                "spec.nft_round": number,
-                "spec.nft_role": "label",
-            },
+            {"fw_id": {"$in": _round_fw_ids(lp, name, phase, number, "label")}},
             {"spec.nft_batch": 1},
         )
     }
