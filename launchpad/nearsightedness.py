@@ -225,10 +225,6 @@ def _label_doc(
     return doc
 
 
-class NearsightednessLabelError(RuntimeError):
-    """Some items of a label Firework could not be labelled (recorded in nft_failures)."""
-
-
 def label_items(
     db: Database,
     name: str,
@@ -241,7 +237,7 @@ def label_items(
 
     Parent logs go to ``work_dir/parent-logs`` (default: the launch directory) and into
     GridFS. An item the parent cannot label with any retry is recorded in ``nft_failures``
-    and the other items are still labelled; then :class:`NearsightednessLabelError` is
+    and the other items are still labelled; then :class:`campaigns.LabelError` is
     raised, so the Firework fizzles (the analysis runs without that item).
     """
     doc = records.get_campaign(db, name)
@@ -296,7 +292,7 @@ def label_items(
                     records.delete_file(db, ObjectId(new[key]))
     log.info("campaign %s fw %s: nearsightedness labels %s", name, fw_id, counts)
     if errors:
-        raise NearsightednessLabelError(
+        raise campaigns.LabelError(
             f"campaign {name} fw {fw_id}: {len(errors)} of {len(items)} items could not be "
             f"labelled (recorded in {records.FAILURES}; nft-fw status {name} lists them; the "
             "analysis reports them as missing): " + "; ".join(errors)

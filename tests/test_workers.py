@@ -34,6 +34,15 @@ def _assert_all_ran_once(lp: object, ledger: Path, n_expected: int) -> None:
     assert len(tags) == n_expected and set(tags.values()) == {1}
 
 
+def _nft_fw_worker(connection: object, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``nft-fw worker --launchpad <the test's file> ARGS`` run to its end in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "nft_fw", "worker", "--launchpad",
+         str(connection.lp_file), *args],  # type: ignore[attr-defined]
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )  # fmt: skip
+
+
 def test_two_concurrent_worker_processes(connection: object, tmp_path: Path) -> None:
     """Two workers at once (rapidfire, polling) share one workflow: each Firework runs once.
 
@@ -88,30 +97,11 @@ def test_nft_fw_worker_respects_category_and_max(connection: object, tmp_path: P
         )
     )
 
-    def worker(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "nft_fw",
-                "worker",
-                "--launchpad",
-                str(connection.lp_file),  # type: ignore[attr-defined]
-                "--work-dir",
-                str(tmp_path / "runs"),
-                "--poll",
-                "0.2",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    out = worker("--category", "label", "--max", "3")
+    runs = ("--work-dir", str(tmp_path / "runs"), "--poll", "0.2")
+    out = _nft_fw_worker(connection, tmp_path, *runs, "--category", "label", "--max", "3")
     assert out.returncode == 0, out.stderr
     assert sum(_ledger(ledger).values()) == 3
-    out = worker("--category", "label", "--idle-timeout", "2")
+    out = _nft_fw_worker(connection, tmp_path, *runs, "--category", "label", "--idle-timeout", "2")
     assert out.returncode == 0, out.stderr
     label_fws = lp.get_fw_ids({"spec._category": "label"})
     train_fws = lp.get_fw_ids({"spec._category": "train"})
@@ -158,11 +148,7 @@ def test_plain_rlaunch_with_fworker_file(
 
 def test_worker_fworker_file_errors_name_the_option(connection: object, tmp_path: Path) -> None:
     def worker(*extra: str) -> tuple[int, str]:
-        out = subprocess.run(
-            [sys.executable, "-m", "nft_fw", "worker", "--launchpad",
-             str(connection.lp_file), "--idle-timeout", "0", *extra],  # type: ignore[attr-defined]
-            capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        )  # fmt: skip
+        out = _nft_fw_worker(connection, tmp_path, "--idle-timeout", "0", *extra)
         return out.returncode, " ".join(out.stderr.split())  # the console wraps long lines
 
     fworker = tmp_path / "my_fworker.yaml"
