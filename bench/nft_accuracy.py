@@ -3,6 +3,7 @@
     .venv/bin/python bench/nft_accuracy.py                         # Pt260, the benchmark campaign
     .venv/bin/python bench/nft_accuracy.py --chunk-radius 8        # same with 8 Å chunks
     .venv/bin/python bench/nft_accuracy.py nft_fw/examples/ptau-alloy-emt.yaml
+    .venv/bin/python bench/nft_accuracy.py --set training.steps_per_iteration=500
 
 Prints the per-iteration history and the figures of the best iteration: true-force MAE and
 max (eV/Å), the ratio to the bulk-only model, the fraction of atoms whose residual is within
@@ -17,6 +18,8 @@ import logging
 import time
 from pathlib import Path
 
+import yaml
+
 from nft_fw import run_locally
 from nft_fw.campaign import load_campaign
 
@@ -30,6 +33,13 @@ def main() -> None:
     parser.add_argument("--max-iterations", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the history here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a campaign field, e.g. --set training.steps_per_iteration=500",
+    )
     parser.add_argument("--save", type=Path, default=None, help="save the kept model here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -51,6 +61,10 @@ def main() -> None:
     data = spec.model_dump(mode="json")
     data["nft"] = nft.model_dump(mode="json")
     data["validation"] = {"true_forces": True}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, field = key.partition(".")
+        data.setdefault(section, {})[field] = yaml.safe_load(value)
     spec = type(spec).model_validate(data)
     t0 = time.perf_counter()
     result = run_locally(spec)

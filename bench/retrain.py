@@ -32,7 +32,7 @@ def main() -> None:
         loop.label_chunk(prepared, loop.cut_chunk(prepared, c), 1) for c in range(args.chunks)
     ]
     t2 = time.perf_counter()
-    feats = [loop.chunk_features(lb, ens.spec) for lb in labels]
+    feats = loop.chunk_features(labels, ens.spec)
     t3 = time.perf_counter()
     cfg = loop.train_config(spec, 1)
     if args.steps is not None:

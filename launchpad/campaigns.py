@@ -470,16 +470,25 @@ def _chunk_features(
     """Features of every chunk label, computed once per chunk and cached in the database."""
     spec_hash = hashlib.sha256(json.dumps(ensemble.spec.to_dict()).encode()).hexdigest()[:16]
     cached = records.get_features(db, name, spec_hash, [d["hash"] for d in docs])
+    missing = [d for d in docs if d["hash"] not in cached]
+    computed = tr.chunk_features_many(
+        [
+            (records.label_atoms(d), np.asarray(d["central_force"], dtype=float), d["hash"])
+            for d in missing
+        ],
+        ensemble.spec,
+    )
+    for f in computed:
+        records.put_features(db, name, spec_hash, f.id, f.g, f.k, f.species)
+    fresh = {f.id: f for f in computed}
     out = []
     for d in docs:
-        force = np.asarray(d["central_force"], dtype=float)
-        if d["hash"] in cached:
-            g, k, species = cached[d["hash"]]
-            out.append(tr.ChunkFeatures(g=g, k=k, species=species, force=force, id=d["hash"]))
+        if d["hash"] in fresh:
+            out.append(fresh[d["hash"]])
             continue
-        f = tr.chunk_features(records.label_atoms(d), force, ensemble.spec, d["hash"])
-        records.put_features(db, name, spec_hash, d["hash"], f.g, f.k, f.species)
-        out.append(f)
+        g, k, species = cached[d["hash"]]
+        force = np.asarray(d["central_force"], dtype=float)
+        out.append(tr.ChunkFeatures(g=g, k=k, species=species, force=force, id=d["hash"]))
     return out
 
 

@@ -10,11 +10,12 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from nft_fw import uncertainty
+from nft_fw import neighbours
 from nft_fw.model import Ensemble
 
 HEADER_FILE = "model.json"
 PARAMS_FILE = "params.msgpack"
+DEFAULT_SKIN = 0.5  # Å
 
 
 class EnsembleCalculator(Calculator):
@@ -25,6 +26,11 @@ class EnsembleCalculator(Calculator):
     Peterson, J. Chem. Phys. 156, 064104 (2022) — and ``energy_std`` (eV), the
     spread of the member energies (absolute ML energies carry an arbitrary offset
     when training used chunk forces; compare differences only).
+
+    ``skin`` (Å): neighbours are listed out to R_c + skin and the list is kept until an
+    atom has moved more than skin / 2 (or the cell, periodicity or atoms change), so a
+    relaxation or MD run rebuilds it only now and then; ``skin=0`` rebuilds at every call.
+    ``rebuilds`` counts the rebuilds.
     """
 
     implemented_properties: ClassVar[list[str]] = [  # type: ignore[misc]
@@ -35,9 +41,14 @@ class EnsembleCalculator(Calculator):
         "energy_std",
     ]
 
-    def __init__(self, ensemble: Ensemble, **kwargs: Any) -> None:
+    def __init__(self, ensemble: Ensemble, skin: float = DEFAULT_SKIN, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not skin >= 0:
+            raise ValueError(f"skin is {skin} Å; use 0 (rebuild every call) or a positive length")
         self.ensemble = ensemble
+        self.skin = float(skin)
+        self.rebuilds = 0
+        self._table: neighbours.NeighbourTable | None = None
 
     def calculate(
         self,
@@ -47,13 +58,17 @@ class EnsembleCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
         assert self.atoms is not None
-        energies, forces = self.ensemble.predict(self.atoms)
+        neighbours.check_finite(self.atoms)
+        if self._table is None or neighbours.is_stale(self._table, self.atoms, self.skin):
+            self._table = neighbours.build(self.atoms, self.ensemble.spec.cutoff + self.skin)
+            self.rebuilds += 1
+        out = self.ensemble.evaluate(self.atoms, table=self._table)
         self.results = {
-            "energy": float(energies.mean()),
-            "free_energy": float(energies.mean()),
-            "forces": forces.mean(axis=0),
-            "uncertainties": uncertainty.atomic(forces),
-            "energy_std": float(energies.std(ddof=1)),
+            "energy": float(out.energies.mean()),
+            "free_energy": float(out.energies.mean()),
+            "forces": out.forces,
+            "uncertainties": out.delta,
+            "energy_std": float(out.energies.std(ddof=1)),
         }
 
     def get_uncertainties(self, atoms: Atoms | None = None) -> np.ndarray:

@@ -280,16 +280,23 @@ class ModelSpec(_Spec):
     angular_etas: list[Annotated[float, Field(gt=0.0)]] = Field(
         default_factory=lambda: [0.005, 0.025],
         min_length=1,
-        description="Widths η of the angular (G4) functions, Å⁻².",
+        description="Widths η of the angular (G5) functions, Å⁻².",
     )
-    angular_zetas: list[PositiveInt] = Field(
+    angular_zetas: list[Annotated[int, Field(ge=1, le=12)]] = Field(
         default_factory=lambda: [1, 2, 4, 8],
         min_length=1,
-        description="Angular resolutions ζ of the G4 functions (dimensionless).",
+        description="Angular resolutions ζ of the G5 functions (dimensionless, at most 12).",
     )
     activation: Literal["tanh", "silu"] = Field(
         default="tanh", description="Hidden-layer activation."
     )
+
+
+#: Training fields of nft-fw 0.1 that are gone, and why.
+REMOVED_TRAINING_FIELDS = {
+    "batch_chunks": "chunks are packed into batches of descriptor rows; set "
+    "training.batches_per_step instead",
+}
 
 
 class TrainingSpec(_Spec):
@@ -303,7 +310,11 @@ class TrainingSpec(_Spec):
     final_learning_rate: float = Field(
         default=3e-4, gt=0.0, description="Learning rate at the end."
     )
-    batch_chunks: int = Field(default=64, ge=1, description="Chunks per training batch.")
+    batches_per_step: int = Field(
+        default=1,
+        ge=1,
+        description="Chunk batches (1,024 descriptor rows each, about 25 chunks) per step.",
+    )
     energy_weight: float = Field(
         default=1.0, ge=0.0, description="Multiplier of the per-atom energy MSE, (eV/atom)²."
     )
@@ -313,6 +324,17 @@ class TrainingSpec(_Spec):
     warm_start: bool = Field(
         default=True, description="Start each iteration from the previous model."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key, why in REMOVED_TRAINING_FIELDS.items():
+                if key in data:
+                    raise ValueError(
+                        f"training.{key} was removed in nft-fw 0.2 ({why}); see README, 'Upgrading'"
+                    )
+        return data
 
 
 class NFTSpec(_Spec):

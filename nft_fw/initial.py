@@ -89,7 +89,10 @@ def candidates(
 
 def fingerprint(atoms: Atoms, spec: desc.DescriptorSpec) -> np.ndarray:
     """Mean and spread of the atoms' descriptors: one vector per structure."""
-    g = desc.features(atoms, spec)
+    return _fingerprint(desc.features(atoms, spec))
+
+
+def _fingerprint(g: np.ndarray) -> np.ndarray:
     return np.concatenate([g.mean(axis=0), g.std(axis=0)])
 
 
@@ -98,7 +101,7 @@ def select(structures: Sequence[Atoms], n: int, spec: desc.DescriptorSpec) -> li
     keeping at least one of each space group present."""
     if n >= len(structures):
         return list(structures)
-    x = np.array([fingerprint(a, spec) for a in structures])
+    x = np.array([_fingerprint(g) for g in desc.features_many(structures, spec)])
     x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
     picked = farthest_point(x, n)
     groups = {a.info.get("spacegroup") for a in structures}

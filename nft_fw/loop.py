@@ -38,8 +38,8 @@ def descriptor_spec(model: ModelSpec, elements: Sequence[str]) -> desc.Descripto
         elements,
         cutoff=model.cutoff,
         n_radial=model.n_radial,
-        g4_eta=tuple(model.angular_etas),
-        g4_zeta=tuple(model.angular_zetas),
+        g5_eta=tuple(model.angular_etas),
+        g5_zeta=tuple(model.angular_zetas),
     )
 
 
@@ -96,7 +96,7 @@ def train_config(spec: CampaignSpec, iteration: int) -> tr.TrainConfig:
         steps=t.initial_steps if first else t.steps_per_iteration,
         learning_rate=t.learning_rate,
         final_learning_rate=t.final_learning_rate,
-        batch_chunks=t.batch_chunks,
+        batches=t.batches_per_step,
         energy_weight=t.energy_weight,
         force_weight=t.force_weight,
         seed=spec.nft.seed + 1000 * iteration,
@@ -149,8 +149,11 @@ def label_chunk(prepared: Prepared, chunk: chunk_mod.Chunk, iteration: int) -> C
     )
 
 
-def chunk_features(label: ChunkLabel, spec: desc.DescriptorSpec) -> tr.ChunkFeatures:
-    return tr.chunk_features(label.atoms, label.central_force, spec, label.hash)
+def chunk_features(
+    labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec
+) -> list[tr.ChunkFeatures]:
+    """The training data of labelled chunks (all in one descriptor pass)."""
+    return tr.chunk_features_many([(lb.atoms, lb.central_force, lb.hash) for lb in labels], spec)
 
 
 # ----------------------------------------------------------------------------- assessment
@@ -314,9 +317,8 @@ def run_locally(
             if chunk.hash in seen:  # the same environment cut twice: label it once
                 continue
             seen.add(chunk.hash)
-            label = label_chunk(prepared, chunk, iteration)
-            new.append(label)
-            features.append(chunk_features(label, ensemble.spec))
+            new.append(label_chunk(prepared, chunk, iteration))
+        features.extend(chunk_features(new, ensemble.spec))
         labels.extend(new)
 
     best_model = mdl.Ensemble.from_bytes(best_blob)
@@ -420,11 +422,12 @@ def relax_locally(
             seen.__contains__,
         )
         number += 1
+        fresh = []
         for _, chunk in chosen:
             seen.add(chunk.hash)
-            label = label_chunk(prepared, chunk, number)
-            labels.append(label)
-            features.append(chunk_features(label, ensemble.spec))
+            fresh.append(label_chunk(prepared, chunk, number))
+        labels.extend(fresh)
+        features.extend(chunk_features(fresh, ensemble.spec))
         new = len(chosen)
         if not new:
             stop = decision.Stop(

@@ -26,9 +26,15 @@ import numpy as np
 from ase import Atoms
 
 from nft_fw import descriptors as desc
+from nft_fw import neighbours as nbl
+from nft_fw.uncertainty import Z_99
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 Params = dict[str, list[dict[str, jax.Array]]]
+
+
+class ModelFormatError(ValueError):
+    """A stored model this version of nft-fw cannot read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +148,9 @@ class Ensemble:
     std: np.ndarray
     e_ref: np.ndarray
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _device: dict[str, Any] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -158,59 +167,48 @@ class Ensemble:
             jnp.asarray(self.e_ref, dtype),
         )
 
+    def device_params(self, dtype: Any) -> tuple[Params, tuple[jax.Array, jax.Array, jax.Array]]:
+        """Parameters and normalisation constants as ``dtype`` device arrays (cached)."""
+        key = str(dtype)
+        cached = self._device.get(key)
+        if cached is None or cached[0] is not self.params:
+            params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), self.params)
+            cached = (self.params, params, self.constants(dtype))
+            self._device[key] = cached
+        return cached[1], cached[2]
+
     # ------------------------------------------------------------------ prediction
 
-    def predict(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
-        """Member energies (M,) eV and forces (M, n_atoms, 3) eV/Å of one structure.
+    def evaluate(
+        self,
+        atoms: Atoms,
+        table: nbl.NeighbourTable | None = None,
+        members: bool = False,
+    ) -> Evaluation:
+        """Energies of every member, the ensemble-mean forces and δ of one structure.
 
-        Descriptors are computed in blocks inside one jitted function per
-        (block, neighbour width), so memory stays flat in the number of atoms.
+        ``table``: a neighbour table of ``atoms`` (possibly built with a skin, for an
+        earlier configuration; see :func:`nft_fw.neighbours.is_stale`); default: built
+        here. ``members``: also return every member's forces (M, n, 3).
+        Raises ValueError (named) for an element the model does not know, non-finite
+        positions or overlapping atoms, before any result is returned.
         """
-        nb = desc.neighbours(atoms, self.spec)
-        n = len(atoms)
-        m = self.size
-        energy = np.zeros(m)
-        forces = np.zeros((m, n, 3))
-        dt = jnp.zeros(()).dtype  # float64 only where the caller enabled x64
-        mean, inv_std, e_ref = self.constants(dt)
-        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), self.params)
-        n_el = len(self.spec.elements)
-        oh_all = np.eye(n_el, dtype=np.float32)[nb.species[nb.index]]
-        oh_self = np.eye(n_el, dtype=np.float32)[nb.species]
-        block = desc.BLOCK_ATOMS
-        # Atoms sorted by neighbour count, each block padded only to its own widest atom:
-        # surface atoms (few neighbours) then cost less than bulk ones (G4 work ∝ width²).
-        counts = nb.mask.sum(axis=1)
-        order = np.argsort(counts, kind="stable")
-        for start in range(0, n, block):
-            rows = order[start : start + block]
-            width = desc.bucket(int(counts[rows].max()), desc.NEIGHBOUR_BUCKET)
-            pad = block - len(rows)
-            idx = np.concatenate([rows, np.repeat(rows[:1], pad)]) if pad else rows
-            valid = np.arange(block) < len(rows)
-            e_blk, v_blk = _predict_block(
-                params,
-                jnp.asarray(nb.disp[idx, :width], dt),
-                jnp.asarray(oh_all[idx, :width], dt),
-                jnp.asarray(nb.mask[idx, :width] & valid[:, None]),
-                jnp.asarray(oh_self[idx], dt),
-                mean,
-                inv_std,
-                e_ref,
-                self.spec,
-                self.arch.activation,
+        species = desc.species_indices(atoms, self.spec.elements)
+        nbl.check_finite(atoms)
+        if table is None:
+            table = nbl.build(atoms, self.spec.cutoff)
+        elif len(table.numbers) != len(atoms):
+            raise ValueError(
+                f"the neighbour table holds {len(table.numbers)} atoms, the structure "
+                f"{len(atoms)}; rebuild it with nft_fw.neighbours.build"
             )
-            e_blk = np.asarray(e_blk, dtype=np.float64)[:, : len(rows)]
-            v_blk = np.asarray(v_blk, dtype=np.float64)[:, : len(rows)]  # (M, b, w, 3)
-            energy += e_blk.sum(axis=1)
-            # F_k = Σ_j v_kj − Σ_{(i,j): j = k} v_ij
-            forces[:, rows] += v_blk.sum(axis=2)
-            targets = nb.index[rows, :width].ravel()
-            flat = v_blk.reshape(m, -1, 3)
-            for mi in range(m):
-                for x in range(3):
-                    forces[mi, :, x] -= np.bincount(targets, weights=flat[mi, :, x], minlength=n)
-        return energy, forces
+        return _evaluate(self, table, np.asarray(atoms.positions, np.float64), species, members)
+
+    def predict(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+        """Member energies (M,) eV and forces (M, n_atoms, 3) eV/Å of one structure."""
+        out = self.evaluate(atoms, members=True)
+        assert out.member_forces is not None
+        return out.energies, out.member_forces
 
     # ------------------------------------------------------------------ persistence
 
@@ -235,10 +233,16 @@ class Ensemble:
                 f"not an nft-fw model header (format={header.get('format')!r}); "
                 "expected one written by Ensemble.save or EnsembleCalculator.save"
             )
+        if header.get("version") == 1:
+            raise ModelFormatError(
+                "this model is format 1 (nft-fw 0.1: triplet G4 angular descriptors); nft-fw "
+                f"0.2 reads format {FORMAT_VERSION} (factorised angular descriptors) only. "
+                "Retrain it from its labels, which stay in the database (README, 'Upgrading')"
+            )
         if header.get("version") != FORMAT_VERSION:
-            raise ValueError(
+            raise ModelFormatError(
                 f"model format version {header.get('version')} is not {FORMAT_VERSION}; "
-                "re-train or convert it with the nft-fw version that wrote it"
+                "it was written by a newer nft-fw: upgrade nft-fw to read it"
             )
         spec = desc.DescriptorSpec.from_dict(header["descriptor"])
         a = header["architecture"]
@@ -269,23 +273,191 @@ class Ensemble:
         return cls.from_parts(header, body)
 
 
-@functools.partial(jax.jit, static_argnums=(8, 9))
-def _predict_block(
+@dataclasses.dataclass
+class Evaluation:
+    """One structure through the ensemble: member energies (M,) eV, mean forces (n, 3)
+    eV/Å, δ (n,) eV/Å (Eq. (1) of Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104
+    (2022)) and, when asked for, every member's forces (M, n, 3) eV/Å."""
+
+    energies: np.ndarray
+    forces: np.ndarray
+    delta: np.ndarray
+    member_forces: np.ndarray | None = None
+
+
+def layout(n_atoms: int) -> tuple[int, int]:
+    """(atoms per block, blocks) for a structure of ``n_atoms``: as few blocks of at most 128
+    atoms as hold it on a CPU (a block's work stays in cache; accelerators take 1,024), each
+    shrunk to a multiple of 8 that fits, so padding stays within a few per cent."""
+    big = 128 if jax.default_backend() == "cpu" else 1024
+    blocks = max(-(-n_atoms // big), 1)
+    block = max(8, -(-max(-(-n_atoms // blocks), 1) // 8) * 8)
+    return block, blocks
+
+
+def _device_table(
+    table: nbl.NeighbourTable, cutoff: float, block: int, cap: int, dt: Any
+) -> dict[str, Any]:
+    """The table padded to ``cap`` rows (dummy atom ``cap`` on padding) as device arrays,
+    cached on the table: between neighbour-list rebuilds only positions change."""
+    key = ("device", cutoff, block, cap, str(dt))
+    if key in table.cache:
+        return dict(table.cache[key])
+    n, width = table.index.shape
+    index = np.full((cap, width), cap, np.int32)
+    index[:n] = np.where(table.mask, table.index, cap)
+    shift = np.zeros((cap, width, 3))
+    shift[:n] = table.shift
+    mask = np.zeros((cap, width), bool)
+    mask[:n] = table.mask
+    inner = None
+    if table.radius > cutoff + 1e-9:
+        # A skin table: each block keeps only the slots within R_c (compacted on the
+        # device); ``inner`` slots hold them, with room for atoms moving in.
+        r = np.linalg.norm(table.displacements(), axis=-1)
+        most = int(((r < cutoff) & table.mask).sum(axis=1).max(initial=0))
+        inner = min(width, nbl.bucket(most + 1) + nbl.WIDTH_BUCKET)
+    out = {
+        "index": jnp.asarray(index.reshape(-1, block, width)),
+        "shift": jnp.asarray(shift.reshape(-1, block, width, 3), dt),
+        "mask": jnp.asarray(mask.reshape(-1, block, width)),
+        "valid": jnp.asarray((np.arange(cap) < n).reshape(-1, block)),
+        "inner": inner,
+    }
+    table.cache[key] = out
+    return dict(out)
+
+
+def _evaluate(
+    ens: Ensemble,
+    table: nbl.NeighbourTable,
+    positions: np.ndarray,
+    species: np.ndarray,
+    members: bool,
+) -> Evaluation:
+    n = len(species)
+    block, n_blocks = layout(n)
+    cap = n_blocks * block
+    dt = jnp.zeros(()).dtype  # float64 only where the caller enabled x64
+    dev = _device_table(table, ens.spec.cutoff, block, cap, dt)
+    onehot = np.zeros((cap + 1, len(ens.spec.elements)))
+    onehot[np.arange(n), species] = 1.0
+    pos = np.zeros((cap + 1, 3))
+    pos[:n] = positions - (positions.mean(axis=0) if n else 0.0)  # small numbers for float32
+    params, consts = ens.device_params(dt)
+    while True:
+        e_blocks, f_mean, delta, f_members, shortest, most = _evaluate_jit(
+            params,
+            consts,
+            jnp.asarray(pos, dt),
+            dev["index"],
+            dev["shift"],
+            dev["mask"],
+            jnp.asarray(onehot, dt),
+            dev["valid"],
+            spec=ens.spec,
+            activation=ens.arch.activation,
+            members=members,
+            inner=dev["inner"],
+        )
+        if dev["inner"] is None or int(most) <= dev["inner"]:
+            break
+        # more neighbours within R_c than the compacted slots hold: widen and redo
+        dev["inner"] = min(table.width, nbl.bucket(int(most)) + nbl.WIDTH_BUCKET)
+        table.cache[("device", ens.spec.cutoff, block, cap, str(dt))]["inner"] = dev["inner"]
+    if n and float(shortest) < nbl.MIN_DISTANCE:
+        r = np.where(table.mask, np.linalg.norm(table.displacements(positions), axis=-1), np.inf)
+        i, s = np.unravel_index(int(np.argmin(r)), r.shape)
+        nbl.check_distances(
+            np.array([i]), np.array([table.index[i, s]]), np.array([r[i, s]]), nbl.MIN_DISTANCE
+        )
+    return Evaluation(
+        energies=np.asarray(e_blocks, np.float64).sum(axis=0),
+        forces=np.asarray(f_mean, np.float64)[:n],
+        delta=np.asarray(delta, np.float64)[:n],
+        member_forces=None if f_members is None else np.asarray(f_members, np.float64)[:, :n],
+    )
+
+
+def _compact(
+    disp: jax.Array, idx: jax.Array, mask: jax.Array, cutoff: float, inner: int, dummy: int
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Keep the slots of each row within ``cutoff``, moved to the front of ``inner`` slots.
+
+    Returns disp (B, inner, 3), idx (B, inner), mask (B, inner) and the largest count of
+    slots within the cutoff (rows with more lose slots: the caller must check it).
+    """
+    b, w = idx.shape
+    keep = mask & (jnp.sum(disp * disp, axis=-1) < cutoff * cutoff)
+    count = jnp.sum(keep, axis=1)
+    slot = jnp.where(keep, jnp.cumsum(keep, axis=1) - 1, inner)  # ``inner``: dropped
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], (b, w))
+    new_idx = jnp.full((b, inner), dummy, idx.dtype).at[rows, slot].set(idx, mode="drop")
+    new_disp = jnp.zeros((b, inner, 3), disp.dtype).at[rows, slot].set(disp, mode="drop")
+    new_mask = jnp.arange(inner)[None, :] < count[:, None]
+    return new_disp, new_idx, new_mask, jnp.max(count)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "activation", "members", "inner"))
+def _evaluate_jit(
     params: Params,
-    disp: jax.Array,
-    oh_nb: jax.Array,
+    consts: tuple[jax.Array, jax.Array, jax.Array],
+    pos: jax.Array,
+    index: jax.Array,
+    shift: jax.Array,
     mask: jax.Array,
-    oh_self: jax.Array,
-    mean: jax.Array,
-    inv_std: jax.Array,
-    e_ref: jax.Array,
+    onehot: jax.Array,
+    valid: jax.Array,
+    *,
     spec: desc.DescriptorSpec,
     activation: str,
-) -> tuple[jax.Array, jax.Array]:
-    g, jac = jax.vmap(desc._atom, in_axes=(0, 0, 0, None))(disp, oh_nb, mask, spec)
-    e, dg = atomic_energies(params, g, oh_self, mean, inv_std, e_ref, activation)
-    v = jnp.einsum("mbf,bwfx->mbwx", dg, jac)
-    return e, v
+    members: bool,
+    inner: int | None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None, jax.Array, jax.Array]:
+    """Scan over blocks of atoms: descriptors, member energies and pair vectors, forces.
+
+    pos (N+1, 3) Å with a dummy last atom; index/shift/mask (n_blocks, B, W); onehot (N+1, E);
+    valid (n_blocks, B); ``inner``: compact each row to this many slots within R_c (for
+    tables built with a skin). Returns block energy sums (n_blocks, M), mean forces (N+1, 3),
+    δ (N+1,), member forces (M, N+1, 3) when ``members``, the shortest pair distance and
+    the largest neighbour count within R_c (0 without compaction).
+    """
+    mean, inv_std, e_ref = consts
+    m = jax.tree_util.tree_leaves(params)[0].shape[0]
+    n_blocks, block, _ = index.shape
+    dummy = pos.shape[0] - 1
+    centres = jnp.arange(n_blocks * block, dtype=index.dtype).reshape(n_blocks, block)
+
+    def body(
+        carry: tuple[jax.Array, jax.Array, jax.Array], xs: tuple[jax.Array, ...]
+    ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], jax.Array]:
+        forces, shortest, most = carry
+        cen, idx, sh, mk, ok = xs
+        cen = jnp.where(ok, cen, dummy)
+        disp = pos[idx] - pos[cen][:, None, :] + sh
+        if inner is not None:
+            disp, idx, mk, count = _compact(disp, idx, mk, spec.cutoff, inner, dummy)
+            most = jnp.maximum(most, count.astype(most.dtype))
+        g, terms, short = desc.block_terms(disp, mk, onehot[idx], spec)
+        e, dg = atomic_energies(params, g, onehot[cen], mean, inv_std, e_ref, activation)
+        v = desc.block_pair_vectors(terms, dg, spec)  # (M, B, W, 3) = ∂E_i/∂D_ij
+        forces = forces.at[:, cen].add(v.sum(axis=2))
+        forces = forces.at[:, idx.reshape(-1)].add(-v.reshape(m, -1, 3))
+        e_sum = jnp.sum(e * ok[None, :], axis=1)
+        return (forces, jnp.minimum(shortest, short), most), e_sum
+
+    init = (
+        jnp.zeros((m, pos.shape[0], 3), pos.dtype),
+        jnp.asarray(jnp.inf, pos.dtype),
+        jnp.asarray(0, jnp.int32),
+    )
+    (forces, shortest, most), e_blocks = jax.lax.scan(
+        body, init, (centres, index, shift, mask, valid)
+    )
+    mean_f = forces.mean(axis=0)
+    dev = forces - mean_f[None]
+    delta = Z_99 * jnp.sqrt(jnp.sum(dev * dev, axis=(0, 2)) / (m - 1))
+    return e_blocks, mean_f, delta, (forces if members else None), shortest, most
 
 
 def normalisation(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

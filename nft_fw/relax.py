@@ -177,10 +177,9 @@ def _features(
     by_frame: dict[int, list[int]] = {}
     for f, i in sites:
         by_frame.setdefault(f, []).append(i)
-    found: dict[tuple[int, int], np.ndarray] = {}
-    for f, atoms_idx in by_frame.items():
-        g, _, _ = desc.compute(frames[f], spec, rows=np.asarray(atoms_idx))
-        for i, row in zip(atoms_idx, g, strict=True):
-            found[(f, i)] = row
+    parts = [desc.Rows.of(frames[f], spec, np.asarray(idx)) for f, idx in by_frame.items()]
+    g_all, _ = desc.describe(desc.Rows.stack(parts), spec, jacobian=False)
+    keys = [(f, i) for f, idx in by_frame.items() for i in idx]
+    found: dict[tuple[int, int], np.ndarray] = dict(zip(keys, g_all, strict=True))
     x = np.array([found[s] for s in sites])
     return (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)

@@ -20,7 +20,7 @@ from ase.cluster import Decahedron, Icosahedron, Octahedron
 from ase.data import atomic_numbers, chemical_symbols, reference_states
 from ase.io.formats import UnknownFileTypeError
 
-from nft_fw.geometry import neighbour_pairs
+from nft_fw.neighbours import pairs
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def validate_atoms(
                 f"(supported: {', '.join(allowed)}); change the structure or the parent",
             )
     if min_distance > 0:
-        i, j, d = neighbour_pairs(atoms, min_distance, "ijd")
+        i, j, _, d = pairs(atoms, min_distance)
         if len(d):
             k = int(np.argmin(d))
             raise StructureError(

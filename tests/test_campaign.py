@@ -325,6 +325,14 @@ def test_bad_input_names_the_field(case: str, tmp_path: Path) -> None:
     assert text in str(info.value)
 
 
+def test_campaign_fields_of_nft_fw_0_1_are_refused_with_the_replacement() -> None:
+    with pytest.raises(CampaignError) as info:
+        load_campaign(_with(lambda s: s.setdefault("training", {}).update(batch_chunks=64)))
+    assert info.value.field == "training"
+    assert "training.batch_chunks was removed in nft-fw 0.2" in str(info.value)
+    assert "training.batches_per_step" in str(info.value)
+
+
 def test_all_errors_are_reported_at_once() -> None:
     def change(s: dict) -> None:
         s["nft"]["threshold"] = 0

@@ -87,16 +87,17 @@ def test_uncertainty_formula():
 
 
 def test_chunk_central_force_from_inner_atoms_equals_full_chunk_force(ensemble, alloy):
-    chunk = chunks.cut(alloy, 11, 9.0)
-    feats = training.chunk_features(chunk.atoms, np.zeros(3), ensemble.spec, chunk.hash)
-    assert len(feats.g) < len(chunk.atoms)  # only atoms within R_c of the centre
-    ca = training.chunk_arrays([feats], ensemble.spec, min_capacity=1)
-    consts = ensemble.constants()
-    fc = training._chunk_forces(
-        ensemble.params, consts, ca.g[:1], ca.k[:1], ca.oh[:1], ensemble.arch.activation
-    )
-    _, full = ensemble.predict(chunk.atoms)
-    np.testing.assert_allclose(np.asarray(fc)[:, 0], full[:, 0], atol=2e-4)
+    cut = [chunks.cut(alloy, c, 9.0) for c in (11, 3, 20)]
+    feats = [training.chunk_features(c.atoms, np.zeros(3), ensemble.spec, c.hash) for c in cut]
+    assert all(len(f.g) < len(c.atoms) for f, c in zip(feats, cut, strict=True))  # inner only
+    cb = training.pack_chunks(feats, ensemble.spec, rows=80, slots=3)  # 2 chunks a batch
+    assert cb.used == 2 and cb.n_batches == training.MIN_BATCHES
+    data = training._data(training.image_arrays([], ensemble.spec), cb)
+    fc = training._chunk_forces(ensemble.params, ensemble.constants(), data["ch"], "tanh")
+    for i, c in enumerate(cut):
+        _, full = ensemble.predict(c.atoms)
+        b, s = cb.slot[i]
+        np.testing.assert_allclose(np.asarray(fc)[b, :, s], full[:, 0], atol=2e-4)
 
 
 def test_chunk_loss_ignores_non_central_labels(ensemble, alloy):
@@ -109,25 +110,26 @@ def test_chunk_loss_ignores_non_central_labels(ensemble, alloy):
 
     def loss_and_grad(chunk_forces):
         feats = training.chunk_features(chunk.atoms, chunk_forces[0], ensemble.spec, chunk.hash)
-        ca = training.chunk_arrays([feats], ensemble.spec, min_capacity=1)
-        im = {k: getattr(ia, k) for k in ("g", "jac", "nbr", "oh", "atom_img", "atom_mask")}
-        im.update(forces=ia.forces, energy=ia.energy, natoms=ia.natoms)
-        ch = {"g": ca.g[:1], "k": ca.k[:1], "oh": ca.oh[:1], "force": ca.force[:1]}
-        w_img = np.ones((ensemble.size, len(ia.energy)), np.float32)
-        w_ch = np.ones((ensemble.size, 1), np.float32)
-        return jax.value_and_grad(training._loss, has_aux=True)(
-            ensemble.params, ensemble.constants(), im, ch, w_img, w_ch, 1.0,
-            np.full(ensemble.size, 50.0), 1.0, 1.0, "tanh",
-        )  # fmt: skip
+        cb = training.pack_chunks([feats], ensemble.spec)
+        weights, _ = training._weights(ia, cb, ensemble.size, seed=0)
+        weights["chunk"][:] = np.where(weights["chunk"] > 0, weights["chunk"], 0.0)
+        weights["chunk"][:, 0, 0] = 1.0  # every member sees the chunk
 
-    (l1, _), g1 = loss_and_grad(forces)
-    (l2, _), g2 = loss_and_grad(other)
+        def total(params):
+            return training._member_losses(
+                params, ensemble.constants(), training._data(ia, cb), weights, 1.0, 1.0, "tanh"
+            ).sum()
+
+        return jax.value_and_grad(total)(ensemble.params)
+
+    l1, g1 = loss_and_grad(forces)
+    l2, g2 = loss_and_grad(other)
     assert float(l1) == float(l2)
     for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     moved = forces.copy()
     moved[0] += 1.0
-    (l3, _), _ = loss_and_grad(moved)
+    l3, _ = loss_and_grad(moved)
     assert float(l3) != float(l1)  # and the central force does count
 
 
