@@ -4,6 +4,7 @@
     .venv/bin/python bench/nft_accuracy.py --chunk-radius 8        # same with 8 Å chunks
     .venv/bin/python bench/nft_accuracy.py nft_fw/examples/ptau-alloy-emt.yaml
     .venv/bin/python bench/nft_accuracy.py --set training.steps_per_iteration=500
+    .venv/bin/python bench/nft_accuracy.py --transfer        # + Pt309 / Pt1415 without new data
 
 Prints the per-iteration history and the figures of the best iteration: true-force MAE and
 max (eV/Å), the ratio to the bulk-only model, the fraction of atoms whose residual is within
@@ -18,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from nft_fw import run_locally
@@ -41,6 +43,12 @@ def main() -> None:
         help="override a campaign field, e.g. --set training.steps_per_iteration=500",
     )
     parser.add_argument("--save", type=Path, default=None, help="save the kept model here")
+    parser.add_argument(
+        "--transfer",
+        action="store_true",
+        help="also: the kept model's true-force MAE, no new data, on rattled icosahedral "
+        "Pt309 and Pt1415 (single points against the parent)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -92,6 +100,22 @@ def main() -> None:
         f"max {last['true_force_max']:.3f} eV/Å; chunk radius {result.prepared.chunk_radius_A} Å; "
         f"{len(result.labels)} chunks; wall {wall:.0f} s"
     )
+    if args.transfer:
+        from nft_fw.structures import build_nanoparticle, rattle
+
+        for shells in (5, 8):
+            atoms = rattle(
+                build_nanoparticle("icosahedron", "Pt", shells=shells, lattice_constant=3.92),
+                0.1,
+                0,
+            )
+            true = result.prepared.parent.label(atoms)[1]
+            atoms.calc = result.calculator
+            err = np.linalg.norm(atoms.get_forces() - true, axis=1)
+            print(
+                f"transfer, rattled icosahedral Pt{len(atoms)}, no new data: true-force MAE "
+                f"{err.mean():.3f}, max {err.max():.3f} eV/Å"
+            )
     if args.save:
         result.calculator.save(args.save)
     if args.json:

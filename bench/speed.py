@@ -64,6 +64,7 @@ for _ in range(calls):
     times.append(time.perf_counter() - t0)
 fresh = None
 if kind != "emt":  # a single point on a new structure: neighbour list at R_c, no skin
+    calc.ensemble.evaluate(atoms)  # compile for this width
     atoms.positions += rng.normal(0, 0.005, atoms.positions.shape)
     t0 = time.perf_counter(); calc.ensemble.evaluate(atoms); fresh = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
@@ -143,7 +144,7 @@ def _child(code: str, *args: object) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip 100k atoms and relaxations")
-    parser.add_argument("--calls", type=int, default=10, help="timed calls per size")
+    parser.add_argument("--calls", type=int, default=30, help="timed calls per size")
     args = parser.parse_args()
     sizes = [n for n in SIZES if not (args.quick and n > 10_000)]
     print(

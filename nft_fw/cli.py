@@ -748,11 +748,15 @@ def _print_nearsightedness(name: str, info: dict[str, Any]) -> None:
 
 
 def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
+    from nft_fw.model import ModelFormatError
+
     conn = _open(args)
     try:
         return fn(conn.launchpad.db)
     except KeyError as err:
         raise UsageError(err.args[0]) from err
+    except ModelFormatError as err:  # a campaign trained by an older nft-fw
+        raise UsageError(f"{getattr(args, 'name', 'campaign')}: {err}") from err
     finally:
         conn.close(stop_server=False)
 

@@ -140,7 +140,7 @@ class DescriptorSpec:
                 raise DescriptorFormatError(
                     "these descriptors use Behler's G4 angular functions (model format 1, "
                     "nft-fw 0.1), which nft-fw 0.2 no longer evaluates (it uses the G5 "
-                    "form, which factorises); retrain the model from its labels (README, "
+                    "form, which factorises); retrain: run its campaign again (README, "
                     "'Upgrading')"
                 )
             raise DescriptorFormatError(

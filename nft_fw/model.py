@@ -235,9 +235,10 @@ class Ensemble:
             )
         if header.get("version") == 1:
             raise ModelFormatError(
-                "this model is format 1 (nft-fw 0.1: triplet G4 angular descriptors); nft-fw "
-                f"0.2 reads format {FORMAT_VERSION} (factorised angular descriptors) only. "
-                "Retrain it from its labels, which stay in the database (README, 'Upgrading')"
+                "this model is format 1 (nft-fw 0.1: G4 angular descriptors); nft-fw 0.2 "
+                f"reads format {FORMAT_VERSION} (factorised G5 descriptors) only and cannot "
+                "convert it. Retrain: run its campaign again with nft-fw 0.2 (README, "
+                "'Upgrading')"
             )
         if header.get("version") != FORMAT_VERSION:
             raise ModelFormatError(

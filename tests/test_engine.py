@@ -197,7 +197,7 @@ def test_models_of_the_old_format_are_refused_with_the_fix():
     header = _ensemble(spec).header()
     old = {**header, "version": 1, "descriptor": {**header["descriptor"], "g4": [[0.005, 1, 1]]}}
     blob = json.dumps(old).encode() + b"\n"
-    with pytest.raises(mdl.ModelFormatError, match=r"format 1 .*Retrain it from its labels"):
+    with pytest.raises(mdl.ModelFormatError, match=r"format 1 .*Retrain: run its campaign again"):
         mdl.Ensemble.from_bytes(blob)
     with pytest.raises(desc.DescriptorFormatError, match="G4 angular functions"):
         desc.DescriptorSpec.from_dict(old["descriptor"] | {"kind": None})
