@@ -87,21 +87,25 @@ def test_two_rank_worker_shares_each_collective_label(connection: Any, tmp_path:
     assert trainer["state"] == "READY"
 
 
-def test_gpaw_on_several_ranks_without_mpi_in_its_c_extension_is_refused() -> None:
+def test_gpaw_on_several_ranks_without_mpi_in_its_c_extension_is_refused(tmp_path: Path) -> None:
+    # each rank writes its own file: the ranks share one stdout pipe, where their lines can
+    # interleave
     script = (
+        "import os, sys\n"
         "from ase import Atoms\n"
         "from nft_fw.parents import get_parent, LabelFailed\n"
         "p = get_parent('gpaw', {'mode': 'lcao', 'basis': 'sz(dzp)', 'h': 0.3})\n"
         "try:\n"
         "    p.single_point(Atoms('Pt2', positions=[[0, 0, 0], [2.5, 0, 0]]))\n"
         "except LabelFailed as err:\n"
-        "    print('REFUSED', err)\n"
+        "    with open(os.path.join(sys.argv[1], f'{os.getpid()}.txt'), 'w') as f:\n"
+        "        f.write(str(err))\n"
     )
     out = subprocess.run(
-        [str(MPIEXEC), "-n", "2", sys.executable, "-c", script],
+        [str(MPIEXEC), "-n", "2", sys.executable, "-c", script, str(tmp_path)],
         capture_output=True, text=True, timeout=300, env=_mpi_env(), check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    refused = [s for s in out.stdout.splitlines() if s.startswith("REFUSED")]
+    refused = [f.read_text() for f in sorted(tmp_path.glob("*.txt"))]
     assert len(refused) == 2  # on both ranks, before any SCF step
-    assert "built without MPI" in refused[0]
+    assert all("built without MPI" in r for r in refused)
