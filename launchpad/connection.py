@@ -108,41 +108,51 @@ def _mongo_kwargs(extra: dict[str, Any] | None) -> dict[str, Any]:
     return kwargs
 
 
-class IdCounter:
-    """FireWorks' ``fw_id_assigner`` collection, with id draws that hold under concurrency.
-
-    FireWorks draws Firework and launch ids with ``find_one_and_update({}, {"$inc": …})``
-    and reads the returned pre-image. SecantusDB 0.7.0b3 builds that pre-image from a read
-    made before the write, so concurrent draws can return the same id: 4 processes drawing
-    1,000 ids each got 2,543 distinct values (``tests/test_ids.py``), and a launch record
-    with a drawn-twice id replaces another Firework's. The post-image comes from the write
-    itself, on SecantusDB as on MongoDB; an ``$inc``-only draw here asks for it and subtracts
-    the increment, which is exactly the pre-image FireWorks expects. Everything else goes
-    to the collection unchanged.
-    """
-
-    def __init__(self, collection: Any) -> None:
-        self.collection = collection
-
-    def find_one_and_update(self, filter: Any, update: Any, *args: Any, **kwargs: Any) -> Any:
-        inc = update.get("$inc") if isinstance(update, dict) and len(update) == 1 else None
-        if not inc or args or "return_document" in kwargs:
-            return self.collection.find_one_and_update(filter, update, *args, **kwargs)
-        doc = self.collection.find_one_and_update(
-            filter, update, return_document=ReturnDocument.AFTER, **kwargs
+def _fw_id_after(self: LaunchPad, quantity: int = 1) -> int:
+    doc = self.fw_id_assigner.find_one_and_update(
+        {}, {"$inc": {"next_fw_id": quantity}}, return_document=ReturnDocument.AFTER
+    )
+    if doc is None:
+        raise ValueError(
+            "Could not get next FW id! If you have not yet initialized the database, please "
+            "do so by performing a database reset (e.g., lpad reset)"
         )
-        if doc is None:
-            return None
-        return {**doc, **{key: doc[key] - step for key, step in inc.items()}}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.collection, name)
+    return int(doc["next_fw_id"]) - quantity
 
 
-def _launchpad(lp: LaunchPad) -> LaunchPad:
-    """``lp`` drawing its ids through ``IdCounter`` (every LaunchPad nft-fw makes)."""
-    lp.fw_id_assigner = IdCounter(lp.fw_id_assigner)
-    return lp
+def _launch_id_after(self: LaunchPad) -> int:
+    doc = self.fw_id_assigner.find_one_and_update(
+        {}, {"$inc": {"next_launch_id": 1}}, return_document=ReturnDocument.AFTER
+    )
+    if doc is None:
+        raise ValueError(
+            "Could not get next launch id! If you have not yet initialized the database, "
+            "please do so by performing a database reset (e.g., lpad reset)"
+        )
+    return int(doc["next_launch_id"]) - 1
+
+
+def install_id_draws() -> None:
+    """Make every FireWorks LaunchPad in this process draw Firework and launch ids that stay
+    distinct under concurrency.
+
+    FireWorks draws ids with ``find_one_and_update({}, {"$inc": …})`` and reads the returned
+    pre-image. SecantusDB 0.7.0b3 builds that pre-image from a read made before the write,
+    so concurrent draws can return the same id (4 processes drawing 1,000 ids each got 2,543
+    distinct values) and a launch record drawn twice replaces another Firework's. The
+    post-image comes from the write itself, on SecantusDB as on MongoDB; the draws here ask
+    for it and subtract the increment, which is exactly the id FireWorks expects.
+
+    It patches the LaunchPad class, so it also covers LaunchPads made before it runs. Every
+    process that handles an nft-fw Firework runs it: :mod:`nft_fw.firetasks` calls it on
+    import, and FireWorks imports a Firework's tasks when it reads the Firework — in
+    ``rlaunch`` at check-out, before the launch id is drawn. Idempotent.
+    """
+    LaunchPad.get_new_fw_id = _fw_id_after  # type: ignore[method-assign]
+    LaunchPad.get_new_launch_id = _launch_id_after  # type: ignore[method-assign]
+
+
+install_id_draws()
 
 
 def _check_reachable(lp: LaunchPad, description: str) -> None:
@@ -193,14 +203,12 @@ def from_uri(
     description = f"mongodb://{hosts}/{name}" + (
         " (authenticated)" if parsed.get("username") else ""
     )
-    lp = _launchpad(
-        LaunchPad(
-            host=uri,
-            name=name,
-            uri_mode=True,
-            mongoclient_kwargs=_mongo_kwargs(mongoclient_kwargs),
-            strm_lvl=fw_log_level,
-        )
+    lp = LaunchPad(
+        host=uri,
+        name=name,
+        uri_mode=True,
+        mongoclient_kwargs=_mongo_kwargs(mongoclient_kwargs),
+        strm_lvl=fw_log_level,
     )
     _check_reachable(lp, description)
     return Connection(kind="uri", launchpad=lp, description=description, db_name=name)
@@ -228,7 +236,7 @@ def from_file(
         data["name"] = db_name
     data["mongoclient_kwargs"] = _mongo_kwargs(data.get("mongoclient_kwargs"))
     data["strm_lvl"] = fw_log_level
-    lp = _launchpad(LaunchPad.from_dict(data))
+    lp = LaunchPad.from_dict(data)
     if lp.uri_mode:
         name = lp.name
         description = f"{path} ({redact(str(data['host']))})"
@@ -268,17 +276,15 @@ def embedded(
     if info.auth and username is None:
         username, password = _stored_credentials(Path(info.data_dir) / LAUNCHPAD_FILE)
     kwargs: dict[str, Any] = {"directConnection": True}
-    lp = _launchpad(
-        LaunchPad(
-            host=info.host,
-            port=info.port,
-            name=name,
-            username=username,
-            password=password,
-            authsource="admin" if username else None,
-            mongoclient_kwargs=_mongo_kwargs(kwargs),
-            strm_lvl=fw_log_level,
-        )
+    lp = LaunchPad(
+        host=info.host,
+        port=info.port,
+        name=name,
+        username=username,
+        password=password,
+        authsource="admin" if username else None,
+        mongoclient_kwargs=_mongo_kwargs(kwargs),
+        strm_lvl=fw_log_level,
     )
     description = f"embedded server {info.address}/{name} (data {info.data_dir})"
     _check_reachable(lp, description)

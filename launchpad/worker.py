@@ -4,8 +4,9 @@ This is FireWorks' own ``launch_rocket`` in a loop that, unlike ``rapidfire``,
 keeps polling while the queue is empty (NFT rounds are appended dynamically
 by the trainer, so "nothing ready now" does not mean "finished") until an
 idle timeout or a launch budget is reached. Plain ``rlaunch rapidfire`` works
-against the same LaunchPad too; on SecantusDB only one at a time, as its id draws are
-not atomic there (``nft_fw.launchpad.connection.IdCounter``).
+against the same LaunchPad too, as many at once as wanted: reading an nft-fw Firework
+imports :mod:`nft_fw.firetasks`, which makes the process's id draws safe on SecantusDB
+(``nft_fw.launchpad.connection.install_id_draws``).
 """
 
 from __future__ import annotations

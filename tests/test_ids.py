@@ -3,8 +3,10 @@
 FireWorks draws ids with an ``$inc`` on one counter document and reads the pre-image;
 SecantusDB builds that pre-image from a read made before the write, so concurrent draws
 through FireWorks' own code can return the same id (a launch record then replaces another
-Firework's). Every LaunchPad nft-fw opens draws through ``IdCounter``; this checks it
-with real processes against the real server."""
+Firework's). Every process that loads nft-fw draws ids from the write's post-image
+(``install_id_draws``); this checks it with real processes against the real server, for
+FireWorks' own LaunchPad in processes that only import nft-fw's tasks, as plain ``rlaunch``
+does when it reads an nft-fw Firework."""
 
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ pytestmark = pytest.mark.integration
 
 DRAWER = """
 import json, sys
-from fireworks import Firework, ScriptTask
-from nft_fw.launchpad.connection import from_file
-lp = from_file(sys.argv[1], fw_log_level="ERROR").launchpad
+import yaml
+from fireworks import Firework, LaunchPad, ScriptTask
+lp = LaunchPad.from_dict(yaml.safe_load(open(sys.argv[1])))  # FireWorks' own, made first
+if sys.argv[3] == "nft-fw":
+    import nft_fw.firetasks  # what reading an nft-fw Firework imports
 tag = sys.argv[2]
 launch_ids, fw_ranges = [], []
 for i in range(150):
@@ -33,13 +37,6 @@ fws = [Firework(ScriptTask.from_str("true"), name=f"{tag}-{i}") for i in range(3
 lp.bulk_add_wfs(fws)
 print(json.dumps({"launch_ids": launch_ids, "fw_ranges": fw_ranges}))
 """
-
-
-def test_every_launchpad_nft_fw_opens_draws_ids_through_the_counter(connection: Any) -> None:
-    from nft_fw.launchpad.connection import IdCounter, from_file
-
-    assert isinstance(connection.launchpad.fw_id_assigner, IdCounter)
-    assert isinstance(from_file(connection.lp_file).launchpad.fw_id_assigner, IdCounter)
 
 
 def test_the_counter_returns_what_fireworks_expects(connection: Any) -> None:
@@ -56,7 +53,7 @@ def test_the_counter_returns_what_fireworks_expects(connection: Any) -> None:
 def test_concurrent_processes_never_draw_the_same_id(connection: Any) -> None:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", DRAWER, str(connection.lp_file), f"p{i}"],
+            [sys.executable, "-c", DRAWER, str(connection.lp_file), f"p{i}", "nft-fw"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
