@@ -5,7 +5,8 @@ Usage: .venv/bin/python bench/queue_throughput.py [--n 200] [--layouts independe
 
 Layouts: N one-Firework workflows (queue-bound), one N-Firework workflow (FireWorks
 refreshes the whole workflow on every state change), and N−1 parents of one child
-("fanin": a round's labels linked to their trainer, the layout nft-fw avoids).
+("fanin": a round's labels linked to their trainer; nft-fw keeps a round to at most
+``service.max_label_fireworks`` label Fireworks, 64 by default).
 Fireworks/s is measured from the first launch start to the last launch end
 recorded in the database, so worker start-up is excluded; the wall time from
 spawning the workers to the last completion is printed too.

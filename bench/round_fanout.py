@@ -1,24 +1,26 @@
-"""One round of N label Fireworks (default 1,000) drained by W worker processes (default 4).
+"""One round of N labels (default 1,000) drained by W worker processes (default 4).
 
     .venv/bin/python bench/round_fanout.py [--n 1000] [--workers 4] [--json] [--labels-only]
-        [--data-dir DIR --db-name NAME]   (use a running server and keep the database)
+        [--max-label-fireworks K] [--data-dir DIR --db-name NAME]
+        (--data-dir: use a running server and keep the database)
 
-A campaign whose initial set has N bulk Pt cells labelled by EMT, one cell per label
-Firework, so round 0 holds N label Fireworks and the trainer the last of them submits;
-one NFT iteration and the report follow. Prints the labels per second from the first
-label launch to the last label's end, the delay from that end to the trainer's start,
-the largest workflow document, and the wall time; also checks what the load test asserts
-(each label Firework launched once, one label per cell, one trainer). With ``--json`` the
-figures are printed as one JSON object (the load test reads them). With ``--labels-only``
-the init Firework's work is done in this process and the workers take only label
-Fireworks: the round's trainer is submitted but left READY (the load test; the trainer's
-own cost, features of N images, is not the queue's).
+A campaign whose initial set has N bulk Pt cells labelled by EMT. Round 0 has at most
+``service.max_label_fireworks`` label Fireworks (default 64: N = 1,000 gives 63 of 16
+cells), all feeding the round's trainer in the campaign's one workflow; one NFT iteration
+and the report follow. Prints the labels per second from the first label launch to the
+last label's end, the delay from that end to the trainer's start, the workflow document's
+size, and the wall time; also checks what the load test asserts (each label Firework
+launched once, one label per cell, one trainer). With ``--json`` the figures are printed as
+one JSON object (the load test reads them). With ``--labels-only`` the init Firework runs in
+this process and the workers take only label Fireworks: the round's trainer is left READY
+(the load test; the trainer's own cost, features of N images, is not the queue's).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,14 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import bson
+from fireworks import FWorker
+from fireworks.core.rocket_launcher import launch_rocket
 
 from nft_fw.campaign import load_campaign, prepare
-from nft_fw.launchpad import campaigns, records
+from nft_fw.launchpad import records
 from nft_fw.launchpad.connection import connect
-from nft_fw.workflows.campaign import submit, submit_round
+from nft_fw.workflows.campaign import submit
 
 
-def campaign(name: str, n: int) -> dict[str, Any]:
+def campaign(name: str, n: int, max_label_fireworks: int = 64) -> dict[str, Any]:
     return {
         "name": name,
         "target": {"builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1}},
@@ -49,7 +53,7 @@ def campaign(name: str, n: int) -> dict[str, Any]:
             "threshold": 0.01,
             "chunk_radius": 12,
         },
-        "service": {"labels_per_firework": 1},
+        "service": {"labels_per_firework": 1, "max_label_fireworks": max_label_fireworks},
     }
 
 
@@ -58,16 +62,26 @@ def _time(t: datetime | str) -> datetime:
 
 
 def run(
-    conn: Any, name: str, n: int, workers: int, work: Path, labels_only: bool = False
+    conn: Any,
+    name: str,
+    n: int,
+    workers: int,
+    work: Path,
+    labels_only: bool = False,
+    max_label_fireworks: int = 64,
 ) -> dict[str, Any]:
     lp = conn.launchpad
     t_prep = time.monotonic()
-    submit(lp, prepare(load_campaign(campaign(name, n))))
+    submit(lp, prepare(load_campaign(campaign(name, n, max_label_fireworks))))
     category: list[str] = []
-    if labels_only:  # what the init Firework does, here
-        init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
-        lp.defuse_fw(init["fw_id"])
-        submit_round(lp, name, "nft", 0, campaigns.initial_items(lp.db, name))
+    if labels_only:  # the init Firework runs here; the workers take its label Fireworks
+        (work / "init").mkdir()
+        cwd = Path.cwd()
+        os.chdir(work / "init")
+        try:
+            assert launch_rocket(lp, FWorker(category="train"))
+        finally:
+            os.chdir(cwd)
         category = ["--category", "label"]
     prep_s = time.monotonic() - t_prep
     t0 = time.monotonic()
@@ -97,9 +111,14 @@ def run(
     )
     trainer_launch = lp.launches.find_one({"fw_id": trainers[0]["fw_id"]}) if trainers else None
     span = (max(ends) - min(starts)).total_seconds()
-    largest_wf = max(len(bson.encode(d)) for d in lp.workflows.find({"metadata.campaign": name}))
+    wfs = list(lp.workflows.find({"metadata.campaign": name}))
+    items_per_fw = [
+        len(d["spec"]["_tasks"][0]["items"])
+        for d in lp.fireworks.find(
+            {"fw_id": {"$in": [d["fw_id"] for d in label_fws]}}, {"spec._tasks.items": 1}
+        )
+    ]
     log_text = "\n".join(p.read_text() for p in logs)
-    rec = db[records.ROUNDS].find_one({"campaign": name, "phase": "nft", "round": 0})
     images = [d for d in records.labels(db, name) if d["kind"] == "image"]
     return {
         "n": n,
@@ -107,6 +126,7 @@ def run(
         "worker_exit_codes": codes,
         "campaign_state": records.get_campaign(db, name).get("state"),
         "label_fireworks": len(label_fws),
+        "items_per_label_firework": sorted(set(items_per_fw)),
         "label_states": sorted({d["state"] for d in label_fws}),
         "launches_per_label_firework": sorted({len(d["launches"]) for d in label_fws}),
         # a launch id drawn twice makes one launch record replace another Firework's
@@ -116,15 +136,16 @@ def run(
         "distinct_image_labels": len({d["hash"] for d in images}),
         "trainers_round_0": len(trainers),
         "trainer_states": sorted({d["state"] for d in trainers}),
-        "round_batches_done": rec["n_done"],
-        "labels_per_s": len(ends) / span,
+        "labels_per_s": len(images) / span,
+        "label_fireworks_per_s": len(ends) / span,
         "label_span_s": span,
         "trainer_start_delay_s": (
             (_time(trainer_launch["time_start"]) - max(ends)).total_seconds()
             if trainer_launch
             else None
         ),
-        "largest_workflow_bytes": largest_wf,
+        "workflows": len(wfs),
+        "workflow_bytes": max(len(bson.encode(d)) for d in wfs),
         "prepare_submit_s": prep_s,
         "wall_s": wall,
         "log_errors": sorted(
@@ -139,6 +160,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--labels-only", action="store_true")
+    parser.add_argument("--max-label-fireworks", type=int, default=64)
     parser.add_argument("--data-dir", help="a server's data directory (default: a fresh one)")
     parser.add_argument("--db-name", default="bench_fanout")
     args = parser.parse_args()
@@ -147,11 +169,17 @@ def main() -> None:
         with connect(data_dir=data_dir, db_name=args.db_name, fw_log_level="ERROR") as conn:
             if not args.data_dir:
                 conn.launchpad.reset("", require_password=False)
-            out = run(conn, f"fanout-{args.n}", args.n, args.workers, Path(tmp), args.labels_only)
+            out = run(
+                conn, f"fanout-{args.n}", args.n, args.workers, Path(tmp), args.labels_only,
+                args.max_label_fireworks,
+            )  # fmt: skip
     if args.json:
         print(json.dumps(out))
         return
-    print(f"{out['n']} label Fireworks in round 0, {out['workers']} workers, embedded SecantusDB")
+    print(
+        f"{out['n']} labels in {out['label_fireworks']} label Fireworks in round 0, "
+        f"{out['workers']} workers, embedded SecantusDB"
+    )
     for key, value in out.items():
         print(f"  {key:<30} {value:.3g}" if isinstance(value, float) else f"  {key:<30} {value}")
 

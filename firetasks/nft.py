@@ -4,7 +4,9 @@
 Their import paths (``{{nft_fw.firetasks.nft.<Task>}}``) are stored in the database with
 every Firework: never rename or move them. Every task needs the LaunchPad
 (``_add_launchpad_and_fw_id`` in the Firework spec) because labels, models and records
-live in the database, not in Firework outputs.
+live in the database, not in Firework outputs. The init, train and relax tasks grow the
+campaign's workflow by returning ``FWAction(detours=…)`` (see
+:mod:`nft_fw.workflows.campaign`), once: a rerun finds what it appended before.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 DB_RETRY_S = 300.0  # how long a task keeps retrying when the database connection drops
+TASK_SECONDS = "task_seconds"  # in every campaign task's stored_data
 
 
 class _CampaignTask(FiretaskBase):
@@ -39,7 +42,13 @@ class _CampaignTask(FiretaskBase):
         start, wait = time.monotonic(), 2.0
         while True:
             try:
-                return self._run(fw_spec)
+                if getattr(self, "launchpad", None) is not None:
+                    records.require_layout(records.get_campaign(self._db(), self["campaign"]))
+                action = self._run(fw_spec)
+                # the task's own time: what a launch costs beyond it is the queue's
+                # (bench/campaign_overhead.py)
+                action.stored_data[TASK_SECONDS] = time.monotonic() - start
+                return action
             except ConnectionFailure as err:
                 if time.monotonic() - start > DB_RETRY_S:
                     raise
@@ -51,6 +60,39 @@ class _CampaignTask(FiretaskBase):
                 )
                 time.sleep(wait)
                 wait = min(2 * wait, 30.0)
+
+    def _append(self, build: Any, stored: dict[str, Any]) -> FWAction:
+        """``FWAction(detours=[build()])`` the first time this Firework appends; a rerun
+        whose appended Fireworks are in the workflow already appends nothing (FireWorks
+        reruns them after this one). Fireworks it appended that never reached the workflow
+        document (a completion cut off by a database outage) never ran: they are deleted and
+        appended again."""
+        fw_id = getattr(self, "fw_id", None)
+        lp = self.launchpad
+        mine = {
+            d["fw_id"] for d in lp.fireworks.find({"spec.nft_appended_by": fw_id}, {"fw_id": 1})
+        }
+        if mine:
+            wf = lp.workflows.find_one({"nodes": fw_id}, {"nodes": 1}) or {"nodes": []}
+            orphans = sorted(mine - set(wf["nodes"]))
+            if orphans:
+                log.warning("Fireworks %s appended by %s never reached the workflow: deleted, "
+                            "appended again", orphans, fw_id)  # fmt: skip
+                lp.launches.delete_many({"fw_id": {"$in": orphans}})
+                lp.fireworks.delete_many({"fw_id": {"$in": orphans}})
+            if mine - set(orphans):
+                stored["appended"] = sorted(mine - set(orphans))
+                return FWAction(stored_data=stored)
+        wf = build()
+        if wf is None:
+            return FWAction(stored_data=stored)
+        stored["appended"] = [fw.name for fw in wf.fws]
+        return FWAction(stored_data=stored, detours=[wf])
+
+    def _spec(self) -> Any:
+        from nft_fw.launchpad import campaigns
+
+        return campaigns.load_spec(self._db(), self["campaign"])
 
     def _db(self) -> Any:
         lp = getattr(self, "launchpad", None)
@@ -67,34 +109,34 @@ class _CampaignTask(FiretaskBase):
 
 @explicit_serialize
 class InitTask(_CampaignTask):
-    """Generate and store the initial structures, then submit round 0 (labels → train 0)."""
+    """Generate and store the initial structures, then append round 0 (labels → train 0)."""
 
     required_params: ClassVar[list[str]] = ["campaign"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.workflows.campaign import submit_round
+        from nft_fw.workflows.campaign import round_workflow
 
-        name = self["campaign"]
-        items = campaigns.initial_items(self._db(), name)
-        fw_ids = submit_round(self.launchpad, name, "nft", 0, items)
-        return FWAction(stored_data={"initial_structures": len(items), "round_fw_ids": fw_ids})
+        db, name = self._db(), self["campaign"]
+        items = campaigns.round_items(db, name, campaigns.initial_items(db, name))
+        spec = self._spec()
+        return self._append(
+            lambda: round_workflow(spec, "nft", 0, items, self.fw_id),
+            {"initial_structures": len(items)},
+        )
 
 
 @explicit_serialize
 class LabelTask(_CampaignTask):
     """Run the parent on each item (a chunk or an initial image) that has no label yet.
 
-    With ``batch`` ({phase, round, index}: the online layout) the task reports its batch to
-    the round record when it ends, whether its items were labelled or failed, and the last
-    batch of the round submits the trainer. A batch whose parent failed still fizzles."""
+    An item the parent cannot label is recorded and the Firework fizzles; the round's
+    trainer (``_allow_fizzled_parents``) goes on without it."""
 
     required_params: ClassVar[list[str]] = ["campaign", "items"]
     # parent ({name, params}): set with service.offline_labels, so the task can run offline
-    optional_params: ClassVar[list[str]] = ["parent", "batch"]
+    optional_params: ClassVar[list[str]] = ["parent"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        from pymongo.errors import ConnectionFailure
-
         name, items, fw_id = self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
         if getattr(self, "launchpad", None) is None and self.get("parent"):
             # offline mode: no database; the labels travel in the FWAction
@@ -102,100 +144,79 @@ class LabelTask(_CampaignTask):
             return FWAction(
                 stored_data={"new": len(docs), "existing": 0, campaigns.OFFLINE_LABELS_KEY: docs}
             )
-        try:
-            counts = campaigns.label_items(self._db(), name, items, fw_id)
-        except ConnectionFailure:
-            raise  # the whole body runs again (run_task)
-        except Exception:
-            self._batch_finished()  # the failures are recorded; the round goes on without them
-            raise
-        stored: dict[str, Any] = dict(counts)
-        trainer = self._batch_finished()
-        if trainer:
-            stored["trainer_fw_ids"] = trainer
-        return FWAction(stored_data=stored)
-
-    def _batch_finished(self) -> list[int]:
-        batch = self.get("batch")
-        if not batch:
-            return []
-        from nft_fw.workflows.campaign import batch_finished
-
-        return batch_finished(
-            self.launchpad,
-            self["campaign"],
-            batch["phase"],
-            int(batch["round"]),
-            int(batch["index"]),
-        )
+        counts = campaigns.label_items(self._db(), name, items, fw_id)
+        return FWAction(stored_data=dict(counts))
 
 
 @explicit_serialize
 class TrainTask(_CampaignTask):
-    """Train iteration ``iteration``, record it, and submit what comes next (once): the next
-    round, or when NFT stops the relaxation phase or the finish (transfers, report)."""
+    """Train iteration ``iteration``, record it, and append what comes next (once): the next
+    round, or when NFT stops the relaxation phase or the transfer relaxations."""
 
     required_params: ClassVar[list[str]] = ["campaign", "iteration"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.workflows.campaign import submit_after_nft, submit_round
+        from nft_fw.workflows.campaign import relax_workflow, round_workflow, transfer_workflow
 
-        name, k = self["campaign"], int(self["iteration"])
-        out = campaigns.train(self._db(), name, k, getattr(self, "fw_id", None))
-        summary = {
+        db, name, k = self._db(), self["campaign"], int(self["iteration"])
+        out = campaigns.train(db, name, k, getattr(self, "fw_id", None))
+        summary: dict[str, Any] = {
             "iteration": k,
             "structure_uncertainty": out.record["structure_uncertainty"],
             "decision": type(out.step).__name__,
         }
+        spec = self._spec()
         if out.items:
-            summary["next_round_fw_ids"] = submit_round(
-                self.launchpad, name, "nft", k + 1, out.items
+            items = campaigns.round_items(db, name, out.items)
+            return self._append(
+                lambda: round_workflow(spec, "nft", k + 1, items, self.fw_id), summary
             )
-            return FWAction(stored_data=summary)
         summary["stop_reason"] = getattr(out.step, "reason", None)
-        summary["next_fw_ids"] = submit_after_nft(self.launchpad, name)
-        return FWAction(stored_data=summary)
+        if spec.relax is not None:
+            return self._append(lambda: relax_workflow(spec, self.fw_id), summary)
+        return self._append(lambda: transfer_workflow(spec, self.fw_id), summary)
 
 
 @explicit_serialize
 class RelaxTask(_CampaignTask):
     """Relax round ``round``: retrain on the labels so far (round ≥ 1), relax the target,
-    record, then submit (once) the next relax round (chunks from the trajectory) or, when
-    retraining ends, the transfer relaxations and the report."""
+    record, then append (once) the next relax round (chunks from the trajectory) or, when
+    retraining ends, the transfer relaxations."""
 
     required_params: ClassVar[list[str]] = ["campaign", "round"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         from nft_fw.launchpad import relaxation
-        from nft_fw.workflows.campaign import submit_finish, submit_round
+        from nft_fw.workflows.campaign import round_workflow, transfer_workflow
 
-        name, r = self["campaign"], int(self["round"])
-        out = relaxation.relax_round(self._db(), name, r, getattr(self, "fw_id", None))
-        summary = {
+        db, name, r = self._db(), self["campaign"], int(self["round"])
+        out = relaxation.relax_round(db, name, r, getattr(self, "fw_id", None))
+        summary: dict[str, Any] = {
             "round": r,
             "trajectory_max_uncertainty": out.record["structure_uncertainty"],
             "steps": out.record["n_steps"],
         }
+        spec = self._spec()
         if out.stop is None:
-            summary["next_round_fw_ids"] = submit_round(
-                self.launchpad, name, "relax", r + 1, out.items
+            items = campaigns.round_items(db, name, out.items)
+            return self._append(
+                lambda: round_workflow(spec, "relax", r + 1, items, self.fw_id), summary
             )
-            return FWAction(stored_data=summary)
         summary["stop_reason"] = out.stop.reason
-        summary["next_fw_ids"] = submit_finish(self.launchpad, name)
-        return FWAction(stored_data=summary)
+        return self._append(lambda: transfer_workflow(spec, self.fw_id), summary)
 
 
 @explicit_serialize
 class TransferTask(_CampaignTask):
     """Relax transfer target ``index`` with the final model (no new data); when it is
-    flagged and its ``retrain`` is set, submit the follow-up campaign that trains on it."""
+    flagged and its ``retrain`` is set, submit the follow-up campaign that trains on it (a
+    campaign, and workflow, of its own; once)."""
 
     required_params: ClassVar[list[str]] = ["campaign", "index"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         from nft_fw.launchpad import relaxation
-        from nft_fw.workflows.campaign import init_workflow
+        from nft_fw.workflows.campaign import campaign_workflow
 
         db, name, k = self._db(), self["campaign"], int(self["index"])
         record = relaxation.transfer(db, name, k, getattr(self, "fw_id", None))
@@ -203,12 +224,12 @@ class TransferTask(_CampaignTask):
             key: record[key]
             for key in ("name", "n_atoms", "n_steps", "structure_uncertainty", "flagged")
         }
-        spec = campaigns.load_spec(db, name)
+        spec = self._spec()
         if record["flagged"] and spec.transfer[k].retrain:
             child = relaxation.follow_up(db, name, k)
-            if child is not None:
-                self.launchpad.add_wf(init_workflow(child))
-                summary["follow_up"] = child.name
+            if self.launchpad.workflows.find_one({"metadata.campaign": child.name}) is None:
+                self.launchpad.add_wf(campaign_workflow(child))
+            summary["follow_up"] = child.name
         return FWAction(stored_data=summary)
 
 
@@ -221,6 +242,24 @@ class ReportTask(_CampaignTask):
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db = self._db()
         name = self["campaign"]
+        failed = [
+            (d["fw_id"], d["name"])
+            for d in self.launchpad.fireworks.find(
+                {
+                    "spec.campaign": name,
+                    "spec.nft_role": {"$in": ["init", "train", "relax"]},
+                    "state": "FIZZLED",
+                },
+                {"fw_id": 1, "name": 1},
+            )
+        ]
+        if failed:
+            ids = ",".join(str(i) for i, _ in failed)
+            raise RuntimeError(
+                f"campaign {name}: no report while {'; '.join(n for _, n in failed)} failed; "
+                f"see why with lpad get_fws -i {ids} -d more, fix the cause and rerun it with "
+                f"lpad rerun_fws -i {ids}: the campaign goes on from there and reports at its end"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             paths = campaigns.report(db, name, Path(tmp))
             files = {

@@ -384,6 +384,14 @@ def offline_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[
     return out
 
 
+def round_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items a round's label Fireworks carry: with ``service.offline_labels`` each with
+    its structure (:func:`offline_items`), else as they are."""
+    if load_spec(db, name).service.offline_labels:
+        return offline_items(db, name, items)
+    return items
+
+
 def label_offline(
     name: str, parent: dict[str, Any], items: list[dict[str, Any]], fw_id: int | None = None
 ) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from fireworks import LaunchPad
+from fireworks import Firework, LaunchPad, Workflow
 from pymongo import ReturnDocument, uri_parser
 from pymongo.errors import InvalidURI, OperationFailure, PyMongoError
 
@@ -132,6 +132,28 @@ def _launch_id_after(self: LaunchPad) -> int:
     return int(doc["next_launch_id"]) - 1
 
 
+def _bulk_add_wfs(self: LaunchPad, wfs: list[Any]) -> None:
+    """FireWorks' ``LaunchPad.bulk_add_wfs`` (all Fireworks and workflows in two
+    ``insert_many``), drawing its id range through :func:`_fw_id_after` instead of reading
+    the counter's pre-image, and without the progress bar."""
+    wfs = [Workflow.from_firework(wf) if isinstance(wf, Firework) else wf for wf in wfs]
+    if not wfs:
+        return
+    counter = _fw_id_after(self, quantity=sum(len(wf) for wf in wfs))
+    for wf in wfs:
+        old_new = dict(zip(wf.id_fw, range(counter, counter + len(wf)), strict=True))
+        for fw in wf:
+            fw.fw_id = old_new[fw.fw_id]
+        wf._reassign_ids(old_new)
+        counter += len(wf)
+        for fw_id in wf.root_fw_ids:
+            wf.id_fw[fw_id].state = "READY"
+            wf.fw_states[fw_id] = "READY"
+    # workflows first, so that no Firework is checked out before its workflow exists
+    self.workflows.insert_many(wf.to_db_dict() for wf in wfs)
+    self.fireworks.insert_many(fw.to_db_dict() for wf in wfs for fw in wf)
+
+
 def install_id_draws() -> None:
     """Make every FireWorks LaunchPad in this process draw Firework and launch ids that stay
     distinct under concurrency.
@@ -150,6 +172,8 @@ def install_id_draws() -> None:
     """
     LaunchPad.get_new_fw_id = _fw_id_after  # type: ignore[method-assign]
     LaunchPad.get_new_launch_id = _launch_id_after  # type: ignore[method-assign]
+    # bulk_add_wfs draws its range with its own find_one_and_update
+    LaunchPad.bulk_add_wfs = _bulk_add_wfs  # type: ignore[method-assign]
 
 
 install_id_draws()

@@ -1,14 +1,14 @@
-"""Campaign records in the LaunchPad's database: campaigns, labels, iterations, rounds, files.
+"""Campaign records in the LaunchPad's database: campaigns, labels, iterations, files.
 
 Collections (created with their indexes by :func:`ensure_indexes`):
 
 * ``nft_campaigns`` — one document per campaign (``_id`` = campaign name): the validated
-  spec, state, current iteration, stop reason, GridFS ids of the target and initial set.
+  spec, state, current iteration, stop reason, GridFS ids of the target and initial set,
+  and ``layout`` (how its Fireworks are laid out; see :func:`require_layout`).
 * ``nft_labels`` — one document per (campaign, chunk or image hash, parent-settings hash),
   enforced by a unique index and written by upsert, so a rerun or duplicated Firework can
   never duplicate a label.
 * ``nft_iterations`` — one document per (campaign, phase, iteration).
-* ``nft_rounds`` — which round workflows were submitted (makes the trainer idempotent).
 * ``nft_failures`` — one document per (campaign, hash, parent_hash) whose parent calculation
   failed with every retry: the error text, each attempt, the logs' GridFS ids. Never a label;
   removed when a rerun labels the item after all.
@@ -34,7 +34,7 @@ import gridfs
 import numpy as np
 from ase import Atoms
 from ase.io import read, write
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 CAMPAIGNS = "nft_campaigns"
 LABELS = "nft_labels"
 ITERATIONS = "nft_iterations"
-ROUNDS = "nft_rounds"
 FEATURES = "nft_features"
 FAILURES = "nft_failures"
 BUCKET = "nft_files"
@@ -69,11 +68,6 @@ def ensure_indexes(db: Database) -> None:
         [("campaign", ASCENDING), ("hash", ASCENDING), ("spec_hash", ASCENDING)],
         unique=True,
         name="one_feature_set",
-    )
-    db[ROUNDS].create_index(
-        [("campaign", ASCENDING), ("phase", ASCENDING), ("round", ASCENDING)],
-        unique=True,
-        name="one_round",
     )
     db[FAILURES].create_index(
         [("campaign", ASCENDING), ("hash", ASCENDING), ("parent_hash", ASCENDING)],
@@ -145,6 +139,28 @@ class CampaignExists(ValueError):
     pass
 
 
+# how a campaign's Fireworks are laid out: one workflow that its trainers grow
+# (nft_fw.workflows.campaign). Campaigns without this field were submitted by nft-fw 0.1.
+LAYOUT = "one-workflow"
+
+
+class OldLayoutError(RuntimeError):
+    """A campaign submitted by an nft-fw whose Fireworks this version cannot run."""
+
+
+def require_layout(doc: dict[str, Any]) -> None:
+    """Refuse, with the way out, a campaign whose Fireworks follow an older layout."""
+    if doc.get("layout") == LAYOUT or doc.get("kind") == "nearsightedness":
+        return
+    raise OldLayoutError(
+        f"campaign {doc['_id']!r} was submitted by nft-fw 0.1 (a workflow per Firework, "
+        "linked by round records in nft_rounds); this version runs only campaigns laid out "
+        "as one workflow. Finish it with the nft-fw version that submitted it, or submit the "
+        "campaign file again under a new name (README: Upgrading); its labels, iterations "
+        "and reports stay readable with nft-fw history, labels and report"
+    )
+
+
 def create_campaign(db: Database, name: str, spec: dict[str, Any], **fields: Any) -> None:
     ensure_indexes(db)
     doc = {
@@ -154,6 +170,7 @@ def create_campaign(db: Database, name: str, spec: dict[str, Any], **fields: Any
         "iteration": None,
         "created": now(),
         "updated": now(),
+        "layout": LAYOUT,
         **fields,
     }
     try:
@@ -323,95 +340,3 @@ def iterations(db: Database, campaign: str, phase: str | None = "nft") -> list[d
     if phase is not None:
         query["phase"] = phase
     return list(db[ITERATIONS].find(query, {"_id": 0}).sort("iteration", ASCENDING))
-
-
-# ----------------------------------------------------------------------------- rounds
-
-
-def claim_round(db: Database, campaign: str, phase: str, number: int) -> dict[str, Any]:
-    """The round record, created if missing. ``fw_ids`` is set once its workflow exists."""
-    doc = db[ROUNDS].find_one_and_update(
-        {"campaign": campaign, "phase": phase, "round": number},
-        {"$setOnInsert": {"created": now(), "fw_ids": None}},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-    )
-    return dict(doc or {})  # an upsert returning the document after it always has one
-
-
-def mark_round_submitted(
-    db: Database, campaign: str, phase: str, number: int, fw_ids: list[int]
-) -> None:
-    db[ROUNDS].update_one(
-        {"campaign": campaign, "phase": phase, "round": number},
-        {"$set": {"fw_ids": fw_ids, "submitted": now()}},
-    )
-
-
-# A round of an online campaign is one single-Firework workflow per label batch plus a
-# trainer submitted by whichever batch finishes last (see nft_fw.workflows.campaign): the
-# round record counts finished batches and holds the claim on the trainer's submission.
-
-
-def open_round(db: Database, campaign: str, phase: str, number: int, n_batches: int) -> None:
-    """Create the round record with its number of label batches (kept on a rerun)."""
-    db[ROUNDS].update_one(
-        {"campaign": campaign, "phase": phase, "round": number},
-        {
-            "$setOnInsert": {
-                "created": now(),
-                "fw_ids": None,
-                "n_batches": n_batches,
-                "done": [],
-                "n_done": 0,
-                "trainer_claim": None,
-                "trainer_fw_ids": None,
-            }
-        },
-        upsert=True,
-    )
-
-
-def batch_done(db: Database, campaign: str, phase: str, number: int, batch: int) -> dict[str, Any]:
-    """Count label batch ``batch`` of the round as finished (once, however often its Firework
-    runs); returns the round record after the update."""
-    key = {"campaign": campaign, "phase": phase, "round": number}
-    doc = db[ROUNDS].find_one_and_update(
-        {**key, "done": {"$ne": batch}},
-        {"$push": {"done": batch}, "$inc": {"n_done": 1}},
-        return_document=ReturnDocument.AFTER,
-    )
-    if doc is None:  # counted before: a rerun of the batch
-        doc = db[ROUNDS].find_one(key)
-    if doc is None:
-        raise KeyError(f"campaign {campaign!r} has no {phase} round {number}")
-    return doc
-
-
-def claim_trainer(
-    db: Database, campaign: str, phase: str, number: int, stale_before: dt.datetime | None = None
-) -> bool:
-    """Take the right to submit the round's trainer; True for exactly one caller. A claim
-    made before ``stale_before`` that never recorded a trainer (its holder died) is taken
-    over."""
-    key = {"campaign": campaign, "phase": phase, "round": number, "trainer_fw_ids": None}
-    free: list[dict[str, Any]] = [{"trainer_claim": None}]
-    if stale_before is not None:
-        free.append({"trainer_claim.at": {"$lt": stale_before}})
-    claim = {"host": socket.gethostname(), "at": now()}
-    doc = db[ROUNDS].find_one_and_update({**key, "$or": free}, {"$set": {"trainer_claim": claim}})
-    return doc is not None
-
-
-def mark_trainer_submitted(
-    db: Database, campaign: str, phase: str, number: int, fw_ids: list[int]
-) -> None:
-    db[ROUNDS].update_one(
-        {"campaign": campaign, "phase": phase, "round": number},
-        {"$set": {"trainer_fw_ids": fw_ids, "trainer_submitted": now()}},
-    )
-
-
-def rounds(db: Database, campaign: str | None = None) -> list[dict[str, Any]]:
-    query = {} if campaign is None else {"campaign": campaign}
-    return list(db[ROUNDS].find(query, {"_id": 0}).sort([("phase", 1), ("round", 1)]))

@@ -16,6 +16,7 @@ its ``retrain`` is set, becomes a follow-up campaign that runs NFT on it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -369,21 +370,31 @@ def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> d
     return record
 
 
-def follow_up(db: Database, name: str, index: int) -> CampaignSpec | None:
+def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
     """Register the follow-up campaign of a flagged transfer target: NFT on it, starting from
-    this campaign's final model and all its labels. Returns its spec, or None if it exists."""
+    this campaign's final model and all its labels. Returns its spec; a rerun finds the
+    campaign registered and copies only labels still missing."""
     doc = records.get_campaign(db, name)
     spec = CampaignSpec.model_validate(doc["spec"])
     entry = transfer_targets(db, name)[index]
     child = f"{name}-{entry['name']}"[:64]
-    if db[records.CAMPAIGNS].find_one({"_id": child}, {"_id": 1}) is not None:
-        return None
+    existing = db[records.CAMPAIGNS].find_one({"_id": child}, {"spec": 1, "inherited_from": 1})
+    if existing is not None:
+        if existing.get("inherited_from") != name:
+            raise records.CampaignExists(
+                f"the follow-up campaign of transfer target {entry['name']!r} would be named "
+                f"{child!r}, which another campaign in this database already uses; rename "
+                "that campaign or the transfer target"
+            )
+        _copy_labels(db, name, child)
+        return CampaignSpec.model_validate(existing["spec"])
     target = spec.transfer[index].model_dump(mode="json", exclude={"name", "retrain"})
     data = spec.model_dump(mode="json")
     data.update(name=child, target=target, transfer=[])
     child_spec = CampaignSpec.model_validate(data)
     _, source = final_model(db, name)
-    try:
+    # a concurrent run of this task may register it first: then this one only copies labels
+    with contextlib.suppress(records.CampaignExists):
         records.create_campaign(
             db,
             child,
@@ -397,8 +408,12 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec | None:
             inherited_from=name,
             inherited_model_file=source["model_file"],
         )
-    except records.CampaignExists:
-        return None
+    _copy_labels(db, name, child)
+    return child_spec
+
+
+def _copy_labels(db: Database, name: str, child: str) -> None:
+    """Every label of campaign ``name`` as a label of ``child`` (once: labels are upserts)."""
     for label in records.labels(db, name):
         copy = {k: v for k, v in label.items() if k != "_id"}
         copy["campaign"] = child
@@ -406,7 +421,6 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec | None:
         if copy["kind"] == "chunk":
             copy["phase"] = "inherited"  # its centre indexes the parent's structures
         records.put_label(db, copy)
-    return child_spec
 
 
 # ----------------------------------------------------------------------------- the bill

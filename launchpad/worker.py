@@ -45,6 +45,79 @@ class DatabaseLost(RuntimeError):
         self.error = error
 
 
+def _connection_failure(err: BaseException) -> ConnectionFailure | None:
+    """The ConnectionFailure behind ``err`` (itself, or what it was raised from or while
+    handling: FireWorks' ``_refresh_wf`` turns every error into a RuntimeError), or None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        if isinstance(e, ConnectionFailure):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# the last line of a launch's stack trace when FireWorks' own database calls around a task
+# (checkpoint, ping) lost the connection: the task itself retries its database work
+_DB_ERRORS = (
+    "pymongo.errors.AutoReconnect",
+    "pymongo.errors.ConnectionFailure",
+    "pymongo.errors.NetworkTimeout",
+    "pymongo.errors.ServerSelectionTimeoutError",
+)
+
+
+def fizzled_by_lost_database(lp: LaunchPad, query: dict | None = None) -> list[int]:
+    """Ids of FIZZLED Fireworks (matching ``query``) that failed on a lost database
+    connection rather than in their task: the last launch's trace ends in a connection
+    error, or the launch has no outcome at all (FireWorks marks a Firework FIZZLED when the
+    refresh of its workflow fails, e.g. at check-out, before its task ran). Rerunning them
+    is safe (every nft-fw task is idempotent) and FireWorks reruns what depends on them."""
+    out = []
+    for fw in lp.fireworks.find({**(query or {}), "state": "FIZZLED"}, {"fw_id": 1, "launches": 1}):
+        if not fw.get("launches"):
+            continue
+        launch = lp.launches.find_one(
+            {"launch_id": fw["launches"][-1]}, {"action.stored_data._exception._stacktrace": 1}
+        )
+        action = (launch or {}).get("action")
+        if not action:
+            out.append(fw["fw_id"])
+            continue
+        trace = action.get("stored_data", {}).get("_exception", {}).get("_stacktrace", "")
+        last = trace.strip().splitlines()[-1] if trace.strip() else ""
+        if last.startswith(_DB_ERRORS):
+            out.append(fw["fw_id"])
+    return sorted(out)
+
+
+def release_stale_locks(
+    lp: LaunchPad, query: dict | None = None, wait_s: float = 10.0, dry_run: bool = False
+) -> list[int]:
+    """Unlock workflows (of Fireworks matching ``query``) whose FireWorks lock outlives
+    ``wait_s``: a worker that lost the database while refreshing a workflow cannot release
+    its lock, and every later refresh of that workflow then waits for it. Returns the id of
+    one Firework of each workflow released."""
+    fw_ids = None if query is None else [d["fw_id"] for d in lp.fireworks.find(query, {"fw_id": 1})]
+    where: dict = {"locked": True}
+    if fw_ids is not None:
+        where["nodes"] = {"$in": fw_ids}
+    end = time.monotonic() + wait_s
+    locked = {d["_id"]: d["nodes"][0] for d in lp.workflows.find(where, {"nodes": 1})}
+    while locked and time.monotonic() < end:
+        time.sleep(0.5)  # a live refresh holds the lock for well under a second
+        still = {d["_id"] for d in lp.workflows.find(where, {"_id": 1})}
+        locked = {k: v for k, v in locked.items() if k in still}
+    for wf_id, fw_id in locked.items():
+        if not dry_run:
+            lp.workflows.update_one({"_id": wf_id, "locked": True}, {"$unset": {"locked": True}})
+        logger.warning(
+            "workflow of Firework %s was locked for over %.0f s: released", fw_id, wait_s
+        )
+    return sorted(locked.values())
+
+
 def make_fworker(category: str | list[str] | None = None, name: str | None = None) -> FWorker:
     """An FWorker for ``category`` (None or "" takes Fireworks of any category)."""
     name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -131,14 +204,18 @@ def run_worker(
             os.chdir(launcher_dir)
             try:
                 ran = launch_rocket(lp, fworker)
-            except ConnectionFailure as err:
+            except (ConnectionFailure, RuntimeError) as err:
                 # the database went away inside FireWorks' own bookkeeping (checkout, launch
-                # record): a Firework it had checked out is re-queued by nft-fw recover; the
-                # next poll waits for the database like any other outage
+                # record, workflow refresh, which re-raises it as a RuntimeError): a Firework
+                # it had checked out is re-queued by nft-fw recover; the next poll waits for
+                # the database like any other outage
+                lost = _connection_failure(err)
+                if lost is None:
+                    raise
                 logger.warning(
                     "worker %s: database connection lost during a launch (%s)",
                     fworker.name,
-                    type(err).__name__,
+                    type(lost).__name__,
                 )
                 ran = False
             finally:

@@ -393,6 +393,16 @@ class ServiceSpec(_Spec):
             "13 for cheap ones (EMT) so queue overhead stays small."
         ),
     )
+    max_label_fireworks: int = Field(
+        default=64,
+        ge=1,
+        le=10000,
+        description=(
+            "Most label Fireworks in one round: a round with more chunks than "
+            "labels_per_firework × this puts more chunks in each, so the campaign's workflow "
+            "(and FireWorks' cost per launch, which grows with it) stays bounded."
+        ),
+    )
     label_category: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",

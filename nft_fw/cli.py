@@ -242,9 +242,43 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _labelling(lp: Any, name: str) -> list[dict[str, Any]]:
+    """The rounds whose trainer has not started (waiting for its label Fireworks, or defused
+    or paused by an operator): how many of their label Fireworks have ended."""
+    out = []
+    for trainer in lp.fireworks.find(
+        {
+            "spec.campaign": name,
+            "spec.nft_role": "train",
+            "state": {"$in": ["WAITING", "DEFUSED", "PAUSED"]},
+        },
+        {"state": 1, "spec.nft_phase": 1, "spec.nft_round": 1},
+    ):
+        phase, number = trainer["spec"]["nft_phase"], trainer["spec"]["nft_round"]
+        states = [
+            d["state"]
+            for d in lp.fireworks.find(
+                {
+                    "spec.campaign": name,
+                    "spec.nft_role": "label",
+                    "spec.nft_phase": phase,
+                    "spec.nft_round": number,
+                },
+                {"state": 1},
+            )
+        ]
+        ended = sum(s in ("COMPLETED", "FIZZLED") for s in states)
+        out.append(
+            {"phase": phase, "round": number, "label_fireworks_ended": ended,
+             "label_fireworks": len(states), "trainer": trainer["state"]}
+        )  # fmt: skip
+    return out
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     """Re-queue runs whose worker died: RUNNING Fireworks of the campaign (or all) that have
-    not pinged the database for ``--lost-after`` seconds."""
+    not pinged the database for ``--lost-after`` seconds, and Fireworks that fizzled because
+    the database connection was lost in FireWorks' own bookkeeping (not in their task)."""
     conn = _open(args, start_embedded=False)
     try:
         query = {"spec.campaign": args.name} if args.name else None
@@ -252,14 +286,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
             from nft_fw.launchpad import records
 
             records.get_campaign(conn.launchpad.db, args.name)
-        lost_launches, lost_fws, inconsistent = conn.launchpad.detect_lostruns(
-            expiration_secs=args.lost_after, rerun=not args.dry_run, query=query
-        )
-        from nft_fw.workflows.campaign import release_stalled_rounds
+        from nft_fw.launchpad.worker import fizzled_by_lost_database, release_stale_locks
 
-        released = release_stalled_rounds(
-            conn.launchpad, args.name, stale_after_s=args.lost_after, dry_run=args.dry_run
+        unlocked = release_stale_locks(conn.launchpad, query, dry_run=args.dry_run)
+        lost_launches, lost_fws, inconsistent = conn.launchpad.detect_lostruns(
+            expiration_secs=args.lost_after,
+            rerun=not args.dry_run,
+            refresh=not args.dry_run,
+            query=query,
         )
+
+        cut_off = fizzled_by_lost_database(conn.launchpad, query)
+        for fw_id in [] if args.dry_run else cut_off:
+            conn.launchpad.rerun_fw(fw_id)
     except KeyError as err:
         raise UsageError(err.args[0]) from err
     finally:
@@ -268,8 +307,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
         "lost_fw_ids": sorted(lost_fws),
         "lost_launch_ids": sorted(lost_launches),
         "inconsistent_fw_ids": sorted(inconsistent),
+        "database_fizzled_fw_ids": cut_off,
+        "unlocked_workflow_fw_ids": unlocked,
         "requeued": not args.dry_run,
-        "released_rounds": released,
     }
     if args.json:
         console.print_json(json.dumps(out))
@@ -278,11 +318,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
         console.print(f"lost runs {verb}: Fireworks {', '.join(map(str, sorted(lost_fws)))}")
     else:
         console.print(f"no run silent for more than {args.lost_after:g} s")
-    for r in released if not args.json else []:
-        what = "would submit" if args.dry_run else "submitted"
+    if unlocked and not args.json:
         console.print(
-            f"{r['campaign']} {r['phase']} round {r['round']}: all label Fireworks ended; "
-            f"{what} its trainer"
+            "workflows left locked by a lost connection, "
+            f"{'found (dry run)' if args.dry_run else 'unlocked'}: Fireworks "
+            f"{', '.join(map(str, unlocked))}"
+        )
+    if cut_off and not args.json:
+        verb = "found (dry run)" if args.dry_run else "re-queued"
+        console.print(
+            f"fizzled on a lost database connection, {verb}: Fireworks "
+            f"{', '.join(map(str, cut_off))}"
         )
     return EXIT_OK
 
@@ -608,16 +654,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 }
                 for d in records.failures(db, name)
             ]
-            waiting = [
-                {
-                    "phase": rec["phase"],
-                    "round": rec["round"],
-                    "batches_done": rec.get("n_done", 0),
-                    "batches": rec["n_batches"],
-                }
-                for rec in records.rounds(db, name)
-                if rec.get("n_batches") is not None and rec.get("trainer_fw_ids") is None
-            ]
+            waiting = _labelling(conn.launchpad, name)
             rows.append(
                 {
                     "campaign": name,
@@ -671,7 +708,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for w in r["labelling"]:
             console.print(
                 f"{r['campaign']}: {w['phase']} round {w['round']} labelling, "
-                f"{w['batches_done']}/{w['batches']} label Fireworks ended"
+                f"{w['label_fireworks_ended']}/{w['label_fireworks']} label Fireworks ended"
+                + ("" if w["trainer"] == "WAITING" else f", trainer {w['trainer']}")
             )
         for f in r["fizzled"]:
             err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
@@ -1044,7 +1082,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     base = Path(args.data_dir or ".nft-fw-demo").resolve()
     with connect(data_dir=base / "db", db_name="nft_fw_demo", fw_log_level="WARNING") as conn:
         console.print(f"database: {conn.description} (reset for the demo)")
-        conn.launchpad.reset("", require_password=False)
+        # the demo's own database: drop whatever an earlier demo left in it (FireWorks'
+        # reset keeps nft-fw's collections, so a second demo would find its campaign)
+        conn.launchpad.connection.drop_database(conn.launchpad.db.name)
         code = run_campaign(conn, prepared, args.workers, base / "workers", base / "report")
         if code != EXIT_OK:
             return code
@@ -1193,8 +1233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "recover",
-        help="re-queue Fireworks whose worker died (no ping for --lost-after seconds) and "
-        "submit the trainer of any round whose label Fireworks all ended without doing so",
+        help="re-queue Fireworks whose worker died (no ping for --lost-after seconds) or that "
+        "fizzled on a lost database connection",
     )
     p.add_argument("name", nargs="?", help="only this campaign's Fireworks (default: all)")
     p.add_argument(
@@ -1205,9 +1245,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a RUNNING Firework silent for S seconds is lost (default 14400, FireWorks' own); "
         "must exceed the workers' --ping",
     )
-    p.add_argument(
-        "--dry-run", action="store_true", help="only list the lost runs and stalled rounds"
-    )
+    p.add_argument("--dry-run", action="store_true", help="only list the lost runs")
     p.add_argument("--json", action="store_true")
     _add_connection_options(p)
     p.set_defaults(func=cmd_recover)

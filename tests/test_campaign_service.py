@@ -69,6 +69,24 @@ def test_campaign_completes_with_every_firework_completed(finished: Any) -> None
     assert states == {"COMPLETED"}
     roles = [d["spec"]["nft_role"] for d in lp.fireworks.find({"spec.campaign": "p79"})]
     assert roles.count("train") == 3 and roles.count("init") == 1 and roles.count("report") == 1
+    # one workflow, named after the campaign, holds every Firework of it
+    (wf,) = list(lp.workflows.find({"metadata.campaign": "p79"}))
+    assert wf["name"] == "p79" and wf["state"] == "COMPLETED"
+    fws = {d["fw_id"]: d for d in lp.fireworks.find({"spec.campaign": "p79"})}
+    assert sorted(wf["nodes"]) == sorted(fws)
+    # each trainer's round was appended after it: trainer k → labels of k+1 → trainer k+1,
+    # and the report waits at the end
+    links = {int(k): v for k, v in wf["links"].items()}
+    by = {(d["spec"]["nft_role"], d["spec"].get("nft_round")): i for i, d in fws.items()}
+    report = by["report", None]
+    assert links[report] == []
+    for k in (0, 1):
+        labels = {i for i, d in fws.items() if d["spec"]["nft_role"] == "label"
+                  and d["spec"]["nft_round"] == k + 1}  # fmt: skip
+        assert labels and labels <= set(links[by["train", k]])
+        assert all(fws[i]["spec"]["nft_appended_by"] == by["train", k] for i in labels)
+        assert all(links[i] == [by["train", k + 1]] for i in labels)
+    assert report in links[by["train", 2]]
     workers = {d["fworker"]["name"] for d in lp.launches.find({})}
     assert workers and workers <= {"local-0", "local-1"}  # which of the two is up to the queue
     doc = records.get_campaign(lp.db, "p79")
@@ -127,15 +145,42 @@ def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) ->
     np.testing.assert_allclose(calc.results["uncertainties"], delta, rtol=1e-4, atol=1e-5)
 
 
-def test_rerun_label_firework_leaves_one_label_and_label_worker_skips_trainers(
+def test_lpad_shows_the_campaign_as_one_workflow(finished: Any, tmp_path: Path) -> None:
+    conn, _, _, _ = finished
+    lp_file = conn.write_launchpad_file(tmp_path / "my_launchpad.yaml")
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "lpad"), "-l", str(lp_file), "get_wflows", "-n",
+         "p79", "-d", "more"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (wf,) = (
+        json.loads(out.stdout) if out.stdout.lstrip().startswith("[") else [json.loads(out.stdout)]
+    )
+    assert wf["name"].rsplit("--", 1)[0] == "p79" and wf["state"] == "COMPLETED"  # NAME--ID
+    n = conn.launchpad.fireworks.count_documents({"spec.campaign": "p79"})
+    assert len(wf["states"]) == n  # {"NAME--ID": state} of every Firework of the campaign
+    assert set(wf["states"].values()) == {"COMPLETED"}
+
+
+def test_rerun_label_firework_reruns_what_follows_once_and_label_worker_skips_trainers(
     finished: Any,
 ) -> None:
+    """``lpad rerun_fws`` on a label Firework: FireWorks reruns it and everything after it;
+    the label is not stored twice, no trainer appends its round twice, and a label worker
+    leaves the trainers to a train worker."""
     from nft_fw.launchpad import records
 
     conn, _, _, _ = finished
     lp = conn.launchpad
     db = lp.db
-    before = db[records.LABELS].count_documents({"campaign": "p79"})
+
+    def snapshot() -> tuple[Any, ...]:
+        fws = sorted((d["fw_id"], d["name"]) for d in lp.fireworks.find({"spec.campaign": "p79"}))
+        its = [(r["phase"], r["iteration"]) for r in records.iterations(db, "p79")]
+        return fws, its, db[records.LABELS].count_documents({"campaign": "p79"})
+
+    before = snapshot()
     fw = lp.fireworks.find_one(
         {"spec.campaign": "p79", "spec.nft_role": "label", "spec.nft_round": 1}
     )
@@ -143,20 +188,16 @@ def test_rerun_label_firework_leaves_one_label_and_label_worker_skips_trainers(
         {"spec.campaign": "p79", "spec.nft_role": "train", "spec.nft_round": 1}
     )
     lp.rerun_fw(fw["fw_id"])
-    # a label batch is a workflow of its own: its rerun leaves the round's trainer alone
-    assert lp.get_fw_by_id(trainer["fw_id"]).state == "COMPLETED"
-    lp.rerun_fw(trainer["fw_id"])
+    assert lp.get_fw_by_id(trainer["fw_id"]).state == "WAITING"  # rerun after its label
     out = _cli(conn, "worker", "--category", "label", "--idle-timeout", "3")
     assert out.returncode == 0, out.stderr
     assert lp.get_fw_by_id(fw["fw_id"]).state == "COMPLETED"
-    assert db[records.LABELS].count_documents({"campaign": "p79"}) == before
-    # the rerun batch was counted once: it did not submit a second trainer
-    n_trainers = lp.fireworks.count_documents(
-        {"spec.campaign": "p79", "spec.nft_role": "train", "spec.nft_round": 1}
-    )
-    assert n_trainers == 1
-    # re-queued by its own rerun, untouched by the label worker
-    assert lp.get_fw_by_id(trainer["fw_id"]).state == "READY"
+    assert lp.get_fw_by_id(trainer["fw_id"]).state == "READY"  # left to a train worker
+    out = _cli(conn, "worker", "--idle-timeout", "3")
+    assert out.returncode == 0, out.stderr
+    assert {d["state"] for d in lp.fireworks.find({"spec.campaign": "p79"})} == {"COMPLETED"}
+    assert snapshot() == before
+    assert records.get_campaign(db, "p79")["state"] == "completed"
 
 
 def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: Path) -> None:
@@ -202,8 +243,9 @@ def test_submit_to_a_brand_new_database(db_server: Any) -> None:
     conn = embedded(db_server.data_dir, db_name=f"fresh_{uuid.uuid4().hex[:8]}", start=False)
     try:
         fw_ids = submit(conn.launchpad, prepare(load_campaign(small_campaign("first"))))
-        assert fw_ids == [1]
-        assert conn.launchpad.get_fw_by_id(1).spec["nft_role"] == "init"
+        assert fw_ids == [1, 2]
+        roles = {conn.launchpad.get_fw_by_id(i).spec["nft_role"] for i in fw_ids}
+        assert roles == {"init", "report"}
     finally:
         conn.launchpad.connection.drop_database(conn.db_name)
         conn.close(stop_server=False)

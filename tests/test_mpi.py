@@ -33,13 +33,17 @@ def _mpi_env() -> dict[str, str]:
     return env
 
 
-def test_two_rank_worker_shares_each_collective_label(connection: Any, tmp_path: Path) -> None:
+def test_two_rank_worker_shares_each_collective_label(
+    connection: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ase import Atoms
     from ase.calculators.emt import EMT
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import launch_rocket
 
     from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.launchpad import campaigns, records
-    from nft_fw.workflows.campaign import submit, submit_round
+    from nft_fw.launchpad import records
+    from nft_fw.workflows.campaign import submit
 
     assert MPIEXEC.exists(), "make setup installs mpiexec (PyPI mpich) into .venv/bin"
     lp = connection.launchpad
@@ -54,10 +58,10 @@ def test_two_rank_worker_shares_each_collective_label(connection: Any, tmp_path:
         "service": {"labels_per_firework": 1},
     }
     submit(lp, prepare(load_campaign(spec)))
-    # the init Firework's work, here; the two-rank worker takes the label Fireworks
-    init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
-    lp.defuse_fw(init["fw_id"])
-    submit_round(lp, name, "nft", 0, campaigns.initial_items(lp.db, name))
+    # the init Firework runs here; the two-rank worker takes the label Fireworks it appends
+    (tmp_path / "init").mkdir()
+    monkeypatch.chdir(tmp_path / "init")
+    assert launch_rocket(lp, FWorker(category="train"))
 
     out = subprocess.run(
         [str(MPIEXEC), "-n", "2", sys.executable, str(SUPPORT / "worker.py"), "--data-dir",
@@ -82,7 +86,7 @@ def test_two_rank_worker_shares_each_collective_label(connection: Any, tmp_path:
         np.testing.assert_allclose(doc["forces"], atoms.get_forces(), atol=1e-9)
         both = [d["energy"] for d in lines if d["n_atoms"] == len(atoms)]
         assert any(abs(e - doc["energy"]) < 1e-9 for e in both)
-    # the trainer was submitted by the last label and left for a train worker
+    # the round's trainer is ready once its labels are done, left for a train worker
     trainer = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "train"})
     assert trainer["state"] == "READY"
 

@@ -116,6 +116,7 @@ def test_every_firework_completes_and_the_report_is_stored(finished: Any) -> Non
     analysis = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "analysis"})
     assert analysis["spec"]["_allow_fizzled_parents"] is True
     wf = lp.workflows.find_one({"nodes": analysis["fw_id"]})
+    assert wf["name"] == name  # one workflow, named after the campaign
     parents = sorted(wf["parent_links"][str(analysis["fw_id"])])
     assert parents == [i for i in fw_ids if i != analysis["fw_id"]]  # every label Firework
     doc = records.get_campaign(db, name)

@@ -125,11 +125,11 @@ def test_offline_firework_runs_without_the_database_and_is_recovered(
 
 def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[dict], int]:
     """A registered EMT campaign (a 79-atom Pt particle) and one round of three chunk labels
-    submitted the way its trainer submits them: one label Firework, then the trainer.
+    laid out the way a trainer appends them: one label Firework, then the trainer.
     Returns the items and the label Firework's id."""
     from nft_fw.campaign import load_campaign, prepare
     from nft_fw.launchpad import campaigns, records
-    from nft_fw.workflows.campaign import ensure_initialised, submit_round
+    from nft_fw.workflows.campaign import ensure_initialised, round_workflow
 
     spec = {
         "name": name,
@@ -151,7 +151,7 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
          "iteration": 1, "phase": "nft"}
         for c in (0, 17, 40)
     ]  # fmt: skip
-    submit_round(lp, name, "nft", 1, items)
+    lp.add_wf(round_workflow(prepared.spec, "nft", 1, campaigns.round_items(lp.db, name, items)))
     (label_id,) = lp.get_fw_ids({"spec.campaign": name, "spec.nft_role": "label"})
     assert lp.get_fw_by_id(label_id).spec["_category"] == "label"
     return items, label_id

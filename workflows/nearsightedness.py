@@ -77,7 +77,7 @@ def workflow(prepared: PreparedNearsightedness) -> Workflow:
     )
     return Workflow(
         [*labels, analysis],
-        name=f"{name} nearsightedness",
+        name=name,
         metadata={"campaign": name, "kind": ns.KIND},
     )
 

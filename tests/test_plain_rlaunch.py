@@ -1,0 +1,89 @@
+"""Plain FireWorks workers are safe: four concurrent ``rlaunch rapidfire`` processes (FireWorks'
+own command, no nft-fw worker loop) run an nft-fw campaign and 1,000 trivial Fireworks on
+the embedded server; every Firework runs once, with distinct launch ids, and the
+campaign's workers keep going while a trainer runs (its report waits at the end of the
+workflow, so FireWorks sees future work)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N_TRIVIAL = 1000
+
+
+def test_four_plain_rlaunch_processes_run_a_campaign_and_1000_fireworks_once(
+    connection: Any, tmp_path: Path
+) -> None:
+    from fireworks import Firework, Workflow
+
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.firetasks.smoke import SumTask
+    from nft_fw.launchpad import records
+    from nft_fw.workflows.campaign import submit
+
+    lp = connection.launchpad
+    name = f"plain-{uuid.uuid4().hex[:6]}"
+    spec = {
+        "name": name,
+        "target": {
+            "builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1},
+            "rattle": {"stdev": 0.1, "seed": 0},
+        },
+        "parent": {"name": "emt"},
+        "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
+        "model": {"cutoff": 4.5, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6},
+        "training": {"initial_steps": 100, "steps_per_iteration": 50},
+        "nft": {"chunks_per_iteration": 3, "max_iterations": 2, "threshold": 0.01, "patience": 5},
+        "service": {"labels_per_firework": 1},
+    }
+    submit(lp, prepare(load_campaign(spec)))
+    ledger = tmp_path / "ledger.jsonl"
+    trivial = [
+        Workflow([Firework(SumTask(tag=f"t{i}", values=[i], ledger=str(ledger)), name=f"t{i}")])
+        for i in range(N_TRIVIAL)
+    ]
+    for i in range(0, N_TRIVIAL, 200):
+        lp.bulk_add_wfs(trivial[i : i + 200])
+
+    rlaunch = Path(sys.executable).parent / "rlaunch"
+    procs = []
+    for i in range(4):
+        work = tmp_path / f"r{i}"
+        work.mkdir()
+        args = [str(rlaunch), "-l", str(connection.lp_file), "--loglvl", "ERROR", "rapidfire",
+                "--sleep", "1"]  # fmt: skip
+        with open(work.with_suffix(".log"), "wb") as log:
+            procs.append(subprocess.Popen(args, cwd=work, stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=1200) for p in procs]
+    logs = {i: (tmp_path / f"r{i}.log").read_text(errors="replace")[-3000:] for i in range(4)}
+    assert codes == [0, 0, 0, 0], logs
+
+    # the campaign, run by plain workers to its report
+    assert records.get_campaign(lp.db, name)["state"] == "completed", logs
+    states = collections.Counter(d["state"] for d in lp.fireworks.find({}, {"state": 1}))
+    assert set(states) == {"COMPLETED"}, states
+    labels = records.labels(lp.db, name)
+    assert len({d["hash"] for d in labels}) == len(labels)
+    assert sum(d["kind"] == "chunk" for d in labels) == 6
+    assert [r["iteration"] for r in records.iterations(lp.db, name)] == [0, 1, 2]
+
+    # every Firework ran once, under an id of its own
+    fws = list(lp.fireworks.find({}, {"fw_id": 1, "launches": 1}))
+    assert len(fws) == N_TRIVIAL + lp.fireworks.count_documents({"spec.campaign": name})
+    assert {len(d["launches"]) for d in fws} == {1}
+    launch_ids = [d["launches"][0] for d in fws]
+    assert len(set(launch_ids)) == len(fws), "a launch id was drawn twice"
+    assert lp.launches.count_documents({}) == len(fws)
+    lines = [json.loads(s) for s in ledger.read_text().splitlines()]
+    assert sorted(d["tag"] for d in lines) == sorted(f"t{i}" for i in range(N_TRIVIAL))
+    assert len({d["pid"] for d in lines}) == 4  # all four processes took part
