@@ -77,13 +77,19 @@ class Connection:
         d.pop("strm_lvl", None)
         return d
 
-    def write_launchpad_file(self, path: str | os.PathLike[str]) -> Path:
-        """Write a ``my_launchpad.yaml`` for ``rlaunch -l`` (mode 0600: it may hold a password)."""
+    def write_launchpad_file(self, path: str | os.PathLike[str], host: str | None = None) -> Path:
+        """Write a ``my_launchpad.yaml`` for ``rlaunch -l`` (mode 0600: it may hold a password);
+        ``host`` replaces the host this connection uses (not for a URI-mode LaunchPad)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        body = self.launchpad_dict()
+        if host is not None and not self.launchpad.uri_mode:
+            body["host"] = host
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(self.launchpad_dict(), handle, sort_keys=True)
+            yaml.safe_dump(body, handle, sort_keys=True)
+        # O_CREAT's mode applies to new files only: an older file keeps its looser mode
+        os.chmod(path, 0o600)
         return path
 
     def close(self, stop_server: bool | None = None) -> None:
@@ -201,11 +207,43 @@ def _check_reachable(lp: LaunchPad, description: str) -> None:
             f"the database at {description} refused the request: {redact(str(err))}"
         ) from None
     except PyMongoError as err:
-        raise DatabaseConnectionError(
-            f"cannot reach the database at {description}: {redact(str(err))}. "
-            "Check that the server runs and the host/port/credentials are right "
-            "(nft-fw db status shows the embedded server)."
-        ) from err
+        raise DatabaseConnectionError(_unreachable_message(description, redact(str(err)))) from err
+
+
+def _unreachable_message(description: str, error: str) -> str:
+    """Why a server did not answer, with the fix for the TLS cases pymongo only hints at."""
+    first = error.split(" (configured timeouts")[0]
+    if "CERTIFICATE_VERIFY_FAILED" in error or "certificate verify failed" in error:
+        if "match" in error and "hostname" in error.lower():
+            return (
+                f"TLS certificate verify failed for {description}: the server's certificate "
+                f"does not name the host connected to ({first}). Connect by a name the "
+                "certificate holds (nft-fw db start --tls puts the --host given, localhost, "
+                "127.0.0.1 and, for 0.0.0.0, this machine's host name in it)."
+            )
+        return (
+            f"TLS certificate verify failed for {description}: {first}. The server's "
+            "certificate is not signed by the CA the client trusts: check tlsCAFile in "
+            "my_launchpad.yaml or the URI — it must be the CA file of that server (for "
+            "nft-fw db start --tls: tls/ca.pem in its data directory, copied to this machine)."
+        )
+    if "SSL" in error or "TLS" in error:
+        return (
+            f"TLS handshake with the database at {description} failed: {first}. Check tls "
+            "and tlsCAFile in my_launchpad.yaml or the URI."
+        )
+    hint = ""
+    if "Connection reset by peer" in error or "connection closed" in error.lower():
+        hint = (
+            " A server that speaks TLS drops clients that do not: if it was started with "
+            "--tls, set tls: true and tlsCAFile in mongoclient_kwargs of my_launchpad.yaml "
+            "(or tls=true&tlsCAFile=… in the URI)."
+        )
+    return (
+        f"cannot reach the database at {description}: {error}. "
+        "Check that the server runs and the host/port/credentials are right "
+        f"(nft-fw db status shows the embedded server).{hint}"
+    )
 
 
 def from_uri(
@@ -299,9 +337,10 @@ def embedded(
     name = db_name or DEFAULT_DB_NAME
     if info.auth and username is None:
         username, password = _stored_credentials(Path(info.data_dir) / LAUNCHPAD_FILE)
-    kwargs: dict[str, Any] = {"directConnection": True}
+    # TLS verified against the server's CA (tls, tlsCAFile), never tlsAllowInvalid*
+    kwargs: dict[str, Any] = {"directConnection": True, **info.tls_client_kwargs()}
     lp = LaunchPad(
-        host=info.host,
+        host=info.client_host,
         port=info.port,
         name=name,
         username=username,
@@ -320,7 +359,8 @@ def embedded(
         server=info,
         started_server=started,
     )
-    conn.write_launchpad_file(Path(info.data_dir) / LAUNCHPAD_FILE)
+    # the file is for workers on other machines too: the name they reach the server by
+    conn.write_launchpad_file(Path(info.data_dir) / LAUNCHPAD_FILE, host=info.advertised_host)
     return conn
 
 

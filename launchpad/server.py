@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pymongo
 from pymongo.errors import PyMongoError
@@ -34,6 +36,7 @@ STATE_FILE = "server.json"
 LOCK_FILE = "server.lock"
 LOG_FILE = "server.log"
 STORAGE_SUBDIR = "db"
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 class ServerError(RuntimeError):
@@ -50,14 +53,61 @@ class ServerInfo:
     data_dir: str
     auth: bool = False
     tls: bool = False
+    # The CA certificate clients verify the server's certificate with (None: their system
+    # trust store). Only clients use it: the server is not asked to check client certificates.
+    tls_ca_file: str | None = None
+    # The name this machine's own clients connect to (default: ``host``, or 127.0.0.1 for
+    # a wildcard address); with TLS it must be a name the server's certificate holds.
+    local_host: str | None = None
+    # The name other machines reach the server by, written to my_launchpad.yaml (default:
+    # ``host``, or this machine's host name for a wildcard address).
+    public_host: str | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def client_host(self) -> str:
+        """Where clients on this machine connect (0.0.0.0 and :: are not addresses to reach)."""
+        if self.local_host:
+            return self.local_host
+        return "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+
+    @property
+    def advertised_host(self) -> str:
+        """Where clients on other machines connect."""
+        if self.public_host:
+            return self.public_host
+        return socket.gethostname() if self.host in WILDCARD_HOSTS else self.host
+
+    def tls_client_kwargs(self) -> dict[str, Any]:
+        """pymongo options a client needs for this server: TLS verified against its CA."""
+        if not self.tls:
+            return {}
+        kwargs: dict[str, Any] = {"tls": True}
+        if self.tls_ca_file:
+            kwargs["tlsCAFile"] = self.tls_ca_file
+        return kwargs
+
     def uri(self) -> str:
         """Connection string without credentials (always ``retryWrites=false``)."""
-        return f"mongodb://{self.host}:{self.port}/?retryWrites=false"
+        options = "retryWrites=false"
+        if self.tls:
+            options += "&tls=true"
+            if self.tls_ca_file:
+                options += f"&tlsCAFile={quote(self.tls_ca_file, safe='/')}"
+        return f"mongodb://{self.client_host}:{self.port}/?{options}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for hosts only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_data_dir() -> Path:
@@ -162,6 +212,10 @@ def start(
     auth: bool = False,
     tls_cert_file: str | None = None,
     tls_key_file: str | None = None,
+    tls_ca_file: str | None = None,
+    local_host: str | None = None,
+    public_host: str | None = None,
+    insecure_no_auth_on_network: bool = False,
     cache_size: str = "256M",
     timeout_s: float = 60.0,
 ) -> tuple[ServerInfo, bool]:
@@ -169,7 +223,24 @@ def start(
 
     Returns (info, started): ``started`` is False when a server was already
     running on this directory, so callers know whether they own it.
+
+    A ``host`` other than loopback needs ``auth`` (anyone who reaches the port could
+    otherwise read and change every campaign), unless ``insecure_no_auth_on_network``
+    says the network is isolated; that start logs a warning each time. With
+    ``tls_cert_file`` and ``tls_key_file`` the server speaks TLS only; ``tls_ca_file`` is
+    the CA nft-fw's own clients verify the certificate with (see :class:`ServerInfo`).
     """
+    if not auth and not is_loopback(host) and not insecure_no_auth_on_network:
+        raise ServerError(
+            f"refusing to listen on {host} without authentication: anyone who reaches the "
+            "port could read and change every campaign. Start it with auth=True (nft-fw db "
+            "start --auth --tls), or on loopback (127.0.0.1)"
+        )
+    if bool(tls_cert_file) != bool(tls_key_file):
+        raise ServerError(
+            "TLS needs both a certificate and its key (tls_cert_file and tls_key_file); "
+            f"got only {'tls_cert_file' if tls_cert_file else 'tls_key_file'}"
+        )
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     data_dir = data_dir.expanduser().resolve()
     with _locked(data_dir):
@@ -220,18 +291,35 @@ def start(
             data_dir=str(data_dir),
             auth=auth,
             tls=bool(tls_cert_file and tls_key_file),
+            tls_ca_file=tls_ca_file if tls_cert_file else None,
+            local_host=local_host,
+            public_host=public_host,
         )
         if not _wait_ready(info, timeout_s, proc=proc):
             _terminate(proc.pid, grace_s=5)
             tail = _log_tail(data_dir)
+            hint = (
+                f" With TLS, check that the certificate names {info.client_host} and is signed "
+                f"by {info.tls_ca_file or 'a CA in the system trust store'}."
+                if info.tls
+                else ""
+            )
             raise ServerError(
-                f"the embedded server did not answer on {info.address} within {timeout_s:.0f} s; "
-                f"its log ({data_dir / LOG_FILE}) ends with:\n{tail}"
+                f"the embedded server did not answer on {info.address} within {timeout_s:.0f} s."
+                f"{hint} Its log ({data_dir / LOG_FILE}) ends with:\n{tail}"
             )
         (data_dir / STATE_FILE).write_text(json.dumps(dataclasses.asdict(info)))
         logger.info(
-            "embedded server pid %d listening on %s (data %s)", proc.pid, info.address, storage
-        )
+            "embedded server pid %d listening on %s (data %s, auth %s, TLS %s)",
+            proc.pid, info.address, storage, "on" if auth else "off", "on" if info.tls else "off",
+        )  # fmt: skip
+        if not auth and not is_loopback(host):
+            logger.warning(
+                "the embedded server on %s accepts anyone who reaches port %d WITHOUT A LOGIN "
+                "(insecure_no_auth_on_network): every campaign, label and model in it can be "
+                "read, changed and deleted from the network",
+                host, port,
+            )  # fmt: skip
         return info, True
 
 
@@ -274,13 +362,10 @@ def _wait_ready(
     info: ServerInfo, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
 ) -> bool:
     deadline = time.monotonic() + timeout_s
-    tls_kwargs: dict[str, object] = (
-        {"tls": True, "tlsAllowInvalidCertificates": True} if info.tls else {}
-    )
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
-        if ping(info.host, info.port, timeout_s=1.0, **tls_kwargs):
+        if ping(info.client_host, info.port, timeout_s=1.0, **info.tls_client_kwargs()):
             return True
         time.sleep(0.2)
     return False
