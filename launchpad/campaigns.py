@@ -550,6 +550,23 @@ def inherited_model(db: Database, name: str) -> mdl.Ensemble | None:
     return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(doc["inherited_model_file"])))
 
 
+def _out_of_sample(
+    db: Database, history: list[dict[str, Any]], new: list[dict[str, Any]]
+) -> dict[str, float]:
+    """The previous iteration's model error on this iteration's new chunks
+    (:func:`nft_fw.loop.out_of_sample`), from its stored forces and δ on the target."""
+    chunks = [d for d in new if d.get("phase", "nft") == "nft"]
+    if not history or not chunks:
+        return {}
+    previous = history[-1]
+    return loop.out_of_sample(
+        records.get_array(db, ObjectId(previous["forces_file"])),
+        records.get_array(db, ObjectId(previous["delta_file"])),
+        [d["centre"] for d in chunks],
+        [np.asarray(d["central_force"], dtype=float) for d in chunks],
+    )
+
+
 def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
     """Train iteration ``iteration`` on every label of the campaign so far, record it, and
     decide. Rerunning it replaces the record and the model of that iteration."""
@@ -583,6 +600,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
     uncertainties.append(result.figures["structure_uncertainty"])
     best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
     new = [d for d in chunk_docs if d["iteration"] == iteration]
+    oos = _out_of_sample(db, history, new)
     record = {
         "campaign": name,
         "phase": "nft",
@@ -592,6 +610,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         "n_chunks": len(chunk_docs),
         "new_chunks": len(new),
         **result.figures,
+        **oos,
         "best_iteration": best,
         "best_structure_uncertainty": uncertainties[best],
         "training": metrics,

@@ -616,6 +616,8 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
                     line += (
                         f", true MAE {rec['true_force_mae']:.3f} max {rec['true_force_max']:.3f}"
                     )
+                if "oos_mae" in rec:
+                    line += f", new chunks' MAE before training {rec['oos_mae']:.3f}"
                 console.print(line)
         states = [records.get_campaign(db, n)["state"] for n in family]
         fw: dict[str, int] = {}

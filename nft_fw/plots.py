@@ -40,6 +40,9 @@ HISTORY_COLUMNS: list[str] = [
     "δ mean (eV/Å)",
     "true MAE (eV/Å)",
     "true max (eV/Å)",
+    "OOS MAE (eV/Å)",
+    "OOS max (eV/Å)",
+    "OOS ≤ δ",
     "loss",
     "train (s)",
 ]
@@ -152,6 +155,7 @@ def plot_history(history: History, path: str | Path, best_iteration: int | None 
     mean = series("mean_uncertainty")
     true_mae = series("true_force_mae")
     true_max = series("true_force_max")
+    oos_mae = series("oos_mae")
     chunks = np.array([int(r.get("n_chunks", 0)) for r in history])
 
     fig = _figure()
@@ -174,6 +178,12 @@ def plot_history(history: History, path: str | Path, best_iteration: int | None 
     if np.isfinite(true_max).any():
         ax.plot(its, true_max, "v--", color="tab:olive", ms=4, label="true max |ΔF|")
         plotted.append(true_max)
+    if np.isfinite(oos_mae).any():
+        # iteration k's point: iteration k−1's model on the chunks it chose, before training
+        ax.plot(
+            its, oos_mae, "D:", color="tab:purple", ms=4, label="out-of-sample MAE (new chunks)"
+        )
+        plotted.append(oos_mae)
 
     where = np.flatnonzero(its == best)
     if where.size and np.isfinite(structure[where[0]]):
@@ -379,6 +389,9 @@ def history_table(history: History) -> list[list[str]]:
                 _fmt(r.get("mean_uncertainty"), ".3f"),
                 _fmt(r.get("true_force_mae"), ".3f"),
                 _fmt(r.get("true_force_max"), ".3f"),
+                _fmt(r.get("oos_mae"), ".3f"),
+                _fmt(r.get("oos_max"), ".3f"),
+                _fmt(r.get("oos_fraction_within_delta"), ".0%"),
                 _fmt(training.get("loss"), ".4g"),
                 _fmt(training.get("seconds"), ".0f"),
             ]

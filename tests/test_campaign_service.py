@@ -112,6 +112,22 @@ def test_labels_are_distinct_chunks_and_match_the_history(finished: Any) -> None
     assert [r["n_chunks"] for r in history] == [0, 6, 12]
     # the trained MAE against EMT falls as chunks are added
     assert history[-1]["true_force_mae"] < history[0]["true_force_mae"]
+    # out of sample: iteration k records iteration k−1's error on the chunks it chose
+    from bson import ObjectId
+
+    assert "oos_mae" not in history[0]
+    for k in (1, 2):
+        before = records.get_array(db, ObjectId(history[k - 1]["forces_file"]))
+        delta = records.get_array(db, ObjectId(history[k - 1]["delta_file"]))
+        new = [d for d in chunks if d["iteration"] == k]
+        err = [np.linalg.norm(np.asarray(d["central_force"]) - before[d["centre"]]) for d in new]
+        assert history[k]["oos_n"] == 6
+        assert history[k]["oos_mae"] == pytest.approx(np.mean(err), rel=1e-9)
+        assert history[k]["oos_max"] == pytest.approx(np.max(err), rel=1e-9)
+        within = np.mean([e <= delta[d["centre"]] for e, d in zip(err, new, strict=True)])
+        assert history[k]["oos_fraction_within_delta"] == pytest.approx(within)
+    # the most uncertain atoms are harder than the average atom
+    assert history[1]["oos_mae"] > history[0]["true_force_mae"] * 0.5
 
 
 def test_history_json_matches_the_records(finished: Any) -> None:

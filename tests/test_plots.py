@@ -35,6 +35,9 @@ def make_history(with_truth: bool = True) -> list[dict]:
             "best_iteration": int(np.argmin(structure[: i + 1])),
             "training": {"loss": 1e-3 / (i + 1), "seconds": 10.0 + i},
         }
+        if i > 0:  # the previous model on this iteration's new chunks
+            record.update(oos_n=26, oos_mae=0.4 / i, oos_max=1.0 / i, oos_rms=0.5 / i,
+                          oos_fraction_within_delta=0.9)  # fmt: skip
         if with_truth:
             record.update(
                 true_force_mae=mae[i],
@@ -139,12 +142,15 @@ def test_history_table_formatting_and_missing_values() -> None:
     rows = plots.history_table(history)
     assert len(rows) == 4
     assert all(len(row) == len(plots.HISTORY_COLUMNS) for row in rows)
-    assert rows[0] == ["0", "0", "0", "1.200", "0.300", "0.500", "2.000", "0.001", "10"]
+    assert rows[0] == [
+        "0", "0", "0", "1.200", "0.300", "0.500", "2.000", "—", "—", "—", "0.001", "10"
+    ]  # fmt: skip
     assert rows[1][5] == "—"
     assert rows[1][6] == "0.900"
+    assert rows[1][7:10] == ["0.400", "1.000", "90%"]
     assert rows[2][:3] == ["2", "52", "26"]
-    assert rows[3][7] == "—"
-    assert rows[3][8] == "13"
+    assert rows[3][10] == "—"
+    assert rows[3][11] == "13"
 
 
 def test_write_report_with_forces(tmp_path: Path, forces) -> None:
@@ -162,7 +168,7 @@ def test_write_report_with_forces(tmp_path: Path, forces) -> None:
     markdown = paths["markdown"].read_text(encoding="utf-8")
     assert markdown.startswith("# NFT campaign pt-test")
     assert "| " + " | ".join(plots.HISTORY_COLUMNS) + " |" in markdown
-    assert "| 2 | 52 | 26 | 0.080 | 0.030 | 0.050 | 0.250 |" in markdown
+    assert "| 2 | 52 | 26 | 0.080 | 0.030 | 0.050 | 0.250 | 0.200 | 0.500 | 90% |" in markdown
     assert "Best iteration: 2" in markdown
     assert "Stop reason: threshold" in markdown
 

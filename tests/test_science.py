@@ -227,3 +227,21 @@ def test_decision_rules():
     assert decision.best_iteration([1.0, 0.5, 0.6]) == 1
     stop = decision.decide([1.0], delta, {0, 1, 2, 3}, **common)
     assert isinstance(stop, decision.Stop) and stop.reason == "exhausted"
+
+
+def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
+    from nft_fw.loop import out_of_sample
+
+    predicted = np.zeros((5, 3))
+    predicted[2] = [1.0, 0.0, 0.0]
+    delta = np.array([9.0, 9.0, 0.5, 9.0, 2.5])
+    # parent's central forces on the chunks around atoms 2 and 4
+    out = out_of_sample(
+        predicted, delta, [2, 4], [np.array([1.0, 0.0, 0.0]), np.array([0, 3.0, 4.0])]
+    )
+    assert out["oos_n"] == 2
+    assert out["oos_mae"] == pytest.approx(2.5)  # errors 0 and 5
+    assert out["oos_max"] == pytest.approx(5.0)
+    assert out["oos_rms"] == pytest.approx(np.sqrt(12.5))
+    assert out["oos_fraction_within_delta"] == pytest.approx(0.5)  # 0 ≤ 0.5, 5 > 2.5
+    assert out_of_sample(predicted, delta, [], []) == {}
