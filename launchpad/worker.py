@@ -92,8 +92,11 @@ def fizzled_by_lost_database(lp: LaunchPad, query: dict | None = None) -> list[i
     return sorted(out)
 
 
+STALE_LOCK_S = 10.0
+
+
 def release_stale_locks(
-    lp: LaunchPad, query: dict | None = None, wait_s: float = 10.0, dry_run: bool = False
+    lp: LaunchPad, query: dict | None = None, wait_s: float = STALE_LOCK_S, dry_run: bool = False
 ) -> list[int]:
     """Unlock workflows (of Fireworks matching ``query``) whose FireWorks lock outlives
     ``wait_s``: a worker that lost the database while refreshing a workflow cannot release
@@ -176,6 +179,9 @@ def run_worker(
     down_since: float | None = None
     backoff = 1.0
     ran = False
+    # set when the database went away inside a launch: this process may have been holding
+    # its workflow's FireWorks lock, which it could not release
+    lost_in_launch = False
     while True:
         asked = time.monotonic()
         try:
@@ -198,6 +204,15 @@ def run_worker(
             backoff = min(2 * backoff, 30.0)
             continue
         down_since, backoff = None, 1.0
+        if lost_in_launch:
+            try:
+                # a lock held for STALE_LOCK_S is no live refresh (those take well under a
+                # second): release it, or every worker of the campaign waits FireWorks'
+                # 5 minutes for it at each check-out and check-in
+                release_stale_locks(lp, None, wait_s=STALE_LOCK_S)
+                lost_in_launch = False
+            except ConnectionFailure:
+                continue
         if runnable:
             launcher_dir = create_datestamp_dir(str(root), logger, prefix="launcher_")
             cwd = os.getcwd()
@@ -212,6 +227,7 @@ def run_worker(
                 lost = _connection_failure(err)
                 if lost is None:
                     raise
+                lost_in_launch = True
                 logger.warning(
                     "worker %s: database connection lost during a launch (%s)",
                     fworker.name,

@@ -459,3 +459,34 @@ def test_a_campaign_of_the_old_layout_is_refused_by_its_first_firework(
     assert last.startswith("nft_fw.launchpad.records.OldLayoutError")
     assert "submitted by nft-fw 0.1" in last and "new name" in last
     assert records.labels(lp.db, name) == []  # nothing was labelled
+
+
+def test_a_workflow_lock_left_by_a_lost_connection_is_released_and_a_live_one_is_not(
+    connection: Any,
+) -> None:
+    """A refresh cut off by a lost connection cannot release FireWorks' lock on the
+    workflow; a lock that outlives the wait is released, one that a live refresh lets go of
+    in time is left alone."""
+    import threading
+
+    from nft_fw.launchpad.worker import release_stale_locks
+
+    lp = connection.launchpad
+    stale, live = f"stale-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(stale, {"name": "emt"}))
+    _submit(connection, tiny(live, {"name": "emt"}))
+    ids = {n: lp.fireworks.find_one({"spec.campaign": n})["fw_id"] for n in (stale, live)}
+    for fw_id in ids.values():
+        lp.workflows.update_one({"nodes": fw_id}, {"$set": {"locked": True}})
+    unlock = threading.Timer(
+        0.5, lambda: lp.workflows.update_one({"nodes": ids[live]}, {"$unset": {"locked": True}})
+    )
+    unlock.start()
+    try:
+        released = release_stale_locks(lp, {"spec.campaign": {"$in": [stale, live]}}, wait_s=2)
+    finally:
+        unlock.join()
+    (one,) = released
+    assert lp.workflows.find_one({"nodes": one})["metadata"]["campaign"] == stale
+    assert not lp.workflows.find_one({"nodes": ids[stale]}).get("locked")
+    assert release_stale_locks(lp, {"spec.campaign": stale}, wait_s=1) == []
