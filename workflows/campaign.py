@@ -24,7 +24,7 @@ it): a trainer that runs again (``lpad rerun_fws``, a lost run re-queued) finds 
 already in the workflow and appends nothing; FireWorks reruns the Fireworks after it.
 
 A round never has more than ``service.max_label_fireworks`` label Fireworks: a larger round
-puts more chunks in each (:func:`labels_per_firework`). This module only builds workflows
+puts more chunks in each (:func:`_round_batch`). This module only builds workflows
 and Fireworks; it writes nothing to the database.
 """
 
@@ -43,13 +43,10 @@ from nft_fw.firetasks.nft import (
     TrainTask,
     TransferTask,
 )
-from nft_fw.launchpad import campaigns
+from nft_fw.launchpad import campaigns, records
 
 TRAIN_PRIORITY = 100  # a ready trainer runs before queued labels of other campaigns
 LABEL_PRIORITY = 10
-
-# stored in every campaign workflow's metadata: what layout its Fireworks follow
-LAYOUT = "one-workflow"
 
 
 def _spec(campaign: CampaignSpec, role: str, category: str, priority: int, **extra: Any) -> dict:
@@ -63,15 +60,12 @@ def _spec(campaign: CampaignSpec, role: str, category: str, priority: int, **ext
     }
 
 
-def labels_per_firework(campaign: CampaignSpec, n_items: int) -> int:
-    """Items per label Firework for a round of ``n_items``: the campaign's setting, raised
-    so that the round has at most ``service.max_label_fireworks`` label Fireworks."""
+def _round_batch(campaign: CampaignSpec, n_items: int) -> int:
+    """Items per label Firework for a round of ``n_items``: the campaign's
+    (:func:`nft_fw.launchpad.campaigns.labels_per_firework`), raised so that the round has at
+    most ``service.max_label_fireworks`` label Fireworks."""
     base = campaigns.labels_per_firework(campaign)
     return max(base, -(-n_items // campaign.service.max_label_fireworks))
-
-
-def n_label_fireworks(campaign: CampaignSpec, n_items: int) -> int:
-    return -(-n_items // labels_per_firework(campaign, n_items)) if n_items else 0
 
 
 def campaign_workflow(campaign: CampaignSpec) -> Workflow:
@@ -98,14 +92,14 @@ def campaign_workflow(campaign: CampaignSpec) -> Workflow:
     return Workflow(
         [init, report],
         name=campaign.name,
-        metadata={"campaign": campaign.name, "kind": "nft", "layout": LAYOUT},
+        metadata={"campaign": campaign.name, "kind": "nft", "layout": records.LAYOUT},
     )
 
 
 def _label_fireworks(
     campaign: CampaignSpec, phase: str, number: int, items: list[dict[str, Any]], by: int | None
 ) -> list[Firework]:
-    per = labels_per_firework(campaign, len(items))
+    per = _round_batch(campaign, len(items))
     category = campaigns.label_category(campaign)
     offline = (
         {"parent": campaign.parent.model_dump(mode="json")}
