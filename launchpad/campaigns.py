@@ -21,7 +21,7 @@ from ase import Atoms
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import decision, initial, loop
+from nft_fw import calibration, decision, initial, loop
 from nft_fw import model as mdl
 from nft_fw import training as tr
 from nft_fw.campaign import CampaignSpec, Prepared
@@ -552,7 +552,7 @@ def inherited_model(db: Database, name: str) -> mdl.Ensemble | None:
 
 def _out_of_sample(
     db: Database, history: list[dict[str, Any]], new: list[dict[str, Any]]
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The previous iteration's model error on this iteration's new chunks
     (:func:`nft_fw.loop.out_of_sample`), from its stored forces and δ on the target."""
     chunks = [d for d in new if d.get("phase", "nft") == "nft"]
@@ -596,12 +596,9 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
             for key in ("model_file", "delta_file", "forces_file"):
                 if old.get(key):
                     records.delete_file(db, ObjectId(old[key]))
-    uncertainties = [r["structure_uncertainty"] for r in history]
-    uncertainties.append(result.figures["structure_uncertainty"])
-    best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
     new = [d for d in chunk_docs if d["iteration"] == iteration]
     oos = _out_of_sample(db, history, new)
-    record = {
+    record: dict[str, Any] = {
         "campaign": name,
         "phase": "nft",
         "iteration": iteration,
@@ -611,8 +608,6 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         "new_chunks": len(new),
         **result.figures,
         **oos,
-        "best_iteration": best,
-        "best_structure_uncertainty": uncertainties[best],
         "training": metrics,
         "timings": {
             "gather_s": t_feat - t_start,
@@ -627,6 +622,11 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         "forces_file": str(forces_id),
         "fw_id": fw_id,
     }
+    record.update(calibration.figures(history, record, spec.nft.calibration_coverage))
+    loop.calibrate_record(record, result, true_forces)
+    best = loop.kept_iteration([*history, record], spec)
+    record["best_iteration"] = best
+    record["best_structure_uncertainty"] = ([*history, record])[best]["structure_uncertainty"]
     records.put_iteration(db, record)
     chunked = {d["centre"] for d in chunk_docs if d.get("phase", "nft") == "nft"}
     # a centre whose chunk the parent could not label is not offered again
@@ -636,7 +636,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         if d["kind"] == "chunk" and d.get("phase", "nft") == "nft"
     }
     step = decision.decide(
-        uncertainties,
+        loop.threshold_values([*history, record], spec),
         result.delta,
         chunked,
         k=spec.nft.chunks_per_iteration,
@@ -644,6 +644,10 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         patience=spec.nft.patience,
         max_iterations=spec.nft.max_iterations,
         tolerance=spec.nft.best_tolerance,
+        selection=spec.nft.selection,
+        features=loop.selection_features(spec, ensemble, prepared.target),
+        measures=decision.progress([*history, record], spec.nft.progress_measure),
+        min_gain=spec.nft.min_gain,
     )
     items: list[dict[str, Any]] = []
     if isinstance(step, decision.Continue):
@@ -685,14 +689,22 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
 
 
 def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
-    """The model of the iteration with the lowest structure uncertainty, and its record."""
+    """The model of the kept NFT iteration (:func:`nft_fw.loop.kept_iteration`) with the
+    campaign's latest calibration of δ, and its record."""
     history = records.iterations(db, name)
     if not history:
         raise KeyError(f"campaign {name!r} has no trained iteration yet")
-    tolerance = load_spec(db, name).nft.best_tolerance
-    best = decision.best_iteration([r["structure_uncertainty"] for r in history], tolerance)
-    rec = history[best]
-    return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"]))), rec
+    rec = history[loop.kept_iteration(history, load_spec(db, name))]
+    ensemble = mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"])))
+    return with_calibration(db, name, ensemble), rec
+
+
+def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ensemble:
+    """``ensemble`` carrying the campaign's latest calibration of δ (``meta.calibration``),
+    fitted on the out-of-sample errors of every NFT iteration and relax round so far."""
+    every = records.iterations(db, name) + records.iterations(db, name, phase="relax")
+    ensemble.meta.update(loop.calibration_meta(every, name))
+    return ensemble
 
 
 def report(db: Database, name: str, directory: Any) -> dict[str, Any]:
@@ -754,8 +766,7 @@ def summary(db: Database, name: str) -> dict[str, Any]:
     rounds = records.iterations(db, name, phase="relax")
     transfers = records.iterations(db, name, phase="transfer")
     if rounds:
-        tolerance = load_spec(db, name).nft.best_tolerance
-        kept = decision.best_iteration([r["structure_uncertainty"] for r in rounds], tolerance)
+        kept = relaxation.kept_round(rounds, load_spec(db, name))
         keys = (
             "n_steps",
             "converged",

@@ -26,7 +26,7 @@ import numpy as np
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import decision
+from nft_fw import calibration, decision, loop
 from nft_fw import model as mdl
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignSpec, Prepared, RelaxSpec
@@ -50,23 +50,28 @@ def _load(db: Database, record: dict[str, Any]) -> mdl.Ensemble:
     return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(record["model_file"])))
 
 
-def _kept(db: Database, name: str, phase: str) -> dict[str, Any] | None:
-    history = records.iterations(db, name, phase=phase)
-    if not history:
+def kept_round(rounds: list[dict[str, Any]], spec: CampaignSpec) -> int:
+    """The relax round whose model is kept: the latest whose largest δ along its relaxation
+    is within ``nft.best_tolerance`` of the lowest."""
+    return decision.best_iteration(
+        [r["structure_uncertainty"] for r in rounds], spec.nft.best_tolerance
+    )
+
+
+def _kept_round(db: Database, name: str) -> dict[str, Any] | None:
+    rounds = records.iterations(db, name, phase="relax")
+    if not rounds:
         return None
-    tolerance = campaigns.load_spec(db, name).nft.best_tolerance
-    return history[
-        decision.best_iteration([r["structure_uncertainty"] for r in history], tolerance)
-    ]
+    return rounds[kept_round(rounds, campaigns.load_spec(db, name))]
 
 
 def final_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
     """The campaign's model: the kept relax round's if the campaign relaxed, else the kept
     NFT iteration's."""
-    rec = _kept(db, name, "relax")
+    rec = _kept_round(db, name)
     if rec is None:
         return campaigns.best_model(db, name)
-    return _load(db, rec), rec
+    return campaigns.with_calibration(db, name, _load(db, rec)), rec
 
 
 def trained_uncertainty(db: Database, name: str) -> float:
@@ -156,6 +161,7 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
     rs = relax_settings(spec)
     threshold = relax_threshold(spec)
     metrics: dict[str, Any] | None = None
+    oos: dict[str, Any] = {}
     if number == 0:
         ensemble, source = campaigns.best_model(db, name)
         model_from = {"phase": "nft", "iteration": source["iteration"]}
@@ -168,7 +174,18 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
             raise RuntimeError(
                 f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
             )
-        fit = campaigns.fit_labels(db, name, prepared, _load(db, previous), max(number, 1))
+        before = _load(db, previous)
+        fresh = [
+            d
+            for d in records.labels(db, name, kind="chunk")
+            if d.get("phase") == "relax" and d["iteration"] == number
+        ]
+        oos = loop.chunk_out_of_sample(
+            before,
+            [records.label_atoms(d) for d in fresh],
+            [np.asarray(d["central_force"], dtype=float) for d in fresh],
+        )
+        fit = campaigns.fit_labels(db, name, prepared, before, max(number, 1))
         ensemble, metrics = fit.ensemble, fit.metrics
         model_from = {"phase": "relax", "iteration": number}
     t_relax = time.perf_counter()
@@ -208,6 +225,7 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
         "new_chunks": sum(1 for d in relax_chunks if d["iteration"] == number),
         **_trajectory_figures(trajectory),
         **validation,
+        **oos,
         "threshold": threshold,
         "best_iteration": best,
         "best_structure_uncertainty": uncertainties[best],
@@ -227,6 +245,11 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
     }
     if model_id is None:
         record["shared_files"] = ["model_file"]
+    record.update(
+        calibration.figures(
+            records.iterations(db, name) + history, record, spec.nft.calibration_coverage
+        )
+    )
     records.put_iteration(db, record)
 
     stop = decision.relax_stop(
@@ -441,7 +464,7 @@ def parent_call_bill(db: Database, name: str) -> dict[str, Any]:
         "relax_chunks": relax_chunks,
         "total_parent_calls": images + nft_chunks + relax_chunks,
     }
-    kept = _kept(db, name, "relax")
+    kept = _kept_round(db, name)
     if kept is not None:
         n_atoms = int(records.get_campaign(db, name)["n_atoms"])
         dc = n_atoms * int(kept["n_steps"])

@@ -11,6 +11,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from nft_fw import neighbours
+from nft_fw.calibration import Calibration
 from nft_fw.model import Ensemble
 
 HEADER_FILE = "model.json"
@@ -27,6 +28,11 @@ class EnsembleCalculator(Calculator):
     spread of the member energies (absolute ML energies carry an arbitrary offset
     when training used chunk forces; compare differences only).
 
+    When the model carries a calibration of δ (``meta.calibration``, fitted by its campaign
+    on out-of-sample errors, see :mod:`nft_fw.calibration`), results also hold
+    ``calibrated_uncertainties`` (n,) eV/Å = scale · δ_i; ``uncertainties`` stays δ as the
+    ensemble gives it.
+
     ``skin`` (Å): neighbours are listed out to R_c + skin and the list is kept until an
     atom has moved more than skin / 2 (or the cell, periodicity or atoms change), so a
     relaxation or MD run rebuilds it only now and then; ``skin=0`` rebuilds at every call.
@@ -38,6 +44,7 @@ class EnsembleCalculator(Calculator):
         "free_energy",
         "forces",
         "uncertainties",
+        "calibrated_uncertainties",
         "energy_std",
     ]
 
@@ -49,6 +56,8 @@ class EnsembleCalculator(Calculator):
         self.skin = float(skin)
         self.rebuilds = 0
         self._table: neighbours.NeighbourTable | None = None
+        cal = ensemble.meta.get("calibration")
+        self.calibration = Calibration.from_dict(cal) if cal else None
 
     def calculate(
         self,
@@ -70,10 +79,22 @@ class EnsembleCalculator(Calculator):
             "uncertainties": out.delta,
             "energy_std": float(out.energies.std(ddof=1)),
         }
+        if self.calibration is not None:
+            self.results["calibrated_uncertainties"] = self.calibration.scale * out.delta
 
     def get_uncertainties(self, atoms: Atoms | None = None) -> np.ndarray:
         """Per-atom δ_i (n,) eV/Å."""
         return np.asarray(self.get_property("uncertainties", atoms))
+
+    def get_calibrated_uncertainties(self, atoms: Atoms | None = None) -> np.ndarray:
+        """Per-atom calibrated δ_i (n,) eV/Å; the model must carry a calibration."""
+        if self.calibration is None:
+            raise ValueError(
+                "this model carries no calibration of δ (its campaign recorded fewer than "
+                "10 out-of-sample errors, or it was saved by nft-fw 0.2); use "
+                "get_uncertainties()"
+            )
+        return np.asarray(self.get_property("calibrated_uncertainties", atoms))
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.json`` (descriptor, architecture, normalisation) and

@@ -355,10 +355,39 @@ class NFTSpec(_Spec):
     threshold: float = Field(
         default=0.1,
         gt=0.0,
-        description="Stop when the largest force uncertainty δ is below this, eV/Å.",
+        description="Stop when the largest force uncertainty δ on the target (calibrated "
+        "when threshold_on is calibrated_delta) is below this, eV/Å.",
+    )
+    threshold_on: Literal["delta", "calibrated_delta"] = Field(
+        default="delta",
+        description="Which δ the threshold applies to: delta = δ as the ensemble gives it "
+        "(2.58 σ); calibrated_delta = δ times the campaign's calibration scale, once enough "
+        "out-of-sample errors exist (from iteration 1 on; iteration 0 uses δ).",
+    )
+    calibration_coverage: float = Field(
+        default=0.95,
+        gt=0.0,
+        lt=1.0,
+        description="The calibrated δ covers this fraction of the out-of-sample errors (the "
+        "previous model's central-force errors on each iteration's new chunks).",
     )
     patience: int = Field(
-        default=2, ge=1, description="Stop after this many iterations without gain."
+        default=2,
+        ge=1,
+        description="Stop after this many iterations without gain in the progress measure.",
+    )
+    progress_measure: Literal["mean_delta", "max_delta"] = Field(
+        default="mean_delta",
+        description="What patience and the kept model go by: mean_delta = the mean δ over "
+        "the target, which falls with the force error; max_delta = the largest δ (the "
+        "paper's structure uncertainty, one atom's value and noisier).",
+    )
+    min_gain: float = Field(
+        default=0.02,
+        ge=0.0,
+        lt=1.0,
+        description="An iteration counts as a gain when its progress measure is at least this "
+        "fraction below the lowest before it.",
     )
     max_iterations: int = Field(default=10, ge=1, le=1000, description="Most NFT iterations.")
     best_tolerance: float = Field(
@@ -366,13 +395,16 @@ class NFTSpec(_Spec):
         ge=0.0,
         le=1.0,
         description=(
-            "The model kept is the latest whose max δ is within this fraction of the lowest "
-            "(0 = strictly the lowest)."
+            "The model kept is the latest whose progress measure is within this fraction of "
+            "the lowest (0 = strictly the lowest)."
         ),
     )
     seed: int = Field(default=0, ge=0, description="Seed of bootstrap and selection.")
-    selection: Literal["most_uncertain"] = Field(
-        default="most_uncertain", description="How the chunk centres are chosen."
+    selection: Literal["most_uncertain", "diverse"] = Field(
+        default="most_uncertain",
+        description="How the chunk centres are chosen: most_uncertain = the largest δ; "
+        "diverse = uncertain and unlike each other (δ-weighted farthest point in descriptor "
+        "space among the 3·chunks_per_iteration most uncertain atoms).",
     )
 
 

@@ -618,6 +618,8 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
                     )
                 if "oos_mae" in rec:
                     line += f", new chunks' MAE before training {rec['oos_mae']:.3f}"
+                if "calibration_scale" in rec:
+                    line += f", calibrated δ = {rec['calibration_scale']:.2f}·δ"
                 console.print(line)
         states = [records.get_campaign(db, n)["state"] for n in family]
         fw: dict[str, int] = {}

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from nft_fw import calibration, decision
 from nft_fw import chunks as chunk_mod
-from nft_fw import decision
 from nft_fw import descriptors as desc
 from nft_fw import initial as init_mod
 from nft_fw import model as mdl
@@ -185,6 +185,67 @@ def assess(ensemble: mdl.Ensemble, target: Atoms, true_forces: np.ndarray | None
     return Assessment(forces=forces, delta=delta, figures=figures)
 
 
+def kept_iteration(history: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> int:
+    """The iteration whose model the campaign keeps: the latest within ``nft.best_tolerance``
+    of the lowest progress measure (:mod:`nft_fw.decision`)."""
+    return decision.best_iteration(
+        decision.progress(history, spec.nft.progress_measure), spec.nft.best_tolerance
+    )
+
+
+def calibrate_record(
+    record: dict[str, Any], result: Assessment, true_forces: np.ndarray | None
+) -> None:
+    """Add ``calibrated_structure_uncertainty`` (eV/Å) where the record has a calibration,
+    and with the parent's forces on the target, ``fraction_within_calibrated_delta``."""
+    if "calibration_scale" not in record:
+        return
+    scale = float(record["calibration_scale"])
+    record["calibrated_structure_uncertainty"] = scale * record["structure_uncertainty"]
+    if true_forces is not None:
+        residual = np.linalg.norm(result.forces.mean(axis=0) - true_forces, axis=1)
+        record["fraction_within_calibrated_delta"] = float(
+            np.mean(residual <= scale * result.delta)
+        )
+
+
+def threshold_values(history: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> list[float]:
+    """What the threshold is compared with at each iteration: the structure uncertainty, or
+    with ``threshold_on: calibrated_delta`` its calibrated value where a calibration exists."""
+    if spec.nft.threshold_on == "calibrated_delta":
+        return [
+            float(r.get("calibrated_structure_uncertainty", r["structure_uncertainty"]))
+            for r in history
+        ]
+    return [float(r["structure_uncertainty"]) for r in history]
+
+
+def calibration_meta(history: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
+    """The calibration an exported model carries: the latest fitted on the campaign's
+    out-of-sample errors (``meta.calibration`` of the model file), or nothing."""
+    for r in reversed(history):
+        if "calibration_scale" in r:
+            cal = calibration.Calibration(
+                scale=float(r["calibration_scale"]),
+                coverage=float(r["calibration_coverage"]),
+                n_points=int(r["calibration_n"]),
+                source=f"campaign {name}, out-of-sample central forces up to "
+                f"{r.get('phase', 'nft')} iteration {r['iteration']}",
+            )
+            return {"calibration": cal.to_dict()}
+    return {}
+
+
+def selection_features(
+    spec: CampaignSpec, ensemble: mdl.Ensemble, target: Atoms
+) -> np.ndarray | None:
+    """The descriptors of every target atom when the campaign's centre selection needs them
+    (``nft.selection: diverse``), else None."""
+    if spec.nft.selection != "diverse":
+        return None
+    return desc.features(target, ensemble.spec)
+
+
 def error_figures(
     predicted: np.ndarray, true_forces: np.ndarray, delta: np.ndarray | None = None
 ) -> dict[str, float]:
@@ -203,14 +264,15 @@ def out_of_sample(
     delta: np.ndarray,
     centres: Sequence[int],
     central_forces: Sequence[np.ndarray],
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The previous model's error on the chunks it chose, before it trains on them: an
     honest test set that costs nothing (every new chunk is labelled before it is trained on).
 
     ``predicted`` (n, 3) and ``delta`` (n,) are the previous model's mean forces and δ on the
     target; the chunk radius covers the model's force locality (≥ 2·R_c), so its force on a
     chunk's centre equals its force on that atom of the target. Returns ``oos_n``, the MAE,
-    max and RMS of |F_parent,centre − F_ML,centre| (eV/Å) and ``oos_fraction_within_delta``.
+    max and RMS of |F_parent,centre − F_ML,centre| (eV/Å), ``oos_fraction_within_delta``, and
+    the points themselves (``oos_errors``, ``oos_deltas``, eV/Å) for the calibration of δ.
     The centres are the most uncertain atoms, so expect these to exceed the target-wide error.
     """
     if not len(centres):
@@ -223,7 +285,26 @@ def out_of_sample(
         "oos_max": float(err.max()),
         "oos_rms": float(np.sqrt(np.mean(err**2))),
         "oos_fraction_within_delta": float(np.mean(err <= delta[idx])),
+        "oos_errors": [float(e) for e in err],
+        "oos_deltas": [float(x) for x in delta[idx]],
     }
+
+
+def chunk_out_of_sample(
+    ensemble: mdl.Ensemble, chunks: Sequence[Atoms], central_forces: Sequence[np.ndarray]
+) -> dict[str, Any]:
+    """:func:`out_of_sample` for chunks cut from structures the model was not assessed on
+    (relaxation frames): the model's force and δ on each chunk's centre (atom 0), which equal
+    its values in the frame the chunk was cut from, against the parent's."""
+    if not len(chunks):
+        return {}
+    predicted = np.zeros((len(chunks), 3))
+    delta = np.zeros(len(chunks))
+    for j, atoms in enumerate(chunks):
+        _, forces = ensemble.predict(atoms)
+        predicted[j] = forces[:, 0].mean(axis=0)
+        delta[j] = unc.atomic(forces[:, :1])[0]
+    return out_of_sample(predicted, delta, list(range(len(chunks))), central_forces)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -261,6 +342,8 @@ def _rich_progress() -> Progress:
         )
         if "true_force_mae" in record:
             text += f", true MAE {record['true_force_mae']:.3f} max {record['true_force_max']:.3f}"
+        if "calibration_scale" in record:
+            text += f", calibrated δ = {record['calibration_scale']:.2f}·δ"
         console.print(text)
 
     return show
@@ -289,10 +372,9 @@ def run_locally(
     features: list[tr.ChunkFeatures] = []
     seen: set[str] = set()
     history: list[dict[str, Any]] = []
-    uncertainties: list[float] = []
-    best_blob = b""
+    blobs: list[bytes] = []
     new: list[ChunkLabel] = []
-    oos: dict[str, float] = {}
+    oos: dict[str, Any] = {}
     iteration = 0
     while True:
         start = (
@@ -313,10 +395,10 @@ def run_locally(
             "training": metrics,
             "label_seconds": float(sum(lb.seconds for lb in new)),
         }
-        uncertainties.append(record["structure_uncertainty"])
-        best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
-        if best == iteration:
-            best_blob = ensemble.to_bytes()
+        record.update(calibration.figures(history, record, spec.nft.calibration_coverage))
+        calibrate_record(record, result, true_forces)
+        best = kept_iteration([*history, record], spec)
+        blobs.append(ensemble.to_bytes())
         record["best_iteration"] = best
         history.append(record)
         log.info(
@@ -329,7 +411,7 @@ def run_locally(
         if show is not None:
             show(record)
         step = decision.decide(
-            uncertainties,
+            threshold_values(history, spec),
             result.delta,
             {lb.centre for lb in labels},
             k=spec.nft.chunks_per_iteration,
@@ -337,6 +419,10 @@ def run_locally(
             patience=spec.nft.patience,
             max_iterations=spec.nft.max_iterations,
             tolerance=spec.nft.best_tolerance,
+            selection=spec.nft.selection,
+            features=selection_features(spec, ensemble, target),
+            measures=decision.progress(history, spec.nft.progress_measure),
+            min_gain=spec.nft.min_gain,
         )
         if isinstance(step, decision.Stop):
             break
@@ -357,7 +443,8 @@ def run_locally(
         features.extend(chunk_features(new, ensemble.spec))
         labels.extend(new)
 
-    best_model = mdl.Ensemble.from_bytes(best_blob)
+    best_model = mdl.Ensemble.from_bytes(blobs[step.best_iteration])
+    best_model.meta.update(calibration_meta(history, spec.name))
     calc = EnsembleCalculator(best_model)
     if save_to is not None:
         calc.save(save_to)
@@ -411,6 +498,7 @@ def relax_locally(
     rounds: list[dict[str, Any]] = []
     trajectories = []
     blobs: list[bytes] = []
+    oos: dict[str, Any] = {}
     number = 0
     while True:
         metrics = None
@@ -432,8 +520,12 @@ def relax_locally(
             "final_max_uncertainty": traj.steps[-1].max_uncertainty,
             "relax_chunks": len(labels),
             "new_chunks": sum(1 for lb in labels if lb.iteration == number),
+            **oos,
             "training": metrics,
         }
+        record.update(
+            calibration.figures([*result.history, *rounds], record, spec.nft.calibration_coverage)
+        )
         rounds.append(record)
         if show is not None:
             show(record)
@@ -462,6 +554,9 @@ def relax_locally(
         for _, chunk in chosen:
             seen.add(chunk.hash)
             fresh.append(label_chunk(prepared, chunk, number))
+        oos = chunk_out_of_sample(
+            ensemble, [lb.atoms for lb in fresh], [lb.central_force for lb in fresh]
+        )
         labels.extend(fresh)
         features.extend(chunk_features(fresh, ensemble.spec))
         new = len(chosen)
@@ -473,10 +568,12 @@ def relax_locally(
             )
             break
     kept = stop.best_iteration
+    model = mdl.Ensemble.from_bytes(blobs[kept])
+    model.meta.update(calibration_meta([*result.history, *rounds], spec.name))
     return RelaxResult(
         rounds=rounds,
         trajectories=trajectories,
-        calculator=EnsembleCalculator(mdl.Ensemble.from_bytes(blobs[kept])),
+        calculator=EnsembleCalculator(model),
         kept_round=kept,
         stop=stop,
         labels=labels,

@@ -43,6 +43,8 @@ HISTORY_COLUMNS: list[str] = [
     "OOS MAE (eV/Å)",
     "OOS max (eV/Å)",
     "OOS ≤ δ",
+    "δ scale",
+    "OOS ≤ sδ",
     "loss",
     "train (s)",
 ]
@@ -156,6 +158,7 @@ def plot_history(history: History, path: str | Path, best_iteration: int | None 
     true_mae = series("true_force_mae")
     true_max = series("true_force_max")
     oos_mae = series("oos_mae")
+    calibrated = series("calibrated_structure_uncertainty")
     chunks = np.array([int(r.get("n_chunks", 0)) for r in history])
 
     fig = _figure()
@@ -172,6 +175,9 @@ def plot_history(history: History, path: str | Path, best_iteration: int | None 
     ax.plot(its, structure, "o-", color="tab:red", label="structure uncertainty (max δ)")
     ax.plot(its, mean, "s-", color="tab:blue", ms=4, label="mean δ")
     plotted = [structure, mean]
+    if np.isfinite(calibrated).any():
+        ax.plot(its, calibrated, "o:", color="tab:red", ms=3, alpha=0.6, label="calibrated max δ")
+        plotted.append(calibrated)
     if np.isfinite(true_mae).any():
         ax.plot(its, true_mae, "^--", color="tab:green", ms=4, label="true MAE |ΔF|")
         plotted.append(true_mae)
@@ -342,7 +348,13 @@ def summary(history: History, stop_reason: str | None = None) -> dict[str, Any]:
         "best_structure_uncertainty": _number(record.get("structure_uncertainty")),
         "best_mean_uncertainty": _number(record.get("mean_uncertainty")),
     }
-    for key in ("true_force_mae", "true_force_max", "fraction_within_delta", "rank_correlation"):
+    for key in (
+        "true_force_mae",
+        "true_force_max",
+        "fraction_within_delta",
+        "fraction_within_calibrated_delta",
+        "rank_correlation",
+    ):
         if key in record:
             out[f"best_{key}"] = _number(record.get(key))
 
@@ -350,6 +362,11 @@ def summary(history: History, stop_reason: str | None = None) -> dict[str, Any]:
         a, b = _number(first.get(key)), _number(record.get(key))
         return None if a is None or b is None or b == 0 else a / b
 
+    calibrated = [r for r in history if _number(r.get("calibration_scale")) is not None]
+    if calibrated:
+        out["calibration_scale"] = _number(calibrated[-1].get("calibration_scale"))
+        out["calibration_coverage"] = _number(calibrated[-1].get("calibration_coverage"))
+        out["calibration_points"] = _number(calibrated[-1].get("calibration_n"))
     out["first_structure_uncertainty"] = _number(first.get("structure_uncertainty"))
     out["uncertainty_ratio_first_to_best"] = ratio("structure_uncertainty")
     if "true_force_mae" in first or "true_force_mae" in record:
@@ -392,6 +409,8 @@ def history_table(history: History) -> list[list[str]]:
                 _fmt(r.get("oos_mae"), ".3f"),
                 _fmt(r.get("oos_max"), ".3f"),
                 _fmt(r.get("oos_fraction_within_delta"), ".0%"),
+                _fmt(r.get("calibration_scale"), ".2f"),
+                _fmt(r.get("oos_fraction_within_calibrated"), ".0%"),
                 _fmt(training.get("loss"), ".4g"),
                 _fmt(training.get("seconds"), ".0f"),
             ]

@@ -128,6 +128,20 @@ def test_labels_are_distinct_chunks_and_match_the_history(finished: Any) -> None
         assert history[k]["oos_fraction_within_delta"] == pytest.approx(within)
     # the most uncertain atoms are harder than the average atom
     assert history[1]["oos_mae"] > history[0]["true_force_mae"] * 0.5
+    # the calibration of δ: none below 10 points, then the 95 % quantile of error / δ
+    assert "calibration_scale" not in history[1]
+    errors = history[1]["oos_errors"] + history[2]["oos_errors"]
+    deltas = history[1]["oos_deltas"] + history[2]["oos_deltas"]
+    ratio = np.asarray(errors) / np.asarray(deltas)
+    assert history[2]["calibration_n"] == 12
+    assert history[2]["calibration_scale"] == pytest.approx(
+        np.quantile(ratio, 0.95, method="higher")
+    )
+    assert np.mean(ratio <= history[2]["calibration_scale"]) >= 0.95
+    assert history[2]["calibrated_structure_uncertainty"] == pytest.approx(
+        history[2]["calibration_scale"] * history[2]["structure_uncertainty"]
+    )
+    assert 0.0 <= history[2]["fraction_within_calibrated_delta"] <= 1.0
 
 
 def test_history_json_matches_the_records(finished: Any) -> None:
@@ -159,6 +173,14 @@ def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) ->
     np.testing.assert_allclose(atoms.get_forces(), stored, atol=1e-5)
     delta = records.get_array(conn.launchpad.db, ObjectId(rec["delta_file"]))
     np.testing.assert_allclose(calc.results["uncertainties"], delta, rtol=1e-4, atol=1e-5)
+    # the model carries the campaign's latest calibration of δ
+    latest = records.iterations(conn.launchpad.db, "p79")[-1]
+    assert calc.calibration is not None
+    assert calc.calibration.scale == pytest.approx(latest["calibration_scale"])
+    assert calc.calibration.n_points == 12 and "p79" in calc.calibration.source
+    np.testing.assert_allclose(
+        calc.get_calibrated_uncertainties(atoms), calc.calibration.scale * delta, rtol=1e-4
+    )
 
 
 def test_lpad_shows_the_campaign_as_one_workflow(finished: Any, tmp_path: Path) -> None:

@@ -38,6 +38,9 @@ def make_history(with_truth: bool = True) -> list[dict]:
         if i > 0:  # the previous model on this iteration's new chunks
             record.update(oos_n=26, oos_mae=0.4 / i, oos_max=1.0 / i, oos_rms=0.5 / i,
                           oos_fraction_within_delta=0.9)  # fmt: skip
+        if i >= 2:
+            record.update(calibration_scale=0.45, oos_fraction_within_calibrated=0.875,
+                          calibrated_structure_uncertainty=0.45 * record["structure_uncertainty"])  # fmt: skip
         if with_truth:
             record.update(
                 true_force_mae=mae[i],
@@ -143,14 +146,15 @@ def test_history_table_formatting_and_missing_values() -> None:
     assert len(rows) == 4
     assert all(len(row) == len(plots.HISTORY_COLUMNS) for row in rows)
     assert rows[0] == [
-        "0", "0", "0", "1.200", "0.300", "0.500", "2.000", "—", "—", "—", "0.001", "10"
+        "0", "0", "0", "1.200", "0.300", "0.500", "2.000", "—", "—", "—", "—", "—", "0.001", "10"
     ]  # fmt: skip
     assert rows[1][5] == "—"
     assert rows[1][6] == "0.900"
-    assert rows[1][7:10] == ["0.400", "1.000", "90%"]
+    assert rows[1][7:12] == ["0.400", "1.000", "90%", "—", "—"]
+    assert rows[2][7:12] == ["0.200", "0.500", "90%", "0.45", "88%"]
     assert rows[2][:3] == ["2", "52", "26"]
-    assert rows[3][10] == "—"
-    assert rows[3][11] == "13"
+    assert rows[3][12] == "—"
+    assert rows[3][13] == "13"
 
 
 def test_write_report_with_forces(tmp_path: Path, forces) -> None:

@@ -130,6 +130,10 @@ def test_relax_locally_retrains_from_the_trajectory():
     assert len(out.labels) == 6 and len({lb.hash for lb in out.labels}) == 6
     assert not {lb.hash for lb in out.labels} & {lb.hash for lb in result.labels}
     assert [r["new_chunks"] for r in out.rounds] == [0, 3, 3]
+    # rounds ≥ 1 record the previous model's error on their new chunks, before training
+    assert "oos_n" not in out.rounds[0]
+    assert [r["oos_n"] for r in out.rounds[1:]] == [3, 3]
+    assert all(r["oos_mae"] <= r["oos_max"] for r in out.rounds[1:])
     for r, traj in zip(out.rounds, out.trajectories, strict=True):
         assert r["structure_uncertainty"] == traj.max_uncertainty
     assert out.kept_round == out.stop.best_iteration

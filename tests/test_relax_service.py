@@ -103,6 +103,21 @@ def test_trajectory_chunks_are_labelled_once_and_trained_on(finished: Any) -> No
     for r in rounds[1:]:
         new = [d for d in relax_chunks if d["iteration"] == r["iteration"]]
         assert len(new) == r["new_chunks"] == 4
+        # out of sample: round r−1's model on the centres of the chunks it chose
+        from bson import ObjectId
+
+        from nft_fw import model as mdl
+
+        before = rounds[r["iteration"] - 1]
+        ens = mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(before["model_file"])))
+        err = [
+            np.linalg.norm(ens.predict(records.label_atoms(d))[1][:, 0].mean(axis=0)
+                           - np.asarray(d["central_force"]))
+            for d in new
+        ]  # fmt: skip
+        assert r["oos_n"] == 4
+        assert r["oos_mae"] == pytest.approx(np.mean(err), rel=1e-5)
+        assert len(r["oos_deltas"]) == 4 and min(r["oos_deltas"]) > 0
         assert r["n_labels"] == sum(
             1 for d in labels if d["kind"] == "image" or d["iteration"] <= r["iteration"]
         )

@@ -229,6 +229,124 @@ def test_decision_rules():
     assert isinstance(stop, decision.Stop) and stop.reason == "exhausted"
 
 
+def test_patience_and_kept_model_follow_the_progress_measure() -> None:
+    """The alloy history of the campaign that kept a model 75 % worse than its last: max δ
+    jumps about while mean δ (and the error) falls; by mean δ the run goes on and keeps the
+    latest model."""
+    delta = np.linspace(0.1, 1.0, 20)
+    common = {"k": 2, "threshold": 0.1, "patience": 2, "max_iterations": 10}
+    max_delta = [2.5, 2.1, 1.85, 1.09, 1.89, 1.71]
+    mean_delta = [1.3, 1.0, 0.84, 0.63, 0.51, 0.40]
+    by_max = decision.decide(max_delta, delta, set(), **common)
+    assert isinstance(by_max, decision.Stop) and by_max.best_iteration == 3
+    by_mean = decision.decide(max_delta, delta, set(), measures=mean_delta, **common)
+    assert isinstance(by_mean, decision.Continue)
+    stop = decision.decide([*max_delta, 1.5], delta, set(), measures=[*mean_delta, 0.41], **common)
+    assert isinstance(stop, decision.Continue)  # one iteration without gain: not yet
+    stop = decision.decide(
+        [*max_delta, 1.5, 1.6],
+        delta,
+        set(),
+        measures=[*mean_delta, 0.41, 0.399],
+        min_gain=0.02,
+        **common,
+    )
+    # 0.399 is not 2 % below 0.40: no gain for two iterations; kept = latest within 5 %
+    assert stop == decision.Stop("patience", stop.detail, 7)  # type: ignore[union-attr]
+    assert "iteration 5" in stop.detail  # type: ignore[union-attr]
+    stop = decision.decide(
+        [*max_delta, 1.5, 1.6],
+        delta,
+        set(),
+        measures=[*mean_delta, 0.41, 0.399],
+        min_gain=0.0,
+        **common,
+    )
+    assert isinstance(stop, decision.Continue)  # without the margin 0.399 is a gain
+    assert decision.last_gain([1.0, 0.99, 0.97, 0.5, 0.49], min_gain=0.02) == 3
+    assert decision.progress(
+        [{"mean_uncertainty": 0.2, "structure_uncertainty": 0.9}], "mean_delta"
+    ) == [0.2]
+    with pytest.raises(ValueError, match="progress measure"):
+        decision.progress([], "median")
+    with pytest.raises(ValueError, match="2 measures for 1"):
+        decision.decide([1.0], delta, set(), measures=[1.0, 0.5], **common)
+
+
+def test_diverse_centres_skip_near_copies_of_a_picked_environment() -> None:
+    # atoms 0 and 1 are the most uncertain and share an environment; atom 2 differs
+    delta = np.array([1.0, 0.99, 0.9, 0.2, 0.1, 0.05])
+    features = np.array([[0.0, 0.0], [0.01, 0.0], [3.0, 1.0], [0.0, 0.02], [1.0, 1.0], [2.0, 0.0]])
+    assert decision.choose_centres(delta, set(), 2) == (0, 1)
+    assert decision.choose_centres(delta, set(), 2, "diverse", features) == (0, 2)
+    # chunked atoms are never offered again; the pool is the 3k most uncertain
+    assert decision.choose_centres(delta, {0}, 1, "diverse", features) == (1,)
+    picked = decision.choose_centres(delta, set(), 2, "diverse", features)
+    assert len(set(picked)) == 2 and set(picked) <= set(range(6))
+    with pytest.raises(ValueError, match="descriptors of every target atom"):
+        decision.choose_centres(delta, set(), 2, "diverse", None)
+    with pytest.raises(ValueError, match="not one of"):
+        decision.choose_centres(delta, set(), 2, "random")
+
+
+def test_calibration_covers_the_stated_fraction_and_predicts_the_next_points() -> None:
+    from nft_fw import calibration
+
+    rng = np.random.default_rng(0)
+    deltas = rng.uniform(0.1, 1.0, 400)
+    errors = 0.3 * deltas * np.abs(rng.standard_normal(400))  # δ 3-4x too large, as seen
+    scale = calibration.fit(errors[:200], deltas[:200], 0.9)
+    assert scale is not None and 0.3 < scale < 0.8
+    assert calibration.within(errors[:200], deltas[:200], scale) >= 0.9
+    assert calibration.within(errors[:200], deltas[:200]) > 0.99  # raw δ: nearly everything
+    assert 0.8 < calibration.within(errors[200:], deltas[200:], scale) < 0.97  # unseen
+    assert calibration.fit(errors[:9], deltas[:9], 0.9) is None  # too few points
+    with pytest.raises(ValueError, match="coverage"):
+        calibration.fit(errors, deltas, 1.0)
+    first = {"oos_errors": list(errors[:26]), "oos_deltas": list(deltas[:26])}
+    out1 = calibration.figures([{"iteration": 0}], first, 0.9)
+    assert out1["calibration_n"] == 26 and "oos_fraction_within_calibrated" not in out1
+    second = {"oos_errors": list(errors[26:52]), "oos_deltas": list(deltas[26:52])}
+    out2 = calibration.figures([{"iteration": 0}, {**first, **out1}], second, 0.9)
+    assert out2["calibration_n"] == 52
+    assert out2["oos_fraction_within_calibrated"] == calibration.within(
+        errors[26:52], deltas[26:52], out1["calibration_scale"]
+    )
+    # fitted on the latest WINDOW iterations only
+    recs = [
+        {"oos_errors": list(errors[i : i + 26]), "oos_deltas": list(deltas[i : i + 26])}
+        for i in range(0, 130, 26)
+    ]
+    out5 = calibration.figures(recs[:-1], recs[-1], 0.9)
+    assert out5["calibration_n"] == 26 * calibration.WINDOW
+    assert out5["calibration_scale"] == calibration.fit(
+        errors[130 - 26 * calibration.WINDOW : 130],
+        deltas[130 - 26 * calibration.WINDOW : 130],
+        0.9,
+    )
+
+
+def test_calculator_carries_the_calibration(tmp_path) -> None:
+    from nft_fw.calibration import Calibration
+
+    ens, _ = _tiny_training(0)
+    plain = EnsembleCalculator(ens)
+    atoms = bulk("Pt", "fcc", a=3.92, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = plain
+    with pytest.raises(ValueError, match="no calibration"):
+        plain.get_calibrated_uncertainties(atoms)
+    ens.meta["calibration"] = Calibration(0.4, 0.95, 52, "test").to_dict()
+    calc = EnsembleCalculator(ens)
+    atoms.calc = calc
+    np.testing.assert_allclose(
+        calc.get_calibrated_uncertainties(atoms), 0.4 * calc.get_uncertainties(atoms)
+    )
+    calc.save(tmp_path / "m")
+    loaded = EnsembleCalculator.load(tmp_path / "m")
+    assert loaded.calibration == Calibration(0.4, 0.95, 52, "test")
+
+
 def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
     from nft_fw.loop import out_of_sample
 
@@ -245,3 +363,34 @@ def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
     assert out["oos_rms"] == pytest.approx(np.sqrt(12.5))
     assert out["oos_fraction_within_delta"] == pytest.approx(0.5)  # 0 ≤ 0.5, 5 > 2.5
     assert out_of_sample(predicted, delta, [], []) == {}
+
+
+def test_threshold_applies_to_the_calibrated_delta_when_asked() -> None:
+    from nft_fw.campaign import CampaignSpec
+    from nft_fw.loop import kept_iteration, threshold_values
+
+    base = {
+        "name": "t",
+        "target": {"builder": {"kind": "octahedron", "element": "Pt", "length": 3}},
+        "parent": {"name": "emt"},
+    }
+    history = [
+        {"structure_uncertainty": 0.5, "mean_uncertainty": 0.2},
+        {"structure_uncertainty": 0.3, "mean_uncertainty": 0.12},
+        {
+            "structure_uncertainty": 0.2,
+            "mean_uncertainty": 0.125,
+            "calibration_scale": 0.4,
+            "calibrated_structure_uncertainty": 0.08,
+        },
+    ]
+    raw = CampaignSpec.model_validate(base)
+    assert threshold_values(history, raw) == [0.5, 0.3, 0.2]
+    cal = CampaignSpec.model_validate({**base, "nft": {"threshold_on": "calibrated_delta"}})
+    assert threshold_values(history, cal) == [0.5, 0.3, 0.08]
+    # kept: the latest within 5 % of the lowest mean δ (0.125 ≤ 0.12·1.05)
+    assert kept_iteration(history, raw) == 2
+    by_max = CampaignSpec.model_validate({**base, "nft": {"progress_measure": "max_delta"}})
+    assert kept_iteration(history, by_max) == 2
+    strict = CampaignSpec.model_validate({**base, "nft": {"best_tolerance": 0.0}})
+    assert kept_iteration(history, strict) == 1
