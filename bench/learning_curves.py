@@ -29,8 +29,10 @@ from nft_fw.campaign import load_campaign
 
 HERE = Path(__file__).resolve().parent.parent
 DEFAULT_VARIANTS = [
-    "26 most uncertain=nft.chunks_per_iteration=26,nft.selection=most_uncertain",
-    "13 diverse=nft.chunks_per_iteration=13,nft.selection=diverse",
+    "26 chunks, 1500 steps per iteration=nft.chunks_per_iteration=26,"
+    "training.steps_per_iteration=1500",
+    "13 chunks, 3000 steps (defaults)=nft.chunks_per_iteration=13,"
+    "training.steps_per_iteration=3000",
 ]
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nft_fw import run_locally
-from nft_fw.campaign import load_campaign
+from nft_fw import decision, run_locally
+from nft_fw.campaign import CampaignSpec, load_campaign
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -79,14 +79,21 @@ def main() -> None:
     wall = time.perf_counter() - t0
 
     print(f"\n{spec.name}: stop = {result.stop.reason} ({result.stop.detail})")
-    print(" it  chunks  δmax    δmean   MAE     max     within-δ  rank-ρ  train-s")
+    print(
+        " it  chunks  δmax    δmean   MAE     max     within-δ  rank-ρ  OOS-MAE  scale"
+        "  OOS≤sδ  target≤sδ  train-s"
+    )
     for r in result.history:
         print(
             f"{r['iteration']:>3} {r['n_chunks']:>6}  {r['structure_uncertainty']:.3f}  "
             f"{r['mean_uncertainty']:.3f}   {r['true_force_mae']:.3f}   {r['true_force_max']:.3f}"
             f"   {r['fraction_within_delta']:.2f}      {r['rank_correlation']:+.2f}"
-            f"   {r['training']['seconds']:.0f}"
+            f"   {_f(r.get('oos_mae'), '.3f')}    {_f(r.get('calibration_scale'), '.2f')}"
+            f"   {_f(r.get('oos_fraction_within_calibrated'), '.2f')}"
+            f"    {_f(r.get('fraction_within_calibrated_delta'), '.2f')}"
+            f"       {r['training']['seconds']:.0f}"
         )
+    _rules(result.history, spec)
     first, best = result.history[0], result.history[result.best_iteration]
     last = result.history[-1]
     print(
@@ -120,6 +127,47 @@ def main() -> None:
         result.calculator.save(args.save)
     if args.json:
         args.json.write_text(json.dumps(result.history, indent=1, default=float))
+
+
+def _f(value: float | None, fmt: str) -> str:
+    return "  —  " if value is None else format(value, fmt)
+
+
+def _rules(history: list[dict], spec: CampaignSpec) -> None:
+    """Where each stopping rule would have ended this history and which model it keeps.
+
+    The loop is deterministic and the rules are pure functions of the records, so a run
+    with a large patience shows every rule's outcome on one history."""
+    n = spec.nft
+    best = min(history, key=lambda r: r["true_force_mae"])
+    print(f"best iteration by true error: {best['iteration']} (MAE {best['true_force_mae']:.4f})")
+    for measure in ("mean_delta", "max_delta"):
+        min_gain = n.min_gain if measure == "mean_delta" else 0.0
+        for end in range(1, len(history) + 1):
+            step = decision.decide(
+                [r["structure_uncertainty"] for r in history[:end]],
+                np.zeros(1),
+                set(),
+                k=1,
+                threshold=n.threshold,
+                patience=RULE_PATIENCE,
+                max_iterations=len(history) - 1,
+                tolerance=n.best_tolerance,
+                measures=decision.progress(history[:end], measure),
+                min_gain=min_gain,
+            )
+            if isinstance(step, decision.Stop):
+                break
+        kept = history[step.best_iteration]
+        print(
+            f"rule {measure} (patience {RULE_PATIENCE}, min_gain {min_gain}): stops after "
+            f"iteration {end - 1} ({step.reason}), keeps {step.best_iteration}: MAE "
+            f"{kept['true_force_mae']:.4f} = {kept['true_force_mae'] / best['true_force_mae']:.2f}"
+            f"× the best"
+        )
+
+
+RULE_PATIENCE = 2
 
 
 if __name__ == "__main__":

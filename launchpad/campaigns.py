@@ -49,14 +49,26 @@ def label_category(spec: CampaignSpec) -> str:
 
 
 def load_spec(db: Database, name: str) -> CampaignSpec:
-    return CampaignSpec.model_validate(records.get_campaign(db, name)["spec"])
+    return stored_spec(records.get_campaign(db, name))
+
+
+def stored_spec(doc: dict[str, Any]) -> CampaignSpec:
+    """The campaign file a campaign was submitted with. A campaign submitted by nft-fw 0.2
+    (its stored nft section has no progress_measure) keeps the rule it started with: patience
+    and the kept model by the largest δ, no minimum gain."""
+    data = dict(doc["spec"])
+    nft = dict(data.get("nft") or {})
+    if "progress_measure" not in nft:
+        nft.update(progress_measure="max_delta", min_gain=0.0)
+        data["nft"] = nft
+    return CampaignSpec.model_validate(data)
 
 
 def context(db: Database, name: str) -> Prepared:
     """The campaign as the science core sees it, rebuilt from the database alone (a worker
     on another machine has none of the submitter's files)."""
     doc = records.get_campaign(db, name)
-    spec = CampaignSpec.model_validate(doc["spec"])
+    spec = stored_spec(doc)
     target = records.get_structure(db, ObjectId(doc["target_file"]))
     elements = tuple(doc["elements"])
     return Prepared(

@@ -398,7 +398,7 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
     this campaign's final model and all its labels. Returns its spec; a rerun finds the
     campaign registered and copies only labels still missing."""
     doc = records.get_campaign(db, name)
-    spec = CampaignSpec.model_validate(doc["spec"])
+    spec = campaigns.stored_spec(doc)
     entry = transfer_targets(db, name)[index]
     child = f"{name}-{entry['name']}"[:64]
     existing = db[records.CAMPAIGNS].find_one({"_id": child}, {"spec": 1, "inherited_from": 1})
@@ -410,7 +410,7 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
                 "that campaign or the transfer target"
             )
         _copy_labels(db, name, child)
-        return CampaignSpec.model_validate(existing["spec"])
+        return campaigns.stored_spec(existing)
     target = spec.transfer[index].model_dump(mode="json", exclude={"name", "retrain"})
     data = spec.model_dump(mode="json")
     data.update(name=child, target=target, transfer=[])

@@ -304,7 +304,7 @@ class TrainingSpec(_Spec):
         default=3000, ge=0, description="Optimiser steps of the first training."
     )
     steps_per_iteration: int = Field(
-        default=1500, ge=0, description="Optimiser steps per NFT iteration."
+        default=3000, ge=0, description="Optimiser steps per NFT iteration."
     )
     learning_rate: float = Field(default=3e-3, gt=0.0, description="Initial learning rate (Adam).")
     final_learning_rate: float = Field(
@@ -339,7 +339,10 @@ class TrainingSpec(_Spec):
 
 class NFTSpec(_Spec):
     chunks_per_iteration: int = Field(
-        default=26, ge=1, description="Chunks labelled per iteration."
+        default=13,
+        ge=1,
+        description="Chunks labelled per iteration (fewer per retraining: fewer chunks for "
+        "the same error, more retrainings).",
     )
     chunk_radius: float | None = Field(
         default=None,

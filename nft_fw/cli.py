@@ -1036,12 +1036,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         return relaxation.final_model(db, args.name)
 
     ensemble, rec = _with_campaign(args, get)
-    path = EnsembleCalculator(ensemble).save(args.output)
+    calc = EnsembleCalculator(ensemble)
+    path = calc.save(args.output)
     console.print(
         f"{args.name}: model of {rec['phase']} iteration {rec['iteration']} (δ max "
         f"{rec['structure_uncertainty']:.3f} eV/Å) written to {path}; load it with "
         "nft_fw.EnsembleCalculator.load"
     )
+    if calc.calibration is not None:
+        cal = calc.calibration
+        console.print(
+            f"calibrated δ = {cal.scale:.3f}·δ ({cal.coverage:.0%} of {cal.n_points} "
+            "out-of-sample errors within it): results['calibrated_uncertainties'] next to "
+            "results['uncertainties']"
+        )
     return EXIT_OK
 
 

@@ -332,8 +332,10 @@ def summary(history: History, stop_reason: str | None = None) -> dict[str, Any]:
     ``best_true_force_max`` (eV/Å), ``best_fraction_within_delta``, ``best_rank_correlation``;
     ``first_structure_uncertainty`` and ``first_true_force_mae`` (eV/Å) of iteration 0, the
     model trained on the initial (bulk) set only, with ``uncertainty_ratio_first_to_best``
-    and ``mae_ratio_first_to_best`` (first / best); ``total_training_seconds`` (s) and
-    ``stop_reason``.
+    and ``mae_ratio_first_to_best`` (first / best); when δ has been calibrated, the latest
+    ``calibration_scale``, ``calibration_coverage`` and ``calibration_points`` (and
+    ``best_fraction_within_calibrated_delta`` with true forces); ``total_training_seconds``
+    (s) and ``stop_reason``.
     """
     _require(history)
     best = _best_iteration(history)

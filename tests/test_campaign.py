@@ -356,3 +356,17 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     assert str(info.value).startswith(str(listing))
     with pytest.raises(CampaignError, match="cannot read the campaign file"):
         load_campaign(tmp_path / "absent.yaml")
+
+
+def test_campaign_stored_by_0_2_keeps_its_max_delta_rule() -> None:
+    from nft_fw.campaign import load_campaign
+    from nft_fw.launchpad.campaigns import stored_spec
+
+    data = load_campaign(example_campaign()).model_dump(mode="json")
+    assert data["nft"]["progress_measure"] == "mean_delta" and data["nft"]["min_gain"] == 0.02
+    assert stored_spec({"spec": data}).nft.progress_measure == "mean_delta"
+    for key in ("progress_measure", "min_gain", "threshold_on", "calibration_coverage"):
+        del data["nft"][key]  # what nft-fw 0.2 stored
+    old = stored_spec({"spec": data})
+    assert old.nft.progress_measure == "max_delta" and old.nft.min_gain == 0.0
+    assert old.nft.threshold_on == "delta"

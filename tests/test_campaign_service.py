@@ -178,6 +178,7 @@ def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) ->
     assert calc.calibration is not None
     assert calc.calibration.scale == pytest.approx(latest["calibration_scale"])
     assert calc.calibration.n_points == 12 and "p79" in calc.calibration.source
+    assert f"calibrated δ = {calc.calibration.scale:.3f}·δ" in out.stdout
     np.testing.assert_allclose(
         calc.get_calibrated_uncertainties(atoms), calc.calibration.scale * delta, rtol=1e-4
     )

@@ -125,6 +125,7 @@ def test_summary_numbers() -> None:
     assert s["uncertainty_ratio_first_to_best"] == pytest.approx(15.0)
     assert s["total_training_seconds"] == pytest.approx(46.0)
     assert s["stop_reason"] == "patience"
+    assert s["calibration_scale"] == pytest.approx(0.45)  # the latest calibration
     assert json.loads(json.dumps(s, allow_nan=False)) == s
 
 
