@@ -712,8 +712,8 @@ def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
 
 
 def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ensemble:
-    """``ensemble`` carrying the campaign's latest calibration of δ (``meta.calibration``),
-    fitted on the out-of-sample errors of every NFT iteration and relax round so far."""
+    """``ensemble`` carrying the latest calibration of δ its campaign recorded, NFT
+    iterations then relax rounds (``meta.calibration``; :mod:`nft_fw.calibration`)."""
     every = records.iterations(db, name) + records.iterations(db, name, phase="relax")
     ensemble.meta.update(loop.calibration_meta(every, name))
     return ensemble
