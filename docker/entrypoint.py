@@ -15,7 +15,7 @@ working directory, where ``rlaunch`` and ``lpad`` look for it; then it runs the 
 | ``NFT_FW_DB_AUTH_SOURCE`` | ``admin`` | database the user is defined in |
 | ``NFT_FW_DB_TLS`` | ``false`` | ``true``: connect with TLS |
 | ``NFT_FW_DB_TLS_CA_FILE`` | | CA bundle of a server certificate from a private CA |
-| ``NFT_FW_LAUNCHPAD_FILE`` | ``./my_launchpad.yaml`` | where the LaunchPad file goes |
+| ``NFT_FW_LAUNCHPAD_FILE`` | ``./my_launchpad.yaml`` | where the LaunchPad file goes (images: ``/work/my_launchpad.yaml``, which ``nft-fw`` then reads in ``docker compose exec`` commands) |
 | ``NFT_FW_PING_TIMEOUT_S`` | ``5`` | how long ``--ping`` waits for the server, s |
 
 Passwords are never printed; errors name the variable to set.

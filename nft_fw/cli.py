@@ -51,7 +51,12 @@ def _fw_stream_level(args: argparse.Namespace, default: str = "WARNING") -> str:
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("database connection (default: the embedded server)")
     group.add_argument("--uri", help="MongoDB connection string (or set $NFT_FW_MONGODB_URI)")
-    group.add_argument("--launchpad", "-l", metavar="FILE", help="a FireWorks my_launchpad.yaml")
+    group.add_argument(
+        "--launchpad",
+        "-l",
+        metavar="FILE",
+        help="a FireWorks my_launchpad.yaml (or set $NFT_FW_LAUNCHPAD_FILE)",
+    )
     group.add_argument(
         "--data-dir", metavar="DIR", help="embedded server data directory (default ~/.nft-fw)"
     )
