@@ -78,6 +78,9 @@ stop_engine() {  # stop the dockerd this check started (it stops its own contain
         kill -KILL "$DOCKERD_PID"
     fi
     DOCKERD_PID=""
+    # dockerd leaves its network namespace mounted under its exec root when it stops
+    awk -v root="$ROOT/exec/" 'index($2, root) == 1 { print $2 }' /proc/mounts \
+        | while read -r mount; do umount "$mount"; done
 }
 cleanup() {
     local rc=$?
