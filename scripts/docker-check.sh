@@ -307,7 +307,16 @@ verify() {
     [ "$(tr ',' '\n' <<< "$label_hosts" | sort -u | wc -l)" = 2 ] \
         || die "expected 2 label-worker containers with distinct host names, found '$label_hosts'"
     in_trainer python /campaigns/verify.py "$CAMPAIGN" \
-        --label-hosts "$label_hosts" --trainer-host "$trainer_host"
+        --label-hosts "$label_hosts" --trainer-host "$trainer_host" | tee "$WORK/verify.out" \
+        || die "docker/check/verify.py found the problems above"
+    # FireWorks' own lpad in `compose exec` finds the database through /work/my_launchpad.yaml
+    local n_fws lpad_count
+    n_fws=$(python3 -c 'import json, sys; print(json.loads(sys.stdin.read().rsplit("}", 1)[0] + "}")["fireworks"])' < "$WORK/verify.out")
+    lpad_count=$(in_trainer lpad get_fws -d count 2> "$WORK/lpad.err" | tail -1) \
+        || { cat "$WORK/lpad.err" >&2; die "lpad in the trainer container failed"; }
+    [ "$lpad_count" = "$n_fws" ] \
+        || die "lpad get_fws -d count in the trainer container says '$lpad_count', the database holds $n_fws Fireworks"
+    log "lpad in the trainer container counts the same $n_fws Fireworks"
     in_trainer nft-fw report "$CAMPAIGN" -o /work/report > "$WORK/report.log" 2>&1 \
         || { cat "$WORK/report.log" >&2; die "nft-fw report in the trainer container failed"; }
     local pngs

@@ -1,7 +1,8 @@
 """What a campaign run in compose left in the database, checked (scripts/docker-check.sh).
 
-Run inside the trainer container through the entry point, which supplies the database:
-    nft-fw-entrypoint python /campaigns/verify.py NAME --label-hosts H1,H2 --trainer-host H3
+Run inside the trainer container (``docker compose exec``; the database is the one the
+entry point wrote into ``$NFT_FW_LAUNCHPAD_FILE``):
+    python /campaigns/verify.py NAME --label-hosts H1,H2 --trainer-host H3
 (the hosts: the containers' host names, which FireWorks records with every launch).
 
 Exits 1 naming every problem: a Firework not COMPLETED or launched other than exactly once,
