@@ -6,7 +6,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo lint format bench clean-demo
+.PHONY: setup test demo lint format bench clean-demo docker-check
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,11 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/pytest
+
+# Build the images, run a small campaign in compose (embedded database image, one trainer,
+# two label workers) and check it; starts and stops its own engine (scripts/docker-check.sh)
+docker-check:
+	@bash scripts/docker-check.sh
 
 demo: setup
 	$(VENV)/bin/nft-fw demo

@@ -15,7 +15,8 @@ working directory, where ``rlaunch`` and ``lpad`` look for it; then it runs the 
 | ``NFT_FW_DB_AUTH_SOURCE`` | ``admin`` | database the user is defined in |
 | ``NFT_FW_DB_TLS`` | ``false`` | ``true``: connect with TLS |
 | ``NFT_FW_DB_TLS_CA_FILE`` | | CA bundle of a server certificate from a private CA |
-| ``NFT_FW_LAUNCHPAD_FILE`` | ``./my_launchpad.yaml`` | where the LaunchPad file goes |
+| ``NFT_FW_DB_OPTIONS`` | | more connection options, ``key=value&…`` (they win over the ones above); ``directConnection=true`` for nft-fw's embedded server, which advertises itself as a one-node replica set under the address it listens on |
+| ``NFT_FW_LAUNCHPAD_FILE`` | ``./my_launchpad.yaml`` | where the LaunchPad file goes (images: ``/work/my_launchpad.yaml``, which ``nft-fw`` then reads in ``docker compose exec`` commands) |
 | ``NFT_FW_PING_TIMEOUT_S`` | ``5`` | how long ``--ping`` waits for the server, s |
 
 Passwords are never printed; errors name the variable to set.
@@ -68,6 +69,14 @@ def database_uri(env: Mapping[str, str]) -> str:
         options["tls"] = "true"
         if env.get("NFT_FW_DB_TLS_CA_FILE"):
             options["tlsCAFile"] = env["NFT_FW_DB_TLS_CA_FILE"]
+    try:
+        extra = urllib.parse.parse_qsl(env.get("NFT_FW_DB_OPTIONS", ""), strict_parsing=True)
+    except ValueError as err:
+        raise ConfigError(
+            f"NFT_FW_DB_OPTIONS={env['NFT_FW_DB_OPTIONS']!r} is not key=value&key=value "
+            f"({err}); e.g. NFT_FW_DB_OPTIONS=directConnection=true"
+        ) from err
+    options.update(extra)
     credentials = f"{quote(env.get('NFT_FW_DB_USER') or 'nft')}:{quote(_password(env))}"
     host = env.get("NFT_FW_DB_HOST") or "mongo:27017"
     return f"mongodb://{credentials}@{host}/{name}?{urllib.parse.urlencode(options)}"

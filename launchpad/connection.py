@@ -1,8 +1,10 @@
 """Where the LaunchPad lives: the embedded server, a ``my_launchpad.yaml``, or a URI.
 
 Resolution order: an explicit ``uri`` argument, then ``launchpad_file``, then
-``$NFT_FW_MONGODB_URI``, and otherwise the embedded server on ``data_dir``
-(started if it is not running). Every client is created with
+``$NFT_FW_MONGODB_URI``, then the file ``$NFT_FW_LAUNCHPAD_FILE`` names (the nft-fw images
+set it to the file their entry point writes, so a ``docker compose exec`` command, which
+bypasses the entry point, reaches the same database), and otherwise the embedded server
+on ``data_dir`` (started if it is not running). Every client is created with
 ``retryWrites=false``: with retryable writes SecantusDB scans its retry
 registry on every write and slows ~12x after ~10,000 writes; MongoDB itself
 does not need them for anything nft-fw does (labels are idempotent upserts).
@@ -32,6 +34,7 @@ from nft_fw.launchpad import server as server_mod
 logger = logging.getLogger(__name__)
 
 URI_ENV = "NFT_FW_MONGODB_URI"
+LAUNCHPAD_FILE_ENV = "NFT_FW_LAUNCHPAD_FILE"
 DEFAULT_DB_NAME = "nft_fw"
 LAUNCHPAD_FILE = "my_launchpad.yaml"
 
@@ -392,6 +395,16 @@ def open_connection(
     env_uri = os.environ.get(URI_ENV)
     if env_uri:
         return from_uri(env_uri, db_name, fw_log_level=fw_log_level)
+    env_file = os.environ.get(LAUNCHPAD_FILE_ENV)
+    if env_file:
+        if not Path(env_file).expanduser().is_file():
+            raise DatabaseConnectionError(
+                f"{LAUNCHPAD_FILE_ENV}={env_file}: no such file. In the nft-fw images the "
+                "entry point writes it when the container starts (a container whose command "
+                "is not run by nft-fw-entrypoint has none); elsewhere unset the variable, or "
+                "pass --launchpad or --uri"
+            )
+        return from_file(env_file, db_name, fw_log_level=fw_log_level)
     return embedded(data_dir, db_name, start=start_embedded, fw_log_level=fw_log_level)
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import pymongo
@@ -204,6 +204,58 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _check_options(
+    host: str,
+    auth: bool,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+    insecure_no_auth_on_network: bool,
+) -> None:
+    if not auth and not is_loopback(host) and not insecure_no_auth_on_network:
+        raise ServerError(
+            f"refusing to listen on {host} without authentication: anyone who reaches the "
+            "port could read and change every campaign. Start it with auth=True (nft-fw db "
+            "start --auth --tls), or on loopback (127.0.0.1)"
+        )
+    if bool(tls_cert_file) != bool(tls_key_file):
+        raise ServerError(
+            "TLS needs both a certificate and its key (tls_cert_file and tls_key_file); "
+            f"got only {'tls_cert_file' if tls_cert_file else 'tls_key_file'}"
+        )
+
+
+def _server_command(
+    data_dir: Path,
+    host: str,
+    port: int,
+    auth: bool,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+    cache_size: str,
+) -> list[str]:
+    """The server's command line for ``data_dir`` (storage in ``data_dir/db``, created)."""
+    storage = data_dir / STORAGE_SUBDIR
+    storage.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        _server_executable(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--storage-path",
+        str(storage),
+        "--cache-size",
+        cache_size,
+        "--log-level",
+        "WARNING",
+    ]
+    if auth:
+        cmd.append("--auth")
+    if tls_cert_file and tls_key_file:
+        cmd += ["--tls-cert-file", tls_cert_file, "--tls-key-file", tls_key_file]
+    return cmd
+
+
 def start(
     data_dir: str | os.PathLike[str] | None = None,
     *,
@@ -230,17 +282,7 @@ def start(
     ``tls_cert_file`` and ``tls_key_file`` the server speaks TLS only; ``tls_ca_file`` is
     the CA nft-fw's own clients verify the certificate with (see :class:`ServerInfo`).
     """
-    if not auth and not is_loopback(host) and not insecure_no_auth_on_network:
-        raise ServerError(
-            f"refusing to listen on {host} without authentication: anyone who reaches the "
-            "port could read and change every campaign. Start it with auth=True (nft-fw db "
-            "start --auth --tls), or on loopback (127.0.0.1)"
-        )
-    if bool(tls_cert_file) != bool(tls_key_file):
-        raise ServerError(
-            "TLS needs both a certificate and its key (tls_cert_file and tls_key_file); "
-            f"got only {'tls_cert_file' if tls_cert_file else 'tls_key_file'}"
-        )
+    _check_options(host, auth, tls_cert_file, tls_key_file, insecure_no_auth_on_network)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     data_dir = data_dir.expanduser().resolve()
     with _locked(data_dir):
@@ -253,25 +295,7 @@ def start(
                 )
             return running, False
         port = port or free_port(host)
-        storage = data_dir / STORAGE_SUBDIR
-        storage.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            _server_executable(),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--storage-path",
-            str(storage),
-            "--cache-size",
-            cache_size,
-            "--log-level",
-            "WARNING",
-        ]
-        if auth:
-            cmd.append("--auth")
-        if tls_cert_file and tls_key_file:
-            cmd += ["--tls-cert-file", tls_cert_file, "--tls-key-file", tls_key_file]
+        cmd = _server_command(data_dir, host, port, auth, tls_cert_file, tls_key_file, cache_size)
         log = open(data_dir / LOG_FILE, "ab")  # noqa: SIM115 (owned by the child)
         # A new session: the server outlives a Ctrl-C in the terminal that
         # started it and is stopped explicitly (stop()).
@@ -311,7 +335,8 @@ def start(
         (data_dir / STATE_FILE).write_text(json.dumps(dataclasses.asdict(info)))
         logger.info(
             "embedded server pid %d listening on %s (data %s, auth %s, TLS %s)",
-            proc.pid, info.address, storage, "on" if auth else "off", "on" if info.tls else "off",
+            proc.pid, info.address, cmd[cmd.index("--storage-path") + 1],
+            "on" if auth else "off", "on" if info.tls else "off",
         )  # fmt: skip
         if not auth and not is_loopback(host):
             logger.warning(
@@ -321,6 +346,92 @@ def start(
                 host, port,
             )  # fmt: skip
         return info, True
+
+
+def serve(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    auth: bool = False,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+    tls_ca_file: str | None = None,
+    local_host: str | None = None,
+    public_host: str | None = None,
+    insecure_no_auth_on_network: bool = False,
+    cache_size: str = "256M",
+) -> NoReturn:
+    """Become the server of ``data_dir``: for a container or a service manager (systemd).
+
+    The same checks and command line as :func:`start`, but the server replaces this
+    process (``exec``): it keeps this pid, logs to this process's output and stops on the
+    SIGTERM its supervisor sends. ``server.json`` records it, so ``nft-fw db status`` and
+    ``stop`` find it. A record left by a server that no longer answers (a container killed
+    before, whose pid may now belong to another process) is dropped; a server that answers
+    on ``data_dir`` is an error: one server per data directory.
+    """
+    _check_options(host, auth, tls_cert_file, tls_key_file, insecure_no_auth_on_network)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = data_dir.expanduser().resolve()
+    with _locked(data_dir):
+        drop_stale_state(data_dir, locked=True)
+        running = status(data_dir)
+        if running is not None:
+            raise ServerError(
+                f"a server (pid {running.pid}) already serves {data_dir} on "
+                f"{running.address}; stop it first (nft-fw db stop --data-dir {data_dir})"
+            )
+        port = port or free_port(host)
+        cmd = _server_command(data_dir, host, port, auth, tls_cert_file, tls_key_file, cache_size)
+        info = ServerInfo(
+            host=host,
+            port=port,
+            pid=os.getpid(),  # exec keeps it
+            data_dir=str(data_dir),
+            auth=auth,
+            tls=bool(tls_cert_file and tls_key_file),
+            tls_ca_file=tls_ca_file if tls_cert_file else None,
+            local_host=local_host,
+            public_host=public_host,
+        )
+        (data_dir / STATE_FILE).write_text(json.dumps(dataclasses.asdict(info)))
+        logger.info(
+            "embedded server pid %d serving %s in the foreground (data %s, auth %s, TLS %s)",
+            info.pid, info.address, data_dir / STORAGE_SUBDIR,
+            "on" if auth else "off", "on" if info.tls else "off",
+        )  # fmt: skip
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The lock's file is closed on exec (Python opens files non-inheritable).
+        os.execv(cmd[0], cmd)
+
+
+def drop_stale_state(data_dir: str | os.PathLike[str], *, locked: bool = False) -> bool:
+    """Remove ``data_dir``'s server record if its server does not answer; True if removed.
+
+    A record names a pid; after a container restart or a reboot that pid may belong to an
+    unrelated process (in a container, often this very one), which :func:`status` cannot
+    tell from a server. A server that answers its recorded address is kept.
+    """
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not locked:
+        with _locked(data_dir):
+            return drop_stale_state(data_dir, locked=True)
+    info = _read_state(data_dir)
+    if info is None:
+        return False
+    alive = info.pid != os.getpid() and _pid_alive(info.pid)
+    if alive and ping(info.client_host, info.port, timeout_s=2.0, **info.tls_client_kwargs()):
+        return False
+    logger.warning(
+        "dropping the record of a server (pid %d, %s) that no longer serves %s",
+        info.pid, info.address, data_dir,
+    )  # fmt: skip
+    (data_dir / STATE_FILE).unlink(missing_ok=True)
+    return True
 
 
 def create_user(

@@ -51,7 +51,12 @@ def _fw_stream_level(args: argparse.Namespace, default: str = "WARNING") -> str:
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("database connection (default: the embedded server)")
     group.add_argument("--uri", help="MongoDB connection string (or set $NFT_FW_MONGODB_URI)")
-    group.add_argument("--launchpad", "-l", metavar="FILE", help="a FireWorks my_launchpad.yaml")
+    group.add_argument(
+        "--launchpad",
+        "-l",
+        metavar="FILE",
+        help="a FireWorks my_launchpad.yaml (or set $NFT_FW_LAUNCHPAD_FILE)",
+    )
     group.add_argument(
         "--data-dir", metavar="DIR", help="embedded server data directory (default ~/.nft-fw)"
     )
@@ -142,7 +147,17 @@ def cmd_db_start(args: argparse.Namespace) -> int:
     _db_start_checks(args)
     want_tls = bool(args.tls or args.tls_cert)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else server.default_data_dir()
+    if args.foreground:
+        # a container's volume or a service's directory may hold the record of a server
+        # that died with its container; its pid can be this very process now
+        server.drop_stale_state(data_dir)
     running = server.status(data_dir)
+    if running is not None and args.foreground:
+        raise UsageError(
+            f"a server (pid {running.pid}) already serves {running.data_dir} on "
+            f"{running.address}; stop it (nft-fw db stop --data-dir {running.data_dir}) "
+            "before serving it in the foreground"
+        )
     if running is not None and want_tls and not running.tls:
         raise UsageError(
             f"the embedded server for {running.data_dir} already runs without TLS; "
@@ -176,6 +191,23 @@ def cmd_db_start(args: argparse.Namespace) -> int:
         err_console.print(
             f"[yellow]note:[/yellow] the database listens on {args.host} without TLS: labels, "
             "models and Fireworks cross the network in clear text; add --tls"
+        )
+    if args.foreground:
+        err_console.print(
+            f"embedded server for {data_dir} in the foreground on {args.host}:"
+            f"{args.port or 'a free port'} ({'login required' if args.auth else 'NO LOGIN'}, "
+            f"{'TLS' if files else 'no TLS'}); it stops on SIGTERM"
+        )
+        server.serve(
+            data_dir,
+            host=args.host,
+            port=args.port,
+            auth=args.auth,
+            tls_cert_file=files.cert_file if files else None,
+            tls_key_file=files.key_file if files else None,
+            tls_ca_file=files.ca_file if files else None,
+            local_host=local_host,
+            insecure_no_auth_on_network=args.insecure_no_auth_on_network,
         )
     info, started = server.start(
         data_dir,
@@ -1289,6 +1321,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a --host other than loopback WITHOUT --auth (isolated networks only; "
         "warns at every start)",
+    )
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="become the server instead of starting it in the background (a container's "
+        "command, a systemd unit's ExecStart): it logs to this terminal and stops on SIGTERM",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_db_start)

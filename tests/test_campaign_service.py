@@ -288,3 +288,62 @@ def test_submit_to_a_brand_new_database(db_server: Any) -> None:
     finally:
         conn.launchpad.connection.drop_database(conn.db_name)
         conn.close(stop_server=False)
+
+
+def test_docker_check_verify_passes_a_well_routed_run_and_names_each_fault(finished: Any) -> None:
+    """docker/check/verify.py (what ``make docker-check`` asserts about its campaign) on a
+    copy of this finished campaign: the routing of a compose run written into its launch
+    records (label workers L1 and L2, the trainer T) passes; a label Firework run by the
+    trainer, a launch outside its category, a second launch and a doubled label fail."""
+    import importlib.util
+    import uuid
+
+    conn, _, code, _ = finished
+    assert code == 0
+    spec = importlib.util.spec_from_file_location(
+        "docker_check_verify", Path(__file__).parent.parent / "docker" / "check" / "verify.py"
+    )
+    assert spec is not None and spec.loader is not None
+    verify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verify)
+
+    from nft_fw.launchpad import records
+
+    client = conn.launchpad.connection
+    copy = client[f"verify_{uuid.uuid4().hex[:8]}"]
+    try:
+        for name in ("fireworks", "launches", records.CAMPAIGNS, records.LABELS):
+            copy[name].insert_many(list(conn.db[name].find()))
+        fws = {d["fw_id"]: d for d in copy.fireworks.find({"spec.campaign": "p79"})}
+        label_fws = sorted(i for i, d in fws.items() if d["spec"]["nft_role"] == "label")
+        for fw_id, fw in fws.items():
+            label = fw["spec"]["nft_role"] == "label"
+            host = ("L1", "L2")[fw_id % 2] if label else "T"
+            worker = {"name": f"{host}-1", "category": fw["spec"]["_category"]}
+            copy.launches.update_one(
+                {"launch_id": fw["launches"][0]}, {"$set": {"host": host, "fworker": worker}}
+            )
+            copy[records.LABELS].update_many({"fw_id": fw_id}, {"$set": {"host": host}})
+        problems, summary = verify.check(copy, "p79", {"L1", "L2"}, "T")
+        assert problems == [] and summary["labels"] == summary["label_items"] > 0
+
+        first = fws[label_fws[0]]
+        copy.launches.update_one({"launch_id": first["launches"][0]}, {"$set": {"host": "T"}})
+        copy.launches.update_one(
+            {"launch_id": fws[label_fws[1]]["launches"][0]},
+            {"$set": {"fworker.category": ["train"]}},
+        )
+        copy.fireworks.update_one({"fw_id": label_fws[2]}, {"$push": {"archived_launches": 99}})
+        label = copy[records.LABELS].find_one({"fw_id": label_fws[3]}, {"_id": 0})
+        copy[records.LABELS].drop_indexes()
+        copy[records.LABELS].insert_one(label)
+        problems, _ = verify.check(copy, "p79", {"L1", "L2"}, "T")
+        text = "\n".join(problems)
+        assert f"fw {label_fws[0]} " in text and "ran on host 'T'" in text
+        assert f"fw {label_fws[1]} " in text and "that takes ['train']" in text
+        assert f"fw {label_fws[2]} " in text and "expected exactly one launch" in text
+        assert "stored more than once" in text
+        assert f"label fw {label_fws[3]} had" in text
+        assert len(problems) == 5, problems
+    finally:
+        client.drop_database(copy.name)

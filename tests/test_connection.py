@@ -55,6 +55,39 @@ def test_env_uri_is_used_when_no_option_given(
         conn.close()
 
 
+def test_env_launchpad_file_is_used_after_the_env_uri(
+    db_server: server.ServerInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The images' ``docker compose exec`` commands: no URI in their environment, the file
+    the entry point wrote named by ``$NFT_FW_LAUNCHPAD_FILE``; never an embedded server."""
+    lp_file = tmp_path / "my_launchpad.yaml"
+    lp_file.write_text(
+        yaml.safe_dump({"host": f"mongodb://{db_server.address}/from_file", "uri_mode": True,
+                        "name": "from_file"})
+    )  # fmt: skip
+    monkeypatch.delenv(conn_mod.URI_ENV, raising=False)
+    monkeypatch.setenv(conn_mod.LAUNCHPAD_FILE_ENV, str(lp_file))
+    conn = conn_mod.open_connection(data_dir=str(tmp_path / "never-started"))
+    try:
+        assert conn.kind == "file" and conn.db_name == "from_file"
+        assert not (tmp_path / "never-started").exists()
+    finally:
+        conn.close()
+    monkeypatch.setenv(conn_mod.URI_ENV, f"mongodb://{db_server.address}/from_env")
+    conn = conn_mod.open_connection()
+    try:
+        assert conn.kind == "uri" and conn.db_name == "from_env"
+    finally:
+        conn.close()
+    monkeypatch.delenv(conn_mod.URI_ENV)
+    monkeypatch.setenv(conn_mod.LAUNCHPAD_FILE_ENV, str(tmp_path / "missing.yaml"))
+    with pytest.raises(
+        conn_mod.DatabaseConnectionError, match=r"NFT_FW_LAUNCHPAD_FILE=.*entry point"
+    ):
+        conn_mod.open_connection(data_dir=str(tmp_path / "never-started"))
+    assert not (tmp_path / "never-started").exists()
+
+
 def test_bad_uri_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(
         conn_mod.DatabaseConnectionError, match="not a valid MongoDB connection string"

@@ -1,10 +1,11 @@
 """Deployment files: the Docker images and compose file, the cluster examples, and the
 operator's guide's database recipes (auth, TLS, backup and restore) on the real server.
 
-No Docker engine runs here: the compose file is checked with ``docker compose config``
-(the Compose v2 CLI needs no engine; ``docker/dev-tools.sh`` installs it), the Dockerfile
-with hadolint, and the images' commands against this package's own console scripts and
-CLI parser. Building and running the images is not tested.
+These tests need no Docker engine: the compose files are checked with ``docker compose
+config`` (the Compose v2 CLI needs no engine; ``docker/dev-tools.sh`` installs it), the
+Dockerfile with hadolint, and the images' commands against this package's own console
+scripts and CLI parser. Building the images and running a campaign in compose is
+``make docker-check`` (scripts/docker-check.sh), which CI runs after the test suite.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ def test_compose_services_volumes_auth_and_healthchecks() -> None:
         assert service["environment"]["NFT_FW_DB_HOST"] == "mongo:27017"
         assert "NFT_FW_DB_PASSWORD" in service["environment"]
         assert "container_name" not in service  # --scale needs generated names
+        assert service["init"] is True  # `compose stop` reaches the worker, not a deaf PID 1
     assert services["label-worker"]["deploy"]["replicas"] == 2
     assert services["trainer"]["build"]["target"] == "trainer"
     assert services["label-worker"]["build"]["target"] == "worker"
@@ -178,6 +180,42 @@ def test_compose_gpu_override_reserves_a_gpu_and_builds_jax_with_cuda() -> None:
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
 
 
+def test_compose_embedded_db_override_swaps_only_the_database() -> None:
+    """compose.embedded-db.yaml: the database service runs the Dockerfile's db target (the
+    embedded server with a login) under the same name, volume and port; the workers keep
+    their settings and connect directly (the server advertises its listen address)."""
+    files = ["-f", "docker/compose.yaml", "-f", "docker/compose.embedded-db.yaml"]
+    out = _compose(*files, "--env-file", "docker/.env.example", "config", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads(out.stdout)
+    plain = json.loads(
+        _compose(
+            "-f", "docker/compose.yaml", "--env-file", "docker/.env.example",
+            "config", "--format", "json",
+        ).stdout
+    )  # fmt: skip
+    services = cfg["services"]
+    assert set(services) == {"mongo", "trainer", "label-worker"}
+    db = services["mongo"]
+    assert db["image"].startswith("nft-fw-db:") and db["build"]["target"] == "db"
+    _assert_nft_fw_command(db["command"])
+    command = db["command"]
+    assert {"--foreground", "--auth"} <= set(command)
+    assert command[command.index("--port") + 1] == "27017"
+    assert command[command.index("--data-dir") + 1] == "/data/db"
+    assert [(v["source"], v["target"]) for v in db["volumes"]] == [("mongo-data", "/data/db")]
+    assert not any(k.startswith("MONGO_") for k in db["environment"])  # no root user here
+    assert db["environment"]["NFT_FW_DB_HOST"] == "127.0.0.1:27017"  # the healthcheck's login
+    assert db["healthcheck"]["test"] == ["CMD", "nft-fw-entrypoint", "--ping"]
+    assert db["ports"] == plain["services"]["mongo"]["ports"]
+    for name in ("trainer", "label-worker"):
+        env = services[name]["environment"]
+        assert env.pop("NFT_FW_DB_OPTIONS") == "directConnection=true"
+        assert env == plain["services"][name]["environment"]
+        assert services[name]["depends_on"] == plain["services"][name]["depends_on"]
+        assert services[name]["command"] == plain["services"][name]["command"]
+
+
 def test_compose_commands_exist_in_the_package() -> None:
     scripts = _console_scripts()
     for name, service in _compose_yaml()["services"].items():
@@ -190,7 +228,10 @@ def test_compose_commands_exist_in_the_package() -> None:
 
 
 def test_env_example_sets_every_variable_compose_uses_and_no_password() -> None:
-    text = (DOCKER / "compose.yaml").read_text() + (DOCKER / "compose.gpu.yaml").read_text()
+    text = "".join(
+        (DOCKER / name).read_text()
+        for name in ("compose.yaml", "compose.gpu.yaml", "compose.embedded-db.yaml")
+    )
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     example = dict(
         line.split("=", 1)
@@ -200,6 +241,15 @@ def test_env_example_sets_every_variable_compose_uses_and_no_password() -> None:
     assert used <= set(example), used - set(example)
     assert example["MONGO_ROOT_PASSWORD"] == "" and example["NFT_FW_DB_PASSWORD"] == ""
     assert ".env" in (DOCKER / ".gitignore").read_text().split()
+
+
+def test_docker_check_campaign_is_valid_and_small() -> None:
+    """make docker-check's campaign (docker/check/p79-emt.yaml): valid, EMT, a few rounds."""
+    from nft_fw.campaign import load_campaign
+
+    spec = load_campaign(DOCKER / "check" / "p79-emt.yaml")
+    assert spec.name == "p79-emt" and spec.parent.name == "emt"
+    assert spec.nft.max_iterations <= 2 and spec.model.ensemble_size <= 4
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -217,33 +267,56 @@ def test_dockerfile_lints_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def _copy_sources(rest: str) -> list[str]:
+    """The sources of a ``COPY [--flag=…] SRC… DEST``."""
+    return [w for w in rest.split()[:-1] if not w.startswith("--")]
+
+
+def _bind_sources(rest: str) -> list[str]:
+    """The build-context paths a ``RUN --mount=type=bind,…`` mounts ("." for the whole)."""
+    out = []
+    for mount in re.findall(r"--mount=(\S+)", rest):
+        opts = dict(o.split("=", 1) for o in mount.split(",") if "=" in o)
+        if opts.get("type") == "bind" and "from" not in opts:
+            out.append(opts.get("source", "."))
+    return out
+
+
 def test_image_commands_exist_in_the_package() -> None:
     instructions = _dockerfile_instructions()
     stages = {stage for stage, _, _ in instructions}
-    assert {"build", "worker", "trainer"} <= stages
+    assert {"base", "build", "worker", "trainer", "db"} <= stages
     scripts = _console_scripts()
     copied = {
-        rest.split()[-1]: rest.split()[-2]
+        rest.split()[-1]: _copy_sources(rest)
         for _, ins, rest in instructions
         if ins == "COPY" and "--from" not in rest
     }
-    assert copied["/usr/local/bin/nft-fw-entrypoint"] == "docker/entrypoint.py"
+    assert copied["/usr/local/bin/nft-fw-entrypoint"] == ["docker/entrypoint.py"]
     commands = [(s, i, _exec_form(r)) for s, i, r in instructions if i in ("CMD", "ENTRYPOINT")]
     health = [
         (s, _exec_form(r.split(" CMD ", 1)[1])) for s, i, r in instructions if i == "HEALTHCHECK"
     ]
-    assert {s for s, i, _ in commands if i == "CMD"} == {"worker", "trainer"}
+    assert {s for s, i, _ in commands if i == "CMD"} == {"worker", "trainer", "db"}
     entrypoints = [(s, argv) for s, i, argv in commands if i == "ENTRYPOINT"]
-    assert entrypoints == [("worker", ["nft-fw-entrypoint"])]  # inherited by trainer
+    # the trainer inherits the worker's; the database server needs no connection from it
+    assert entrypoints == [("worker", ["nft-fw-entrypoint"]), ("db", [])]
     for stage, instruction, argv in commands:
-        if argv[0] == "nft-fw-entrypoint":
-            assert instruction == "ENTRYPOINT", stage
+        if instruction == "ENTRYPOINT":
             continue
         assert argv[0] in scripts, (stage, argv)
         _assert_nft_fw_command(argv)
-    categories = {s: argv[argv.index("--category") + 1] for s, i, argv in commands if i == "CMD"}
+    categories = {
+        s: argv[argv.index("--category") + 1] for s, i, argv in commands if i == "CMD" and s != "db"
+    }
     assert categories == {"worker": "label", "trainer": "train"}
-    assert health == [("worker", ["nft-fw-entrypoint", "--ping"])]  # inherited by trainer
+    (db,) = [argv for s, i, argv in commands if i == "CMD" and s == "db"]
+    assert db[:3] == ["nft-fw", "db", "start"] and {"--foreground", "--auth"} <= set(db)
+    assert health == [("worker", ["nft-fw-entrypoint", "--ping"])]  # inherited by the others
+    env = " ".join(r for s, i, r in instructions if i == "ENV" and s == "worker")
+    assert "NFT_FW_LAUNCHPAD_FILE=/work/my_launchpad.yaml" in env  # `compose exec` reads it
+    # BuildKit would fetch the frontend a "# syntax=" line names from Docker Hub
+    assert not (DOCKER / "Dockerfile").read_text().startswith("# syntax")
 
 
 def test_image_build_context_holds_what_the_dockerfile_copies() -> None:
@@ -252,12 +325,21 @@ def test_image_build_context_holds_what_the_dockerfile_copies() -> None:
         for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
         if line.startswith("!")
     ]
+    sources = []
     for _, instruction, rest in _dockerfile_instructions():
-        if instruction != "COPY" or "--from" in rest:
+        if instruction == "COPY" and "--from" not in rest:
+            sources += _copy_sources(rest)
+        elif instruction == "RUN":
+            sources += _bind_sources(rest)
+    assert "." in sources and "scripts/siteconfig.py" in sources
+    for source in sources:
+        if source == ".":  # the whole context: what `pip install /src` builds from
+            needed = ["pyproject.toml", "README.md", "nft_fw", "launchpad", "firetasks",
+                      "workflows"]  # fmt: skip
+            assert all(n in allowed for n in needed), set(needed) - set(allowed)
             continue
-        for source in rest.split()[:-1]:
-            assert (ROOT / source).exists(), source
-            assert any(source == a or source.startswith(a + "/") for a in allowed), source
+        assert (ROOT / source).exists(), source
+        assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
 def test_image_pins_match_pyproject() -> None:
@@ -305,6 +387,14 @@ def test_entrypoint_builds_a_quoted_uri_and_a_launchpad_file(tmp_path: Path) -> 
     assert ep.database_uri({"NFT_FW_MONGODB_URI": given, "NFT_FW_DB_PASSWORD": ""}) == given
     with pytest.raises(ep.ConfigError, match="NFT_FW_DB_PASSWORD"):
         ep.database_uri({"NFT_FW_DB_HOST": "mongo:27017"})
+    direct = ep.database_uri(
+        {"NFT_FW_DB_PASSWORD": "x", "NFT_FW_DB_OPTIONS": "directConnection=true&authSource=nft"}
+    )
+    options = {k.lower(): v for k, v in uri_parser.parse_uri(direct)["options"].items()}
+    assert options["directconnection"] is True and options["authsource"] == "nft"
+    assert options["retrywrites"] is False
+    with pytest.raises(ep.ConfigError, match="NFT_FW_DB_OPTIONS"):
+        ep.database_uri({"NFT_FW_DB_PASSWORD": "x", "NFT_FW_DB_OPTIONS": "directConnection"})
 
     path = ep.write_launchpad_file(given, tmp_path / "lp" / "my_launchpad.yaml")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -73,3 +73,52 @@ def test_cli_db_start_status_stop(tmp_path: Path) -> None:
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     status = run("db", "status", "--data-dir", str(tmp_path), "--json")
     assert json.loads(status.stdout)["running"] is False
+
+
+def test_cli_db_start_foreground_becomes_the_server_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """``db start --foreground`` (a container's command): the server replaces the process,
+    logs in and answers only with the password, and a record left by a dead container's
+    server (here naming a live process that is no server) does not stop it starting."""
+    import os
+    import signal
+
+    import pymongo
+    from pymongo.errors import OperationFailure
+
+    decoy = subprocess.Popen(["sleep", "300"])  # a live pid that serves nothing
+    port = server.free_port()
+    stale = server.ServerInfo(host="127.0.0.1", port=server.free_port(), pid=decoy.pid,
+                              data_dir=str(tmp_path))  # fmt: skip
+    (tmp_path / server.STATE_FILE).write_text(json.dumps(stale.__dict__))
+    env = {**os.environ, "NFT_FW_DB_PASSWORD": "foreground-pass"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nft_fw", "db", "start", "--foreground", "--auth",
+         "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            f"mongodb://nft:foreground-pass@127.0.0.1:{port}/?authSource=admin",
+            retryWrites=False, directConnection=True, serverSelectionTimeoutMS=60_000,
+        )  # fmt: skip
+        client.nft_fw.probe.insert_one({"x": 1})
+        client.close()
+        info = server.status(tmp_path)
+        assert info is not None and info.pid == proc.pid and info.port == port and info.auth
+        assert decoy.poll() is None  # the stale record's pid was left alone
+        anonymous: pymongo.MongoClient = pymongo.MongoClient(
+            "127.0.0.1", port, directConnection=True, serverSelectionTimeoutMS=5_000
+        )
+        with pytest.raises(OperationFailure):
+            anonymous.nft_fw.probe.find_one()
+        anonymous.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        assert not server.ping("127.0.0.1", port, timeout_s=0.5)
+        assert server.status(tmp_path) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        decoy.kill()
+        decoy.wait()
