@@ -32,6 +32,8 @@ RELAX_COLUMNS = [
     "δ max at end (eV/Å)",
     "true MAE start/end (eV/Å)",
     "parent fmax at end (eV/Å)",
+    "OOS MAE (eV/Å)",
+    "δ scale",
 ]
 TRANSFER_COLUMNS = [
     "target",
@@ -129,6 +131,8 @@ def relax_table(rounds: Records) -> list[list[str]]:
             _fmt(r.get("final_max_uncertainty"), ".3f"),
             _pair(r.get("start_true_force_mae"), r.get("end_true_force_mae")),
             _fmt(r.get("end_parent_fmax"), ".3f"),
+            _fmt(r.get("oos_mae"), ".3f"),
+            _fmt(r.get("calibration_scale"), ".2f"),
         ]
         for r in rounds
     ]

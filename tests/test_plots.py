@@ -195,3 +195,18 @@ def test_write_report_rejects_half_the_forces(tmp_path: Path, forces) -> None:
         plots.write_report(tmp_path, make_history(), predicted=predicted)
     with pytest.raises(ValueError, match="delta"):
         plots.write_report(tmp_path, make_history(), delta=delta)
+
+
+def test_relax_table_shows_the_out_of_sample_error_and_the_scale() -> None:
+    from nft_fw import relax_plots
+
+    rounds = [
+        {"iteration": 0, "n_chunks": 260, "new_chunks": 0, "n_steps": 39, "converged": True,
+         "structure_uncertainty": 0.237, "final_max_uncertainty": 0.165},
+        {"iteration": 1, "n_chunks": 273, "new_chunks": 13, "n_steps": 39, "converged": True,
+         "structure_uncertainty": 0.231, "final_max_uncertainty": 0.171, "oos_mae": 0.0412,
+         "calibration_scale": 0.583},
+    ]  # fmt: skip
+    rows = relax_plots.relax_table(rounds)
+    assert all(len(r) == len(relax_plots.RELAX_COLUMNS) for r in rows)
+    assert rows[0][-2:] == ["—", "—"] and rows[1][-2:] == ["0.041", "0.58"]
