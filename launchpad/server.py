@@ -256,6 +256,32 @@ def _server_command(
     return cmd
 
 
+def _info(
+    host: str,
+    port: int,
+    pid: int,
+    data_dir: Path,
+    auth: bool,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+    tls_ca_file: str | None,
+    local_host: str | None,
+    public_host: str | None,
+) -> ServerInfo:
+    """The record of a server started (or exec'd) with these options."""
+    return ServerInfo(
+        host=host,
+        port=port,
+        pid=pid,
+        data_dir=str(data_dir),
+        auth=auth,
+        tls=bool(tls_cert_file and tls_key_file),
+        tls_ca_file=tls_ca_file if tls_cert_file else None,
+        local_host=local_host,
+        public_host=public_host,
+    )
+
+
 def start(
     data_dir: str | os.PathLike[str] | None = None,
     *,
@@ -308,17 +334,10 @@ def start(
             start_new_session=True,
         )
         log.close()
-        info = ServerInfo(
-            host=host,
-            port=port,
-            pid=proc.pid,
-            data_dir=str(data_dir),
-            auth=auth,
-            tls=bool(tls_cert_file and tls_key_file),
-            tls_ca_file=tls_ca_file if tls_cert_file else None,
-            local_host=local_host,
-            public_host=public_host,
-        )
+        info = _info(
+            host, port, proc.pid, data_dir, auth, tls_cert_file, tls_key_file, tls_ca_file,
+            local_host, public_host,
+        )  # fmt: skip
         if not _wait_ready(info, timeout_s, proc=proc):
             _terminate(proc.pid, grace_s=5)
             tail = _log_tail(data_dir)
@@ -384,17 +403,10 @@ def serve(
             )
         port = port or free_port(host)
         cmd = _server_command(data_dir, host, port, auth, tls_cert_file, tls_key_file, cache_size)
-        info = ServerInfo(
-            host=host,
-            port=port,
-            pid=os.getpid(),  # exec keeps it
-            data_dir=str(data_dir),
-            auth=auth,
-            tls=bool(tls_cert_file and tls_key_file),
-            tls_ca_file=tls_ca_file if tls_cert_file else None,
-            local_host=local_host,
-            public_host=public_host,
-        )
+        info = _info(  # os.getpid(): exec keeps it
+            host, port, os.getpid(), data_dir, auth, tls_cert_file, tls_key_file, tls_ca_file,
+            local_host, public_host,
+        )  # fmt: skip
         (data_dir / STATE_FILE).write_text(json.dumps(dataclasses.asdict(info)))
         logger.info(
             "embedded server pid %d serving %s in the foreground (data %s, auth %s, TLS %s)",

@@ -192,34 +192,24 @@ def cmd_db_start(args: argparse.Namespace) -> int:
             f"[yellow]note:[/yellow] the database listens on {args.host} without TLS: labels, "
             "models and Fireworks cross the network in clear text; add --tls"
         )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "auth": args.auth,
+        "tls_cert_file": files.cert_file if files else None,
+        "tls_key_file": files.key_file if files else None,
+        "tls_ca_file": files.ca_file if files else None,
+        "local_host": local_host,
+        "insecure_no_auth_on_network": args.insecure_no_auth_on_network,
+    }
     if args.foreground:
         err_console.print(
             f"embedded server for {data_dir} in the foreground on {args.host}:"
             f"{args.port or 'a free port'} ({'login required' if args.auth else 'NO LOGIN'}, "
             f"{'TLS' if files else 'no TLS'}); it stops on SIGTERM"
         )
-        server.serve(
-            data_dir,
-            host=args.host,
-            port=args.port,
-            auth=args.auth,
-            tls_cert_file=files.cert_file if files else None,
-            tls_key_file=files.key_file if files else None,
-            tls_ca_file=files.ca_file if files else None,
-            local_host=local_host,
-            insecure_no_auth_on_network=args.insecure_no_auth_on_network,
-        )
-    info, started = server.start(
-        data_dir,
-        host=args.host,
-        port=args.port,
-        auth=args.auth,
-        tls_cert_file=files.cert_file if files else None,
-        tls_key_file=files.key_file if files else None,
-        tls_ca_file=files.ca_file if files else None,
-        local_host=local_host,
-        insecure_no_auth_on_network=args.insecure_no_auth_on_network,
-    )
+        server.serve(data_dir, **options)
+    info, started = server.start(data_dir, **options)
     if args.auth and not info.auth:
         raise UsageError(
             f"the embedded server for {info.data_dir} already runs without authentication; "
