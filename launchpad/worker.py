@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -121,6 +122,105 @@ def release_stale_locks(
     return sorted(locked.values())
 
 
+def refresh_stuck_waiting(
+    lp: LaunchPad, query: dict | None = None, dry_run: bool = False
+) -> list[int]:
+    """Ids of WAITING Fireworks (matching ``query``) whose parents have all COMPLETED (or
+    ended, for one that allows fizzled parents): the workflow refresh that should have made
+    them READY was cut off (the database went away while FireWorks wrote the workflow back). Refreshing each of them in its workflow makes it
+    READY; nothing runs twice."""
+    where: dict = {"state": "WAITING"}
+    if query is not None:
+        where.update(query)
+    waiting = {
+        d["fw_id"]: ("COMPLETED", "FIZZLED")
+        if d.get("spec", {}).get("_allow_fizzled_parents")
+        else ("COMPLETED",)
+        for d in lp.fireworks.find(where, {"fw_id": 1, "spec._allow_fizzled_parents": 1})
+    }
+    if not waiting:
+        return []
+    stuck: set[int] = set()
+    for wf in lp.workflows.find({"nodes": {"$in": sorted(waiting)}}, {"links": 1, "nodes": 1}):
+        parents: dict[int, list[int]] = {}
+        for parent, children in wf["links"].items():
+            for child in children:
+                parents.setdefault(int(child), []).append(int(parent))
+        ids = {p for ps in parents.values() for p in ps}
+        states = {d["fw_id"]: d["state"] for d in lp.fireworks.find(
+            {"fw_id": {"$in": sorted(ids)}}, {"fw_id": 1, "state": 1})}  # fmt: skip
+        for child in set(wf["nodes"]) & waiting.keys():
+            ps = parents.get(child, [])
+            if ps and all(states.get(p) in waiting[child] for p in ps):
+                stuck.add(child)
+    for child in sorted(stuck):
+        if not dry_run:
+            lp._refresh_wf(child)  # recomputes its state from its (completed) parents
+        logger.warning("Firework %s waited on completed parents: workflow refreshed", child)
+    return sorted(stuck)
+
+
+ORPHAN = re.compile(r"Could not find workflow in database: (\d+)")
+
+
+def _orphans(lp: LaunchPad, query: dict | None) -> dict[int, dict]:
+    """Fireworks (matching ``query``) that no workflow document lists, by id."""
+    docs = {
+        d["fw_id"]: d
+        for d in lp.fireworks.find(
+            query or {}, {"fw_id": 1, "state": 1, "launches": 1, "spec.nft_appended_by": 1}
+        )
+    }
+    listed: set[int] = set()
+    for wf in lp.workflows.find({"nodes": {"$in": sorted(docs)}}, {"nodes": 1}):
+        listed.update(wf["nodes"])
+    return {k: v for k, v in docs.items() if k not in listed}
+
+
+def repair_orphans(
+    lp: LaunchPad, query: dict | None = None, dry_run: bool = False, wait_s: float = 2.0
+) -> tuple[list[int], list[int]]:
+    """Fireworks that no workflow lists: FireWorks writes appended Fireworks first and the
+    workflow document after them, so a database outage between the two leaves Fireworks
+    that cannot run (a worker that checks one out fails in its workflow refresh) while the
+    workflow never got them. A live append fills that gap in milliseconds with its workflow
+    locked, so only Fireworks still unlisted after ``wait_s`` with their appender's workflow
+    unlocked count. They are deleted with their launches (they never ran a task), and the
+    Firework that appended them (``spec.nft_appended_by``) is rerun: it appends them again
+    (its task is idempotent). Returns (orphan ids, rerun appender ids)."""
+    first = _orphans(lp, query)
+    if not first:
+        return [], []
+    time.sleep(wait_s)
+    still = _orphans(lp, query)
+    orphans = {k: v for k, v in still.items() if k in first}
+    appenders = {
+        int(by)
+        for d in orphans.values()
+        if (by := d.get("spec", {}).get("nft_appended_by")) is not None
+    }
+    for by in sorted(appenders):
+        wf = lp.workflows.find_one({"nodes": by}, {"locked": 1})
+        if wf is None or wf.get("locked"):  # an update in progress, or itself unlisted
+            appenders.discard(by)
+            orphans = {
+                k: v for k, v in orphans.items() if v.get("spec", {}).get("nft_appended_by") != by
+            }
+    if not dry_run and orphans:
+        ids = sorted(orphans)
+        lp.launches.delete_many({"fw_id": {"$in": ids}})
+        lp.fireworks.delete_many({"fw_id": {"$in": ids}})
+        for by in sorted(appenders):
+            lp.rerun_fw(by)
+        logger.warning(
+            "Fireworks %s were in no workflow (an append cut off by a lost database): deleted; "
+            "Fireworks %s that appended them rerun",
+            ids,
+            sorted(appenders),
+        )
+    return sorted(orphans), sorted(appenders)
+
+
 def make_fworker(category: str | list[str] | None = None, name: str | None = None) -> FWorker:
     """An FWorker for ``category`` (None or "" takes Fireworks of any category)."""
     name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -225,6 +325,19 @@ def run_worker(
                 # it had checked out is re-queued by nft-fw recover; the next poll waits for
                 # the database like any other outage
                 lost = _connection_failure(err)
+                orphan = ORPHAN.search(str(err)) if isinstance(err, RuntimeError) else None
+                if lost is None and orphan is not None:
+                    # checked out a Firework no workflow lists (an append cut off by a
+                    # database outage): it cannot run; nft-fw recover deletes it and reruns
+                    # the Firework that appended it
+                    logger.warning(
+                        "worker %s: Firework %s is in no workflow (an append cut off by a "
+                        "lost database); run nft-fw recover to append it again",
+                        fworker.name,
+                        orphan.group(1),
+                    )
+                    ran = False
+                    continue
                 if lost is None:
                     raise
                 lost_in_launch = True

@@ -405,7 +405,10 @@ def _labelling(lp: Any, name: str) -> list[dict[str, Any]]:
 def cmd_recover(args: argparse.Namespace) -> int:
     """Re-queue runs whose worker died: RUNNING Fireworks of the campaign (or all) that have
     not pinged the database for ``--lost-after`` seconds, and Fireworks that fizzled because
-    the database connection was lost in FireWorks' own bookkeeping (not in their task)."""
+    the database connection was lost in FireWorks' own bookkeeping (not in their task); bring
+    up to date workflows whose update a lost connection cut off (locked, a completed run
+    whose Firework still shows RUNNING, children left WAITING on completed parents,
+    appended Fireworks the workflow never got)."""
     conn = _open(args, start_embedded=False)
     try:
         query = {"spec.campaign": args.name} if args.name else None
@@ -413,9 +416,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
             from nft_fw.launchpad import records
 
             records.get_campaign(conn.launchpad.db, args.name)
-        from nft_fw.launchpad.worker import fizzled_by_lost_database, release_stale_locks
+        from nft_fw.launchpad.worker import (
+            fizzled_by_lost_database,
+            refresh_stuck_waiting,
+            release_stale_locks,
+            repair_orphans,
+        )
 
         unlocked = release_stale_locks(conn.launchpad, query, dry_run=args.dry_run)
+        # before lost runs: an orphan a worker checked out looks like one, and FireWorks
+        # cannot rerun a Firework that no workflow lists
+        orphans, appenders = repair_orphans(conn.launchpad, query, dry_run=args.dry_run)
         lost_launches, lost_fws, inconsistent = conn.launchpad.detect_lostruns(
             expiration_secs=args.lost_after,
             rerun=not args.dry_run,
@@ -426,6 +437,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         cut_off = fizzled_by_lost_database(conn.launchpad, query)
         for fw_id in [] if args.dry_run else cut_off:
             conn.launchpad.rerun_fw(fw_id)
+        stuck = refresh_stuck_waiting(conn.launchpad, query, dry_run=args.dry_run)
     except KeyError as err:
         raise UsageError(err.args[0]) from err
     finally:
@@ -436,6 +448,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
         "inconsistent_fw_ids": sorted(inconsistent),
         "database_fizzled_fw_ids": cut_off,
         "unlocked_workflow_fw_ids": unlocked,
+        "stuck_waiting_fw_ids": stuck,
+        "orphaned_fw_ids": orphans,
+        "rerun_appender_fw_ids": appenders,
         "requeued": not args.dry_run,
     }
     if args.json:
@@ -450,6 +465,26 @@ def cmd_recover(args: argparse.Namespace) -> int:
             "workflows left locked by a lost connection, "
             f"{'found (dry run)' if args.dry_run else 'unlocked'}: Fireworks "
             f"{', '.join(map(str, unlocked))}"
+        )
+    if inconsistent and not args.json:
+        verb = "found (dry run)" if args.dry_run else "brought up to date"
+        console.print(
+            "runs that completed while their workflow was not updated, "
+            f"{verb}: Fireworks {', '.join(map(str, sorted(inconsistent)))}"
+        )
+    if orphans and not args.json:
+        verb = "found (dry run)" if args.dry_run else "deleted"
+        console.print(
+            f"Fireworks in no workflow (an append cut off by a lost connection), {verb}: "
+            f"{', '.join(map(str, orphans))}; "
+            f"{'to rerun' if args.dry_run else 'rerun'} to append them again: Fireworks "
+            f"{', '.join(map(str, appenders)) or 'none (no appender recorded)'}"
+        )
+    if stuck and not args.json:
+        verb = "found (dry run)" if args.dry_run else "made ready"
+        console.print(
+            "Fireworks left waiting on completed parents by a cut-off update, "
+            f"{verb}: {', '.join(map(str, stuck))}"
         )
     if cut_off and not args.json:
         verb = "found (dry run)" if args.dry_run else "re-queued"
@@ -649,7 +684,9 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
             for k, v in _fw_states(conn.launchpad, n).items():
                 fw[k] = fw.get(k, 0) + v
         active = sum(fw.get(s, 0) for s in ("READY", "RESERVED", "RUNNING", "WAITING"))
-        if all(s == "completed" for s in states):
+        # the report task marks the campaign completed just before its worker marks the
+        # Firework COMPLETED: stopping the workers then would leave that Firework RUNNING
+        if all(s == "completed" for s in states) and not fw.get("RUNNING"):
             return "completed"
         if not active and fw:
             return "stalled" if not fw.get("FIZZLED") else "failed"
@@ -1400,7 +1437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "recover",
         help="re-queue Fireworks whose worker died (no ping for --lost-after seconds) or that "
-        "fizzled on a lost database connection",
+        "fizzled on a lost database connection; finish workflow updates a lost connection "
+        "cut off",
     )
     p.add_argument("name", nargs="?", help="only this campaign's Fireworks (default: all)")
     p.add_argument(

@@ -282,12 +282,14 @@ in_trainer() { compose exec -T trainer "$@"; }
 run_campaign() {
     in_trainer nft-fw submit "/campaigns/$CAMPAIGN.yaml" > "$WORK/submit.log" 2>&1 \
         || { cat "$WORK/submit.log" >&2; die "nft-fw submit in the trainer container failed"; }
-    local deadline=$((SECONDS + CAMPAIGN_TIMEOUT_S)) state="" fizzled=0
+    local deadline=$((SECONDS + CAMPAIGN_TIMEOUT_S)) state="" fizzled=0 running=0
     while [ "$SECONDS" -lt "$deadline" ]; do
-        read -r state fizzled < <(in_trainer nft-fw status "$CAMPAIGN" --json 2> "$WORK/status.err" \
-            | python3 -c 'import json, sys; (c,) = json.load(sys.stdin); print(c["state"], len(c["fizzled"]))' \
-            2>> "$WORK/status.err" || echo unreadable 0)
-        [ "$state" = completed ] && return 0
+        # completed, and the report's Firework no longer RUNNING (its task marks the campaign
+        # completed a moment before its worker marks the Firework COMPLETED)
+        read -r state fizzled running < <(in_trainer nft-fw status "$CAMPAIGN" --json 2> "$WORK/status.err" \
+            | python3 -c 'import json, sys; (c,) = json.load(sys.stdin); print(c["state"], len(c["fizzled"]), c["fireworks"].get("RUNNING", 0))' \
+            2>> "$WORK/status.err" || echo unreadable 0 0)
+        [ "$state" = completed ] && [ "$running" = 0 ] && return 0
         if [ "$fizzled" != 0 ]; then
             in_trainer nft-fw status "$CAMPAIGN" >&2
             die "campaign $CAMPAIGN: $fizzled Fireworks fizzled (state $state)"

@@ -197,6 +197,16 @@ def test_rerun_trainers_add_no_record_and_no_firework_twice(
     assert reports == 1
 
 
+def _states(lp: Any, name: str) -> list[tuple[int, str, str, list[str]]]:
+    """Each Firework of the campaign: id, name, state, its launches' states."""
+    out = []
+    for d in lp.fireworks.find({"spec.campaign": name}, {"fw_id": 1, "name": 1, "state": 1,
+                                                          "launches": 1}):  # fmt: skip
+        runs = [x["state"] for x in lp.launches.find({"launch_id": {"$in": d["launches"]}})]
+        out.append((d["fw_id"], d["name"], d["state"], runs))
+    return sorted(out)
+
+
 def test_database_restart_mid_campaign_loses_nothing(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
@@ -244,7 +254,10 @@ def test_database_restart_mid_campaign_loses_nothing(
                 found["lost_fw_ids"]
                 or found["database_fizzled_fw_ids"]
                 or found["unlocked_workflow_fw_ids"]
-            ), "unfinished, yet nothing lost"
+                or found["inconsistent_fw_ids"]
+                or found["stuck_waiting_fw_ids"]
+                or found["orphaned_fw_ids"]
+            ), f"unfinished, yet nothing lost: {_states(lp, name)}"
             again_worker = _worker(conn, tmp_path / "w2", "--idle-timeout", "10", "--poll", "0.2")
             assert again_worker.wait(timeout=600) == 0, _tail(tmp_path / "w2")
             doc = lp.db[records.CAMPAIGNS].find_one({"_id": name})
@@ -490,3 +503,77 @@ def test_a_workflow_lock_left_by_a_lost_connection_is_released_and_a_live_one_is
     assert lp.workflows.find_one({"nodes": one})["metadata"]["campaign"] == stale
     assert not lp.workflows.find_one({"nodes": ids[stale]}).get("locked")
     assert release_stale_locks(lp, {"spec.campaign": stale}, wait_s=1) == []
+
+
+def test_fireworks_left_waiting_on_completed_parents_are_made_ready_by_recover(
+    connection: Any, tmp_path: Path
+) -> None:
+    """A workflow update cut off by a lost connection can leave a Firework COMPLETED and its
+    children WAITING; nft-fw recover refreshes that workflow (children become READY, nothing
+    runs again) and leaves children of unfinished parents alone."""
+    lp = connection.launchpad
+    cut, whole = f"cut-{uuid.uuid4().hex[:6]}", f"whole-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(cut, {"name": "emt"}))
+    (root,) = [d["fw_id"] for d in lp.fireworks.find({"spec.campaign": cut, "state": "READY"})]
+    worker = _worker(connection, tmp_path / "w", "--max", "1", "--poll", "0.2")
+    assert worker.wait(timeout=300) == 0, _tail(tmp_path / "w")
+    assert lp.get_fw_by_id(root).state == "COMPLETED"
+    below = [int(c) for c in lp.get_wf_by_fw_id(root).links[root]]
+    # the root's label Fireworks are READY; the trainer below them waits on them, rightly
+    children = sorted(c for c in below if lp.get_fw_by_id(c).state == "READY")
+    assert children and any(lp.get_fw_by_id(c).state == "WAITING" for c in below)
+    # the fault: the root's completion was written, the update of its children was not
+    lp.fireworks.update_many({"fw_id": {"$in": children}}, {"$set": {"state": "WAITING"}})
+    _submit(connection, tiny(whole, {"name": "emt"}))
+    dry = _cli(connection, "recover", cut, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["stuck_waiting_fw_ids"] == children
+    assert all(lp.get_fw_by_id(c).state == "WAITING" for c in children)
+    out = _cli(connection, "recover", cut, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["stuck_waiting_fw_ids"] == children
+    assert all(lp.get_fw_by_id(c).state == "READY" for c in children)
+    assert len(lp.get_fw_by_id(root).launches) == 1
+    untouched = _cli(connection, "recover", whole, "--json")
+    assert json.loads(untouched.stdout)["stuck_waiting_fw_ids"] == []
+    assert {d["state"] for d in lp.fireworks.find({"spec.campaign": whole})} == {
+        "READY", "WAITING"}  # fmt: skip
+
+
+def test_appended_fireworks_the_workflow_never_got_are_appended_again_by_recover(
+    connection: Any, tmp_path: Path
+) -> None:
+    """FireWorks writes appended Fireworks before the workflow document; an outage between
+    the two leaves Fireworks no workflow lists (a worker that checks one out fails in its
+    refresh). nft-fw recover deletes them and reruns the Firework that appended them; the
+    campaign then finishes with every label once."""
+    from nft_fw.launchpad import records
+
+    lp = connection.launchpad
+    name = f"orphan-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(name, {"name": "emt"}))
+    (root,) = [d["fw_id"] for d in lp.fireworks.find({"spec.campaign": name, "state": "READY"})]
+    before = lp.workflows.find_one({"nodes": root})
+    worker = _worker(connection, tmp_path / "w0", "--max", "1", "--poll", "0.2")
+    assert worker.wait(timeout=300) == 0, _tail(tmp_path / "w0")
+    appended = sorted(
+        d["fw_id"] for d in lp.fireworks.find({"spec.nft_appended_by": root}, {"fw_id": 1})
+    )
+    assert appended
+    # the fault: the workflow document as it was before the append reached it
+    lp.workflows.replace_one({"_id": before["_id"]}, before)
+    dry = _cli(connection, "recover", name, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    found = json.loads(dry.stdout)
+    assert found["orphaned_fw_ids"] == appended and found["rerun_appender_fw_ids"] == [root]
+    assert lp.fireworks.count_documents({"fw_id": {"$in": appended}}) == len(appended)
+    out = _cli(connection, "recover", name, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["orphaned_fw_ids"] == appended
+    assert lp.fireworks.count_documents({"fw_id": {"$in": appended}}) == 0
+    worker = _worker(connection, tmp_path / "w1", "--idle-timeout", "10", "--poll", "0.2")
+    assert worker.wait(timeout=600) == 0, _tail(tmp_path / "w1")
+    assert records.get_campaign(lp.db, name)["state"] == "completed", _states(lp, name)
+    assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
+    labels = _labels_are_distinct_and_complete(lp.db, name)
+    assert sum(1 for d in labels if d["kind"] == "chunk") == 3
