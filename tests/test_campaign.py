@@ -370,3 +370,16 @@ def test_campaign_stored_by_0_2_keeps_its_max_delta_rule() -> None:
     old = stored_spec({"spec": data})
     assert old.nft.progress_measure == "max_delta" and old.nft.min_gain == 0.0
     assert old.nft.threshold_on == "delta"
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "nft_fw" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_shipped_example_validates(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nft_fw.cli import main
+
+    assert main(["validate", str(path)]) == 0
+    name = yaml.safe_load(path.read_text())["name"]
+    out = capsys.readouterr().out
+    assert out.startswith(f"{name}: valid"), out
