@@ -15,7 +15,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy nft_fw
+	$(VENV)/bin/mypy nft_fw launchpad firetasks workflows
 
 test: lint
 	$(VENV)/bin/pytest

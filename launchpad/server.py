@@ -153,7 +153,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def ping(host: str, port: int, timeout_s: float = 2.0, **client_kwargs: object) -> bool:
+def ping(host: str, port: int, timeout_s: float = 2.0, **client_kwargs: Any) -> bool:
     """True if a MongoDB-wire server answers ``ping`` at host:port."""
     client: pymongo.MongoClient = pymongo.MongoClient(
         host,
