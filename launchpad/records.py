@@ -183,13 +183,20 @@ def create_campaign(db: Database, name: str, spec: dict[str, Any], **fields: Any
         ) from err
 
 
+def where(db: Database) -> str:
+    """The database's name and the server(s) it is on, for messages."""
+    nodes = ",".join(f"{h}:{p}" for h, p in sorted(db.client.nodes)) or "?"
+    return f"{db.name!r} at {nodes}"
+
+
 def get_campaign(db: Database, name: str) -> dict[str, Any]:
     doc = db[CAMPAIGNS].find_one({"_id": name})
     if doc is None:
         known = [d["_id"] for d in db[CAMPAIGNS].find({}, {"_id": 1}).limit(20)]
         raise KeyError(
-            f"no campaign named {name!r} in this database (campaigns: {known or 'none'}); "
-            "check the name and the connection options (--uri/--launchpad/--data-dir)"
+            f"no campaign named {name!r} in database {where(db)} (campaigns: "
+            f"{known or 'none'}); check the name and the connection options "
+            "(--uri/--launchpad/--data-dir, --db-name)"
         )
     return doc
 

@@ -1289,6 +1289,66 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+# Shown under each command's --help (tests parse every line with this parser).
+EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "db start": [
+        ("nft-fw db start", "embedded server in ~/.nft-fw, this machine only"),
+        ("nft-fw db start --data-dir /scratch/nft --host 0.0.0.0 --auth --tls",
+         "for workers on other machines: login ($NFT_FW_DB_PASSWORD or asked) and TLS"),
+    ],
+    "db stop": [("nft-fw db stop", "stop the server of ~/.nft-fw")],
+    "db status": [("nft-fw db status --json", "running? answering? where?")],
+    "worker": [
+        ("nft-fw worker", "run anything ready on the default database, keep polling"),
+        ("nft-fw worker --category dft --idle-timeout 600",
+         "only DFT labels; stop after 10 idle minutes"),
+        ("nft-fw worker --launchpad my_launchpad.yaml --work-dir /scratch/w1",
+         "a worker on another machine"),
+    ],
+    "validate": [("nft-fw validate nft_fw/examples/pt260-emt.yaml", "check, write nothing")],
+    "submit": [
+        ("nft-fw submit nft_fw/examples/pt260-emt.yaml", "add it to the default database"),
+        ("nft-fw submit campaign.yaml --launchpad my_launchpad.yaml", "to a shared MongoDB"),
+    ],
+    "run": [
+        ("nft-fw run nft_fw/examples/pt260-emt.yaml --workers 2",
+         "submit and run to the end with two local workers"),
+    ],
+    "recover": [
+        ("nft-fw recover --dry-run", "list what would be re-queued or repaired"),
+        ("nft-fw recover pt260-emt --lost-after 600",
+         "re-queue its runs silent for 10 minutes"),
+    ],
+    "status": [
+        ("nft-fw status", "every campaign"),
+        ("nft-fw status pt260-emt --json", "one campaign, machine-readable"),
+    ],
+    "history": [
+        ("nft-fw history pt260-emt", "NFT iterations: δ, chunks, errors, calibration"),
+        ("nft-fw history pt260-relax --phase all", "with relaxation rounds and transfers"),
+    ],
+    "labels": [("nft-fw labels pt260-emt", "every parent single point and its cost")],
+    "export": [("nft-fw export pt260-emt -o model/", "the kept model, for EnsembleCalculator")],
+    "report": [("nft-fw report pt260-emt -o report/", "figures and summary")],
+    "nearsightedness": [
+        ("nft-fw nearsightedness nft_fw/examples/pt260-emt.yaml --radii 4,6,8,10 "
+         "--n-centres 4", "how far the parent's force reaches, in this process"),
+    ],
+    "demo": [
+        ("nft-fw demo", "the Pt260/EMT campaign with two local workers"),
+        ("nft-fw demo --data-dir /tmp/nft-demo --workers 1", "elsewhere, one worker"),
+    ],
+}  # fmt: skip
+
+
+def _examples(command: str) -> dict[str, Any]:
+    lines = EXAMPLES.get(command)
+    if not lines:
+        return {}
+    text = "\n".join(f"  # {why}\n  {cmd}" for cmd, why in lines)
+    return {"epilog": "examples:\n" + text, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -1301,7 +1361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parser = sub.add_parser
 
     def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return _add_parser(name, parents=[common], **kwargs)
+        return _add_parser(name, parents=[common], **_examples(name), **kwargs)
 
     sub.add_parser = add  # type: ignore[method-assign]
 
@@ -1310,7 +1370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_parser = db_sub.add_parser
 
     def add_db(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return _add_db_parser(name, parents=[common], **kwargs)
+        return _add_db_parser(name, parents=[common], **_examples(f"db {name}"), **kwargs)
 
     db_sub.add_parser = add_db  # type: ignore[method-assign]
     p = db_sub.add_parser("start", help="start the embedded server (or report the running one)")

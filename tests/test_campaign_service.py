@@ -270,6 +270,9 @@ def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: 
     assert after == before
     out = _cli(conn, "history", "no-such-campaign")
     assert out.returncode == 2 and "no campaign named 'no-such-campaign'" in out.stderr
+    # the message names the database and server it looked in (rich may wrap the line)
+    said = " ".join(out.stderr.split())
+    assert f"in database '{conn.db_name}' at 127.0.0.1:" in said, said
 
 
 def test_submit_to_a_brand_new_database(db_server: Any) -> None:

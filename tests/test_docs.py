@@ -41,3 +41,36 @@ def test_readme_documents_every_nearsightedness_campaign_field() -> None:
     assert len(fields) >= 12
     missing = [f for f in fields if f"| `{f}` |" not in section]
     assert not missing, f"README's nearsightedness campaign table lacks {missing}"
+
+
+def _commands(parser: typing.Any, prefix: tuple[str, ...] = ()) -> dict[str, typing.Any]:
+    """Every leaf command of the CLI ('worker', 'db start', …) and its parser."""
+    import argparse
+
+    out: dict[str, typing.Any] = {}
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {" ".join(prefix): parser}
+    for name, child in subs[0].choices.items():
+        out.update(_commands(child, (*prefix, name)))
+    return out
+
+
+def test_every_command_help_shows_examples_that_parse() -> None:
+    import shlex
+
+    from nft_fw.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    commands = _commands(parser)
+    assert {"worker", "db start", "recover", "demo"} <= set(commands)
+    assert set(EXAMPLES) == set(commands), "a command without examples, or examples of none"
+    for name, sub in commands.items():
+        help_text = sub.format_help()
+        assert "examples:" in help_text, name
+        for cmd, why in EXAMPLES[name]:
+            assert cmd in help_text and why in help_text
+            argv = shlex.split(cmd)
+            assert argv[0] == "nft-fw" and argv[1 : 1 + len(name.split())] == name.split()
+            args = parser.parse_args(argv[1:])  # exits (SystemExit) on a bad example
+            assert args.func is not None
