@@ -34,16 +34,16 @@ PY="$VENV/bin/python"
 if ! "$PY" -c "import gpaw, sys; sys.exit(gpaw.__version__ != '$GPAW_VERSION')" 2>/dev/null; then
     log "building gpaw $GPAW_VERSION (CC=g++, scripts/siteconfig.py)"
     # Build isolation supplies numpy and pybind11 to GPAW's build; the
-    # numpy pin keeps the runtime numpy the one pyproject.toml tests.
+    # constraints keep the runtime numpy the tested one.
     CC=g++ GPAW_CONFIG="$PWD/scripts/siteconfig.py" \
-        "$PY" -m pip install -q --no-cache-dir "gpaw==$GPAW_VERSION" "numpy==2.4.6"
+        "$PY" -m pip install -q --no-cache-dir -c constraints.txt "gpaw==$GPAW_VERSION" numpy
 fi
 
 stamp="$VENV/.nft-fw-deps"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "pip install -e .[dev]"
-    "$PY" -m pip install -q -e ".[dev]"
+    log "pip install -e .[dev] -c constraints.txt (the tested set)"
+    "$PY" -m pip install -q -e ".[dev]" -c constraints.txt
     "$PY" -m pip check
     echo "$want" > "$stamp"
 fi

@@ -74,3 +74,29 @@ def test_every_command_help_shows_examples_that_parse() -> None:
             assert argv[0] == "nft-fw" and argv[1 : 1 + len(name.split())] == name.split()
             args = parser.parse_args(argv[1:])  # exits (SystemExit) on a bad example
             assert args.func is not None
+
+
+def test_the_tested_constraints_satisfy_the_declared_ranges() -> None:
+    """constraints.txt (what make setup installs) pins every dependency pyproject.toml
+    declares, each within its declared range, and pins nothing twice."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = README.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pins: dict[str, str] = {}
+    for line in (root / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            assert canonicalize_name(name) not in pins, name
+            pins[canonicalize_name(name)] = version
+    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    assert len(declared) > 15
+    for text in declared:
+        req = Requirement(text)
+        version = pins.get(canonicalize_name(req.name))
+        assert version is not None, f"constraints.txt does not pin {req.name}"
+        assert req.specifier.contains(version, prereleases=True), (text, version)
