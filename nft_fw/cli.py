@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -1283,7 +1284,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     table.add_row("rank correlation residual/δ", f"{figures['rank_correlation']:.2f}", "")
     table.add_row("model", str(model_dir), "")
     console.print(table)
+    console.print(
+        f"report: {_shown(base / 'report')}/ (history.png, parity.png, history.md, summary.json)"
+    )
+    console.print("next, to look at the demo's campaign (its own database, not the default):")
+    for cmd, why in demo_next_steps(base / "db", "nft_fw_demo", prepared.spec.name):
+        console.print(f"  [dim]# {why}[/dim]\n  {cmd}", highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def demo_next_steps(data_dir: Path, db_name: str, name: str) -> list[tuple[str, str]]:
+    """Commands that inspect a campaign in the embedded database of ``data_dir`` (each starts
+    the server for itself, except lpad, which needs it started)."""
+    where = f"--data-dir {shlex.quote(_shown(data_dir))} --db-name {db_name}"
+    lp_file = shlex.quote(_shown(data_dir / "my_launchpad.yaml"))
+    return [
+        (f"nft-fw status {name} {where}", "state, stop reason, Fireworks"),
+        (
+            f"nft-fw history {name} {where}",
+            "each iteration: δ, chunks, true and out-of-sample errors",
+        ),
+        (f"nft-fw labels {name} {where}", "every EMT single point and its cost"),
+        (f"nft-fw report {name} -o {name}-report {where}", "the figures again, elsewhere"),
+        (f"nft-fw export {name} -o {name}-model {where}", "the kept model for ASE"),
+        (f"nft-fw db start {where}", "keep the server up for FireWorks' own lpad"),
+        (f"lpad -l {lp_file} get_wflows -d more", "the campaign's workflow, as FireWorks sees it"),
+        (f"nft-fw db stop --data-dir {shlex.quote(_shown(data_dir))}", "stop it again"),
+    ]
 
 
 # ---------------------------------------------------------------- parser

@@ -239,6 +239,34 @@ def test_rerun_label_firework_reruns_what_follows_once_and_label_worker_skips_tr
     assert records.get_campaign(db, "p79")["state"] == "completed"
 
 
+def test_the_next_steps_the_demo_prints_work_as_printed(finished: Any, tmp_path: Path) -> None:
+    """Each command the demo prints after its campaign, run from the working directory it
+    prints them for (except 'db stop', which would stop the tests' shared server)."""
+    import os
+    import shlex
+
+    from nft_fw.cli import demo_next_steps
+
+    conn, _, _, _ = finished
+    data_dir = Path(conn.server.data_dir)
+    steps = demo_next_steps(data_dir, conn.db_name, "p79")
+    commands = [c for c, _ in steps]
+    assert commands[-1].startswith("nft-fw db stop")
+    bin_dir = Path(sys.executable).parent
+    for cmd in commands[:-1]:
+        argv = shlex.split(cmd)
+        exe = [sys.executable, "-m", "nft_fw"] if argv[0] == "nft-fw" else [str(bin_dir / argv[0])]
+        out = subprocess.run(
+            [*exe, *argv[1:]], capture_output=True, text=True, timeout=300, check=False,
+            cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        assert out.returncode == 0, (cmd, out.stdout[-2000:], out.stderr[-2000:])
+        if "history" in argv or "status" in argv or "get_wflows" in argv:
+            assert "p79" in out.stdout, (cmd, out.stdout[-2000:])
+    assert (tmp_path / "p79-report" / "history.png").is_file()
+    assert (tmp_path / "p79-model").is_dir()
+
+
 def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: Path) -> None:
     import yaml
 
