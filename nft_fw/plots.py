@@ -200,7 +200,7 @@ def plot_history(history: History, path: str | Path, best_iteration: int | None 
             ms=16,
             color="gold",
             markeredgecolor="black",
-            label=f"best (iteration {best})",
+            label=f"kept model (iteration {best})",
             zorder=5,
         )
 
