@@ -10,6 +10,37 @@ from pathlib import Path
 import pytest
 
 
+# make check runs the tier that needs neither the database server nor GPAW
+# (-m "not integration and not gpaw"); in it, a test that starts the server or a GPAW
+# calculation anyway fails, naming the marker it lacks, so the tiers stay honest.
+FAST_TIER = os.environ.get("NFT_FW_TEST_TIER") == "fast"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "db_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not FAST_TIER:
+        return
+
+    def refuse(what: str, marker: str) -> object:
+        def call(*args: object, **kwargs: object) -> None:
+            raise RuntimeError(f"this test {what}: mark it {marker} (make test runs it)")
+
+        return call
+
+    from nft_fw.launchpad import server
+
+    monkeypatch.setattr(server, "start", refuse("starts the database server", "integration"))
+    import gpaw
+
+    monkeypatch.setattr(gpaw, "GPAW", refuse("runs GPAW", "gpaw"))
+
+
 @pytest.fixture(scope="session")
 def db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real MongoDB-wire server on a free loopback port with a temporary data directory."""
