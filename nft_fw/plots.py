@@ -429,7 +429,7 @@ def history_markdown(history: History, stop_reason: str | None = None) -> str:
     lines.append("|" + "|".join("---:" for _ in HISTORY_COLUMNS) + "|")
     lines.extend("| " + " | ".join(row) + " |" for row in history_table(history))
     lines.append("")
-    lines.append(f"Best iteration: {_best_iteration(history)}")
+    lines.append(f"Kept iteration: {_best_iteration(history)}")
     if stop_reason:
         lines.append(f"Stop reason: {stop_reason}")
     return "\n".join(lines) + "\n"

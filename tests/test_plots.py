@@ -174,7 +174,7 @@ def test_write_report_with_forces(tmp_path: Path, forces) -> None:
     assert markdown.startswith("# NFT campaign pt-test")
     assert "| " + " | ".join(plots.HISTORY_COLUMNS) + " |" in markdown
     assert "| 2 | 52 | 26 | 0.080 | 0.030 | 0.050 | 0.250 | 0.200 | 0.500 | 90% |" in markdown
-    assert "Best iteration: 2" in markdown
+    assert "Kept iteration: 2" in markdown
     assert "Stop reason: threshold" in markdown
 
 

@@ -1,0 +1,122 @@
+"""Score a DFT campaign on one whole-particle label: each NFT iteration's ensemble mean on
+the target against the parent's forces on the whole target, taken from the ``full: true``
+label of a nearsightedness campaign of the same target and parent (so the campaign itself
+runs, as a DFT user's would, without the whole particle).
+
+    .venv/bin/python bench/gpaw_campaign.py --data-dir DIR \
+        [--campaign pt140-gpaw] [--reference pt140-nearsightedness-gpaw]
+
+Prints per iteration: chunks, max/mean δ, the out-of-sample MAE of the iteration's new
+chunks (the previous model on their centres, before training on them), and the true-force
+MAE / max error / fraction of atoms within δ; the iteration the campaign kept and why it
+stopped; the labels' cost by kind (count, wall, SCF iterations, memory); the campaign's
+wall time (first launch start to last launch end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bson import ObjectId
+
+from nft_fw.launchpad import nearsightedness, records
+from nft_fw.launchpad.connection import embedded
+
+
+def _reference(db: Any, name: str, reference: str) -> tuple[np.ndarray, dict[str, Any]]:
+    target = records.get_structure(db, ObjectId(records.get_campaign(db, name)["target_file"]))
+    ref_doc = records.get_campaign(db, reference)
+    ref_target = nearsightedness._target(db, ref_doc["target_file"])
+    if ref_target.get_chemical_symbols() != target.get_chemical_symbols() or not np.allclose(
+        ref_target.positions, target.positions, atol=1e-8
+    ):
+        raise SystemExit(f"{reference}'s target is not {name}'s: no common reference")
+    # k-points apply to periodic cells only (the whole particle is computed at Γ either way)
+    params = [
+        {k: v for k, v in records.get_campaign(db, n)["spec"]["parent"]["params"].items()
+         if k != "kpts"}
+        for n in (name, reference)
+    ]  # fmt: skip
+    if params[0] != params[1]:
+        raise SystemExit(f"{reference}'s parent settings differ from {name}'s: {params}")
+    (full,) = [d for d in nearsightedness.labels(db, reference) if d["kind"] == "full"]
+    return records.get_array(db, ObjectId(full["forces_file"])), full
+
+
+def _wall(db: Any, name: str) -> float:
+    fw_ids = [d["fw_id"] for d in db.fireworks.find({"spec.campaign": name}, {"fw_id": 1})]
+    starts, ends = [], []
+    for launch in db.launches.find({"fw_id": {"$in": fw_ids}}, {"time_start": 1, "time_end": 1}):
+        if launch.get("time_start"):
+            starts.append(dt.datetime.fromisoformat(str(launch["time_start"])))
+        if launch.get("time_end"):
+            ends.append(dt.datetime.fromisoformat(str(launch["time_end"])))
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="embedded server data directory")
+    parser.add_argument("--db-name", default="nft_fw")
+    parser.add_argument("--campaign", default="pt140-gpaw")
+    parser.add_argument("--reference", default="pt140-nearsightedness-gpaw")
+    args = parser.parse_args()
+    conn = embedded(Path(args.data_dir), db_name=args.db_name, start=False)
+    db = conn.launchpad.db
+    try:
+        true, full = _reference(db, args.campaign, args.reference)
+        history = records.iterations(db, args.campaign)
+        doc = records.get_campaign(db, args.campaign)
+        print(
+            f"reference: whole target ({full['n_atoms']} atoms) labelled by {args.reference}: "
+            f"{full['seconds']:.0f} s, {full['scf_iterations']} SCF iterations, "
+            f"ru_maxrss {full['peak_rss_MiB'] / 1024:.1f} GB"
+        )
+        print(
+            "| iteration | chunks | max δ | mean δ | new chunks' MAE before training | "
+            "true MAE | true max | within δ |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for rec in history:
+            predicted = records.get_array(db, ObjectId(rec["forces_file"]))
+            delta = records.get_array(db, ObjectId(rec["delta_file"]))
+            err = np.linalg.norm(predicted - true, axis=1)
+            oos = f"{rec['oos_mae']:.3f} (n={rec['oos_n']})" if "oos_mae" in rec else "—"
+            print(
+                f"| {rec['iteration']} | {rec['n_chunks']} | {rec['structure_uncertainty']:.3f} "
+                f"| {rec['mean_uncertainty']:.3f} | {oos} | {err.mean():.3f} | {err.max():.3f} "
+                f"| {np.mean(err <= delta):.0%} |"
+            )
+        kept = history[-1]["best_iteration"] if history else None
+        print(
+            f"state {doc.get('state')}; stop {doc.get('stop_reason')} ({doc.get('stop_detail')}); "
+            f"kept iteration {kept}"
+        )
+        print("| labels | count | wall total (s) | wall median (s) | atoms | SCF median | "
+              "ru_maxrss max (GB) |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        labels = records.labels(db, args.campaign)
+        for kind in ("image", "chunk"):
+            docs = [d for d in labels if d["kind"] == kind]
+            if not docs:
+                continue
+            secs = np.array([d["seconds"] for d in docs])
+            atoms = [int(d["n_atoms"]) if "n_atoms" in d else len(d["numbers"]) for d in docs]
+            print(
+                f"| {kind} | {len(docs)} | {secs.sum():.0f} | {np.median(secs):.0f} | "
+                f"{min(atoms)}–{max(atoms)} | "
+                f"{np.median([d['scf_iterations'] for d in docs]):.0f} | "
+                f"{max(d['peak_rss_MiB'] for d in docs) / 1024:.1f} |"
+            )
+        failed = records.failures(db, args.campaign)
+        print(f"failed labels: {len(failed)}; campaign wall {_wall(db, args.campaign):.0f} s")
+    finally:
+        conn.close(stop_server=False)
+
+
+if __name__ == "__main__":
+    main()
