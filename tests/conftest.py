@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-
 # make check runs the tier that needs neither the database server nor GPAW
 # (-m "not integration and not gpaw"); in it, a test that starts the server or a GPAW
 # calculation anyway fails, naming the marker it lacks, so the tiers stay honest.

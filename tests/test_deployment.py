@@ -20,7 +20,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tomllib
 import types
 import uuid
 import warnings
