@@ -602,8 +602,9 @@ class CampaignSpec(_Spec):
                     errors.append(
                         (
                             f"transfer.{k}.builder",
-                            f"has {', '.join(unseen)}, which the target lacks: the model has "
-                            "no network for it; transfer only to the target's elements",
+                            f"has {', '.join(unseen)}, which the target (target.builder: "
+                            f"{', '.join(sorted(trained))}) lacks: the model has no network for "
+                            "it; transfer only to the target's elements, or change the target",
                         )
                     )
         radius, reach = self.nft.chunk_radius, 2.0 * self.model.cutoff
@@ -827,6 +828,11 @@ def prepare(spec: CampaignSpec) -> Prepared:
         raise CampaignError(err.field, err.message) from err
 
 
+def _target_field(target: Any) -> str:
+    """The campaign-file field a target is given by (builder or file)."""
+    return "target.builder" if getattr(target, "builder", None) is not None else "target.file"
+
+
 def _prepare(spec: CampaignSpec) -> Prepared:
     parent = get_parent(spec.parent.name, spec.parent.params, field="parent")
     target = build_target(spec.target, parent, "target", spec.name)
@@ -838,8 +844,9 @@ def _prepare(spec: CampaignSpec) -> Prepared:
         if unseen:
             raise CampaignError(
                 f"transfer.{k}",
-                f"has {', '.join(unseen)}, which the target lacks: the model has no network "
-                "for it; transfer only to the target's elements",
+                f"has {', '.join(unseen)}, which the target ({_target_field(spec.target)}: "
+                f"{', '.join(sorted(elements))}) lacks: the model has no network for it; "
+                "transfer only to the target's elements, or change the target",
             )
         transfers.append((t.name or f"transfer-{k}", atoms))
 

@@ -193,3 +193,14 @@ def test_chunk_radius_below_twice_the_cutoff_exits_2_and_writes_nothing(
     err = " ".join(err.split())
     assert "nft.chunk_radius" in err and "below 2·model.cutoff" in err
     assert not written
+
+
+def test_a_target_element_the_transfer_targets_lack_names_both_fields() -> None:
+    """Found by the property test above: a target whose element changed refuses the transfer
+    targets (no network for their element), naming the target's field as well."""
+    spec = copy.deepcopy(BASE)
+    assert spec.get("transfer"), "BASE carries transfer targets"
+    spec["target"]["builder"]["element"] = "N"
+    err = _outcome(spec)
+    assert err is not None
+    assert "transfer.0.builder" in str(err) and "target.builder: N" in str(err)

@@ -161,7 +161,7 @@ def test_relax_and_transfer_fields_are_validated():
     with pytest.raises(CampaignError) as err:
         load_campaign(bad)
     text = str(err.value)
-    assert "transfer.0.builder: has Cu, which the target lacks" in text
+    assert "transfer.0.builder: has Cu, which the target (target.builder: Pt) lacks" in text
     assert "transfer.1.name: 'x' is already the name of transfer.0" in text
     assert "transfer.1.builder.shells: is not a parameter of kind 'cuboctahedron'" in text
     good = tiny_campaign(
