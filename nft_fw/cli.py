@@ -461,38 +461,24 @@ def cmd_recover(args: argparse.Namespace) -> int:
         console.print(f"lost runs {verb}: Fireworks {', '.join(map(str, sorted(lost_fws)))}")
     else:
         console.print(f"no run silent for more than {args.lost_after:g} s")
-    if unlocked and not args.json:
-        console.print(
-            "workflows left locked by a lost connection, "
-            f"{'found (dry run)' if args.dry_run else 'unlocked'}: Fireworks "
-            f"{', '.join(map(str, unlocked))}"
-        )
-    if inconsistent and not args.json:
-        verb = "found (dry run)" if args.dry_run else "brought up to date"
-        console.print(
-            "runs that completed while their workflow was not updated, "
-            f"{verb}: Fireworks {', '.join(map(str, sorted(inconsistent)))}"
-        )
+
+    def say(ids: Sequence[int], what: str, done: str, prefix: str = "Fireworks ") -> None:
+        if ids and not args.json:
+            verb = "found (dry run)" if args.dry_run else done
+            console.print(f"{what}, {verb}: {prefix}{', '.join(map(str, ids))}")
+
+    say(unlocked, "workflows left locked by a lost connection", "unlocked")
+    say(sorted(inconsistent), "runs that completed while their workflow was not updated",
+        "brought up to date")  # fmt: skip
     if orphans and not args.json:
-        verb = "found (dry run)" if args.dry_run else "deleted"
-        console.print(
-            f"Fireworks in no workflow (an append cut off by a lost connection), {verb}: "
-            f"{', '.join(map(str, orphans))}; "
-            f"{'to rerun' if args.dry_run else 'rerun'} to append them again: Fireworks "
-            f"{', '.join(map(str, appenders)) or 'none (no appender recorded)'}"
-        )
-    if stuck and not args.json:
-        verb = "found (dry run)" if args.dry_run else "made ready"
-        console.print(
-            "Fireworks left waiting on completed parents by a cut-off update, "
-            f"{verb}: {', '.join(map(str, stuck))}"
-        )
-    if cut_off and not args.json:
-        verb = "found (dry run)" if args.dry_run else "re-queued"
-        console.print(
-            f"fizzled on a lost database connection, {verb}: Fireworks "
-            f"{', '.join(map(str, cut_off))}"
-        )
+        again = "to rerun" if args.dry_run else "rerun"
+        rerun = ", ".join(map(str, appenders)) or "none (no appender recorded)"
+        say(orphans, "Fireworks in no workflow (an append cut off by a lost connection)",
+            "deleted", prefix="")  # fmt: skip
+        console.print(f"{again} to append them again: Fireworks {rerun}")
+    say(stuck, "Fireworks left waiting on completed parents by a cut-off update", "made ready",
+        prefix="")  # fmt: skip
+    say(cut_off, "fizzled on a lost database connection", "re-queued")
     return EXIT_OK
 
 
