@@ -269,17 +269,21 @@ def test_database_restart_mid_campaign_loses_nothing(
         assert [r["iteration"] for r in history] == [0, 1, 2]
         assert history[-1]["n_chunks"] == chunks  # every label trained on, none twice
         # 3 chunks per round; a label Firework cut off by the outage fizzles and the trainer
-        # goes on without it, so the next round may pick the same centre: when recover reruns
-        # the cut-off Firework it finds that chunk labelled already (same hash), not twice
-        computed: dict[int, bool] = {}
-        for fw in lp.fireworks.find({"spec.campaign": name, "spec.nft_role": "label"}):
-            ids = fw["launches"] + fw.get("archived_launches", [])
-            runs = lp.launches.find({"launch_id": {"$in": ids}, "state": "COMPLETED"})
-            computed[fw["fw_id"]] = any(
-                ((r.get("action") or {}).get("stored_data") or {}).get("new") for r in runs
-            )
-        found_existing = sum(1 for done in computed.values() if not done)
-        assert chunks == 6 - found_existing, (chunks, found_existing, _states(lp, name))
+        # goes on without it, so the next round may pick the same centre: the chunk labels are
+        # exactly the distinct chunks the label Fireworks asked for (same centre, same hash:
+        # one label), each stored by one of those Fireworks
+        label_fws = list(lp.fireworks.find({"spec.campaign": name, "spec.nft_role": "label"}))
+        asked = {
+            (item["source"], item.get("frame", 0), item["centre"], item["radius"])
+            for fw in label_fws
+            for task in fw["spec"]["_tasks"]
+            for item in task.get("items", [])
+            if item["kind"] == "chunk"
+        }
+        assert 6 - 3 <= len(asked) <= 6
+        assert chunks == len(asked), (chunks, sorted(asked), _states(lp, name))
+        fw_ids = {fw["fw_id"] for fw in label_fws}
+        assert all(d["fw_id"] in fw_ids for d in labels if d["kind"] == "chunk")
     finally:
         conn.close(stop_server=False)
         server.stop(data)
