@@ -27,24 +27,26 @@ from nft_fw.launchpad import nearsightedness, records
 from nft_fw.launchpad.connection import embedded
 
 
-def _reference(db: Any, name: str, reference: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _reference(
+    db: Any, ref_db: Any, name: str, reference: str
+) -> tuple[np.ndarray, dict[str, Any]]:
     target = records.get_structure(db, ObjectId(records.get_campaign(db, name)["target_file"]))
-    ref_doc = records.get_campaign(db, reference)
-    ref_target = nearsightedness._target(db, ref_doc["target_file"])
+    ref_doc = records.get_campaign(ref_db, reference)
+    ref_target = nearsightedness._target(ref_db, ref_doc["target_file"])
     if ref_target.get_chemical_symbols() != target.get_chemical_symbols() or not np.allclose(
         ref_target.positions, target.positions, atol=1e-8
     ):
         raise SystemExit(f"{reference}'s target is not {name}'s: no common reference")
     # k-points apply to periodic cells only (the whole particle is computed at Γ either way)
     params = [
-        {k: v for k, v in records.get_campaign(db, n)["spec"]["parent"]["params"].items()
+        {k: v for k, v in records.get_campaign(d, n)["spec"]["parent"]["params"].items()
          if k != "kpts"}
-        for n in (name, reference)
+        for d, n in ((db, name), (ref_db, reference))
     ]  # fmt: skip
     if params[0] != params[1]:
         raise SystemExit(f"{reference}'s parent settings differ from {name}'s: {params}")
-    (full,) = [d for d in nearsightedness.labels(db, reference) if d["kind"] == "full"]
-    return records.get_array(db, ObjectId(full["forces_file"])), full
+    (full,) = [d for d in nearsightedness.labels(ref_db, reference) if d["kind"] == "full"]
+    return records.get_array(ref_db, ObjectId(full["forces_file"])), full
 
 
 def _wall(db: Any, name: str) -> float:
@@ -64,11 +66,16 @@ def main() -> None:
     parser.add_argument("--db-name", default="nft_fw")
     parser.add_argument("--campaign", default="pt140-gpaw")
     parser.add_argument("--reference", default="pt140-nearsightedness-gpaw")
+    parser.add_argument(
+        "--reference-db-name",
+        help="database of the reference campaign on the same server (default: --db-name)",
+    )
     args = parser.parse_args()
     conn = embedded(Path(args.data_dir), db_name=args.db_name, start=False)
     db = conn.launchpad.db
+    ref_db = conn.launchpad.connection[args.reference_db_name] if args.reference_db_name else db
     try:
-        true, full = _reference(db, args.campaign, args.reference)
+        true, full = _reference(db, ref_db, args.campaign, args.reference)
         history = records.iterations(db, args.campaign)
         doc = records.get_campaign(db, args.campaign)
         print(

@@ -606,11 +606,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _conn_hint(conn: Any) -> str:
+    """The connection options that reach this campaign's database again."""
+    from nft_fw.launchpad.connection import DEFAULT_DB_NAME
+
     if conn.kind == "embedded":
-        return f"--data-dir {conn.server.data_dir}"
-    if conn.source_file:
-        return f"--launchpad {conn.source_file}"
-    return "--uri …"
+        hint = f"--data-dir {conn.server.data_dir}"
+    elif conn.source_file:
+        hint = f"--launchpad {conn.source_file}"
+    else:
+        hint = "--uri …"
+    if conn.db_name != DEFAULT_DB_NAME and conn.kind != "uri":
+        hint += f" --db-name {conn.db_name}"
+    return hint
 
 
 def _fw_states(lp: Any, name: str) -> dict[str, int]:

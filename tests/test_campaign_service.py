@@ -210,7 +210,7 @@ def test_rerun_label_firework_reruns_what_follows_once_and_label_worker_skips_tr
     leaves the trainers to a train worker."""
     from nft_fw.launchpad import records
 
-    conn, _, _, _ = finished
+    conn, _, _, tmp = finished
     lp = conn.launchpad
     db = lp.db
 
@@ -228,11 +228,12 @@ def test_rerun_label_firework_reruns_what_follows_once_and_label_worker_skips_tr
     )
     lp.rerun_fw(fw["fw_id"])
     assert lp.get_fw_by_id(trainer["fw_id"]).state == "WAITING"  # rerun after its label
-    out = _cli(conn, "worker", "--category", "label", "--idle-timeout", "3")
+    work = ["--work-dir", str(tmp / "rerun")]  # launch directories go there, not the cwd
+    out = _cli(conn, "worker", "--category", "label", "--idle-timeout", "3", *work)
     assert out.returncode == 0, out.stderr
     assert lp.get_fw_by_id(fw["fw_id"]).state == "COMPLETED"
     assert lp.get_fw_by_id(trainer["fw_id"]).state == "READY"  # left to a train worker
-    out = _cli(conn, "worker", "--idle-timeout", "3")
+    out = _cli(conn, "worker", "--idle-timeout", "3", *work)
     assert out.returncode == 0, out.stderr
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": "p79"})} == {"COMPLETED"}
     assert snapshot() == before
@@ -316,6 +317,35 @@ def test_submit_to_a_brand_new_database(db_server: Any) -> None:
         assert fw_ids == [1, 2]
         roles = {conn.launchpad.get_fw_by_id(i).spec["nft_role"] for i in fw_ids}
         assert roles == {"init", "report"}
+    finally:
+        conn.launchpad.connection.drop_database(conn.db_name)
+        conn.close(stop_server=False)
+
+
+def test_submit_names_the_database_its_workers_must_use(db_server: Any, tmp_path: Path) -> None:
+    """The worker command ``nft-fw submit`` prints reaches the campaign's own database."""
+    import shlex
+    import uuid
+
+    import yaml
+
+    from nft_fw.launchpad.connection import embedded
+
+    conn = embedded(db_server.data_dir, db_name=f"hint_{uuid.uuid4().hex[:8]}", start=False)
+    try:
+        path = tmp_path / "hint.yaml"
+        path.write_text(yaml.safe_dump(small_campaign("hinted")))
+        out = _cli(conn, "submit", str(path))
+        assert out.returncode == 0, out.stderr
+        said = " ".join(out.stdout.split())
+        hint = said.split("start workers with: nft-fw worker ", 1)[1]
+        assert f"--db-name {conn.db_name}" in hint, said
+        status = subprocess.run(
+            [sys.executable, "-m", "nft_fw", "status", "hinted", "--json", *shlex.split(hint)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert "hinted" in status.stdout
     finally:
         conn.launchpad.connection.drop_database(conn.db_name)
         conn.close(stop_server=False)
