@@ -764,7 +764,43 @@ def report(db: Database, name: str, directory: Any) -> dict[str, Any]:
     paths["summary"].write_text(
         json.dumps(out, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8"
     )
+    paths["html"] = _write_html(directory, name, doc, out, paths)
     return paths
+
+
+# the figures of report.html, in order, with their captions
+_FIGURES = (
+    ("history", "Uncertainty and errors per iteration (★ the kept model)"),
+    ("parity", "Kept model against the parent's forces on the whole target"),
+    ("residual_vs_uncertainty", "Per-atom force error against δ (kept model)"),
+    ("relaxation", "Relaxation rounds"),
+    ("transfer", "Transfer targets"),
+)
+
+
+def _write_html(
+    directory: Path, name: str, doc: dict[str, Any], out: dict[str, Any], paths: dict[str, Any]
+) -> Path:
+    """report.html: the report in one self-contained page (nft_fw.html_report)."""
+    import yaml
+
+    from nft_fw import html_report
+
+    figures = [(caption, paths[key]) for key, caption in _FIGURES if key in paths]
+    markdown = Path(paths["markdown"]).read_text(encoding="utf-8")
+    if markdown.startswith("# "):  # the page's own title says it
+        markdown = "## History\n" + markdown.split("\n", 1)[1]
+    page = html_report.render(
+        f"NFT campaign {name}",
+        html_report.campaign_facts(doc, out),
+        figures,
+        markdown,
+        yaml.safe_dump(doc.get("spec") or {}, sort_keys=False, allow_unicode=True),
+        kept_iteration=out.get("best_iteration"),
+    )
+    path = directory / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 def summary(db: Database, name: str) -> dict[str, Any]:

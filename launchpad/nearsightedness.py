@@ -52,7 +52,7 @@ NS_LABELS = "nft_ns_labels"
 KIND = NEARSIGHTEDNESS
 PHASE = NEARSIGHTEDNESS  # the phase of its failure records
 DFT_PARENTS = {"gpaw"}  # as nft_fw.launchpad.campaigns: their labels go to 'dft' workers
-REPORT_FILES = ("json", "figure")
+REPORT_FILES = ("json", "figure", "html")
 FULL_ITEM = {"kind": "full"}
 
 
@@ -400,7 +400,77 @@ def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
     figure = ns.plot(result, directory / "nearsightedness.png", data["tolerance_eV_per_A"])
     path = directory / "nearsightedness.json"
     path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return {"json": path, "figure": figure}
+    spec = records.get_campaign(db, name).get("spec") or {}
+    html = _write_html(directory, name, data, figure, spec)
+    return {"json": path, "figure": figure, "html": html}
+
+
+def _cell(value: Any, spec: str) -> str:
+    return "—" if value is None or value != value else format(value, spec)
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    """The per-radius table of a report (:func:`report_data`) as markdown."""
+    rows = data["table"]
+    refs = [r for r in ("full", "largest") if any(f"{r}_median" in row for row in rows)]
+    head = ["radius (Å)", "atoms (mean)", "atoms (max)", "parent (s)"]
+    for ref in refs:
+        what = "whole structure" if ref == "full" else "largest chunk"
+        head += [f"vs {what}: median", "q1", "q3", "max (eV/Å)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for k, row in enumerate(rows):
+        cells = [
+            _cell(row["radius_A"], "g"),
+            _cell(row["mean_atoms"], ".1f"),
+            str(row["max_atoms"]),
+            _cell(row["parent_seconds"], ".0f"),
+        ]
+        for ref in refs:
+            if ref == "largest" and k == len(rows) - 1:  # the largest chunk against itself
+                cells += ["—"] * 4
+                continue
+            cells += [_cell(row.get(f"{ref}_{q}"), ".3f") for q in ("median", "q1", "q3", "max")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_html(
+    directory: Path, name: str, data: dict[str, Any], figure: Path, spec: dict[str, Any]
+) -> Path:
+    """report.html: the analysis in one self-contained page (nft_fw.html_report)."""
+    import yaml
+
+    from nft_fw import html_report
+
+    def fmt(value: Any, unit: str) -> str:
+        return "none within the radii" if value is None else f"{value:g}{unit}"
+
+    facts = [
+        ("parent", data.get("parent")),
+        ("centres", ", ".join(str(c) for c in data.get("centres") or [])),
+        ("radii", ", ".join(f"{r:g}" for r in data.get("radii_A") or []) + " Å"),
+        ("labels", data.get("labels")),
+        (
+            "compared with",
+            {"full": "the whole structure", "largest": "the largest chunk"}.get(
+                data.get("reference") or "", data.get("reference")
+            ),
+        ),
+        ("tolerance", fmt(data.get("tolerance_eV_per_A"), " eV/Å")),
+        ("recommended chunk radius", fmt(data.get("recommended_radius_A"), " Å")),
+        ("parent's force locality", fmt(data.get("force_locality_A"), " Å")),
+        ("missing labels", len(data.get("missing") or [])),
+    ]
+    page = html_report.render(
+        f"Nearsightedness {name}",
+        facts,
+        [("Central force against chunk radius: median, quartiles, max", figure)],
+        "## Per radius\n" + markdown_table(data),
+        yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
+    )
+    path = directory / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 SUMMARY_KEYS = (

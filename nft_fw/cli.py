@@ -1277,8 +1277,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     table.add_row("rank correlation residual/δ", f"{figures['rank_correlation']:.2f}", "")
     table.add_row("model", str(model_dir), "")
     console.print(table)
+    page = base / "report" / "report.html"
     console.print(
-        f"report: {_shown(base / 'report')}/ (history.png, parity.png, history.md, summary.json)"
+        f"report: open {_shown(page)} in a browser (one self-contained page: figures, history, "
+        f"stop, campaign file; {page.resolve().as_uri()}); the same figures as PNG, history.md "
+        "and summary.json beside it"
     )
     console.print("next, to look at the demo's campaign (its own database, not the default):")
     for cmd, why in demo_next_steps(base / "db", "nft_fw_demo", prepared.spec.name):

@@ -334,7 +334,8 @@ def summary(history: History, stop_reason: str | None = None) -> dict[str, Any]:
     model trained on the initial (bulk) set only, with ``uncertainty_ratio_first_to_best``
     and ``mae_ratio_first_to_best`` (first / best); when δ has been calibrated, the latest
     ``calibration_scale``, ``calibration_coverage`` and ``calibration_points`` (and
-    ``best_fraction_within_calibrated_delta`` with true forces); ``total_training_seconds``
+    ``best_fraction_within_calibrated_delta`` with true forces); the latest out-of-sample
+    error, ``latest_oos_mae`` (eV/Å) of ``latest_oos_iteration``; ``total_training_seconds``
     (s) and ``stop_reason``.
     """
     _require(history)
@@ -369,6 +370,10 @@ def summary(history: History, stop_reason: str | None = None) -> dict[str, Any]:
         out["calibration_scale"] = _number(calibrated[-1].get("calibration_scale"))
         out["calibration_coverage"] = _number(calibrated[-1].get("calibration_coverage"))
         out["calibration_points"] = _number(calibrated[-1].get("calibration_n"))
+    tested = [r for r in history if _number(r.get("oos_mae")) is not None]
+    if tested:
+        out["latest_oos_mae"] = _number(tested[-1].get("oos_mae"))
+        out["latest_oos_iteration"] = int(tested[-1].get("iteration", 0))
     out["first_structure_uncertainty"] = _number(first.get("structure_uncertainty"))
     out["uncertainty_ratio_first_to_best"] = ratio("structure_uncertainty")
     if "true_force_mae" in first or "true_force_mae" in record:

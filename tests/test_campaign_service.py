@@ -95,6 +95,38 @@ def test_campaign_completes_with_every_firework_completed(finished: Any) -> None
         assert (tmp / "report" / name).stat().st_size > 0
 
 
+def test_report_html_opens_in_a_browser_with_figures_table_and_campaign(finished: Any) -> None:
+    """report.html, as the campaign's own report task and ``nft-fw run`` write it: every
+    figure decodes in a real browser with the network shut off, the history table has one
+    row per iteration with the kept one marked, and the page names the stop, the true and
+    out-of-sample errors and the campaign file."""
+    from browser import render
+    from bson import ObjectId
+
+    from nft_fw.launchpad import records
+
+    conn, _, code, tmp = finished
+    assert code == 0
+    seen = render(tmp / "report" / "report.html", tmp / "browser")
+    assert seen["title"] == "NFT campaign p79"
+    # history, parity, residual against δ (the campaign has true forces)
+    assert seen["images"] == seen["decoded"] == 3 and seen["fetched"] == []
+    assert all(w > 100 and h > 100 for w, h in seen["image_sizes"])
+    history = records.iterations(conn.launchpad.db, "p79")
+    assert seen["tables"] == [1 + len(history)]
+    doc = records.get_campaign(conn.launchpad.db, "p79")
+    kept = doc["summary"]["best_iteration"]
+    assert seen["kept_rows"] == [str(kept)]
+    text = seen["text"]
+    assert f"max_iterations: {doc['stop_detail']}" in text
+    assert "true MAE" in text and "OOS MAE" in text and "out-of-sample MAE" in text
+    best = next(r for r in history if r["iteration"] == kept)
+    assert f"{best['true_force_mae']:.3f} eV/Å" in text
+    assert "name: p79" in text and "chunks_per_iteration: 6" in text
+    stored = records.get_bytes(conn.launchpad.db, ObjectId(doc["report_files"]["html"]))
+    assert stored.decode().count("data:image/png;base64,") == 3  # kept with the campaign
+
+
 def test_labels_are_distinct_chunks_and_match_the_history(finished: Any) -> None:
     from nft_fw.launchpad import records
 

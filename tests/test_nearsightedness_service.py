@@ -194,6 +194,12 @@ def test_status_and_report_commands_show_the_campaign(finished: Any) -> None:
     data = json.loads((tmp / "report" / "nearsightedness.json").read_text())
     assert data["recommended_radius_A"] == _report(conn, name)["recommended_radius_A"]
     assert (tmp / "report" / "nearsightedness.png").read_bytes()[:4] == b"\x89PNG"
+    from browser import render
+
+    seen = render(tmp / "report" / "report.html", tmp / "browser")
+    assert seen["images"] == seen["decoded"] == 1 and seen["fetched"] == []
+    assert seen["tables"] == [1 + len(data["radii_A"])]
+    assert "recommended chunk radius" in seen["text"] and f"name: {name}" in seen["text"]
     listed = _cli(conn, "labels", name, "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
