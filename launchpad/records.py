@@ -156,7 +156,7 @@ def require_layout(doc: dict[str, Any]) -> None:
         f"campaign {doc['_id']!r} was submitted by nft-fw 0.1 (a workflow per Firework, "
         "linked by round records in nft_rounds); this version runs only campaigns laid out "
         "as one workflow. Finish it with the nft-fw version that submitted it, or submit the "
-        "campaign file again under a new name (README: Upgrading); its labels, iterations "
+        "campaign file again under a new name (docs/upgrading.md); its labels, iterations "
         "and reports stay readable with nft-fw history, labels and report"
     )
 

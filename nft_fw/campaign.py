@@ -213,7 +213,8 @@ class ParentSpec(_Spec):
         default_factory=dict,
         description=(
             "Parameters of the parent (JSON), checked at load time; gpaw: GPAW keywords plus "
-            "nft-fw's vacuum, magmom and retries (see 'DFT parent (GPAW)')."
+            "nft-fw's `vacuum`, `magmom` and `retries` (see 'DFT parent (GPAW)' in "
+            "docs/gpaw.md)."
         ),
     )
 
@@ -332,7 +333,7 @@ class TrainingSpec(_Spec):
             for key, why in REMOVED_TRAINING_FIELDS.items():
                 if key in data:
                     raise ValueError(
-                        f"training.{key} was removed in nft-fw 0.2 ({why}); see README, 'Upgrading'"
+                        f"training.{key} was removed in nft-fw 0.2 ({why}); see docs/upgrading.md"
                     )
         return data
 
@@ -348,7 +349,7 @@ class NFTSpec(_Spec):
         default=None,
         gt=0.0,
         description="Radius of a chunk around its centre, Å; null = 2·model.cutoff; at least "
-        "2·model.cutoff.",
+        "2·model.cutoff (a smaller one is refused, exit 2).",
     )
     allow_short_chunks: bool = Field(
         default=False,
@@ -363,8 +364,8 @@ class NFTSpec(_Spec):
     )
     threshold_on: Literal["delta", "calibrated_delta"] = Field(
         default="delta",
-        description="Which δ the threshold applies to: delta = δ as the ensemble gives it "
-        "(2.58 σ); calibrated_delta = δ times the campaign's calibration scale, once enough "
+        description="Which δ the threshold applies to: `delta` = δ as the ensemble gives it "
+        "(2.58 σ); `calibrated_delta` = δ times the campaign's calibration scale, once enough "
         "out-of-sample errors exist (from iteration 1 on; iteration 0 uses δ).",
     )
     calibration_coverage: float = Field(
@@ -381,8 +382,8 @@ class NFTSpec(_Spec):
     )
     progress_measure: Literal["mean_delta", "max_delta"] = Field(
         default="mean_delta",
-        description="What patience and the kept model go by: mean_delta = the mean δ over "
-        "the target, which falls with the force error; max_delta = the largest δ (the "
+        description="What patience and the kept model go by: `mean_delta` = the mean δ over "
+        "the target, which falls with the force error; `max_delta` = the largest δ (the "
         "paper's structure uncertainty, one atom's value and noisier).",
     )
     min_gain: float = Field(
@@ -405,8 +406,8 @@ class NFTSpec(_Spec):
     seed: int = Field(default=0, ge=0, description="Seed of bootstrap and selection.")
     selection: Literal["most_uncertain", "diverse"] = Field(
         default="most_uncertain",
-        description="How the chunk centres are chosen: most_uncertain = the largest δ; "
-        "diverse = uncertain and unlike each other (δ-weighted farthest point in descriptor "
+        description="How the chunk centres are chosen: `most_uncertain` = the largest δ; "
+        "`diverse` = uncertain and unlike each other (δ-weighted farthest point in descriptor "
         "space among the 3·chunks_per_iteration most uncertain atoms).",
     )
 
@@ -441,18 +442,18 @@ class ServiceSpec(_Spec):
     label_category: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="FireWorks _category of label Fireworks; null = 'label' ('dft' for gpaw).",
+        description="FireWorks `_category` of label Fireworks; null = `label` (`dft` for gpaw).",
     )
     train_category: str = Field(
         default="train",
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="FireWorks _category of the init, train and report Fireworks.",
+        description="FireWorks `_category` of the init, train and report Fireworks.",
     )
     offline_labels: bool = Field(
         default=False,
         description=(
             "Label Fireworks carry their structures and the parent settings, so workers in "
-            "FireWorks offline mode (no database) can run them; lpad recover_offline brings "
+            "FireWorks offline mode (no database) can run them; `lpad recover_offline` brings "
             "the labels back and the next trainer stores them."
         ),
     )
@@ -565,7 +566,8 @@ class CampaignSpec(_Spec):
         max_length=100,
         description=(
             "Other structures relaxed with the final model without new data (relaxation "
-            "settings from relax, or its defaults), δ reported along each trajectory."
+            "settings from relax, or its defaults), δ reported along each trajectory. Each "
+            "entry takes the keys of `target` plus `name` and `retrain`."
         ),
     )
 
@@ -999,13 +1001,15 @@ class NearsightednessServiceSpec(_Spec):
     label_category: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="FireWorks _category of the label Fireworks; null = 'label' ('dft' for gpaw).",
+        description=(
+            "FireWorks `_category` of the label Fireworks; null = `label` (`dft` for gpaw)."
+        ),
     )
     analysis_category: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description=(
-            "FireWorks _category of the analysis Firework (statistics and plot, seconds on a "
+            "FireWorks `_category` of the analysis Firework (statistics and plot, seconds on a "
             "CPU); null = the label category."
         ),
     )
@@ -1013,7 +1017,7 @@ class NearsightednessServiceSpec(_Spec):
 
 class NearsightednessSpec(_Spec):
     kind: Literal["nearsightedness"] = Field(
-        description="Campaign kind: nearsightedness (leave kind out for an NFT campaign)."
+        description="Campaign kind: `nearsightedness` (leave kind out for an NFT campaign)."
     )
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
@@ -1023,8 +1027,8 @@ class NearsightednessSpec(_Spec):
     parent: ParentSpec = Field(description="The reference calculator that labels the chunks.")
     centres: Centres = Field(
         description=(
-            "Atoms the chunks are cut around: 'all', a list of atom indices, or "
-            "{count, seed}: that many distinct atoms drawn at random."
+            "Atoms the chunks are cut around: `all`, a list of atom indices, or "
+            "`{count, seed}`: that many distinct atoms drawn at random."
         )
     )
     radii: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(
@@ -1154,7 +1158,7 @@ def _describe_nearsightedness(err: ValidationError) -> list[tuple[str, str]]:
     return _describe(
         err,
         model_at=_ns_model_at,
-        fallback="see the README",
+        fallback="see docs/campaign-file.md",
         clean_loc=lambda loc: tuple(
             p for k, p in enumerate(loc) if not (k == 1 and loc[0] == "centres")
         ),

@@ -8,10 +8,10 @@ What "improved" means, and which model is kept, is set by the campaign's progres
 (``nft.progress_measure``). The paper's choice is the structure uncertainty itself, but the
 largest δ rests on one atom: it moves by several per cent between retrainings for no reason
 a user would care about, so a run can stop (or keep an iteration) on that noise. The default
-is the mean δ over the target, which falls with the force error (see README's accuracy
-tables); a new lowest value counts as a gain only when it is ``min_gain`` below the previous
-lowest, and the kept model is the latest whose measure is within ``best_tolerance`` of the
-lowest (:func:`best_iteration`).
+is the mean δ over the target, which falls with the force error (see the accuracy tables
+of docs/figures.md); a new lowest value counts as a gain only when it is ``min_gain`` below
+the previous lowest, and the kept model is the latest whose measure is within
+``best_tolerance`` of the lowest (:func:`best_iteration`).
 """
 
 from __future__ import annotations

@@ -140,8 +140,8 @@ class DescriptorSpec:
                 raise DescriptorFormatError(
                     "these descriptors use Behler's G4 angular functions (model format 1, "
                     "nft-fw 0.1), which nft-fw 0.2 no longer evaluates (it uses the G5 "
-                    "form, which factorises); retrain: run its campaign again (README, "
-                    "'Upgrading')"
+                    "form, which factorises); retrain: run its campaign again "
+                    "(docs/upgrading.md)"
                 )
             raise DescriptorFormatError(
                 f"descriptor kind {d.get('kind')!r} is not {KIND!r}; it was written by "

@@ -237,8 +237,8 @@ class Ensemble:
             raise ModelFormatError(
                 "this model is format 1 (nft-fw 0.1: G4 angular descriptors); nft-fw 0.2 "
                 f"reads format {FORMAT_VERSION} (factorised G5 descriptors) only and cannot "
-                "convert it. Retrain: run its campaign again with nft-fw 0.2 (README, "
-                "'Upgrading')"
+                "convert it. Retrain: run its campaign again with nft-fw 0.2 "
+                "(docs/upgrading.md)"
             )
         if header.get("version") != FORMAT_VERSION:
             raise ModelFormatError(

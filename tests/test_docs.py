@@ -1,7 +1,10 @@
-"""The README's campaign-file reference lists every field the spec accepts."""
+"""The documentation: README.md stays short, the generated campaign-file reference
+(docs/campaign-file.md) matches the models and lists every field, and every relative link in
+README.md and docs/*.md leads to a file (and heading) that exists."""
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 
@@ -9,38 +12,139 @@ from pydantic import BaseModel
 
 from nft_fw.campaign import CampaignSpec
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+CAMPAIGN_FILE = DOCS / "campaign-file.md"
+
+
+def _models(annotation: typing.Any) -> list[type[BaseModel]]:
+    """The models a field holds: directly, in a list, in a union, inside Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
 
 
 def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
     out = []
     for name, field in model.model_fields.items():
         out.append(prefix + name)
-        for t in (field.annotation, *typing.get_args(field.annotation)):
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                out += _fields(t, f"{prefix}{name}.")
+        for t in _models(field.annotation):
+            out += _fields(t, f"{prefix}{name}.")
     return out
 
 
-def test_readme_documents_every_campaign_field() -> None:
-    text = README.read_text()
+def test_campaign_file_reference_is_generated_from_the_models() -> None:
+    from nft_fw.reference import campaign_file_reference
+
+    assert CAMPAIGN_FILE.read_text() == campaign_file_reference(), (
+        "docs/campaign-file.md differs from what nft_fw/reference.py generates from the "
+        "campaign models; regenerate it with `make docs` "
+        "(.venv/bin/python -m nft_fw.reference --write docs/campaign-file.md)"
+    )
+
+
+def test_campaign_file_reference_documents_every_campaign_field() -> None:
+    text = CAMPAIGN_FILE.read_text()
+    start = text.index("## NFT campaign files")
+    section = text[start : text.index("\n## ", start)]
     fields = _fields(CampaignSpec)
     assert len(fields) > 50
-    missing = [f for f in fields if f"| `{f}` |" not in text]
-    assert not missing, f"README's campaign table lacks {missing}"
+    missing = [f for f in fields if f"| `{f}` |" not in section]
+    assert not missing, f"docs/campaign-file.md's campaign table lacks {missing}"
 
 
-def test_readme_documents_every_nearsightedness_campaign_field() -> None:
+def test_campaign_file_reference_documents_every_nearsightedness_campaign_field() -> None:
     from nft_fw.campaign import NearsightednessSpec
 
-    text = README.read_text()
-    start = text.index("### Nearsightedness campaign files")
-    section = text[start : text.index("\n## ", start)]
+    text = CAMPAIGN_FILE.read_text()
+    start = text.index("## Nearsightedness campaign files")
+    end = text.find("\n## ", start)
+    section = text[start : None if end < 0 else end]
     # target and parent are the NFT campaign's models, documented in the table above
     fields = [f for f in _fields(NearsightednessSpec) if not f.startswith(("target.", "parent."))]
     assert len(fields) >= 12
     missing = [f for f in fields if f"| `{f}` |" not in section]
-    assert not missing, f"README's nearsightedness campaign table lacks {missing}"
+    assert not missing, f"docs/campaign-file.md's nearsightedness campaign table lacks {missing}"
+
+
+def test_readme_is_short() -> None:
+    n = len(README.read_text().splitlines())
+    assert n <= 200, f"README.md has {n} lines; keep it at most 200 and move the rest to docs/"
+
+
+def _pages() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _prose(text: str) -> str:
+    """``text`` without fenced code blocks and HTML comments (inline code is left)."""
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    return re.sub(r"^(```|~~~).*?^\1[^\n]*$", "", text, flags=re.S | re.M)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: the rendered text, lower case, punctuation other than
+    - and _ dropped, each space a hyphen."""
+    text = re.sub(r"`([^`]*)`", r"\1", heading)
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"[*~]", "", text).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    anchors: set[str] = set()
+    for line in _prose(page.read_text()).splitlines():
+        m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            slug = base = _slug(m.group(1))
+            k = 0
+            while slug in anchors:  # repeated headings get -1, -2, …
+                k += 1
+                slug = f"{base}-{k}"
+            anchors.add(slug)
+    return anchors
+
+
+def _links(page: Path) -> list[str]:
+    text = re.sub(r"`[^`\n]*`", "", _prose(page.read_text()))
+    return re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text)
+
+
+def test_slugs_follow_github() -> None:
+    assert _slug("DFT parent (GPAW)") == "dft-parent-gpaw"
+    assert _slug("A DFT campaign through the service: Pt140") == (
+        "a-dft-campaign-through-the-service-pt140"
+    )
+    assert _slug("A calibrated δ") == "a-calibrated-δ"
+    assert _slug("From nft-fw 0.2 to 0.3") == "from-nft-fw-02-to-03"
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    broken = []
+    checked = 0
+    for page in _pages():
+        for target in _links(page):
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            checked += 1
+            where = f"{page.relative_to(ROOT)} → {target}"
+            if not dest.exists():
+                broken.append(f"{where}: no such file")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{where}: no heading with that anchor in {dest.name}")
+    assert checked > 30
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_readme_and_the_index_link_every_docs_page() -> None:
+    pages = {p.name for p in DOCS.glob("*.md")}
+    index = {Path(t.partition("#")[0]).name for t in _links(DOCS / "index.md")}
+    readme = {Path(t.partition("#")[0]).name for t in _links(README) if t.startswith("docs/")}
+    assert pages - {"index.md"} <= index, f"docs/index.md lacks {pages - {'index.md'} - index}"
+    assert pages <= readme, f"README.md lacks links to {pages - readme}"
 
 
 def _commands(parser: typing.Any, prefix: tuple[str, ...] = ()) -> dict[str, typing.Any]:
@@ -84,7 +188,7 @@ def test_the_tested_constraints_satisfy_the_declared_ranges() -> None:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    root = README.parent
+    root = ROOT
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     pins: dict[str, str] = {}
     for line in (root / "constraints.txt").read_text().splitlines():

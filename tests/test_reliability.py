@@ -403,7 +403,7 @@ def test_a_campaign_defused_and_reignited_with_lpad_finishes_with_every_label_on
     first = _worker(connection, tmp_path / "a", "--max", "3", "--poll", "0.2")
     assert first.wait(timeout=300) == 0, _tail(tmp_path / "a")
     # FireWorks 2.1.4's `lpad defuse_wflows` pauses (its parser calls pause_wfs), and
-    # reignite_wflows then finds nothing defused: README gives this pair instead
+    # reignite_wflows then finds nothing defused: docs/service.md gives this pair instead
     query = json.dumps({"spec.campaign": name, "state": {"$in": ["WAITING", "READY"]}})
     out = _lpad(connection, tmp_path, "defuse_fws", "-q", query)
     assert out.returncode == 0, out.stderr
