@@ -754,20 +754,25 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
 
         console.print(f"{name}: {outcome}; {ended}")
         _print_nearsightedness(name, nearsightedness.status(db, name))
-        paths = nearsightedness.report(db, name, report_dir)
-        console.print(f"report: {', '.join(str(p) for p in paths.values())}")
+        _print_report(nearsightedness.report(db, name, report_dir))
         return EXIT_OK if outcome == "completed" else EXIT_FAILURE
     console.print(
         f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); " + ended
     )
     if history:
-        paths = campaigns.report(db, name, report_dir)
-        console.print(f"report: {', '.join(str(p) for p in paths.values())}")
+        _print_report(campaigns.report(db, name, report_dir))
         for child in _follow_ups(db, name):
             if records.iterations(db, child):
-                paths = campaigns.report(db, child, report_dir / child)
-                console.print(f"report of follow-up {child}: {report_dir / child}")
+                _print_report(campaigns.report(db, child, report_dir / child), child)
     return EXIT_OK if outcome == "completed" else EXIT_FAILURE
+
+
+def _print_report(paths: dict[str, Any], follow_up: str | None = None) -> None:
+    """Where the report went: its page, then the other files beside it."""
+    page = Path(paths["html"])
+    others = ", ".join(Path(p).name for key, p in paths.items() if key != "html")
+    what = f"report of follow-up {follow_up}" if follow_up else "report"
+    console.print(f"{what}: {_shown(page)} (beside it: {others})", highlight=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
