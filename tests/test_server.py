@@ -91,10 +91,13 @@ def test_cli_db_start_foreground_becomes_the_server_and_stops_on_sigterm(tmp_pat
                               data_dir=str(tmp_path))  # fmt: skip
     (tmp_path / server.STATE_FILE).write_text(json.dumps(stale.__dict__))
     env = {**os.environ, "NFT_FW_DB_PASSWORD": "foreground-pass"}
+    # the server's log goes to a file: a pipe nobody reads until the end fills up and blocks
+    # the server's writes, and with them its shutdown
+    log = tmp_path / "server.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "nft_fw", "db", "start", "--foreground", "--auth",
          "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path)],
-        env=env, stderr=subprocess.PIPE, text=True,
+        env=env, stderr=log.open("w"), text=True,
     )  # fmt: skip
     try:
         client: pymongo.MongoClient = pymongo.MongoClient(
@@ -113,7 +116,7 @@ def test_cli_db_start_foreground_becomes_the_server_and_stops_on_sigterm(tmp_pat
             anonymous.nft_fw.probe.find_one()
         anonymous.close()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         assert not server.ping("127.0.0.1", port, timeout_s=0.5)
         assert server.status(tmp_path) is None
     finally:
