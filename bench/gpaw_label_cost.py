@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nft_fw import loop
+from nft_fw import step
 from nft_fw.campaign import load_campaign, prepare
 from nft_fw.chunks import cut
 
@@ -37,7 +37,7 @@ def main() -> None:
         (f"chunk {c}", cut(prepared.target, int(c), prepared.chunk_radius_A).atoms) for c in centres
     ]
     if args.images:
-        images = loop.initial_structures(prepared)[: args.images]
+        images = step.initial_structures(prepared)[: args.images]
         work += [(f"bulk image {k}", a) for k, a in enumerate(images)]
     print(f"parent {parent.name} {parent.params}")
     print("| structure | atoms | wall (s) | SCF iterations | attempt | ru_maxrss (MiB) |")

@@ -74,18 +74,18 @@ print(json.dumps({"first": first, "median": float(np.median(times)), "fresh": fr
 
 TRAIN = r"""
 import json, time
-from nft_fw import loop, training
+from nft_fw import loop, step, training
 from nft_fw.campaign import example_campaign, load_campaign, prepare
 spec = load_campaign(example_campaign())
 prepared = prepare(spec)
 images = loop.initial_images(prepared)
-ens = loop.fresh_ensemble(prepared, images)
+ens = step.fresh_ensemble(prepared, images)
 ia = training.image_arrays(images, ens.spec)
-labels = [loop.label_chunk(prepared, loop.cut_chunk(prepared, c), 1) for c in range(260)]
+labels = [step.label_chunk(prepared, step.cut_chunk(prepared, c), 1) for c in range(260)]
 t0 = time.perf_counter()
-feats = loop.chunk_features(labels, ens.spec)
+feats = step.chunk_features(labels, ens.spec)
 t_feat = time.perf_counter() - t0
-cfg = loop.train_config(spec, 1)
+cfg = step.train_config(spec, 1)
 runs = []
 for _ in range(2):
     t0 = time.perf_counter()

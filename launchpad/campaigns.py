@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from ase import Atoms
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import calibration, decision, initial, loop
+from nft_fw import decision, initial, step
+from nft_fw import descriptors as desc
 from nft_fw import model as mdl
 from nft_fw import training as tr
 from nft_fw.campaign import CampaignSpec, Prepared
@@ -127,7 +129,7 @@ def initial_items(db: Database, name: str) -> list[dict[str, Any]]:
         return []
     if records.get_campaign(db, name).get("inherited_from"):
         return []  # a follow-up campaign starts with its parent campaign's labels
-    structures = loop.initial_structures(prepared)
+    structures = step.initial_structures(prepared)
     file_id = records.put_structures(db, structures, f"{name}/initial.extxyz")
     records.update_campaign(db, name, initial_file=str(file_id))
     return [{"kind": "image", "source": str(file_id), "index": i} for i in range(len(structures))]
@@ -456,6 +458,8 @@ def import_offline_labels(db: Database, name: str) -> int:
 
 
 # ----------------------------------------------------------------------------- training
+# The trainer Firework's body: load the NFT step's inputs from the database, call
+# nft_fw.step.nft_step, store its outputs. Nothing here computes.
 
 
 @dataclasses.dataclass
@@ -465,16 +469,43 @@ class TrainOutcome:
     items: list[dict[str, Any]]
 
 
-def _images(db: Database, name: str) -> list[tr.Image]:
-    return [
-        tr.Image(
-            atoms=records.label_atoms(d),
-            energy=float(d["energy"]),
-            forces=np.asarray(d["forces"], dtype=float),
-            id=d["hash"],
-        )
-        for d in records.labels(db, name, kind="image")
-    ]
+class StoredFeatures:
+    """Chunk features computed once per chunk and descriptor settings and cached in the
+    database (``nft_features``; a derived cache: losing it costs only recomputation); a
+    :data:`nft_fw.step.FeatureSource`."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self.db, self.name = db, name
+
+    def __call__(
+        self, labels: Sequence[step.ChunkLabel], spec: desc.DescriptorSpec
+    ) -> list[tr.ChunkFeatures]:
+        spec_hash = hashlib.sha256(json.dumps(spec.to_dict()).encode()).hexdigest()[:16]
+        cached = records.get_features(self.db, self.name, spec_hash, [lb.hash for lb in labels])
+        missing = [lb for lb in labels if lb.hash not in cached]
+        fresh = {f.id: f for f in step.chunk_features(missing, spec)}
+        for f in fresh.values():
+            records.put_features(self.db, self.name, spec_hash, f.id, f.g, f.k, f.species)
+        out = []
+        for lb in labels:
+            if lb.hash in fresh:
+                out.append(fresh[lb.hash])
+                continue
+            g, k, species = cached[lb.hash]
+            out.append(
+                tr.ChunkFeatures(g=g, k=k, species=species, force=lb.central_force, id=lb.hash)
+            )
+        return out
+
+
+def stored_images(db: Database, name: str) -> list[tr.Image]:
+    """The campaign's labelled initial images."""
+    return [records.image_label(d) for d in records.labels(db, name, kind="image")]
+
+
+def stored_chunks(db: Database, name: str) -> list[step.ChunkLabel]:
+    """Every chunk label of the campaign (NFT, relaxation and inherited ones)."""
+    return [records.chunk_label(d) for d in records.labels(db, name, kind="chunk")]
 
 
 def _load_model(db: Database, name: str, iteration: int) -> mdl.Ensemble | None:
@@ -482,76 +513,6 @@ def _load_model(db: Database, name: str, iteration: int) -> mdl.Ensemble | None:
         if rec["iteration"] == iteration and rec.get("model_file"):
             return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"])))
     return None
-
-
-def _chunk_features(
-    db: Database, name: str, docs: list[dict[str, Any]], ensemble: mdl.Ensemble
-) -> list[tr.ChunkFeatures]:
-    """Features of every chunk label, computed once per chunk and cached in the database."""
-    spec_hash = hashlib.sha256(json.dumps(ensemble.spec.to_dict()).encode()).hexdigest()[:16]
-    cached = records.get_features(db, name, spec_hash, [d["hash"] for d in docs])
-    missing = [d for d in docs if d["hash"] not in cached]
-    computed = tr.chunk_features_many(
-        [
-            (records.label_atoms(d), np.asarray(d["central_force"], dtype=float), d["hash"])
-            for d in missing
-        ],
-        ensemble.spec,
-    )
-    for f in computed:
-        records.put_features(db, name, spec_hash, f.id, f.g, f.k, f.species)
-    fresh = {f.id: f for f in computed}
-    out = []
-    for d in docs:
-        if d["hash"] in fresh:
-            out.append(fresh[d["hash"]])
-            continue
-        g, k, species = cached[d["hash"]]
-        force = np.asarray(d["central_force"], dtype=float)
-        out.append(tr.ChunkFeatures(g=g, k=k, species=species, force=force, id=d["hash"]))
-    return out
-
-
-@dataclasses.dataclass
-class Fit:
-    ensemble: mdl.Ensemble
-    metrics: dict[str, Any]
-    images: list[tr.Image]
-    chunk_docs: list[dict[str, Any]]
-    t_features: float
-    t_train: float
-
-
-def fit_labels(
-    db: Database,
-    name: str,
-    prepared: Prepared,
-    previous: mdl.Ensemble | None,
-    config_iteration: int,
-) -> Fit:
-    """Train on every label of the campaign, warm-started from ``previous`` when given (and
-    the campaign allows it); ``config_iteration`` picks the step count and seed."""
-    spec = prepared.spec
-    images = _images(db, name)
-    if not images:
-        raise RuntimeError(
-            f"campaign {name}: no labelled initial images; every initial label Firework "
-            "failed — see nft-fw status and the fizzled Fireworks' errors"
-        )
-    chunk_docs = records.labels(db, name, kind="chunk")
-    if previous is None or not spec.training.warm_start:
-        ensemble = loop.fresh_ensemble(prepared, images)
-        config_iteration = 0 if previous is None else config_iteration
-    else:
-        ensemble = previous
-    t_feat = time.perf_counter()
-    feats = _chunk_features(db, name, chunk_docs, ensemble)
-    image_arrays = tr.image_arrays(images, ensemble.spec)
-    t_train = time.perf_counter()
-    ensemble, metrics = tr.train(
-        ensemble, image_arrays, feats, loop.train_config(spec, config_iteration)
-    )
-    return Fit(ensemble, metrics, images, chunk_docs, t_feat, t_train)
 
 
 def inherited_model(db: Database, name: str) -> mdl.Ensemble | None:
@@ -562,151 +523,124 @@ def inherited_model(db: Database, name: str) -> mdl.Ensemble | None:
     return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(doc["inherited_model_file"])))
 
 
-def _out_of_sample(
-    db: Database, history: list[dict[str, Any]], new: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The previous iteration's model error on this iteration's new chunks
-    (:func:`nft_fw.loop.out_of_sample`), from its stored forces and δ on the target."""
-    chunks = [d for d in new if d.get("phase", "nft") == "nft"]
-    if not history or not chunks:
-        return {}
-    previous = history[-1]
-    return loop.out_of_sample(
-        records.get_array(db, ObjectId(previous["forces_file"])),
-        records.get_array(db, ObjectId(previous["delta_file"])),
-        [d["centre"] for d in chunks],
-        [np.asarray(d["central_force"], dtype=float) for d in chunks],
-    )
+def failed_nft_centres(db: Database, name: str) -> set[int]:
+    """Target atoms whose NFT chunk the parent could not label with any retry."""
+    return {
+        int(d["centre"])
+        for d in records.failures(db, name)
+        if d["kind"] == "chunk" and d.get("phase", "nft") == "nft"
+    }
 
 
 def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
-    """Train iteration ``iteration`` on every label of the campaign so far, record it, and
-    decide. Rerunning it replaces the record and the model of that iteration."""
+    """NFT iteration ``iteration`` (:func:`nft_fw.step.nft_step`) on every label of the
+    campaign so far: record it and decide. Rerunning it replaces the record and the model
+    of that iteration."""
     t_start = time.perf_counter()
     import_offline_labels(db, name)
     prepared = context(db, name)
-    spec = prepared.spec
     previous = _load_model(db, name, iteration - 1) if iteration > 0 else None
     if previous is None and iteration == 0:
         previous = inherited_model(db, name)
-    fit = fit_labels(db, name, prepared, previous, 0 if previous is None else max(iteration, 1))
-    ensemble, metrics, images, chunk_docs = fit.ensemble, fit.metrics, fit.images, fit.chunk_docs
-    t_feat, t_train = fit.t_features, fit.t_train
-    true_forces = validation_forces(db, name)
-    result = loop.assess(ensemble, prepared.target, true_forces)
+    history = [r for r in records.iterations(db, name) if r["iteration"] < iteration]
+    prediction = None
+    if history:
+        prediction = step.Prediction(
+            records.get_array(db, ObjectId(history[-1]["forces_file"])),
+            records.get_array(db, ObjectId(history[-1]["delta_file"])),
+        )
+    inputs = step.NFTInputs(
+        prepared,
+        iteration,
+        stored_images(db, name),
+        stored_chunks(db, name),
+        previous=previous,
+        history=history,
+        previous_prediction=prediction,
+        true_forces=validation_forces(db, name),
+        failed_centres=failed_nft_centres(db, name),
+        features=StoredFeatures(db, name),
+    )
+    t_loaded = time.perf_counter()
+    out = step.nft_step(inputs)
 
     model_id = records.put_bytes(
-        db, ensemble.to_bytes(), f"{name}/nft/model-{iteration}.nftm", kind="model"
+        db, out.ensemble.to_bytes(), f"{name}/nft/model-{iteration}.nftm", kind="model"
     )
-    delta_id = records.put_array(db, result.delta, f"{name}/nft/delta-{iteration}.npy")
+    delta_id = records.put_array(db, out.assessment.delta, f"{name}/nft/delta-{iteration}.npy")
     forces_id = records.put_array(
-        db, result.forces.mean(axis=0), f"{name}/nft/forces-{iteration}.npy"
+        db, out.assessment.mean_forces, f"{name}/nft/forces-{iteration}.npy"
     )
-    history = [r for r in records.iterations(db, name) if r["iteration"] < iteration]
     for old in records.iterations(db, name):
         if old["iteration"] == iteration:  # a rerun: drop the files of the replaced record
             for key in ("model_file", "delta_file", "forces_file"):
                 if old.get(key):
                     records.delete_file(db, ObjectId(old[key]))
-    new = [d for d in chunk_docs if d["iteration"] == iteration]
-    oos = _out_of_sample(db, history, new)
-    record: dict[str, Any] = {
-        "campaign": name,
-        "phase": "nft",
-        "iteration": iteration,
-        "n_labels": len(chunk_docs) + len(images),
-        "n_images": len(images),
-        "n_chunks": len(chunk_docs),
-        "new_chunks": len(new),
-        **result.figures,
-        **oos,
-        "training": metrics,
-        "timings": {
-            "gather_s": t_feat - t_start,
-            "features_s": t_train - t_feat,
-            "train_s": metrics["seconds"],
-            "predict_s": result.figures["predict_seconds"],
-            "label_s": float(sum(d.get("seconds", 0.0) for d in new)),
-            "total_s": time.perf_counter() - t_start,
-        },
+    record = {
+        **out.record,
         "model_file": str(model_id),
         "delta_file": str(delta_id),
         "forces_file": str(forces_id),
         "fw_id": fw_id,
     }
-    record.update(calibration.figures(history, record, spec.nft.calibration_coverage))
-    loop.calibrate_record(record, result, true_forces)
-    best = loop.kept_iteration([*history, record], spec)
-    record["best_iteration"] = best
-    record["best_structure_uncertainty"] = ([*history, record])[best]["structure_uncertainty"]
-    records.put_iteration(db, record)
-    chunked = {d["centre"] for d in chunk_docs if d.get("phase", "nft") == "nft"}
-    # a centre whose chunk the parent could not label is not offered again
-    chunked |= {
-        d["centre"]
-        for d in records.failures(db, name)
-        if d["kind"] == "chunk" and d.get("phase", "nft") == "nft"
+    record["timings"] = {
+        "gather_s": t_loaded - t_start,
+        **out.record["timings"],
+        "total_s": time.perf_counter() - t_start,
     }
-    step = decision.decide(
-        loop.threshold_values([*history, record], spec),
-        result.delta,
-        chunked,
-        k=spec.nft.chunks_per_iteration,
-        threshold=spec.nft.threshold,
-        patience=spec.nft.patience,
-        max_iterations=spec.nft.max_iterations,
-        tolerance=spec.nft.best_tolerance,
-        selection=spec.nft.selection,
-        features=loop.selection_features(spec, ensemble, prepared.target),
-        measures=decision.progress([*history, record], spec.nft.progress_measure),
-        min_gain=spec.nft.min_gain,
-    )
+    records.put_iteration(db, record)
     items: list[dict[str, Any]] = []
-    if isinstance(step, decision.Continue):
+    if isinstance(out.decision, decision.Continue):
         records.update_campaign(db, name, state="running", iteration=iteration)
         source = records.get_campaign(db, name)["target_file"]
-        items = [
-            {
-                "kind": "chunk",
-                "source": source,
-                "centre": c,
-                "radius": prepared.chunk_radius_A,
-                "iteration": iteration + 1,
-                "phase": "nft",
-            }
-            for c in step.centres
-        ]
+        items = [chunk_item(r, source) for r in out.requests]
     else:
         records.update_campaign(
             db,
             name,
             state="trained",
             iteration=iteration,
-            best_iteration=step.best_iteration,
-            stop_reason=step.reason,
-            stop_detail=step.detail,
+            best_iteration=out.decision.best_iteration,
+            stop_reason=out.decision.reason,
+            stop_detail=out.decision.detail,
         )
     log.info(
         "campaign %s iteration %d (fw %s): δ max %.3f eV/Å, %s",
         name,
         iteration,
         fw_id,
-        result.figures["structure_uncertainty"],
-        type(step).__name__,
+        record["structure_uncertainty"],
+        type(out.decision).__name__,
     )
-    return TrainOutcome(record=record, step=step, items=items)
+    return TrainOutcome(record=record, step=out.decision, items=items)
+
+
+def chunk_item(request: step.ChunkRequest, source: str) -> dict[str, Any]:
+    """The label item of a chunk request: its chunk is cut from stored structure ``source``
+    (frame ``request.frame`` of it, for relaxation chunks)."""
+    item: dict[str, Any] = {
+        "kind": "chunk",
+        "source": source,
+        "centre": request.centre,
+        "radius": request.radius,
+        "iteration": request.iteration,
+        "phase": request.phase,
+    }
+    if request.frame is not None:
+        item["frame"] = request.frame
+    return item
 
 
 # ----------------------------------------------------------------------------- read side
 
 
 def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
-    """The model of the kept NFT iteration (:func:`nft_fw.loop.kept_iteration`) with the
+    """The model of the kept NFT iteration (:func:`nft_fw.step.kept_iteration`) with the
     campaign's latest calibration of δ, and its record."""
     history = records.iterations(db, name)
     if not history:
         raise KeyError(f"campaign {name!r} has no trained iteration yet")
-    rec = history[loop.kept_iteration(history, load_spec(db, name))]
+    rec = history[step.kept_iteration(history, load_spec(db, name))]
     ensemble = mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"])))
     return with_calibration(db, name, ensemble), rec
 
@@ -715,7 +649,7 @@ def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ens
     """``ensemble`` carrying the latest calibration of δ its campaign recorded, NFT
     iterations then relax rounds (``meta.calibration``; :mod:`nft_fw.calibration`)."""
     every = records.iterations(db, name) + records.iterations(db, name, phase="relax")
-    ensemble.meta.update(loop.calibration_meta(every, name))
+    ensemble.meta.update(step.calibration_meta(every, name))
     return ensemble
 
 
@@ -814,7 +748,7 @@ def summary(db: Database, name: str) -> dict[str, Any]:
     rounds = records.iterations(db, name, phase="relax")
     transfers = records.iterations(db, name, phase="transfer")
     if rounds:
-        kept = relaxation.kept_round(rounds, load_spec(db, name))
+        kept = step.kept_round(rounds, load_spec(db, name))
         keys = (
             "n_steps",
             "converged",

@@ -38,6 +38,9 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from nft_fw.step import ChunkLabel
+from nft_fw.training import Image
+
 log = logging.getLogger(__name__)
 
 CAMPAIGNS = "nft_campaigns"
@@ -285,6 +288,31 @@ def label_atoms(doc: dict[str, Any]) -> Atoms:
         pbc=doc.get("pbc", [False, False, False]),
     )
     return atoms
+
+
+def image_label(doc: dict[str, Any]) -> Image:
+    """A stored label of a full image as the science core's training image."""
+    return Image(
+        atoms=label_atoms(doc),
+        energy=float(doc["energy"]),
+        forces=np.asarray(doc["forces"], dtype=float),
+        id=doc["hash"],
+    )
+
+
+def chunk_label(doc: dict[str, Any]) -> ChunkLabel:
+    """A stored chunk label as the science core's :class:`nft_fw.step.ChunkLabel`."""
+    return ChunkLabel(
+        centre=int(doc["centre"]),
+        iteration=int(doc["iteration"]),
+        hash=doc["hash"],
+        radius=float(doc["radius"]),
+        atoms=label_atoms(doc),
+        energy=float(doc["energy"]),
+        forces=np.asarray(doc["forces"], dtype=float),
+        seconds=float(doc.get("seconds") or 0.0),
+        phase=doc.get("phase", "nft"),
+    )
 
 
 # ----------------------------------------------------------------------------- features

@@ -22,47 +22,30 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import calibration, decision, loop
+from nft_fw import decision, step
 from nft_fw import model as mdl
 from nft_fw.calculator import EnsembleCalculator
-from nft_fw.campaign import CampaignSpec, Prepared, RelaxSpec
+from nft_fw.campaign import CampaignSpec
 from nft_fw.launchpad import campaigns, records
-from nft_fw.relax import Trajectory, relax, search_frames, trajectory_chunks
+from nft_fw.relax import relax
 
 log = logging.getLogger(__name__)
 
 FLAG_RATIO = 2.0  # a transfer target whose δ is this many times the trained target's is flagged
 
 
-def relax_settings(spec: CampaignSpec) -> RelaxSpec:
-    return spec.relax if spec.relax is not None else RelaxSpec()
-
-
-def relax_threshold(spec: CampaignSpec) -> float:
-    return relax_settings(spec).threshold or spec.nft.threshold
-
-
 def _load(db: Database, record: dict[str, Any]) -> mdl.Ensemble:
     return mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(record["model_file"])))
-
-
-def kept_round(rounds: list[dict[str, Any]], spec: CampaignSpec) -> int:
-    """The relax round whose model is kept: the latest whose largest δ along its relaxation
-    is within ``nft.best_tolerance`` of the lowest."""
-    return decision.best_iteration(
-        [r["structure_uncertainty"] for r in rounds], spec.nft.best_tolerance
-    )
 
 
 def _kept_round(db: Database, name: str) -> dict[str, Any] | None:
     rounds = records.iterations(db, name, phase="relax")
     if not rounds:
         return None
-    return rounds[kept_round(rounds, campaigns.load_spec(db, name))]
+    return rounds[step.kept_round(rounds, campaigns.load_spec(db, name))]
 
 
 def final_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
@@ -83,46 +66,6 @@ def trained_uncertainty(db: Database, name: str) -> float:
 # ----------------------------------------------------------------------------- records
 
 
-def _errors(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    residual = np.linalg.norm(np.asarray(predicted) - np.asarray(reference), axis=1)
-    return float(residual.mean()), float(residual.max())
-
-
-def _validation(
-    prepared: Prepared, trajectory: Trajectory, start_forces: np.ndarray | None
-) -> dict[str, float]:
-    """True-force errors at the start and the end of a relaxation and the parent's own energy
-    and largest force on the relaxed structure (when validation.true_forces is on)."""
-    if not prepared.spec.validation.true_forces:
-        return {}
-    if start_forces is None:
-        start_forces = prepared.parent.label(trajectory.frames[0])[1]
-    energy, end_forces = prepared.parent.label(trajectory.final)
-    start_mae, start_max = _errors(trajectory.forces[0], start_forces)
-    end_mae, end_max = _errors(trajectory.forces[-1], end_forces)
-    return {
-        "start_true_force_mae": start_mae,
-        "start_true_force_max": start_max,
-        "end_true_force_mae": end_mae,
-        "end_true_force_max": end_max,
-        "end_parent_energy": float(energy),
-        "end_parent_fmax": float(np.linalg.norm(end_forces, axis=1).max()),
-    }
-
-
-def _trajectory_figures(trajectory: Trajectory) -> dict[str, Any]:
-    return {
-        "steps": [dataclasses.asdict(s) for s in trajectory.steps],
-        "n_steps": len(trajectory.steps),
-        "converged": trajectory.converged,
-        "structure_uncertainty": trajectory.max_uncertainty,
-        "start_max_uncertainty": trajectory.steps[0].max_uncertainty,
-        "final_max_uncertainty": trajectory.steps[-1].max_uncertainty,
-        "mean_uncertainty": trajectory.steps[-1].mean_uncertainty,
-        "final_fmax": trajectory.steps[-1].fmax,
-    }
-
-
 # Files a rerun keeps: the chunks of the next round, once submitted, and their labels refer
 # to the trajectory frames they were cut from, so a label batch rerun later still finds them.
 KEPT_ON_RERUN = frozenset({"frames_file"})
@@ -140,10 +83,12 @@ def _replace_files(db: Database, name: str, phase: str, iteration: int) -> None:
 
 
 # ----------------------------------------------------------------------------- relax rounds
+# The relax Firework's body: load the relax step's inputs, call nft_fw.step.relax_step,
+# store its outputs.
 
 
 @dataclasses.dataclass
-class RelaxOutcome:
+class RoundOutcome:
     """The round's record; ``stop`` set when retraining ends, else the chunks to label."""
 
     record: dict[str, Any]
@@ -151,131 +96,70 @@ class RelaxOutcome:
     items: list[dict[str, Any]]
 
 
-def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) -> RelaxOutcome:
-    """Relax round ``number``: (for r > 0) retrain on all labels warm-started from round
-    r−1's model, relax the target, record, and choose the chunks of the next round."""
+def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) -> RoundOutcome:
+    """Relax round ``number`` (:func:`nft_fw.step.relax_step`): for r > 0 retrain on all
+    labels starting from round r−1's model, relax the target, record, and choose the chunks
+    of the next round."""
     t_start = time.perf_counter()
     campaigns.import_offline_labels(db, name)
     prepared = campaigns.context(db, name)
-    spec = prepared.spec
-    rs = relax_settings(spec)
-    threshold = relax_threshold(spec)
-    metrics: dict[str, Any] | None = None
-    oos: dict[str, Any] = {}
+    rounds = [r for r in records.iterations(db, name, "relax") if r["iteration"] < number]
     if number == 0:
-        ensemble, source = campaigns.best_model(db, name)
+        model, source = campaigns.best_model(db, name)
         model_from = {"phase": "nft", "iteration": source["iteration"]}
     else:
-        previous = next(
-            (r for r in records.iterations(db, name, "relax") if r["iteration"] == number - 1),
-            None,
-        )
-        if previous is None:
+        if not rounds or rounds[-1]["iteration"] != number - 1:
             raise RuntimeError(
                 f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
             )
-        before = _load(db, previous)
-        fresh = [
-            d
-            for d in records.labels(db, name, kind="chunk")
-            if d.get("phase") == "relax" and d["iteration"] == number
-        ]
-        oos = loop.chunk_out_of_sample(
-            before,
-            [records.label_atoms(d) for d in fresh],
-            [np.asarray(d["central_force"], dtype=float) for d in fresh],
+        model = _load(db, rounds[-1])
+        model_from = {"phase": "relax", "iteration": number - 1}
+    parent_hash = prepared.parent.settings_hash
+    # chunks the parent could not label (nft_failures) are not offered again
+    failed = {d["hash"] for d in records.failures(db, name) if d["parent_hash"] == parent_hash}
+    out = step.relax_step(
+        step.RelaxInputs(
+            prepared,
+            number,
+            model,
+            model_from,
+            campaigns.stored_images(db, name),
+            campaigns.stored_chunks(db, name),
+            history=records.iterations(db, name),
+            rounds=rounds,
+            true_start_forces=campaigns.validation_forces(db, name),
+            known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
+            features=campaigns.StoredFeatures(db, name),
         )
-        fit = campaigns.fit_labels(db, name, prepared, before, max(number, 1))
-        ensemble, metrics = fit.ensemble, fit.metrics
-        model_from = {"phase": "relax", "iteration": number}
-    t_relax = time.perf_counter()
-    trajectory = relax(
-        prepared.target, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer
     )
-    t_done = time.perf_counter()
-    validation = _validation(prepared, trajectory, campaigns.validation_forces(db, name))
-
+    trajectory = out.trajectory
     _replace_files(db, name, "relax", number)
-    searched = search_frames(len(trajectory.frames), rs.max_frames)
     frames_id = records.put_structures(
-        db, [trajectory.frames[f] for f in searched], f"{name}/relax/frames-{number}.extxyz"
+        db, [trajectory.frames[f] for f in out.searched], f"{name}/relax/frames-{number}.extxyz"
     )
     final_id = records.put_structures(db, [trajectory.final], f"{name}/relax/final-{number}.extxyz")
-    model_id = (
-        records.put_bytes(
-            db, ensemble.to_bytes(), f"{name}/relax/model-{number}.nftm", kind="model"
-        )
-        if number > 0
-        else None
-    )
-    history = [r for r in records.iterations(db, name, "relax") if r["iteration"] < number]
-    uncertainties = [r["structure_uncertainty"] for r in history] + [trajectory.max_uncertainty]
-    best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
-    labels = records.labels(db, name)
-    chunks = [d for d in labels if d["kind"] == "chunk"]
-    relax_chunks = [d for d in chunks if d.get("phase") == "relax"]
-    record = {
-        "campaign": name,
-        "phase": "relax",
-        "iteration": number,
-        "n_labels": len(labels),
-        "n_images": len(labels) - len(chunks),
-        "n_chunks": len(chunks),
-        "relax_chunks": len(relax_chunks),
-        "new_chunks": sum(1 for d in relax_chunks if d["iteration"] == number),
-        **_trajectory_figures(trajectory),
-        **validation,
-        **oos,
-        "threshold": threshold,
-        "best_iteration": best,
-        "best_structure_uncertainty": uncertainties[best],
-        "model_from": model_from,
-        "training": metrics,
-        "timings": {
-            "train_s": (metrics or {}).get("seconds", 0.0),
-            "relax_s": t_done - t_relax,
-            "total_s": time.perf_counter() - t_start,
-        },
-        # round 0 relaxes with the NFT phase's model: its record points at that file
-        "model_file": str(model_id) if model_id is not None else source["model_file"],
-        "frames_file": str(frames_id),
-        "frame_steps": searched,
-        "final_file": str(final_id),
-        "fw_id": fw_id,
-    }
-    if model_id is None:
-        record["shared_files"] = ["model_file"]
-    record.update(
-        calibration.figures(
-            records.iterations(db, name) + history, record, spec.nft.calibration_coverage
-        )
-    )
-    records.put_iteration(db, record)
-
-    stop = decision.relax_stop(
-        uncertainties,
-        threshold=threshold,
-        patience=rs.patience,
-        max_rounds=rs.max_rounds if rs.retrain else 0,
-        tolerance=spec.nft.best_tolerance,
-    )
-    items: list[dict[str, Any]] = []
-    if stop is None:
-        items = _trajectory_items(
-            db, prepared, trajectory, ensemble.spec, searched, str(frames_id), number
-        )
-        if not items:
-            stop = decision.Stop(
-                "exhausted", "no unlabelled trajectory atom above the threshold", best
+    record = {**out.record, "frames_file": str(frames_id), "final_file": str(final_id)}
+    if number > 0:
+        record["model_file"] = str(
+            records.put_bytes(
+                db, out.ensemble.to_bytes(), f"{name}/relax/model-{number}.nftm", kind="model"
             )
-    if stop is not None:
+        )
+    else:  # round 0 relaxes with the NFT phase's model: its record points at that file
+        record["model_file"] = source["model_file"]
+        record["shared_files"] = ["model_file"]
+    record["fw_id"] = fw_id
+    record["timings"] = {**out.record["timings"], "total_s": time.perf_counter() - t_start}
+    records.put_iteration(db, record)
+    items = [campaigns.chunk_item(r, str(frames_id)) for r in out.requests]
+    if out.stop is not None:
         records.update_campaign(
             db,
             name,
             state="relaxed",
             relax_round=number,
-            relax_stop_reason=stop.reason,
-            relax_stop_detail=stop.detail,
+            relax_stop_reason=out.stop.reason,
+            relax_stop_detail=out.stop.detail,
         )
     else:
         records.update_campaign(db, name, state="relaxing", relax_round=number)
@@ -285,51 +169,9 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
         number,
         len(trajectory.steps),
         trajectory.max_uncertainty,
-        stop.reason if stop else f"{len(items)} chunks",
+        out.stop.reason if out.stop else f"{len(items)} chunks",
     )
-    return RelaxOutcome(record=record, stop=stop, items=items)
-
-
-def _trajectory_items(
-    db: Database,
-    prepared: Prepared,
-    trajectory: Trajectory,
-    spec: Any,
-    searched: list[int],
-    frames_file: str,
-    number: int,
-) -> list[dict[str, Any]]:
-    """Label items for the next relax round: chunks around uncertain atoms of the frames after
-    the start (the start is the NFT phase's own target), best first by the chosen selection,
-    skipping chunks already labelled or failed."""
-    rs = relax_settings(prepared.spec)
-    name, parent_hash = prepared.spec.name, prepared.parent.settings_hash
-    # chunks the parent could not label (nft_failures) are not offered again
-    failed = {d["hash"] for d in records.failures(db, name) if d["parent_hash"] == parent_hash}
-    chosen = trajectory_chunks(
-        trajectory,
-        searched,
-        relax_threshold(prepared.spec),
-        spec,
-        rs.chunks_per_round,
-        rs.selection,
-        prepared.chunk_radius_A,
-        lambda h: h in failed or records.has_label(db, name, h, parent_hash),
-    )
-    position = {f: k for k, f in enumerate(searched)}
-    items = [
-        {
-            "kind": "chunk",
-            "source": frames_file,
-            "frame": position[f],
-            "centre": chunk.centre,
-            "radius": prepared.chunk_radius_A,
-            "iteration": number + 1,
-            "phase": "relax",
-        }
-        for f, chunk in chosen
-    ]
-    return items
+    return RoundOutcome(record=record, stop=out.stop, items=items)
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -345,7 +187,7 @@ def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> d
     the way and whether it is flagged (largest δ ≥ FLAG_RATIO × the trained target's)."""
     t_start = time.perf_counter()
     prepared = campaigns.context(db, name)
-    rs = relax_settings(prepared.spec)
+    rs = step.relax_settings(prepared.spec)
     entry = transfer_targets(db, name)[index]
     atoms = records.get_structures(db, ObjectId(entry["file"]))[0]
     ensemble, source = final_model(db, name)
@@ -353,12 +195,12 @@ def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> d
     t_relax = time.perf_counter() - t_start
     reference = float(source["structure_uncertainty"])
     reference_end = float(source.get("final_max_uncertainty", reference))
-    validation = _validation(prepared, trajectory, None)
+    validation = step.validate_relaxation(prepared, trajectory, None)
     _replace_files(db, name, "transfer", index)
     final_id = records.put_structures(
         db, [trajectory.final], f"{name}/transfer/{entry['name']}-final.extxyz"
     )
-    figures = _trajectory_figures(trajectory)
+    figures = step.trajectory_figures(trajectory)
     record = {
         "campaign": name,
         "phase": "transfer",

@@ -5,7 +5,7 @@ cover 99 % of the errors if the ensemble spread were the error's standard deviat
 practice a bootstrap ensemble of small networks misjudges it by a factor that depends on the
 system and the data. Every NFT iteration labels new chunks before training on them, so the
 previous model's error on their central forces, next to its δ there, is a free test set
-(:func:`nft_fw.loop.out_of_sample`). The calibration is the one number s for which a stated
+(:func:`nft_fw.step.out_of_sample`). The calibration is the one number s for which a stated
 fraction (``coverage``) of those errors lies within s·δ; the calibrated δ is s·δ.
 """
 

@@ -1245,7 +1245,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nft_fw.calculator import EnsembleCalculator
     from nft_fw.launchpad import campaigns
     from nft_fw.launchpad.connection import connect
-    from nft_fw.loop import error_figures
+    from nft_fw.step import error_figures
 
     campaign = args.campaign or str(Path(__file__).parent / "examples" / "pt260-emt.yaml")
     prepared = _load(campaign)

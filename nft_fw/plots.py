@@ -281,7 +281,7 @@ def plot_residual_vs_uncertainty(residual: Any, delta: Any, path: str | Path) ->
     """Fig. 3c: per-atom residual |F_pred − F_ref| (eV/Å) against δ_i (eV/Å), as PNG.
 
     Atoms on or below the y = x line have an error no larger than their uncertainty; the
-    annotation gives that fraction (residual ≤ δ_i, as in :func:`nft_fw.loop.error_figures`)
+    annotation gives that fraction (residual ≤ δ_i, as in :func:`nft_fw.step.error_figures`)
     and the Spearman rank correlation of residual and δ. Returns ``path``.
     """
     res = _per_atom(residual, "residual")

@@ -348,7 +348,7 @@ def test_calculator_carries_the_calibration(tmp_path) -> None:
 
 
 def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
-    from nft_fw.loop import out_of_sample
+    from nft_fw.step import out_of_sample
 
     predicted = np.zeros((5, 3))
     predicted[2] = [1.0, 0.0, 0.0]
@@ -367,7 +367,7 @@ def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
 
 def test_threshold_applies_to_the_calibrated_delta_when_asked() -> None:
     from nft_fw.campaign import CampaignSpec
-    from nft_fw.loop import kept_iteration, threshold_values
+    from nft_fw.step import kept_iteration, threshold_values
 
     base = {
         "name": "t",

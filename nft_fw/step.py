@@ -1,0 +1,726 @@
+"""One NFT iteration and one relaxation round, each written once, as functions of data.
+
+:func:`nft_step` is the NFT iteration of Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104
+(2022), Sec. IV: train on every label so far → predict the target and δ → record →
+decide → the next chunks to label. :func:`relax_step` is a relaxation round (Sec. V C):
+retrain (from round 1 on) → relax the target → record → decide → chunks from the
+trajectory. Both take plain inputs (labels, the previous model, the history, the campaign)
+and return plain outputs (the record, the model, the decision, label requests); they read
+and write nothing else. Their two runners add only I/O:
+
+* :func:`nft_fw.loop.run_locally` / :func:`nft_fw.loop.relax_locally` keep everything in
+  memory and label requests in-process;
+* the trainer and relax Fireworks (:mod:`nft_fw.launchpad.campaigns`,
+  :mod:`nft_fw.launchpad.relaxation`) load the inputs from the database, call the step,
+  store its outputs and hand the requests to FireWorks.
+
+The order labels arrive in never matters: the step sorts images by their hash and chunks by
+(iteration, centre, hash) before training, so a campaign gives the same history in one
+process, with one worker or with many.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from nft_fw import calibration, decision
+from nft_fw import chunks as chunk_mod
+from nft_fw import descriptors as desc
+from nft_fw import initial as init_mod
+from nft_fw import model as mdl
+from nft_fw import training as tr
+from nft_fw import uncertainty as unc
+from nft_fw.calculator import EnsembleCalculator
+from nft_fw.campaign import CampaignSpec, ModelSpec, Prepared, RelaxSpec
+from nft_fw.relax import Trajectory, relax, search_frames, trajectory_chunks
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def descriptor_spec(model: ModelSpec, elements: Sequence[str]) -> desc.DescriptorSpec:
+    return desc.DescriptorSpec.default(
+        elements,
+        cutoff=model.cutoff,
+        n_radial=model.n_radial,
+        g5_eta=tuple(model.angular_etas),
+        g5_zeta=tuple(model.angular_zetas),
+    )
+
+
+def architecture(model: ModelSpec) -> mdl.Architecture:
+    return mdl.Architecture(tuple(model.hidden_layers), model.ensemble_size, model.activation)
+
+
+def composition(prepared: Prepared) -> dict[str, float]:
+    """Element fractions of the target (the initial bulk cells use the same mix)."""
+    symbols = prepared.target.get_chemical_symbols()
+    return {el: symbols.count(el) / len(symbols) for el in sorted(set(symbols))}
+
+
+def initial_structures(prepared: Prepared) -> list[Atoms]:
+    """The unlabelled initial bulk cells chosen by farthest-point sampling (Sec. IV C)."""
+    spec = prepared.spec
+    comp = composition(prepared)
+    a0 = sum(frac * prepared.parent.optimal_lattice_constant(el) for el, frac in comp.items())
+    cands = init_mod.candidates(
+        comp,
+        a0,
+        n_candidates=spec.initial.n_candidates,
+        spread=spec.initial.lattice_spread,
+        rattle_stdev=spec.initial.rattle_stdev,
+        seed=spec.initial.seed,
+    )
+    return init_mod.select(
+        cands, spec.initial.n_structures, descriptor_spec(spec.model, prepared.elements)
+    )
+
+
+def fresh_ensemble(prepared: Prepared, images: Sequence[tr.Image]) -> mdl.Ensemble:
+    spec = prepared.spec
+    return tr.make_ensemble(
+        descriptor_spec(spec.model, prepared.elements),
+        architecture(spec.model),
+        images,
+        unlabelled=[prepared.target],
+        seed=spec.nft.seed,
+    )
+
+
+def train_config(spec: CampaignSpec, iteration: int) -> tr.TrainConfig:
+    t = spec.training
+    first = iteration == 0 or not t.warm_start
+    return tr.TrainConfig(
+        steps=t.initial_steps if first else t.steps_per_iteration,
+        learning_rate=t.learning_rate,
+        final_learning_rate=t.final_learning_rate,
+        batches=t.batches_per_step,
+        energy_weight=t.energy_weight,
+        force_weight=t.force_weight,
+        seed=spec.nft.seed + 1000 * iteration,
+    )
+
+
+def relax_settings(spec: CampaignSpec) -> RelaxSpec:
+    return spec.relax if spec.relax is not None else RelaxSpec()
+
+
+def relax_threshold(spec: CampaignSpec) -> float:
+    return relax_settings(spec).threshold or spec.nft.threshold
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkLabel:
+    """A labelled chunk: the parent's energy (eV) and forces (n, 3) eV/Å on ``atoms``
+    (centre first); only ``forces[0]``, the centre's, is trained on. ``phase`` and
+    ``iteration``: the NFT iteration or relax round that asked for it; ``seconds``: what the
+    parent calculation took."""
+
+    centre: int
+    iteration: int
+    hash: str
+    radius: float
+    atoms: Atoms
+    energy: float
+    forces: np.ndarray
+    seconds: float = 0.0
+    phase: str = "nft"
+
+    @property
+    def central_force(self) -> np.ndarray:
+        return np.asarray(self.forces[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkRequest:
+    """A chunk to label: ``radius`` Å around atom ``centre`` of the target (NFT) or of frame
+    ``frame`` of the relaxation's searched frames (relax), for ``phase`` round ``iteration``."""
+
+    centre: int
+    radius: float
+    iteration: int
+    phase: str = "nft"
+    frame: int | None = None
+
+
+def cut_chunk(prepared: Prepared, centre: int, target: Atoms | None = None) -> chunk_mod.Chunk:
+    """The chunk of the campaign's radius around atom ``centre`` of the target."""
+    return chunk_mod.cut(
+        prepared.target if target is None else target, centre, prepared.chunk_radius_A
+    )
+
+
+def label_chunk(
+    prepared: Prepared, chunk: chunk_mod.Chunk, iteration: int, phase: str = "nft"
+) -> ChunkLabel:
+    """Run the parent on a chunk."""
+    t0 = time.perf_counter()
+    energy, forces = prepared.parent.label(chunk.atoms)
+    return ChunkLabel(
+        centre=chunk.centre,
+        iteration=iteration,
+        hash=chunk.hash,
+        radius=chunk.radius,
+        atoms=chunk.atoms,
+        energy=energy,
+        forces=np.asarray(forces),
+        seconds=time.perf_counter() - t0,
+        phase=phase,
+    )
+
+
+FeatureSource = Callable[[Sequence[ChunkLabel], desc.DescriptorSpec], list[tr.ChunkFeatures]]
+
+
+def chunk_features(
+    labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec
+) -> list[tr.ChunkFeatures]:
+    """The training data of labelled chunks (all in one descriptor pass)."""
+    return tr.chunk_features_many([(lb.atoms, lb.central_force, lb.hash) for lb in labels], spec)
+
+
+class FeatureMemo:
+    """A :data:`FeatureSource` that computes each chunk's features once (by chunk hash and
+    descriptor settings) and keeps them in memory."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], tr.ChunkFeatures] = {}
+
+    def __call__(
+        self, labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec
+    ) -> list[tr.ChunkFeatures]:
+        key = repr(spec.to_dict())
+        missing = [lb for lb in labels if (lb.hash, key) not in self._known]
+        for f in chunk_features(missing, spec):
+            self._known[f.id, key] = f
+        return [self._known[lb.hash, key] for lb in labels]
+
+
+def in_order(
+    images: Sequence[tr.Image], chunks: Sequence[ChunkLabel]
+) -> tuple[list[tr.Image], list[ChunkLabel]]:
+    """Images by hash and chunks by (iteration, centre, hash): the order a step trains in,
+    whatever order the labels arrived in."""
+    return (
+        sorted(images, key=lambda im: im.id),
+        sorted(chunks, key=lambda c: (c.iteration, c.centre, c.hash)),
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class Fit:
+    """A trained ensemble, its training metrics and the seconds spent on features."""
+
+    ensemble: mdl.Ensemble
+    metrics: dict[str, Any]
+    features_seconds: float
+
+
+def fit(
+    prepared: Prepared,
+    images: Sequence[tr.Image],
+    chunks: Sequence[ChunkLabel],
+    previous: mdl.Ensemble | None,
+    config_iteration: int,
+    features: FeatureSource = chunk_features,
+) -> Fit:
+    """Train on every label, warm-started from ``previous`` when given and the campaign
+    allows it (``training.warm_start``), else from a fresh ensemble; ``config_iteration``
+    picks the step count and seed (:func:`train_config`)."""
+    spec = prepared.spec
+    if not images:
+        raise RuntimeError(
+            f"campaign {spec.name}: no labelled initial images; every initial label failed "
+            "— see nft-fw status and the failed labels' errors"
+        )
+    images, chunks = in_order(images, chunks)
+    if previous is None or not spec.training.warm_start:
+        ensemble = fresh_ensemble(prepared, images)
+        config_iteration = 0 if previous is None else config_iteration
+    else:
+        ensemble = previous
+    t0 = time.perf_counter()
+    feats = features(chunks, ensemble.spec)
+    arrays = tr.image_arrays(images, ensemble.spec)
+    t_feat = time.perf_counter() - t0
+    ensemble, metrics = tr.train(ensemble, arrays, feats, train_config(spec, config_iteration))
+    return Fit(ensemble, metrics, t_feat)
+
+
+# ----------------------------------------------------------------------------- assessment
+
+
+@dataclasses.dataclass
+class Assessment:
+    """Predictions on the target: member forces (M, n, 3) eV/Å, δ (n,) eV/Å, and figures."""
+
+    forces: np.ndarray
+    delta: np.ndarray
+    figures: dict[str, float]
+
+    @property
+    def mean_forces(self) -> np.ndarray:
+        """The ensemble mean's forces (n, 3) eV/Å."""
+        return self.forces.mean(axis=0)
+
+
+def assess(ensemble: mdl.Ensemble, target: Atoms, true_forces: np.ndarray | None) -> Assessment:
+    """δ on the target and, when the parent's forces are given, the true errors:
+    MAE / max of |F_ML − F_parent| (eV/Å), the fraction of atoms with residual ≤ δ_i and
+    the Spearman rank correlation of residual and δ."""
+    t0 = time.perf_counter()
+    _, forces = ensemble.predict(target)
+    delta = unc.atomic(forces)
+    figures = {
+        "structure_uncertainty": unc.structure(delta),
+        "mean_uncertainty": float(delta.mean()),
+        "predict_seconds": time.perf_counter() - t0,
+    }
+    if true_forces is not None:
+        figures.update(error_figures(forces.mean(axis=0), true_forces, delta))
+    return Assessment(forces=forces, delta=delta, figures=figures)
+
+
+def error_figures(
+    predicted: np.ndarray, true_forces: np.ndarray, delta: np.ndarray | None = None
+) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    residual = np.linalg.norm(np.asarray(predicted) - np.asarray(true_forces), axis=1)
+    out = {"true_force_mae": float(residual.mean()), "true_force_max": float(residual.max())}
+    if delta is not None:
+        out["fraction_within_delta"] = float(np.mean(residual <= delta))
+        out["rank_correlation"] = float(spearmanr(residual, delta)[0])
+    return out
+
+
+def kept_iteration(history: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> int:
+    """The iteration whose model the campaign keeps: the latest within ``nft.best_tolerance``
+    of the lowest progress measure (:mod:`nft_fw.decision`)."""
+    return decision.best_iteration(
+        decision.progress(history, spec.nft.progress_measure), spec.nft.best_tolerance
+    )
+
+
+def kept_round(rounds: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> int:
+    """The relax round whose model is kept: the latest whose largest δ along its relaxation
+    is within ``nft.best_tolerance`` of the lowest."""
+    return decision.best_iteration(
+        [r["structure_uncertainty"] for r in rounds], spec.nft.best_tolerance
+    )
+
+
+def calibrate_record(
+    record: dict[str, Any], result: Assessment, true_forces: np.ndarray | None
+) -> None:
+    """Add ``calibrated_structure_uncertainty`` (eV/Å) where the record has a calibration,
+    and with the parent's forces on the target, ``fraction_within_calibrated_delta``."""
+    if "calibration_scale" not in record:
+        return
+    scale = float(record["calibration_scale"])
+    record["calibrated_structure_uncertainty"] = scale * record["structure_uncertainty"]
+    if true_forces is not None:
+        residual = np.linalg.norm(result.mean_forces - true_forces, axis=1)
+        record["fraction_within_calibrated_delta"] = float(
+            np.mean(residual <= scale * result.delta)
+        )
+
+
+def threshold_values(history: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> list[float]:
+    """What the threshold is compared with at each iteration: the structure uncertainty, or
+    with ``threshold_on: calibrated_delta`` its calibrated value where a calibration exists."""
+    if spec.nft.threshold_on == "calibrated_delta":
+        return [
+            float(r.get("calibrated_structure_uncertainty", r["structure_uncertainty"]))
+            for r in history
+        ]
+    return [float(r["structure_uncertainty"]) for r in history]
+
+
+def calibration_meta(history: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
+    """The calibration an exported model carries: the latest fitted on the campaign's
+    out-of-sample errors (``meta.calibration`` of the model file), or nothing."""
+    for r in reversed(history):
+        if "calibration_scale" in r:
+            cal = calibration.Calibration(
+                scale=float(r["calibration_scale"]),
+                coverage=float(r["calibration_coverage"]),
+                n_points=int(r["calibration_n"]),
+                source=f"campaign {name}, out-of-sample central forces up to "
+                f"{r.get('phase', 'nft')} iteration {r['iteration']}",
+            )
+            return {"calibration": cal.to_dict()}
+    return {}
+
+
+def selection_features(
+    spec: CampaignSpec, ensemble: mdl.Ensemble, target: Atoms
+) -> np.ndarray | None:
+    """The descriptors of every target atom when the campaign's centre selection needs them
+    (``nft.selection: diverse``), else None."""
+    if spec.nft.selection != "diverse":
+        return None
+    return desc.features(target, ensemble.spec)
+
+
+def out_of_sample(
+    predicted: np.ndarray,
+    delta: np.ndarray,
+    centres: Sequence[int],
+    central_forces: Sequence[np.ndarray],
+) -> dict[str, Any]:
+    """The previous model's error on the chunks it chose, before it trains on them: an
+    honest test set that costs nothing (every new chunk is labelled before it is trained on).
+
+    ``predicted`` (n, 3) and ``delta`` (n,) are the previous model's mean forces and δ on the
+    target; the chunk radius covers the model's force locality (≥ 2·R_c), so its force on a
+    chunk's centre equals its force on that atom of the target. Returns ``oos_n``, the MAE,
+    max and RMS of |F_parent,centre − F_ML,centre| (eV/Å), ``oos_fraction_within_delta``, and
+    the points themselves (``oos_errors``, ``oos_deltas``, eV/Å) for the calibration of δ.
+    The centres are the most uncertain atoms, so expect these to exceed the target-wide error.
+    """
+    if not len(centres):
+        return {}
+    idx = np.asarray(centres, dtype=int)
+    err = np.linalg.norm(np.asarray(central_forces, dtype=float) - predicted[idx], axis=1)
+    return {
+        "oos_n": len(idx),
+        "oos_mae": float(err.mean()),
+        "oos_max": float(err.max()),
+        "oos_rms": float(np.sqrt(np.mean(err**2))),
+        "oos_fraction_within_delta": float(np.mean(err <= delta[idx])),
+        "oos_errors": [float(e) for e in err],
+        "oos_deltas": [float(x) for x in delta[idx]],
+    }
+
+
+def chunk_out_of_sample(
+    ensemble: mdl.Ensemble, chunks: Sequence[Atoms], central_forces: Sequence[np.ndarray]
+) -> dict[str, Any]:
+    """:func:`out_of_sample` for chunks cut from structures the model was not assessed on
+    (relaxation frames): the model's force and δ on each chunk's centre (atom 0), which equal
+    its values in the frame the chunk was cut from, against the parent's."""
+    if not len(chunks):
+        return {}
+    predicted = np.zeros((len(chunks), 3))
+    delta = np.zeros(len(chunks))
+    for j, atoms in enumerate(chunks):
+        _, forces = ensemble.predict(atoms)
+        predicted[j] = forces[:, 0].mean(axis=0)
+        delta[j] = unc.atomic(forces[:, :1])[0]
+    return out_of_sample(predicted, delta, list(range(len(chunks))), central_forces)
+
+
+# ----------------------------------------------------------------------------- the NFT step
+
+
+@dataclasses.dataclass
+class Prediction:
+    """A model's ensemble-mean forces (n, 3) eV/Å and δ (n,) eV/Å on the target."""
+
+    forces: np.ndarray
+    delta: np.ndarray
+
+
+@dataclasses.dataclass
+class NFTInputs:
+    """What NFT iteration ``iteration`` needs.
+
+    ``images``: the labelled initial images; ``chunks``: every chunk label so far (this
+    iteration's new ones included); ``previous``: the model of iteration − 1 (at iteration 0:
+    None, or the model a follow-up campaign inherits); ``history``: the records of the
+    iterations before; ``previous_prediction``: iteration − 1's forces and δ on the target
+    (for the out-of-sample errors of the new chunks); ``true_forces``: the parent's forces on
+    the whole target (n, 3) eV/Å, for validation only; ``failed_centres``: target atoms
+    whose chunk the parent could not label (not offered again); ``features``: where chunk
+    features come from (a cache)."""
+
+    prepared: Prepared
+    iteration: int
+    images: Sequence[tr.Image]
+    chunks: Sequence[ChunkLabel]
+    previous: mdl.Ensemble | None = None
+    history: Sequence[Mapping[str, Any]] = ()
+    previous_prediction: Prediction | None = None
+    true_forces: np.ndarray | None = None
+    failed_centres: Collection[int] = ()
+    features: FeatureSource = chunk_features
+
+
+@dataclasses.dataclass
+class NFTOutcome:
+    """The iteration's ``record`` (plain JSON values), its ``ensemble``, the predictions on
+    the target (``assessment``), the ``decision``, and the chunks it asks for next."""
+
+    record: dict[str, Any]
+    ensemble: mdl.Ensemble
+    assessment: Assessment
+    decision: decision.Continue | decision.Stop
+    requests: list[ChunkRequest]
+
+
+def nft_step(inputs: NFTInputs) -> NFTOutcome:
+    """One NFT iteration: train on every label, predict the target and δ, record, decide,
+    and name the next chunks (around the most uncertain atoms not yet chunked)."""
+    prepared, k = inputs.prepared, inputs.iteration
+    spec = prepared.spec
+    config_iteration = 0 if inputs.previous is None else max(k, 1)
+    trained = fit(
+        prepared, inputs.images, inputs.chunks, inputs.previous, config_iteration,
+        inputs.features,
+    )  # fmt: skip
+    ensemble, metrics = trained.ensemble, trained.metrics
+    result = assess(ensemble, prepared.target, inputs.true_forces)
+    nft_chunks = [c for c in inputs.chunks if c.phase == "nft"]
+    new = sorted((c for c in nft_chunks if c.iteration == k), key=lambda c: (c.centre, c.hash))
+    oos: dict[str, Any] = {}
+    if inputs.previous_prediction is not None:
+        oos = out_of_sample(
+            inputs.previous_prediction.forces,
+            inputs.previous_prediction.delta,
+            [c.centre for c in new],
+            [c.central_force for c in new],
+        )
+    history = list(inputs.history)
+    record: dict[str, Any] = {
+        "campaign": spec.name,
+        "phase": "nft",
+        "iteration": k,
+        "n_labels": len(inputs.chunks) + len(inputs.images),
+        "n_images": len(inputs.images),
+        "n_chunks": len(inputs.chunks),
+        "new_chunks": len(new),
+        **result.figures,
+        **oos,
+        "training": metrics,
+        "timings": {
+            "features_s": trained.features_seconds,
+            "train_s": metrics["seconds"],
+            "predict_s": result.figures["predict_seconds"],
+            "label_s": float(sum(c.seconds for c in new)),
+        },
+    }
+    record.update(calibration.figures(history, record, spec.nft.calibration_coverage))
+    calibrate_record(record, result, inputs.true_forces)
+    best = kept_iteration([*history, record], spec)
+    record["best_iteration"] = best
+    record["best_structure_uncertainty"] = [*history, record][best]["structure_uncertainty"]
+    chunked = {c.centre for c in nft_chunks} | {int(c) for c in inputs.failed_centres}
+    step = decision.decide(
+        threshold_values([*history, record], spec),
+        result.delta,
+        chunked,
+        k=spec.nft.chunks_per_iteration,
+        threshold=spec.nft.threshold,
+        patience=spec.nft.patience,
+        max_iterations=spec.nft.max_iterations,
+        tolerance=spec.nft.best_tolerance,
+        selection=spec.nft.selection,
+        features=selection_features(spec, ensemble, prepared.target),
+        measures=decision.progress([*history, record], spec.nft.progress_measure),
+        min_gain=spec.nft.min_gain,
+    )
+    requests: list[ChunkRequest] = []
+    if isinstance(step, decision.Continue):
+        requests = [
+            ChunkRequest(centre=int(c), radius=prepared.chunk_radius_A, iteration=k + 1)
+            for c in step.centres
+        ]
+    return NFTOutcome(record, ensemble, result, step, requests)
+
+
+# ----------------------------------------------------------------------------- the relax step
+
+
+@dataclasses.dataclass
+class RelaxInputs:
+    """What relax round ``number`` needs.
+
+    ``model``: round 0 relaxes with the NFT phase's kept model, round r > 0 retrains from
+    round r − 1's; ``model_from``: where ``model`` came from (recorded); ``images`` and
+    ``chunks``: every label so far (this round's new trajectory chunks included); ``history``:
+    the NFT records; ``rounds``: the records of the rounds before; ``true_start_forces``:
+    the parent's forces on the target (validation only; computed when missing and validation
+    is on); ``known``: whether a chunk hash is labelled or failed already (not offered
+    again)."""
+
+    prepared: Prepared
+    number: int
+    model: mdl.Ensemble
+    model_from: dict[str, Any]
+    images: Sequence[tr.Image]
+    chunks: Sequence[ChunkLabel]
+    history: Sequence[Mapping[str, Any]] = ()
+    rounds: Sequence[Mapping[str, Any]] = ()
+    true_start_forces: np.ndarray | None = None
+    known: Callable[[str], bool] = lambda _hash: False
+    features: FeatureSource = chunk_features
+
+
+@dataclasses.dataclass
+class RelaxOutcome:
+    """The round's ``record``, its ``ensemble`` and ``trajectory``, the frames searched for
+    chunks (``searched``: indices into the trajectory; requests' ``frame`` indexes this
+    list), and either ``stop`` (retraining ends) or the chunks it asks for."""
+
+    record: dict[str, Any]
+    ensemble: mdl.Ensemble
+    trajectory: Trajectory
+    searched: list[int]
+    stop: decision.Stop | None
+    requests: list[ChunkRequest]
+
+
+def _errors(predicted: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    residual = np.linalg.norm(np.asarray(predicted) - np.asarray(reference), axis=1)
+    return float(residual.mean()), float(residual.max())
+
+
+def validate_relaxation(
+    prepared: Prepared, trajectory: Trajectory, start_forces: np.ndarray | None
+) -> dict[str, float]:
+    """True-force errors at the start and the end of a relaxation and the parent's own energy
+    and largest force on the relaxed structure (when validation.true_forces is on)."""
+    if not prepared.spec.validation.true_forces:
+        return {}
+    if start_forces is None:
+        start_forces = prepared.parent.label(trajectory.frames[0])[1]
+    energy, end_forces = prepared.parent.label(trajectory.final)
+    start_mae, start_max = _errors(trajectory.forces[0], start_forces)
+    end_mae, end_max = _errors(trajectory.forces[-1], end_forces)
+    return {
+        "start_true_force_mae": start_mae,
+        "start_true_force_max": start_max,
+        "end_true_force_mae": end_mae,
+        "end_true_force_max": end_max,
+        "end_parent_energy": float(energy),
+        "end_parent_fmax": float(np.linalg.norm(end_forces, axis=1).max()),
+    }
+
+
+def trajectory_figures(trajectory: Trajectory) -> dict[str, Any]:
+    return {
+        "steps": [dataclasses.asdict(s) for s in trajectory.steps],
+        "n_steps": len(trajectory.steps),
+        "converged": trajectory.converged,
+        "structure_uncertainty": trajectory.max_uncertainty,
+        "start_max_uncertainty": trajectory.steps[0].max_uncertainty,
+        "final_max_uncertainty": trajectory.steps[-1].max_uncertainty,
+        "mean_uncertainty": trajectory.steps[-1].mean_uncertainty,
+        "final_fmax": trajectory.steps[-1].fmax,
+    }
+
+
+def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
+    """One relax round: (from round 1 on) retrain on every label starting from the previous
+    round's model, relax the target, record, and while the largest δ along the trajectory
+    is above the threshold and still falling, name chunks around uncertain atoms of its
+    frames after the start."""
+    prepared, number = inputs.prepared, inputs.number
+    spec = prepared.spec
+    rs = relax_settings(spec)
+    threshold = relax_threshold(spec)
+    metrics: dict[str, Any] | None = None
+    oos: dict[str, Any] = {}
+    ensemble = inputs.model
+    model_from = dict(inputs.model_from)
+    relax_chunks = [c for c in inputs.chunks if c.phase == "relax"]
+    new = sorted(
+        (c for c in relax_chunks if c.iteration == number), key=lambda c: (c.centre, c.hash)
+    )
+    if number > 0:
+        oos = chunk_out_of_sample(
+            inputs.model, [c.atoms for c in new], [c.central_force for c in new]
+        )
+        trained = fit(
+            prepared, inputs.images, inputs.chunks, inputs.model, max(number, 1),
+            inputs.features,
+        )  # fmt: skip
+        ensemble, metrics = trained.ensemble, trained.metrics
+        model_from = {"phase": "relax", "iteration": number}
+    t_relax = time.perf_counter()
+    trajectory = relax(
+        prepared.target, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer
+    )
+    relax_s = time.perf_counter() - t_relax
+    validation = validate_relaxation(prepared, trajectory, inputs.true_start_forces)
+    searched = search_frames(len(trajectory.frames), rs.max_frames)
+    rounds = list(inputs.rounds)
+    uncertainties = [float(r["structure_uncertainty"]) for r in rounds]
+    uncertainties.append(trajectory.max_uncertainty)
+    best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
+    record: dict[str, Any] = {
+        "campaign": spec.name,
+        "phase": "relax",
+        "iteration": number,
+        "n_labels": len(inputs.images) + len(inputs.chunks),
+        "n_images": len(inputs.images),
+        "n_chunks": len(inputs.chunks),
+        "relax_chunks": len(relax_chunks),
+        "new_chunks": len(new),
+        **trajectory_figures(trajectory),
+        **validation,
+        **oos,
+        "threshold": threshold,
+        "best_iteration": best,
+        "best_structure_uncertainty": uncertainties[best],
+        "model_from": model_from,
+        "training": metrics,
+        "timings": {"train_s": (metrics or {}).get("seconds", 0.0), "relax_s": relax_s},
+        "frame_steps": searched,
+    }
+    record.update(
+        calibration.figures([*inputs.history, *rounds], record, spec.nft.calibration_coverage)
+    )
+    stop = decision.relax_stop(
+        uncertainties,
+        threshold=threshold,
+        patience=rs.patience,
+        max_rounds=rs.max_rounds if rs.retrain else 0,
+        tolerance=spec.nft.best_tolerance,
+    )
+    requests: list[ChunkRequest] = []
+    if stop is None:
+        chosen = trajectory_chunks(
+            trajectory,
+            searched,
+            threshold,
+            ensemble.spec,
+            rs.chunks_per_round,
+            rs.selection,
+            prepared.chunk_radius_A,
+            inputs.known,
+        )
+        position = {f: j for j, f in enumerate(searched)}
+        requests = [
+            ChunkRequest(
+                centre=chunk.centre,
+                radius=prepared.chunk_radius_A,
+                iteration=number + 1,
+                phase="relax",
+                frame=position[f],
+            )
+            for f, chunk in chosen
+        ]
+        if not requests:
+            stop = decision.Stop(
+                "exhausted", "no unlabelled trajectory atom above the threshold", best
+            )
+    return RelaxOutcome(record, ensemble, trajectory, searched, stop, requests)
+
+
+def request_atoms(request: ChunkRequest, source: Atoms) -> chunk_mod.Chunk:
+    """The chunk a request names, cut from ``source`` (the target for NFT; the searched
+    frame ``request.frame`` for relax)."""
+    return chunk_mod.cut(source, request.centre, request.radius)
