@@ -22,7 +22,7 @@ from ase import Atoms
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import decision, initial, step
+from nft_fw import atoms_io, decision, initial, step
 from nft_fw import descriptors as desc
 from nft_fw import model as mdl
 from nft_fw import training as tr
@@ -163,10 +163,7 @@ def _image_doc(
         "kind": "image",
         "iteration": 0,
         "centre": None,
-        "numbers": a.numbers.tolist(),
-        "positions": a.positions.tolist(),
-        "cell": np.asarray(a.cell).tolist(),
-        "pbc": a.pbc.tolist(),
+        **atoms_io.to_doc(a),
         "energy": float(image.energy),
         "forces": np.asarray(image.forces).tolist(),
         "seconds": seconds,
@@ -233,8 +230,7 @@ def _label_doc(
         "centre": item["centre"],
         "source": item["source"],
         "radius": item["radius"],
-        "numbers": atoms.numbers.tolist(),
-        "positions": atoms.positions.tolist(),
+        **atoms_io.to_doc(atoms),
         "central_force": forces[0].tolist(),
         "energy": float(energy),
         "forces": forces.tolist(),
@@ -363,30 +359,6 @@ def label_items(
 OFFLINE_LABELS_KEY = "offline_labels"
 
 
-def _atoms_dict(atoms: Atoms) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "numbers": atoms.numbers.tolist(),
-        "positions": atoms.positions.tolist(),
-        "cell": np.asarray(atoms.cell).tolist(),
-        "pbc": atoms.pbc.tolist(),
-    }
-    if "initial_magmoms" in atoms.arrays:
-        d["initial_magmoms"] = atoms.get_initial_magnetic_moments().tolist()
-    return d
-
-
-def _atoms_from_dict(d: dict[str, Any]) -> Atoms:
-    atoms = Atoms(
-        numbers=d["numbers"],
-        positions=np.asarray(d["positions"], dtype=float),
-        cell=np.asarray(d["cell"], dtype=float),
-        pbc=d["pbc"],
-    )
-    if "initial_magmoms" in d:
-        atoms.set_initial_magnetic_moments(d["initial_magmoms"])
-    return atoms
-
-
 def offline_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``items`` with what a worker without the database needs: each item's structure
     (``atoms``: the image, or the chunk cut from its stored source) and label ``hash``."""
@@ -394,7 +366,7 @@ def offline_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[
     out = []
     for item in items:
         atoms, label_hash = _item_atoms(db, sources, item)
-        out.append({**item, "hash": label_hash, "atoms": _atoms_dict(atoms)})
+        out.append({**item, "hash": label_hash, "atoms": atoms_io.to_doc(atoms)})
     return out
 
 
@@ -424,7 +396,7 @@ def label_offline(
             name,
             calc,
             item,
-            _atoms_from_dict(item["atoms"]),
+            atoms_io.from_doc(item["atoms"]),
             item["hash"],
             fw_id,
             Path.cwd() / "parent-logs",

@@ -23,7 +23,6 @@ Storage:
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import math
@@ -34,12 +33,13 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.io.jsonio import decode, encode
+from ase.io.jsonio import decode
 from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from nft_fw import atoms_io
 from nft_fw import nearsightedness as ns
 from nft_fw.campaign import NEARSIGHTEDNESS, NearsightednessSpec, PreparedNearsightedness
 from nft_fw.chunks import cut
@@ -108,9 +108,7 @@ def register(db: Database, prepared: PreparedNearsightedness) -> None:
         n_chunks=len(prepared.plan.distinct()),
         warnings=prepared.warnings,
     )
-    target_id = records.put_bytes(
-        db, encode(prepared.target).encode(), f"{spec.name}/target.json", kind="structure"
-    )
+    target_id = records.put_structures(db, [prepared.target], f"{spec.name}/target.extxyz")
     plan_id = records.put_bytes(
         db,
         json.dumps(prepared.plan.to_dict()).encode(),
@@ -131,23 +129,16 @@ def plan_items(prepared: PreparedNearsightedness) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- labelling
 
-_TARGETS: collections.OrderedDict[tuple[str, str], Atoms] = collections.OrderedDict()
-
 
 def _target(db: Database, file_id: str) -> Atoms:
-    """A copy of the stored target; a worker keeps the last few it decoded."""
-    key = (db.name, file_id)
-    atoms = _TARGETS.get(key)
-    if atoms is None:
-        atoms = decode(records.get_bytes(db, ObjectId(file_id)).decode())
-        if not isinstance(atoms, Atoms):
-            raise TypeError(f"stored target {file_id} is a {type(atoms).__name__}, not Atoms")
-        _TARGETS[key] = atoms
-        while len(_TARGETS) > 4:
-            _TARGETS.popitem(last=False)
-    else:
-        _TARGETS.move_to_end(key)
-    return atoms.copy()
+    """A copy of the stored target (exact extended XYZ, as every stored structure; a campaign
+    submitted by nft-fw ≤ 0.3 stored it as ASE JSON, read as such)."""
+    if not records.file_name(db, ObjectId(file_id)).endswith(".json"):
+        return records.get_structure(db, ObjectId(file_id))
+    atoms = decode(records.get_bytes(db, ObjectId(file_id)).decode())
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"stored target {file_id} is a {type(atoms).__name__}, not Atoms")
+    return atoms
 
 
 def _plan(db: Database, doc: dict[str, Any]) -> ns.ChunkPlan:
@@ -213,8 +204,7 @@ def _label_doc(
         doc.update(
             centre=int(item["centre"]),
             radius=float(item["radius"]),
-            numbers=atoms.numbers.tolist(),
-            positions=atoms.positions.tolist(),
+            **atoms_io.to_doc(atoms),
             central_force=forces[0].tolist(),
             forces=forces.tolist(),
         )

@@ -33,11 +33,11 @@ from typing import Any
 import gridfs
 import numpy as np
 from ase import Atoms
-from ase.io import read, write
 from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from nft_fw import atoms_io
 from nft_fw.step import ChunkLabel
 from nft_fw.training import Image
 
@@ -90,20 +90,25 @@ def get_bytes(db: Database, file_id: Any) -> bytes:
     return gridfs.GridFS(db, BUCKET).get(file_id).read()
 
 
+def file_name(db: Database, file_id: Any) -> str:
+    return str(gridfs.GridFS(db, BUCKET).get(file_id).filename)
+
+
 def delete_file(db: Database, file_id: Any) -> None:
     gridfs.GridFS(db, BUCKET).delete(file_id)
 
 
 def put_structures(db: Database, frames: Sequence[Atoms], filename: str, **meta: Any) -> Any:
-    buf = io.StringIO()
-    write(buf, list(frames), format="extxyz")
-    return put_bytes(db, buf.getvalue().encode(), filename, kind="structures", **meta)
+    """Store structures as extended XYZ with exact floats (:func:`nft_fw.atoms_io.write_extxyz`):
+    a worker reads back the very structure the submitter built."""
+    text = atoms_io.extxyz_text(list(frames))
+    return put_bytes(db, text.encode(), filename, kind="structures", **meta)
 
 
 def get_structures(db: Database, file_id: Any) -> list[Atoms]:
-    text = get_bytes(db, file_id).decode()
-    frames = read(io.StringIO(text), index=":", format="extxyz")
-    return frames if isinstance(frames, list) else [frames]
+    """The frames of a stored structure file (files of nft-fw ≤ 0.3, rounded to 1e-8 Å by
+    ASE's writer, read the same way)."""
+    return atoms_io.read_extxyz_text(get_bytes(db, file_id).decode())
 
 
 _STRUCTURE_CACHE: collections.OrderedDict[tuple[str, str], list[Atoms]] = collections.OrderedDict()
@@ -281,13 +286,8 @@ def failures(db: Database, campaign: str) -> list[dict[str, Any]]:
 
 
 def label_atoms(doc: dict[str, Any]) -> Atoms:
-    atoms = Atoms(
-        numbers=doc["numbers"],
-        positions=np.asarray(doc["positions"], dtype=float),
-        cell=np.asarray(doc.get("cell") or np.zeros((3, 3))),
-        pbc=doc.get("pbc", [False, False, False]),
-    )
-    return atoms
+    """The structure of a label document (:func:`nft_fw.atoms_io.from_doc`)."""
+    return atoms_io.from_doc(doc)
 
 
 def image_label(doc: dict[str, Any]) -> Image:

@@ -291,6 +291,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from nft_fw import parallel
+    from nft_fw.parents import get_parent
 
     ranks = parallel.launched_ranks()
     if ranks > 1:
@@ -301,7 +302,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except parallel.MPIUnavailable as err:
             raise UsageError(str(err)) from err
         if comm.rank != 0:
-            parallel.serve(comm)
+            parallel.serve(comm, get_parent)
             return EXIT_OK
         with parallel.coordinating(comm):
             return _worker(args)

@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
 from ase import Atoms
+
+from nft_fw import atoms_io
 
 log = logging.getLogger(__name__)
 
@@ -103,26 +105,6 @@ def _broadcast_json(comm: Communicator, message: dict[str, Any] | None) -> dict[
     return dict(json.loads(buf.tobytes().decode()))
 
 
-def atoms_message(atoms: Atoms) -> dict[str, Any]:
-    return {
-        "numbers": atoms.numbers.tolist(),
-        "positions": atoms.positions.tolist(),
-        "cell": atoms.cell.array.tolist(),
-        "pbc": atoms.pbc.tolist(),
-        "magmoms": atoms.get_initial_magnetic_moments().tolist(),
-    }
-
-
-def atoms_from_message(msg: dict[str, Any]) -> Atoms:
-    return Atoms(
-        numbers=msg["numbers"],
-        positions=msg["positions"],
-        cell=msg["cell"],
-        pbc=msg["pbc"],
-        magmoms=msg["magmoms"],
-    )
-
-
 class Coordinator:
     """Rank 0's side: announces each collective calculation, then the stop."""
 
@@ -149,7 +131,7 @@ class Coordinator:
             {
                 "op": SINGLE_POINT,
                 "parent": parent,
-                "atoms": atoms_message(atoms),
+                "atoms": atoms_io.to_doc(atoms),
                 "overrides": overrides,
                 "log_path": log_path,
                 "attempt": attempt,
@@ -194,12 +176,18 @@ def coordinating(comm: Communicator) -> Iterator[Coordinator]:
         coord.stop()
 
 
-def serve(comm: Communicator) -> int:
-    """Ranks ≥ 1: run every announced calculation with rank 0 until the stop; returns how
-    many were run. A calculation that fails here fails on rank 0 too (the calculator's
-    collective operations fail together); rank 0 records it, this rank waits for the next."""
-    from nft_fw.parents import get_parent
+class _Runner(Protocol):
+    def run_attempt(
+        self, atoms: Atoms, overrides: Mapping[str, Any], log_path: str | None, attempt: int
+    ) -> Any: ...
 
+
+def serve(comm: Communicator, get_parent: Callable[[str, dict[str, Any]], _Runner]) -> int:
+    """Ranks ≥ 1: run every announced calculation with rank 0 until the stop; returns how
+    many were run. ``get_parent(name, params)`` builds the parent an announcement names
+    (:func:`nft_fw.parents.get_parent`: this module sits below the parents, which announce
+    through it). A calculation that fails here fails on rank 0 too (the calculator's
+    collective operations fail together); rank 0 records it, this rank waits for the next."""
     serial_ase()
     served = 0
     while True:
@@ -208,7 +196,7 @@ def serve(comm: Communicator) -> int:
             log.info("rank %d: stop after %d parent calculations", comm.rank, served)
             return served
         parent = get_parent(msg["parent"]["name"], msg["parent"]["params"])
-        atoms = atoms_from_message(msg["atoms"])
+        atoms = atoms_io.from_doc(msg["atoms"])
         log_path = msg["log_path"]
         try:
             parent.run_attempt(

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import bulk
+from ase.cluster import Octahedron
 
 from nft_fw.structures import (
     StructureError,
@@ -199,3 +201,57 @@ def test_validate_atoms_rejects_unsupported_elements_and_empty() -> None:
         validate_atoms(atoms, "target", allowed_elements={"Pt", "Cu"})
     with pytest.raises(StructureError, match=r"^target: the structure holds no atoms"):
         validate_atoms(Atoms(), "target")
+
+
+def test_extxyz_written_by_nft_fw_reads_back_exactly_with_plain_ase() -> None:
+    import io
+
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from nft_fw import atoms_io
+
+    rng = np.random.default_rng(7)
+    cluster = Octahedron("Pt", 4, 1)
+    cluster.positions += rng.normal(0.0, 0.1, cluster.positions.shape)
+    forces = rng.normal(0.0, 1.0, (len(cluster), 3))
+    cluster.calc = SinglePointCalculator(cluster, energy=-12.345678901234567, forces=forces)
+    cluster.info.update(kind="chunk", centre=3, radius_A=8.0)
+    cluster.arrays["trained"] = np.arange(len(cluster)) == 0
+    cell = bulk("Pt", cubic=True) * (2, 1, 1)
+    cell.positions += rng.normal(0.0, 0.05, cell.positions.shape)
+    cell.set_initial_magnetic_moments(rng.random(len(cell)))
+    text = atoms_io.extxyz_text([cluster, cell])
+    back = ase.io.read(io.StringIO(text), ":", format="extxyz")
+    assert np.array_equal(back[0].positions, cluster.positions)
+    assert np.array_equal(back[0].get_forces(), forces)
+    assert back[0].get_potential_energy() == -12.345678901234567
+    assert back[0].info["kind"] == "chunk" and back[0].info["radius_A"] == 8.0
+    assert back[0].arrays["trained"].tolist() == cluster.arrays["trained"].tolist()
+    assert np.array_equal(back[1].positions, cell.positions)
+    assert np.array_equal(back[1].cell.array, cell.cell.array) and back[1].pbc.all()
+    assert np.array_equal(
+        back[1].get_initial_magnetic_moments(), cell.get_initial_magnetic_moments()
+    )
+    # ASE's own writer rounds the same positions: what the exact writer is for
+    buf = io.StringIO()
+    ase.io.write(buf, cluster, format="extxyz")
+    rounded = ase.io.read(io.StringIO(buf.getvalue()), format="extxyz")
+    assert not np.array_equal(rounded.positions, cluster.positions)
+
+
+def test_atoms_document_round_trips_through_json_exactly() -> None:
+    import json
+
+    from nft_fw import atoms_io
+
+    atoms = bulk("Pt", cubic=True)
+    atoms.rattle(0.1, seed=2)
+    atoms.set_initial_magnetic_moments([0.5, 0.1, 0.2, 0.3])
+    back = atoms_io.from_doc(json.loads(json.dumps(atoms_io.to_doc(atoms))))
+    assert back == atoms  # numbers, positions, cell, pbc
+    assert np.array_equal(back.get_initial_magnetic_moments(), atoms.get_initial_magnetic_moments())
+    # a chunk document of nft-fw ≤ 0.3 has no cell or pbc: a cluster in vacuum
+    old = {"numbers": [78, 78], "positions": [[0.0, 0.0, 0.0], [2.7, 0.0, 0.0]], "energy": 1.0}
+    chunk = atoms_io.from_doc(old)
+    assert not chunk.pbc.any() and not chunk.cell.any() and len(chunk) == 2

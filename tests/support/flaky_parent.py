@@ -1,7 +1,7 @@
 """A parent registered only in tests: EMT that raises on chunks, chosen by a hash of the
 structure. Chunks in even buckets fail on every attempt ("injected parent failure"); chunks
 in odd buckets fail until a retry sets ``recovered`` ("injected transient failure").
-Structures of at most ``spare_below`` atoms (the initial bulk cells) are never touched."""
+Periodic structures (the initial bulk cells) are never touched."""
 
 from __future__ import annotations
 
@@ -26,13 +26,12 @@ def bucket(atoms: Atoms) -> int:
 
 
 class FlakyEMT(EMT):
-    def __init__(self, overrides: Mapping[str, Any], spare_below: int) -> None:
+    def __init__(self, overrides: Mapping[str, Any]) -> None:
         super().__init__()
         self.overrides = dict(overrides)
-        self.spare_below = spare_below
 
     def calculate(self, atoms: Any = None, *args: Any, **kwargs: Any) -> None:
-        if atoms is not None and len(atoms) > self.spare_below:
+        if atoms is not None and not atoms.pbc.any():
             if bucket(atoms) == 0:
                 raise RuntimeError(f"injected parent failure on {len(atoms)} atoms")
             if not self.overrides.get("recovered"):
@@ -42,15 +41,14 @@ class FlakyEMT(EMT):
 
 def _factory(params: dict[str, Any]) -> Parent:
     emt = get_parent("emt")
-    spare = int(params.get("spare_below", 8))
 
     def make(atoms: Atoms, overrides: Mapping[str, Any], log_path: Path | None) -> FlakyEMT:
-        return FlakyEMT(overrides, spare)
+        return FlakyEMT(overrides)
 
     return Parent(
         name="flaky-emt",
         params=params,
-        make_calculator=lambda: FlakyEMT({}, spare),
+        make_calculator=lambda: FlakyEMT({}),
         supported_elements=emt.supported_elements,
         force_locality_A=emt.force_locality_A,
         lattice_constant_fn=emt.lattice_constant_fn,
