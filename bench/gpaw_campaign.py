@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from bson import ObjectId
 
-from nft_fw.launchpad import nearsightedness, records
+from nft_fw.launchpad import nearsightedness, queue, records
 from nft_fw.launchpad.connection import embedded
 
 
@@ -32,7 +32,7 @@ def _reference(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     target = records.get_structure(db, ObjectId(records.get_campaign(db, name)["target_file"]))
     ref_doc = records.get_campaign(ref_db, reference)
-    ref_target = nearsightedness._target(ref_db, ref_doc["target_file"])
+    ref_target = nearsightedness.target(ref_db, ref_doc["target_file"])
     if ref_target.get_chemical_symbols() != target.get_chemical_symbols() or not np.allclose(
         ref_target.positions, target.positions, atol=1e-8
     ):
@@ -49,10 +49,10 @@ def _reference(
     return records.get_array(ref_db, ObjectId(full["forces_file"])), full
 
 
-def _wall(db: Any, name: str) -> float:
-    fw_ids = [d["fw_id"] for d in db.fireworks.find({"spec.campaign": name}, {"fw_id": 1})]
+def _wall(lp: Any, name: str) -> float:
+    fw_ids = [d["fw_id"] for d in queue.fireworks(lp, name, fields=("fw_id",))]
     starts, ends = [], []
-    for launch in db.launches.find({"fw_id": {"$in": fw_ids}}, {"time_start": 1, "time_end": 1}):
+    for launch in queue.launches(lp, fw_ids, fields=("time_start", "time_end")):
         if launch.get("time_start"):
             starts.append(dt.datetime.fromisoformat(str(launch["time_start"])))
         if launch.get("time_end"):
@@ -120,7 +120,7 @@ def main() -> None:
                 f"{max(d['peak_rss_MiB'] for d in docs) / 1024:.1f} |"
             )
         failed = records.failures(db, args.campaign)
-        print(f"failed labels: {len(failed)}; campaign wall {_wall(db, args.campaign):.0f} s")
+        print(f"failed labels: {len(failed)}; campaign wall {_wall(conn.launchpad, args.campaign):.0f} s")
     finally:
         conn.close(stop_server=False)
 

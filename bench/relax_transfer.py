@@ -34,7 +34,7 @@ from bson import ObjectId
 
 from nft_fw.campaign import load_campaign, prepare
 from nft_fw.cli import run_campaign
-from nft_fw.launchpad import campaigns, records
+from nft_fw.launchpad import records, reports
 from nft_fw.launchpad.connection import embedded
 
 HERE = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def main() -> None:
         code = run_campaign(conn, prepared, args.workers, base / "workers", base / "report")
         wall = time.perf_counter() - t0
         db = conn.launchpad.db
-        summary = campaigns.summary(db, name)
+        summary = reports.summary(db, name)
         rounds = records.iterations(db, name, phase="relax")
         transfers = records.iterations(db, name, phase="transfer")
         kept = summary["relaxation"]["kept_round"]

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fireworks import FiretaskBase, FWAction, explicit_serialize
+from pymongo.errors import ConnectionFailure
 
-from nft_fw.launchpad import campaigns, records
+from nft_fw.launchpad import campaigns, queue, records, relaxation, reports
+from nft_fw.workflows import campaign as shapes
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,6 @@ class _CampaignTask(FiretaskBase):
         raise NotImplementedError
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        from pymongo.errors import ConnectionFailure
-
         start, wait = time.monotonic(), 2.0
         while True:
             try:
@@ -67,22 +67,10 @@ class _CampaignTask(FiretaskBase):
         reruns them after this one). Fireworks it appended that never reached the workflow
         document (a completion cut off by a database outage) never ran: they are deleted and
         appended again."""
-        fw_id = getattr(self, "fw_id", None)
-        lp = self.launchpad
-        mine = {
-            d["fw_id"] for d in lp.fireworks.find({"spec.nft_appended_by": fw_id}, {"fw_id": 1})
-        }
-        if mine:
-            wf = lp.workflows.find_one({"nodes": fw_id}, {"nodes": 1}) or {"nodes": []}
-            orphans = sorted(mine - set(wf["nodes"]))
-            if orphans:
-                log.warning("Fireworks %s appended by %s never reached the workflow: deleted, "
-                            "appended again", orphans, fw_id)  # fmt: skip
-                lp.launches.delete_many({"fw_id": {"$in": orphans}})
-                lp.fireworks.delete_many({"fw_id": {"$in": orphans}})
-            if mine - set(orphans):
-                stored["appended"] = sorted(mine - set(orphans))
-                return FWAction(stored_data=stored)
+        kept = queue.appended_by(self.launchpad, getattr(self, "fw_id", None))
+        if kept:
+            stored["appended"] = kept
+            return FWAction(stored_data=stored)
         wf = build()
         if wf is None:
             return FWAction(stored_data=stored)
@@ -90,8 +78,6 @@ class _CampaignTask(FiretaskBase):
         return FWAction(stored_data=stored, detours=[wf])
 
     def _spec(self) -> Any:
-        from nft_fw.launchpad import campaigns
-
         return campaigns.load_spec(self._db(), self["campaign"])
 
     def _db(self) -> Any:
@@ -114,13 +100,11 @@ class InitTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.workflows.campaign import round_workflow
-
         db, name = self._db(), self["campaign"]
         items = campaigns.round_items(db, name, campaigns.initial_items(db, name))
         spec = self._spec()
         return self._append(
-            lambda: round_workflow(spec, "nft", 0, items, self.fw_id),
+            lambda: shapes.round_workflow(spec, "nft", 0, items, TASKS, self.fw_id),
             {"initial_structures": len(items)},
         )
 
@@ -156,8 +140,6 @@ class TrainTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign", "iteration"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.workflows.campaign import relax_workflow, round_workflow, transfer_workflow
-
         db, name, k = self._db(), self["campaign"], int(self["iteration"])
         out = campaigns.train(db, name, k, getattr(self, "fw_id", None))
         summary: dict[str, Any] = {
@@ -169,12 +151,13 @@ class TrainTask(_CampaignTask):
         if out.items:
             items = campaigns.round_items(db, name, out.items)
             return self._append(
-                lambda: round_workflow(spec, "nft", k + 1, items, self.fw_id), summary
+                lambda: shapes.round_workflow(spec, "nft", k + 1, items, TASKS, self.fw_id),
+                summary,
             )
         summary["stop_reason"] = getattr(out.step, "reason", None)
         if spec.relax is not None:
-            return self._append(lambda: relax_workflow(spec, self.fw_id), summary)
-        return self._append(lambda: transfer_workflow(spec, self.fw_id), summary)
+            return self._append(lambda: shapes.relax_workflow(spec, TASKS, self.fw_id), summary)
+        return self._append(lambda: shapes.transfer_workflow(spec, TASKS, self.fw_id), summary)
 
 
 @explicit_serialize
@@ -186,9 +169,6 @@ class RelaxTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign", "round"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.launchpad import relaxation
-        from nft_fw.workflows.campaign import round_workflow, transfer_workflow
-
         db, name, r = self._db(), self["campaign"], int(self["round"])
         out = relaxation.relax_round(db, name, r, getattr(self, "fw_id", None))
         summary: dict[str, Any] = {
@@ -200,10 +180,11 @@ class RelaxTask(_CampaignTask):
         if out.stop is None:
             items = campaigns.round_items(db, name, out.items)
             return self._append(
-                lambda: round_workflow(spec, "relax", r + 1, items, self.fw_id), summary
+                lambda: shapes.round_workflow(spec, "relax", r + 1, items, TASKS, self.fw_id),
+                summary,
             )
         summary["stop_reason"] = out.stop.reason
-        return self._append(lambda: transfer_workflow(spec, self.fw_id), summary)
+        return self._append(lambda: shapes.transfer_workflow(spec, TASKS, self.fw_id), summary)
 
 
 @explicit_serialize
@@ -215,9 +196,6 @@ class TransferTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign", "index"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        from nft_fw.launchpad import relaxation
-        from nft_fw.workflows.campaign import campaign_workflow
-
         db, name, k = self._db(), self["campaign"], int(self["index"])
         record = relaxation.transfer(db, name, k, getattr(self, "fw_id", None))
         summary = {
@@ -227,8 +205,8 @@ class TransferTask(_CampaignTask):
         spec = self._spec()
         if record["flagged"] and spec.transfer[k].retrain:
             child = relaxation.follow_up(db, name, k)
-            if self.launchpad.workflows.find_one({"metadata.campaign": child.name}) is None:
-                self.launchpad.add_wf(campaign_workflow(child))
+            if not queue.has_workflow(self.launchpad, child.name):
+                queue.add_workflow(self.launchpad, shapes.campaign_workflow(child, TASKS))
             summary["follow_up"] = child.name
         return FWAction(stored_data=summary)
 
@@ -244,13 +222,8 @@ class ReportTask(_CampaignTask):
         name = self["campaign"]
         failed = [
             (d["fw_id"], d["name"])
-            for d in self.launchpad.fireworks.find(
-                {
-                    "spec.campaign": name,
-                    "spec.nft_role": {"$in": ["init", "train", "relax"]},
-                    "state": "FIZZLED",
-                },
-                {"fw_id": 1, "name": 1},
+            for d in queue.fireworks(
+                self.launchpad, name, roles=("init", "train", "relax"), states=("FIZZLED",)
             )
         ]
         if failed:
@@ -261,13 +234,23 @@ class ReportTask(_CampaignTask):
                 f"lpad rerun_fws -i {ids}: the campaign goes on from there and reports at its end"
             )
         with tempfile.TemporaryDirectory() as tmp:
-            paths = campaigns.report(db, name, Path(tmp))
+            paths = reports.report(db, name, Path(tmp))
             files = {
                 key: str(
                     records.put_bytes(db, Path(p).read_bytes(), f"{name}/report/{Path(p).name}")
                 )
                 for key, p in paths.items()
             }
-        summary = campaigns.summary(db, name)
+        summary = reports.summary(db, name)
         records.update_campaign(db, name, state="completed", report_files=files, summary=summary)
         return FWAction(stored_data={"summary": summary})
+
+
+TASKS = shapes.Tasks(
+    init=InitTask,
+    label=LabelTask,
+    train=TrainTask,
+    relax=RelaxTask,
+    transfer=TransferTask,
+    report=ReportTask,
+)

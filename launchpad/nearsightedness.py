@@ -9,7 +9,7 @@ their central forces with the whole structure's and with the largest chunk's
 Storage:
 
 * ``nft_campaigns`` — the campaign record (``kind: nearsightedness``), with the GridFS ids of
-  the target (ASE JSON, lossless: the chunks a worker cuts are bit-identical to the ones
+  the target (exact extended XYZ: the chunks a worker cuts are bit-identical to the ones
   cut at submission) and of the chunk plan (which chunk each radius and centre is), and at
   the end the summary and the ids of the stored report.
 * ``nft_ns_labels`` — one document per (campaign, hash, parent_hash), unique index, written
@@ -51,9 +51,7 @@ log = logging.getLogger(__name__)
 NS_LABELS = "nft_ns_labels"
 KIND = NEARSIGHTEDNESS
 PHASE = NEARSIGHTEDNESS  # the phase of its failure records
-DFT_PARENTS = {"gpaw"}  # as nft_fw.launchpad.campaigns: their labels go to 'dft' workers
 REPORT_FILES = ("json", "figure", "html")
-FULL_ITEM = {"kind": "full"}
 
 
 def ensure_indexes(db: Database) -> None:
@@ -62,17 +60,6 @@ def ensure_indexes(db: Database) -> None:
         unique=True,
         name="one_ns_label_per_chunk",
     )
-
-
-def label_category(spec: NearsightednessSpec) -> str:
-    """FireWorks _category of the label Fireworks."""
-    if spec.service.label_category:
-        return spec.service.label_category
-    return "dft" if spec.parent.name in DFT_PARENTS else "label"
-
-
-def analysis_category(spec: NearsightednessSpec) -> str:
-    return spec.service.analysis_category or label_category(spec)
 
 
 def is_nearsightedness(doc: dict[str, Any]) -> bool:
@@ -118,19 +105,10 @@ def register(db: Database, prepared: PreparedNearsightedness) -> None:
     records.update_campaign(db, spec.name, target_file=str(target_id), plan_file=str(plan_id))
 
 
-def plan_items(prepared: PreparedNearsightedness) -> list[dict[str, Any]]:
-    """One label item per distinct chunk (``{kind: chunk, centre, radius, hash}``), in the
-    order the in-process analysis labels them. The whole structure's item is ``FULL_ITEM``."""
-    return [
-        {"kind": "chunk", "centre": d["centre"], "radius": d["radius"], "hash": d["hash"]}
-        for d in prepared.plan.distinct()
-    ]
-
-
 # ----------------------------------------------------------------------------- labelling
 
 
-def _target(db: Database, file_id: str) -> Atoms:
+def target(db: Database, file_id: str) -> Atoms:
     """A copy of the stored target (exact extended XYZ, as every stored structure; a campaign
     submitted by nft-fw ≤ 0.3 stored it as ASE JSON, read as such)."""
     if not records.file_name(db, ObjectId(file_id)).endswith(".json"):
@@ -233,7 +211,7 @@ def label_items(
     doc = records.get_campaign(db, name)
     spec = NearsightednessSpec.model_validate(doc["spec"])
     parent = get_parent(spec.parent.name, spec.parent.params)
-    target = _target(db, doc["target_file"])
+    structure = target(db, doc["target_file"])
     centres = [int(c) for c in doc["centres"]]
     log_dir = (Path.cwd() if work_dir is None else Path(work_dir)) / "parent-logs"
     db[records.CAMPAIGNS].update_one(
@@ -244,7 +222,7 @@ def label_items(
     errors: list[str] = []
     for item in items:
         if item["kind"] == "chunk":
-            chunk = cut(target, int(item["centre"]), float(item["radius"]))
+            chunk = cut(structure, int(item["centre"]), float(item["radius"]))
             atoms, label_hash = chunk.atoms, chunk.hash
             if label_hash != item["hash"]:
                 raise RuntimeError(
@@ -256,7 +234,7 @@ def label_items(
             where = f"centre {item['centre']} radius {item['radius']:g} Å"
             tag = label_hash[:16]
         else:
-            atoms, label_hash, where, tag = target, full_hash(doc), "the whole structure", "full"
+            atoms, label_hash, where, tag = structure, full_hash(doc), "the whole structure", "full"
         if has_label(db, name, label_hash, parent.settings_hash):
             counts["existing"] += 1
             continue

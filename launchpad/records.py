@@ -38,6 +38,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from nft_fw import atoms_io
+from nft_fw import campaign as campaign_spec
 from nft_fw.step import ChunkLabel
 from nft_fw.training import Image
 
@@ -147,9 +148,7 @@ class CampaignExists(ValueError):
     pass
 
 
-# how a campaign's Fireworks are laid out: one workflow that its trainers grow
-# (nft_fw.workflows.campaign). Campaigns without this field were submitted by nft-fw 0.1.
-LAYOUT = "one-workflow"
+LAYOUT = campaign_spec.LAYOUT
 
 
 class OldLayoutError(RuntimeError):
@@ -213,6 +212,12 @@ def update_campaign(db: Database, name: str, **fields: Any) -> None:
     db[CAMPAIGNS].update_one({"_id": name}, {"$set": {**fields, "updated": now()}})
 
 
+def follow_ups(db: Database, name: str) -> list[str]:
+    """Follow-up campaigns started by flagged transfer targets (and theirs, recursively)."""
+    found = [d["_id"] for d in db[CAMPAIGNS].find({"inherited_from": name}, {"_id": 1})]
+    return [n for child in found for n in (child, *follow_ups(db, child))]
+
+
 def list_campaigns(db: Database) -> list[dict[str, Any]]:
     return list(db[CAMPAIGNS].find({}, {"spec": 0}).sort("created", ASCENDING))
 
@@ -253,6 +258,10 @@ def labels(db: Database, campaign: str, kind: str | None = None) -> list[dict[st
         .find(query)
         .sort([("iteration", ASCENDING), ("centre", ASCENDING), ("hash", ASCENDING)])
     )
+
+
+def count_labels(db: Database, campaign: str) -> int:
+    return db[LABELS].count_documents({"campaign": campaign})
 
 
 def put_failure(db: Database, doc: dict[str, Any]) -> None:
@@ -375,3 +384,11 @@ def iterations(db: Database, campaign: str, phase: str | None = "nft") -> list[d
     if phase is not None:
         query["phase"] = phase
     return list(db[ITERATIONS].find(query, {"_id": 0}).sort("iteration", ASCENDING))
+
+
+def phase_records(
+    db: Database, campaigns: Sequence[str], phases: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Records of ``phases`` of any of ``campaigns``, without their per-step trajectories."""
+    query = {"campaign": {"$in": list(campaigns)}, "phase": {"$in": list(phases)}}
+    return list(db[ITERATIONS].find(query, {"steps": 0, "_id": 0}))

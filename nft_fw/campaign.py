@@ -1268,3 +1268,33 @@ def prepare_any(spec: AnySpec) -> Prepared | PreparedNearsightedness:
     if isinstance(spec, NearsightednessSpec):
         return prepare_nearsightedness(spec)
     return prepare(spec)
+
+
+# --- how the service routes a campaign's work ----------------------------------------------------
+# One rule for every kind of campaign: which FireWorks _category its label Fireworks carry,
+# and how many items each holds. Shaping (nft_fw.workflows) and storing (nft_fw.launchpad)
+# both read it from here.
+
+DFT_PARENTS = frozenset({"gpaw"})  # their labels go to 'dft' workers
+CHEAP_PARENTS = {"emt": 13}  # default chunks per label Firework; other parents label one each
+#: how a campaign's Fireworks are laid out: one workflow that its trainers grow
+#: (nft_fw.workflows.campaign). Campaigns without this field were submitted by nft-fw 0.1.
+LAYOUT = "one-workflow"
+
+
+def label_category(spec: AnySpec) -> str:
+    """FireWorks ``_category`` of a campaign's label Fireworks: ``service.label_category``,
+    else ``dft`` for a DFT parent and ``label`` for any other."""
+    if spec.service.label_category:
+        return spec.service.label_category
+    return "dft" if spec.parent.name in DFT_PARENTS else "label"
+
+
+def analysis_category(spec: NearsightednessSpec) -> str:
+    """FireWorks ``_category`` of a nearsightedness campaign's analysis Firework."""
+    return spec.service.analysis_category or label_category(spec)
+
+
+def labels_per_firework(spec: CampaignSpec) -> int:
+    """Items per label Firework: ``service.labels_per_firework``, else the parent's default."""
+    return spec.service.labels_per_firework or CHEAP_PARENTS.get(spec.parent.name, 1)

@@ -9,6 +9,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 logger = logging.getLogger("nft_fw.cli")
-# Piped output (logs, CI) gets 120 columns so the history table is not truncated.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+# Piped output (logs, CI) is 120 columns wide unless $COLUMNS says otherwise; tables leave
+# out the columns that do not fit (_fitted), so no cell is ever cut.
+PIPED_WIDTH = int(os.environ.get("COLUMNS") or 120)
+console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -77,6 +80,64 @@ def _open(
         start_embedded=start_embedded,
         fw_log_level=_fw_stream_level(args, default=fw_log_default),
     )
+
+
+@contextlib.contextmanager
+def _reading(args: argparse.Namespace) -> Iterator[Any]:
+    """A connection for a read-only command: an embedded server it had to start for the
+    query is stopped again when the command ends (never left running unasked)."""
+    conn = _open(args)
+    try:
+        yield conn
+    finally:
+        if conn.started_server:
+            err_console.print(
+                f"[dim]started the embedded server of {conn.server.data_dir} for this query; "
+                "stopped it again (nft-fw db start keeps one running)[/dim]"
+            )
+        conn.close(stop_server=conn.started_server)
+
+
+def _fitted(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    optional: Sequence[str],
+    wide: bool,
+) -> tuple[Table, int | None]:
+    """A table whose columns fit the terminal: the ``optional`` columns (least wanted
+    first) are left out until the rest fits the console's width, and the caption names them
+    (``--wide`` shows every column, at the width they need). Returns the table and the
+    width to print it at (None: the console's)."""
+    natural = {
+        c: max([max(len(w) for w in c.split()), *(len(r[i]) for r in rows)])
+        for i, c in enumerate(columns)
+    }
+
+    def width(cols: Sequence[str]) -> int:
+        return sum(natural[c] + 3 for c in cols) + 1
+
+    shown = list(columns)
+    dropped: list[str] = []
+    if not wide:
+        for c in optional:
+            if width(shown) <= console.width:
+                break
+            shown.remove(c)
+            dropped.append(c)
+    caption = f"not shown (--wide shows them): {', '.join(dropped)}" if dropped else None
+    table = Table(title=title, caption=caption)
+    for c in shown:
+        table.add_column(c, justify="right", width=natural[c])
+    keep = [columns.index(c) for c in shown]
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
+    return table, (max(width(shown), console.width) if wide else None)
+
+
+def _print_tables(tables: Sequence[tuple[Table, int | None]]) -> None:
+    for table, at in tables:
+        console.print(table, width=at)
 
 
 # ---------------------------------------------------------------- db
@@ -371,39 +432,6 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _labelling(lp: Any, name: str) -> list[dict[str, Any]]:
-    """The rounds whose trainer has not started (waiting for its label Fireworks, or defused
-    or paused by an operator): how many of their label Fireworks have ended."""
-    out = []
-    for trainer in lp.fireworks.find(
-        {
-            "spec.campaign": name,
-            "spec.nft_role": "train",
-            "state": {"$in": ["WAITING", "DEFUSED", "PAUSED"]},
-        },
-        {"state": 1, "spec.nft_phase": 1, "spec.nft_round": 1},
-    ):
-        phase, number = trainer["spec"]["nft_phase"], trainer["spec"]["nft_round"]
-        states = [
-            d["state"]
-            for d in lp.fireworks.find(
-                {
-                    "spec.campaign": name,
-                    "spec.nft_role": "label",
-                    "spec.nft_phase": phase,
-                    "spec.nft_round": number,
-                },
-                {"state": 1},
-            )
-        ]
-        ended = sum(s in ("COMPLETED", "FIZZLED") for s in states)
-        out.append(
-            {"phase": phase, "round": number, "label_fireworks_ended": ended,
-             "label_fireworks": len(states), "trainer": trainer["state"]}
-        )  # fmt: skip
-    return out
-
-
 def cmd_recover(args: argparse.Namespace) -> int:
     """Re-queue runs whose worker died: RUNNING Fireworks of the campaign (or all) that have
     not pinged the database for ``--lost-after`` seconds, and Fireworks that fizzled because
@@ -571,12 +599,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _submit(conn: Any, prepared: Any) -> list[int]:
+    from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad.records import CampaignExists
 
-    if _is_nearsightedness(prepared):
-        from nft_fw.workflows.nearsightedness import submit
-    else:
-        from nft_fw.workflows.campaign import submit
     try:
         return submit(conn.launchpad, prepared)
     except CampaignExists as err:
@@ -621,36 +646,16 @@ def _conn_hint(conn: Any) -> str:
     return hint
 
 
-def _fw_states(lp: Any, name: str) -> dict[str, int]:
-    states: dict[str, int] = {}
-    for doc in lp.fireworks.find({"spec.campaign": name}, {"state": 1}):
-        states[doc["state"]] = states.get(doc["state"], 0) + 1
-    return states
-
-
-def _history_table(history: list[dict[str, Any]], title: str) -> Table:
-    from nft_fw import plots
-
-    table = Table(title=title)
-    for col in plots.HISTORY_COLUMNS:
-        table.add_column(col, justify="right")
-    for row in plots.history_table(history):
-        table.add_row(*row)
-    return table
-
-
 def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> str:
     """Show each new iteration until the campaign completes or nothing can run any more."""
-    from nft_fw.launchpad import records
+    from nft_fw.launchpad import queue, records
 
     db = conn.launchpad.db
     shown = -1
     seen: set[tuple[str, str, int]] = set()
     while True:
-        family = [name, *_follow_ups(db, name)]
-        for rec in db[records.ITERATIONS].find(
-            {"campaign": {"$in": family}, "phase": {"$in": ["relax", "transfer"]}}, {"steps": 0}
-        ):
+        family = [name, *records.follow_ups(db, name)]
+        for rec in records.phase_records(db, family, ("relax", "transfer")):
             key = (rec["campaign"], rec["phase"], rec["iteration"])
             if key not in seen:
                 seen.add(key)
@@ -676,7 +681,7 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
         states = [records.get_campaign(db, n)["state"] for n in family]
         fw: dict[str, int] = {}
         for n in family:
-            for k, v in _fw_states(conn.launchpad, n).items():
+            for k, v in queue.state_counts(conn.launchpad, n).items():
                 fw[k] = fw.get(k, 0) + v
         active = sum(fw.get(s, 0) for s in ("READY", "RESERVED", "RUNNING", "WAITING"))
         # the report task marks the campaign completed just before its worker marks the
@@ -688,14 +693,6 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
         if procs and all(p.poll() is not None for p in procs):
             return "workers exited"
         time.sleep(1.0)
-
-
-def _follow_ups(db: Any, name: str) -> list[str]:
-    """Follow-up campaigns started by flagged transfer targets (and theirs, recursively)."""
-    from nft_fw.launchpad import records
-
-    found = [d["_id"] for d in db[records.CAMPAIGNS].find({"inherited_from": name}, {"_id": 1})]
-    return [n for child in found for n in (child, *_follow_ups(db, child))]
 
 
 def _phase_line(rec: dict[str, Any]) -> str:
@@ -732,7 +729,7 @@ def _stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
 
 
 def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_dir: Path) -> int:
-    from nft_fw.launchpad import campaigns, records
+    from nft_fw.launchpad import queue, records, reports
 
     name = prepared.spec.name
     t0 = time.monotonic()
@@ -746,10 +743,11 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
     db = conn.launchpad.db
     history = records.iterations(db, name)
     everything = [r for phase in PHASES for r in records.iterations(db, name, phase=phase)]
-    for table in _phase_tables(name, everything):
-        console.print(table)
+    _print_tables(_phase_tables(name, everything))
     doc = records.get_campaign(db, name)
-    ended = f"Fireworks {_fw_states(conn.launchpad, name)}; wall {time.monotonic() - t0:.0f} s"
+    ended = (
+        f"Fireworks {queue.state_counts(conn.launchpad, name)}; wall {time.monotonic() - t0:.0f} s"
+    )
     if _is_nearsightedness(prepared):
         from nft_fw.launchpad import nearsightedness
 
@@ -761,10 +759,10 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
         f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); " + ended
     )
     if history:
-        _print_report(campaigns.report(db, name, report_dir))
-        for child in _follow_ups(db, name):
+        _print_report(reports.report(db, name, report_dir))
+        for child in records.follow_ups(db, name):
             if records.iterations(db, child):
-                _print_report(campaigns.report(db, child, report_dir / child), child)
+                _print_report(reports.report(db, child, report_dir / child), child)
     return EXIT_OK if outcome == "completed" else EXIT_FAILURE
 
 
@@ -790,10 +788,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from nft_fw.launchpad import records
+    from nft_fw.launchpad import queue, records
 
-    conn = _open(args)
-    try:
+    with _reading(args) as conn, _campaign_errors():
         db = conn.launchpad.db
         docs = [records.get_campaign(db, args.name)] if args.name else records.list_campaigns(db)
         rows = []
@@ -804,12 +801,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 continue
             history = records.iterations(db, name)
             last = history[-1] if history else {}
-            failed = [
-                {"fw_id": d["fw_id"], "name": d["name"]}
-                for d in conn.launchpad.fireworks.find(
-                    {"spec.campaign": name, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}
-                )
-            ]
+            failed = queue.fireworks(
+                conn.launchpad, name, states=("FIZZLED",), fields=("fw_id", "name")
+            )
             failed_chunks = [
                 {
                     "kind": d["kind"],
@@ -822,7 +816,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 }
                 for d in records.failures(db, name)
             ]
-            waiting = _labelling(conn.launchpad, name)
+            waiting = queue.labelling_rounds(conn.launchpad, name)
             rows.append(
                 {
                     "campaign": name,
@@ -831,8 +825,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "iteration": last.get("iteration"),
                     "structure_uncertainty": last.get("structure_uncertainty"),
                     "best_iteration": last.get("best_iteration"),
-                    "labels": db[records.LABELS].count_documents({"campaign": name}),
-                    "fireworks": _fw_states(conn.launchpad, name),
+                    "labels": records.count_labels(db, name),
+                    "fireworks": queue.state_counts(conn.launchpad, name),
                     "fizzled": failed,
                     "failed_labels": failed_chunks,
                     "stop_reason": doc.get("stop_reason"),
@@ -845,10 +839,6 @@ def cmd_status(args: argparse.Namespace) -> int:
                     ],
                 }
             )
-    except KeyError as err:
-        raise UsageError(err.args[0]) from err
-    finally:
-        conn.close(stop_server=False)
     if args.json:
         console.print_json(json.dumps(rows, default=str))
         return EXIT_OK
@@ -900,7 +890,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _nearsightedness_row(conn: Any, doc: dict[str, Any]) -> dict[str, Any]:
     """A status row of a nearsightedness campaign (the NFT columns stay empty)."""
-    from nft_fw.launchpad import nearsightedness
+    from nft_fw.launchpad import nearsightedness, queue
 
     name = doc["_id"]
     info = nearsightedness.status(conn.launchpad.db, name)
@@ -913,13 +903,10 @@ def _nearsightedness_row(conn: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "structure_uncertainty": None,
         "best_iteration": None,
         "labels": info["labels"],
-        "fireworks": _fw_states(conn.launchpad, name),
-        "fizzled": [
-            {"fw_id": d["fw_id"], "name": d["name"]}
-            for d in conn.launchpad.fireworks.find(
-                {"spec.campaign": name, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}
-            )
-        ],
+        "fireworks": queue.state_counts(conn.launchpad, name),
+        "fizzled": queue.fireworks(
+            conn.launchpad, name, states=("FIZZLED",), fields=("fw_id", "name")
+        ),
         "failed_labels": [],  # listed under nearsightedness (they have radii, no iteration)
         "stop_reason": None,
         "relax_round": None,
@@ -953,18 +940,25 @@ def _print_nearsightedness(name: str, info: dict[str, Any]) -> None:
         )
 
 
+@contextlib.contextmanager
+def _campaign_errors() -> Iterator[None]:
+    """A missing campaign (KeyError with the message) as a usage error."""
+    try:
+        yield
+    except KeyError as err:
+        raise UsageError(err.args[0]) from err
+
+
 def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
     from nft_fw.model import ModelFormatError
 
-    conn = _open(args)
-    try:
-        return fn(conn.launchpad.db)
-    except KeyError as err:
-        raise UsageError(err.args[0]) from err
-    except ModelFormatError as err:  # a campaign trained by an older nft-fw
-        raise UsageError(f"{getattr(args, 'name', 'campaign')}: {err}") from err
-    finally:
-        conn.close(stop_server=False)
+    with _reading(args) as conn:
+        try:
+            return fn(conn.launchpad.db)
+        except KeyError as err:
+            raise UsageError(err.args[0]) from err
+        except ModelFormatError as err:  # a campaign trained by an older nft-fw
+            raise UsageError(f"{getattr(args, 'name', 'campaign')}: {err}") from err
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -989,33 +983,44 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(json.dumps(history, default=str))
         return EXIT_OK
-    for table in _phase_tables(args.name, history):
-        console.print(table)
+    _print_tables(_phase_tables(args.name, history, wide=args.wide))
     return EXIT_OK
 
 
 PHASES = ("nft", "relax", "transfer")
 
 
-def _phase_tables(name: str, history: list[dict[str, Any]]) -> list[Table]:
-    from nft_fw import relax_plots
+# columns a narrow terminal leaves out first (--wide shows every column)
+HISTORY_OPTIONAL = (
+    "OOS ≤ sδ", "OOS ≤ δ", "δ scale", "OOS max (eV/Å)", "loss", "true max (eV/Å)", "new",
+    "train (s)",
+)  # fmt: skip
+RELAX_OPTIONAL = (
+    "parent fmax at end (eV/Å)", "δ scale", "converged", "OOS MAE (eV/Å)", "new",
+    "true MAE start/end (eV/Å)",
+)  # fmt: skip
+TRANSFER_OPTIONAL = (
+    "relax (s)", "× trained at end", "flagged at end", "true MAE start/end (eV/Å)", "steps",
+)  # fmt: skip
+
+
+def _phase_tables(
+    name: str, history: list[dict[str, Any]], wide: bool = False
+) -> list[tuple[Table, int | None]]:
+    from nft_fw import plots, relax_plots
 
     tables = []
-    nft = [r for r in history if r["phase"] == "nft"]
-    if nft:
-        tables.append(_history_table(nft, f"{name}: NFT iterations"))
-    for phase, columns, rows in (
-        ("relax", relax_plots.RELAX_COLUMNS, relax_plots.relax_table),
-        ("transfer", relax_plots.TRANSFER_COLUMNS, relax_plots.transfer_table),
-    ):
+    for phase, title, columns, rows, optional in (
+        ("nft", "NFT iterations", plots.HISTORY_COLUMNS, plots.history_table, HISTORY_OPTIONAL),
+        ("relax", "relax", relax_plots.RELAX_COLUMNS, relax_plots.relax_table, RELAX_OPTIONAL),
+        (
+            "transfer", "transfer", relax_plots.TRANSFER_COLUMNS, relax_plots.transfer_table,
+            TRANSFER_OPTIONAL,
+        ),
+    ):  # fmt: skip
         selected = [r for r in history if r["phase"] == phase]
         if selected:
-            table = Table(title=f"{name}: {phase}")
-            for col in columns:
-                table.add_column(col, justify="right")
-            for row in rows(selected):
-                table.add_row(*row)
-            tables.append(table)
+            tables.append(_fitted(f"{name}: {title}", columns, rows(selected), optional, wide))
     return tables
 
 
@@ -1182,14 +1187,14 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nft_fw.launchpad import campaigns, nearsightedness, records
+    from nft_fw.launchpad import nearsightedness, records, reports
 
     out = Path(args.output or f"{args.name}-report")
 
     def write(db: Any) -> dict[str, Any]:
         if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
             return nearsightedness.report(db, args.name, out)  # from the labels stored so far
-        return campaigns.report(db, args.name, out)
+        return reports.report(db, args.name, out)
 
     paths = _with_campaign(args, write)
     for key, p in paths.items():
@@ -1364,7 +1369,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("nft-fw history pt260-emt", "NFT iterations: δ, chunks, errors, calibration"),
         ("nft-fw history pt260-relax --phase all", "with relaxation rounds and transfers"),
     ],
-    "labels": [("nft-fw labels pt260-emt", "every parent single point and its cost")],
+    "labels": [
+        ("nft-fw labels pt260-emt", "every parent single point and its cost"),
+    ],
     "export": [("nft-fw export pt260-emt -o model/", "the kept model, for EnsembleCalculator")],
     "report": [("nft-fw report pt260-emt -o report/", "figures and summary")],
     "nearsightedness": [
@@ -1566,12 +1573,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="which records: NFT iterations, relax rounds, transfer targets (default all)",
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column, however wide (default: columns that do not fit the terminal "
+        "are left out, and named under the table)",
+    )
     _add_connection_options(p)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("labels", help="the labels (parent single points) of a campaign")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
+
     _add_connection_options(p)
     p.set_defaults(func=cmd_labels)
 

@@ -394,3 +394,17 @@ def write(result: Nearsightedness, directory: str | Path, tolerance: float) -> d
     data = directory / "nearsightedness.json"
     data.write_text(json.dumps(result.to_dict(tolerance), indent=2) + "\n", encoding="utf-8")
     return {"figure": figure, "json": data}
+
+
+# the label item of the whole structure (one per campaign) beside the chunk items of a plan
+FULL_ITEM = {"kind": "full"}
+
+
+def plan_items(plan: ChunkPlan) -> list[dict[str, Any]]:
+    """One label item per distinct chunk of ``plan`` (``{kind: chunk, centre, radius,
+    hash}``), in the order the in-process analysis labels them; the whole structure's item
+    is :data:`FULL_ITEM`."""
+    return [
+        {"kind": "chunk", "centre": d["centre"], "radius": d["radius"], "hash": d["hash"]}
+        for d in plan.distinct()
+    ]

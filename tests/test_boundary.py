@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nft_fw
 
@@ -35,8 +38,141 @@ def test_core_imports_no_fireworks_or_pymongo() -> None:
 
 def test_adapters_are_importable_under_nft_fw_namespace() -> None:
     code = (
-        "import nft_fw.firetasks.smoke, nft_fw.workflows.smoke, nft_fw.launchpad.connection, sys\n"
+        "import nft_fw.firetasks.smoke, nft_fw.workflows.campaign, nft_fw.launchpad.connection, sys\n"
         "print('fireworks' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+# ----------------------------------------------------------------------------- rooms
+
+ROOT = Path(__file__).resolve().parent.parent
+# folder → the import prefix it installs under (pyproject's package-dir mapping)
+FOLDERS = {
+    "nft_fw": "nft_fw",
+    "launchpad": "nft_fw.launchpad",
+    "workflows": "nft_fw.workflows",
+    "firetasks": "nft_fw.firetasks",
+}
+ROOMS = ("nft_fw.launchpad", "nft_fw.workflows", "nft_fw.firetasks")
+# which rooms each room may import (DESIGN.md, "Layout"); the core imports none of them
+MAY_IMPORT = {
+    "core": set(),
+    "nft_fw.launchpad": {"nft_fw.launchpad"},
+    "nft_fw.workflows": {"nft_fw.workflows"},
+    "nft_fw.firetasks": set(ROOMS),
+    "cli": set(ROOMS),
+}
+CLI = ("nft_fw.cli", "nft_fw.__main__")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for folder, prefix in FOLDERS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join((prefix, *parts))] = path
+    return out
+
+
+def _room(module: str) -> str:
+    if module.startswith(CLI):
+        return "cli"
+    return next((r for r in ROOMS if module == r or module.startswith(r + ".")), "core")
+
+
+def _imports(module: str, path: Path, known: set[str]) -> set[str]:
+    """Every nft_fw module ``module`` imports, at the top or inside a function."""
+    found = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], base]
+                ).strip(".")
+            # a name that is a module counts as that module, else as its package's attribute
+            names = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {m: _imports(m, p, known) for m, p in modules.items()}
+
+
+def test_each_room_imports_only_what_it_may() -> None:
+    wrong = []
+    for module, targets in _graph().items():
+        room = _room(module)
+        for target in sorted(targets):
+            other = _room(target)
+            if other not in ("core", room) and other not in MAY_IMPORT[room]:
+                wrong.append(f"{module} ({room}) imports {target} ({other})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles_not_even_inside_functions() -> None:
+    graph = _graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+# FireWorks' and nft-fw's collections are reached through nft_fw.launchpad only
+RAW_ACCESS = re.compile(
+    r"\.(fireworks|launches|workflows|fw_id_assigner)\.(find|find_one|count_documents|"
+    r"update_one|update_many|delete_one|delete_many|insert_one|aggregate|distinct)\b"
+    r"|\bdb\[[^\]]+\]\.(find|find_one|count_documents|update_one|delete_one|aggregate)\b"
+)
+
+
+def test_no_raw_collection_access_outside_launchpad() -> None:
+    hits = []
+    for module, path in _modules().items():
+        if _room(module) == "nft_fw.launchpad":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if RAW_ACCESS.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not hits, "\n".join(hits)

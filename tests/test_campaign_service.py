@@ -340,8 +340,8 @@ def test_submit_to_a_brand_new_database(db_server: Any) -> None:
     import uuid
 
     from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad.connection import embedded
-    from nft_fw.workflows.campaign import submit
 
     conn = embedded(db_server.data_dir, db_name=f"fresh_{uuid.uuid4().hex[:8]}", start=False)
     try:

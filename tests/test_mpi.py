@@ -42,8 +42,8 @@ def test_two_rank_worker_shares_each_collective_label(
     from fireworks.core.rocket_launcher import launch_rocket
 
     from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import records
-    from nft_fw.workflows.campaign import submit
 
     assert MPIEXEC.exists(), "make setup installs mpiexec (PyPI mpich) into .venv/bin"
     lp = connection.launchpad

@@ -283,9 +283,9 @@ def test_a_failed_chunk_is_recorded_and_the_analysis_reports_it_missing(
     from fireworks.core.rocket_launcher import rapidfire
 
     from nft_fw.campaign import load_any_campaign, prepare_any
+    from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import nearsightedness as ns
     from nft_fw.launchpad import records
-    from nft_fw.workflows.nearsightedness import submit
 
     lp, db = connection.launchpad, connection.launchpad.db
     prepared = prepare_any(load_any_campaign(ns_campaign("broken", parent="ns-broken-emt")))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nft_fw.workflows.smoke import smoke_workflow
+from nft_fw.firetasks.smoke import smoke_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -128,8 +128,9 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
     laid out the way a trainer appends them: one label Firework, then the trainer.
     Returns the items and the label Firework's id."""
     from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.launchpad import campaigns, records
-    from nft_fw.workflows.campaign import ensure_initialised, round_workflow
+    from nft_fw.firetasks.nft import TASKS
+    from nft_fw.launchpad import campaigns, queue, records
+    from nft_fw.workflows.campaign import round_workflow
 
     spec = {
         "name": name,
@@ -143,7 +144,7 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
     }
     prepared = prepare(load_campaign(spec))
     lp = conn.launchpad
-    ensure_initialised(lp)
+    queue.ensure_initialised(lp)
     campaigns.register(lp.db, prepared)
     source = records.get_campaign(lp.db, name)["target_file"]
     items = [
@@ -151,7 +152,8 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
          "iteration": 1, "phase": "nft"}
         for c in (0, 17, 40)
     ]  # fmt: skip
-    lp.add_wf(round_workflow(prepared.spec, "nft", 1, campaigns.round_items(lp.db, name, items)))
+    items = campaigns.round_items(lp.db, name, items)
+    lp.add_wf(round_workflow(prepared.spec, "nft", 1, items, TASKS))
     (label_id,) = lp.get_fw_ids({"spec.campaign": name, "spec.nft_role": "label"})
     assert lp.get_fw_by_id(label_id).spec["_category"] == "label"
     return items, label_id

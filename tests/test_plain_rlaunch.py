@@ -28,8 +28,8 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_1000_fireworks_once(
 
     from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.smoke import SumTask
+    from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import records
-    from nft_fw.workflows.campaign import submit
 
     lp = connection.launchpad
     name = f"plain-{uuid.uuid4().hex[:6]}"

@@ -81,7 +81,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 def _submit(conn: Any, spec: dict[str, Any]) -> None:
     from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.workflows.campaign import submit
+    from nft_fw.firetasks.submission import submit
 
     submit(conn.launchpad, prepare(load_campaign(spec)))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nft_fw.workflows.smoke import expected_total, smoke_workflow
+from nft_fw.firetasks.smoke import expected_total, smoke_workflow
 
 pytestmark = pytest.mark.integration
 

@@ -25,25 +25,32 @@ already in the workflow and appends nothing; FireWorks reruns the Fireworks afte
 
 A round never has more than ``service.max_label_fireworks`` label Fireworks: a larger round
 puts more chunks in each (:func:`_round_batch`). This module only builds workflows
-and Fireworks; it writes nothing to the database.
+and Fireworks; it writes nothing to the database. The FireTask classes the Fireworks run
+are handed in (:class:`Tasks`; :data:`nft_fw.firetasks.nft.TASKS`): the tasks append rounds
+built here, so this module does not import them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from fireworks import Firework, LaunchPad, Workflow
+from fireworks import FiretaskBase, Firework, Workflow
 
-from nft_fw.campaign import CampaignSpec
-from nft_fw.firetasks.nft import (
-    InitTask,
-    LabelTask,
-    RelaxTask,
-    ReportTask,
-    TrainTask,
-    TransferTask,
-)
-from nft_fw.launchpad import campaigns, records
+from nft_fw.campaign import LAYOUT, CampaignSpec, label_category, labels_per_firework
+
+
+@dataclasses.dataclass(frozen=True)
+class Tasks:
+    """The FireTask classes of a campaign's Fireworks, by role."""
+
+    init: type[FiretaskBase]
+    label: type[FiretaskBase]
+    train: type[FiretaskBase]
+    relax: type[FiretaskBase]
+    transfer: type[FiretaskBase]
+    report: type[FiretaskBase]
+
 
 TRAIN_PRIORITY = 100  # a ready trainer runs before queued labels of other campaigns
 LABEL_PRIORITY = 10
@@ -62,21 +69,21 @@ def _spec(campaign: CampaignSpec, role: str, category: str, priority: int, **ext
 
 def _round_batch(campaign: CampaignSpec, n_items: int) -> int:
     """Items per label Firework for a round of ``n_items``: the campaign's
-    (:func:`nft_fw.launchpad.campaigns.labels_per_firework`), raised so that the round has at
-    most ``service.max_label_fireworks`` label Fireworks."""
-    base = campaigns.labels_per_firework(campaign)
+    (:func:`nft_fw.campaign.labels_per_firework`), raised so that the round has at most
+    ``service.max_label_fireworks`` label Fireworks."""
+    base = labels_per_firework(campaign)
     return max(base, -(-n_items // campaign.service.max_label_fireworks))
 
 
-def campaign_workflow(campaign: CampaignSpec) -> Workflow:
+def campaign_workflow(campaign: CampaignSpec, tasks: Tasks) -> Workflow:
     """What submitting a campaign adds: its init Firework and its report."""
     init = Firework(
-        InitTask(campaign=campaign.name),
+        tasks.init(campaign=campaign.name),
         name=f"{campaign.name} init",
         spec=_spec(campaign, "init", campaign.service.train_category, TRAIN_PRIORITY),
     )
     report = Firework(
-        ReportTask(campaign=campaign.name),
+        tasks.report(campaign=campaign.name),
         name=f"{campaign.name} report",
         parents=[init],
         # a failed transfer relaxation does not hold back the report (ReportTask refuses to
@@ -92,15 +99,20 @@ def campaign_workflow(campaign: CampaignSpec) -> Workflow:
     return Workflow(
         [init, report],
         name=campaign.name,
-        metadata={"campaign": campaign.name, "kind": "nft", "layout": records.LAYOUT},
+        metadata={"campaign": campaign.name, "kind": "nft", "layout": LAYOUT},
     )
 
 
 def _label_fireworks(
-    campaign: CampaignSpec, phase: str, number: int, items: list[dict[str, Any]], by: int | None
+    campaign: CampaignSpec,
+    phase: str,
+    number: int,
+    items: list[dict[str, Any]],
+    by: int | None,
+    tasks: Tasks,
 ) -> list[Firework]:
     per = _round_batch(campaign, len(items))
-    category = campaigns.label_category(campaign)
+    category = label_category(campaign)
     offline = (
         {"parent": campaign.parent.model_dump(mode="json")}
         if campaign.service.offline_labels
@@ -108,7 +120,7 @@ def _label_fireworks(
     )
     return [
         Firework(
-            LabelTask(campaign=campaign.name, items=items[i : i + per], **offline),
+            tasks.label(campaign=campaign.name, items=items[i : i + per], **offline),
             name=f"{campaign.name} {phase} {number} label {b}",
             spec=_spec(
                 campaign,
@@ -130,15 +142,16 @@ def round_workflow(
     phase: str,
     number: int,
     items: list[dict[str, Any]],
+    tasks: Tasks,
     appended_by: int | None = None,
 ) -> Workflow:
     """Round ``number`` of ``phase`` ("nft" or "relax"): label Fireworks for ``items`` and
     the trainer depending on all of them (with no items, the trainer alone)."""
-    labels = _label_fireworks(campaign, phase, number, items, appended_by)
+    labels = _label_fireworks(campaign, phase, number, items, appended_by, tasks)
     task = (
-        RelaxTask(campaign=campaign.name, round=number)
+        tasks.relax(campaign=campaign.name, round=number)
         if phase == "relax"
-        else TrainTask(campaign=campaign.name, iteration=number)
+        else tasks.train(campaign=campaign.name, iteration=number)
     )
     trainer = Firework(
         task,
@@ -158,10 +171,12 @@ def round_workflow(
     return Workflow([*labels, trainer], name=f"{campaign.name} {phase} {number}")
 
 
-def relax_workflow(campaign: CampaignSpec, appended_by: int | None = None) -> Workflow:
+def relax_workflow(
+    campaign: CampaignSpec, tasks: Tasks, appended_by: int | None = None
+) -> Workflow:
     """Relax round 0: the NFT phase's model relaxes the target (no labels to wait for)."""
     fw = Firework(
-        RelaxTask(campaign=campaign.name, round=0),
+        tasks.relax(campaign=campaign.name, round=0),
         name=f"{campaign.name} relax 0",
         spec=_spec(
             campaign,
@@ -176,13 +191,15 @@ def relax_workflow(campaign: CampaignSpec, appended_by: int | None = None) -> Wo
     return Workflow([fw], name=f"{campaign.name} relax 0")
 
 
-def transfer_workflow(campaign: CampaignSpec, appended_by: int | None = None) -> Workflow | None:
+def transfer_workflow(
+    campaign: CampaignSpec, tasks: Tasks, appended_by: int | None = None
+) -> Workflow | None:
     """The transfer relaxations, one Firework each, in parallel (None without targets)."""
     if not campaign.transfer:
         return None
     fws = [
         Firework(
-            TransferTask(campaign=campaign.name, index=k),
+            tasks.transfer(campaign=campaign.name, index=k),
             name=f"{campaign.name} transfer {t.name or f'transfer-{k}'}",
             spec=_spec(
                 campaign,
@@ -198,23 +215,3 @@ def transfer_workflow(campaign: CampaignSpec, appended_by: int | None = None) ->
         for k, t in enumerate(campaign.transfer)
     ]
     return Workflow(fws, name=f"{campaign.name} transfer")
-
-
-def ensure_initialised(lp: LaunchPad) -> None:
-    """Give a brand-new database FireWorks' id counters and indexes, without the wipe of
-    ``lpad reset``; a database already in use is left as it is."""
-    lp.fw_id_assigner.update_one(
-        {}, {"$setOnInsert": {"next_fw_id": 1, "next_launch_id": 1}}, upsert=True
-    )
-    if "fw_id_1" not in lp.fireworks.index_information():
-        lp.tuneup()
-    # the rerun guard of trainers looks Fireworks up by who appended them
-    lp.fireworks.create_index("spec.nft_appended_by")
-
-
-def submit(lp: LaunchPad, prepared: Any) -> list[int]:
-    """Register a prepared campaign and add its workflow; returns the Firework ids."""
-    ensure_initialised(lp)
-    campaigns.register(lp.db, prepared)
-    mapping = lp.add_wf(campaign_workflow(prepared.spec))
-    return sorted(mapping.values())

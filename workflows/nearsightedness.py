@@ -17,12 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fireworks import Firework, LaunchPad, Workflow
+from fireworks import FiretaskBase, Firework, Workflow
 
-from nft_fw.campaign import NearsightednessSpec, PreparedNearsightedness
-from nft_fw.firetasks.nearsightedness import NearsightednessLabelTask, NearsightednessReportTask
-from nft_fw.launchpad import nearsightedness as ns
-from nft_fw.workflows.campaign import LABEL_PRIORITY, TRAIN_PRIORITY, ensure_initialised
+from nft_fw.campaign import (
+    NEARSIGHTEDNESS,
+    NearsightednessSpec,
+    PreparedNearsightedness,
+    analysis_category,
+    label_category,
+)
+from nft_fw.nearsightedness import FULL_ITEM, plan_items
+from nft_fw.workflows.campaign import LABEL_PRIORITY, TRAIN_PRIORITY
 
 # the whole structure is the longest single calculation: start it before the chunks
 FULL_PRIORITY = LABEL_PRIORITY + 1
@@ -35,21 +40,26 @@ def _spec(spec: NearsightednessSpec, role: str, category: str, priority: int, **
         "_add_launchpad_and_fw_id": True,
         "campaign": spec.name,
         "nft_role": role,
-        "nft_phase": ns.PHASE,
+        "nft_phase": NEARSIGHTEDNESS,
         **extra,
     }
 
 
-def workflow(prepared: PreparedNearsightedness) -> Workflow:
-    """Label Fireworks for the distinct chunks (and the whole structure) feeding the
-    analysis Firework."""
+def workflow(
+    prepared: PreparedNearsightedness,
+    label_task: type[FiretaskBase],
+    report_task: type[FiretaskBase],
+) -> Workflow:
+    """Label Fireworks (running ``label_task``) for the distinct chunks and the whole
+    structure, feeding the analysis Firework (``report_task``); the task classes are handed
+    in (:mod:`nft_fw.firetasks.nearsightedness`), so shaping imports no task."""
     spec = prepared.spec
-    name, category = spec.name, ns.label_category(spec)
-    items = ns.plan_items(prepared)
+    name, category = spec.name, label_category(spec)
+    items = plan_items(prepared.plan)
     per = spec.service.labels_per_firework
     labels = [
         Firework(
-            NearsightednessLabelTask(campaign=name, items=items[i : i + per]),
+            label_task(campaign=name, items=items[i : i + per]),
             name=f"{name} nearsightedness label {b}",
             spec=_spec(spec, "label", category, LABEL_PRIORITY, nft_batch=b),
         )
@@ -58,19 +68,19 @@ def workflow(prepared: PreparedNearsightedness) -> Workflow:
     if spec.full:
         labels.append(
             Firework(
-                NearsightednessLabelTask(campaign=name, items=[dict(ns.FULL_ITEM)]),
+                label_task(campaign=name, items=[dict(FULL_ITEM)]),
                 name=f"{name} nearsightedness full structure",
                 spec=_spec(spec, "full", category, FULL_PRIORITY),
             )
         )
     analysis = Firework(
-        NearsightednessReportTask(campaign=name),
+        report_task(campaign=name),
         name=f"{name} nearsightedness analysis",
         parents=labels,
         spec=_spec(
             spec,
             "analysis",
-            ns.analysis_category(spec),
+            analysis_category(spec),
             TRAIN_PRIORITY,
             _allow_fizzled_parents=True,
         ),
@@ -78,14 +88,5 @@ def workflow(prepared: PreparedNearsightedness) -> Workflow:
     return Workflow(
         [*labels, analysis],
         name=name,
-        metadata={"campaign": name, "kind": ns.KIND},
+        metadata={"campaign": name, "kind": NEARSIGHTEDNESS},
     )
-
-
-def submit(lp: LaunchPad, prepared: PreparedNearsightedness) -> list[int]:
-    """Register the campaign and add its workflow; returns the Firework ids. A name already
-    taken raises CampaignExists before anything is written."""
-    ensure_initialised(lp)
-    ns.register(lp.db, prepared)
-    mapping = lp.add_wf(workflow(prepared))
-    return sorted(mapping.values())

@@ -1,0 +1,52 @@
+"""A campaign's report: its records gathered from the database for :mod:`nft_fw.report`,
+which builds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from nft_fw import report as science
+from nft_fw import step
+from nft_fw.launchpad import campaigns, records
+
+
+def gather(db: Database, name: str) -> science.ReportInputs:
+    """Everything the report of campaign ``name`` is made of."""
+    doc = records.get_campaign(db, name)
+    spec = campaigns.stored_spec(doc)
+    history = records.iterations(db, name)
+    if not history:
+        raise KeyError(f"campaign {name!r} has no trained iteration yet")
+    kept = history[step.kept_iteration(history, spec)]
+    reference = (
+        records.get_array(db, ObjectId(doc["true_forces_file"]))
+        if doc.get("true_forces_file")
+        else None
+    )
+    label_fields = {"kind": 1, "phase": 1, "inherited_from": 1, "_id": 0}
+    return science.ReportInputs(
+        name=name,
+        doc=doc,
+        spec=spec,
+        history=history,
+        rounds=records.iterations(db, name, phase="relax"),
+        transfers=records.iterations(db, name, phase="transfer"),
+        labels=list(db[records.LABELS].find({"campaign": name}, label_fields)),
+        predicted=records.get_array(db, ObjectId(kept["forces_file"])),
+        delta=records.get_array(db, ObjectId(kept["delta_file"])),
+        reference=reference,
+    )
+
+
+def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
+    """The campaign's report written to ``directory`` (:func:`nft_fw.report.write`)."""
+    return science.write(directory, gather(db, name))
+
+
+def summary(db: Database, name: str) -> dict[str, Any]:
+    """The campaign's headline figures (:func:`nft_fw.report.summary`)."""
+    return science.summary(gather(db, name))
