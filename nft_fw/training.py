@@ -433,13 +433,19 @@ def _member_losses(
     return ew * le + fw * f_sum / (3.0 * jnp.maximum(f_den, 1e-9))
 
 
-_ADAM = optax.scale_by_adam()
-
-
 def _cosine(step: jax.Array, lr: jax.Array) -> jax.Array:
     """Cosine decay from lr[0] to lr[1] over lr[2] steps."""
     frac = jnp.clip(step / jnp.maximum(lr[2], 1.0), 0.0, 1.0)
     return lr[1] + 0.5 * (lr[0] - lr[1]) * (1.0 + jnp.cos(jnp.pi * frac))
+
+
+def _optimizer(lr: jax.Array) -> optax.GradientTransformation:
+    """Adam with the cosine-decayed learning rate (``lr``: start, end, steps); optax counts
+    the steps in its state, so successive jitted calls continue the schedule."""
+    return optax.chain(
+        optax.scale_by_adam(),
+        optax.scale_by_schedule(lambda count: -_cosine(count.astype(jnp.float32), lr)),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "batches", "ew", "fw", "act"))
@@ -447,7 +453,6 @@ def _adam_run(
     params: mdl.Params,
     opt_state: Any,
     key: jax.Array,
-    step0: jax.Array,
     lr: jax.Array,
     consts: tuple[jax.Array, ...],
     data: dict[str, Any],
@@ -462,11 +467,12 @@ def _adam_run(
     """``steps`` Adam steps; each takes every image and ``batches`` of the used chunk
     batches at random (all of them when ``batches`` equals their number), the chunk term
     scaled to stand for all used batches."""
+    optimizer = _optimizer(lr)
     used = data["used"]
     capacity = data["ch"]["g"].shape[0]
     scale = used.astype(jnp.float32) / max(batches, 1)
 
-    def step(carry: tuple[Any, ...], t: jax.Array) -> tuple[tuple[Any, ...], jax.Array]:
+    def step(carry: tuple[Any, ...], _t: jax.Array) -> tuple[tuple[Any, ...], jax.Array]:
         p, st, k = carry
         k, sub = jax.random.split(k)
         noise = jax.random.uniform(sub, (capacity,)) + (jnp.arange(capacity) >= used)
@@ -476,9 +482,8 @@ def _adam_run(
         loss, grads = jax.value_and_grad(
             lambda q: jnp.sum(_member_losses(q, consts, d, w, ew, fw, act))
         )(p)
-        updates, st = _ADAM.update(grads, st, p)
-        rate = _cosine(step0 + t, lr)
-        p = jax.tree_util.tree_map(lambda a, u: a - rate * u, p, updates)
+        updates, st = optimizer.update(grads, st, p)
+        p = optax.apply_updates(p, updates)
         return (p, st, k), loss
 
     (params, opt_state, key), losses = jax.lax.scan(
@@ -549,11 +554,11 @@ def train(
     act = ensemble.arch.activation
     kw = {"ew": config.energy_weight, "fw": config.force_weight}
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), ensemble.params)
-    opt_state = _ADAM.init(params)
     key = jax.random.PRNGKey(config.seed)
     every = min(STEPS_PER_CALL, max(config.steps, 1))
     total = -(-config.steps // every) * every  # whole calls: one compiled program
     lr = jnp.asarray([config.learning_rate, config.final_learning_rate, total], jnp.float32)
+    opt_state = _optimizer(lr).init(params)
     batches = min(config.batches, cb.used)  # 0: no chunks yet
     done, loss = 0, float("nan")
     while done < total:
@@ -561,7 +566,6 @@ def train(
             params,
             opt_state,
             key,
-            jnp.asarray(done, jnp.float32),
             lr,
             consts,
             data,
