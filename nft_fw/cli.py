@@ -1027,6 +1027,9 @@ def _phase_tables(
 def cmd_labels(args: argparse.Namespace) -> int:
     from nft_fw.launchpad import records
 
+    if args.export:
+        return _export_labels(args)
+
     def get(db: Any) -> list[dict[str, Any]]:
         from nft_fw.launchpad import nearsightedness
 
@@ -1081,6 +1084,25 @@ def cmd_labels(args: argparse.Namespace) -> int:
             str(r["fw_id"]),
         )
     console.print(table)
+    return EXIT_OK
+
+
+def _export_labels(args: argparse.Namespace) -> int:
+    """``nft-fw labels NAME --export FILE``: every label as exact extended XYZ."""
+    from collections import Counter
+
+    from nft_fw import labelset
+    from nft_fw.launchpad import labels
+
+    frames = _with_campaign(args, lambda db: labels.frames(db, args.name))
+    path = Path(args.export)
+    labelset.write(path, frames)
+    counts = Counter((f.info["nft_phase"], f.info["nft_kind"]) for f in frames)
+    parts = ", ".join(f"{n} {phase} {kind}" for (phase, kind), n in sorted(counts.items()))
+    console.print(
+        f"{args.name}: {len(frames)} labels ({parts or 'none yet'}) written to {path} "
+        "(extended XYZ; ase.io.read(path, ':') reads it; fields: docs/labels.md)"
+    )
     return EXIT_OK
 
 
@@ -1371,6 +1393,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "labels": [
         ("nft-fw labels pt260-emt", "every parent single point and its cost"),
+        ("nft-fw labels pt260-emt --export pt260-labels.extxyz", "all of them as a data set"),
     ],
     "export": [("nft-fw export pt260-emt -o model/", "the kept model, for EnsembleCalculator")],
     "report": [("nft-fw report pt260-emt -o report/", "figures and summary")],
@@ -1585,7 +1608,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("labels", help="the labels (parent single points) of a campaign")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
-
+    p.add_argument(
+        "--export",
+        metavar="FILE",
+        help="write every label (structure, energy, forces of every atom, which atoms are "
+        "trained on, phase, parent settings, cost) to FILE as extended XYZ",
+    )
     _add_connection_options(p)
     p.set_defaults(func=cmd_labels)
 

@@ -188,6 +188,49 @@ def test_history_json_matches_the_records(finished: Any) -> None:
     assert [r["training"]["loss"] for r in cli] == [r["training"]["loss"] for r in stored]
 
 
+def test_exported_labels_read_back_with_plain_ase_equal_to_the_database(
+    finished: Any, tmp_path: Path
+) -> None:
+    import ase.io
+    import numpy as np
+    from bson import ObjectId
+
+    from nft_fw.launchpad import records
+
+    conn, _, _, _ = finished
+    db = conn.launchpad.db
+    path = tmp_path / "p79-labels.extxyz"
+    out = _cli(conn, "labels", "p79", "--export", str(path))
+    assert out.returncode == 0, out.stderr
+    frames = {f.info["nft_hash"]: f for f in ase.io.read(path, ":")}
+    stored = records.labels(db, "p79")
+    doc = records.get_campaign(db, "p79")
+    assert len(frames) == len(stored) + 1  # every label, and the whole-target validation label
+    for d in stored:
+        f = frames[d["hash"]]
+        assert np.array_equal(f.positions, np.asarray(d["positions"]))  # float64, exact
+        assert np.array_equal(f.get_forces(), np.asarray(d["forces"]))
+        assert f.get_potential_energy() == d["energy"]
+        assert f.info["nft_parent_hash"] == d["parent_hash"] == doc["parent_hash"]
+        assert f.info["nft_number"] == d["iteration"]
+        if d["kind"] == "chunk":
+            assert f.info["nft_phase"] == "nft" and f.info["nft_centre"] == d["centre"]
+            assert f.info["nft_radius_A"] == d["radius"]
+            assert np.flatnonzero(f.arrays["nft_trained"]).tolist() == [0]
+            assert np.array_equal(f.get_forces()[0], np.asarray(d["central_force"]))
+        else:
+            assert f.info["nft_phase"] == "initial" and f.pbc.all()
+            assert np.array_equal(f.cell.array, np.asarray(d["cell"]))
+            assert f.arrays["nft_trained"].all()
+    (full,) = [f for f in frames.values() if f.info["nft_phase"] == "validation"]
+    true = records.get_array(db, ObjectId(doc["true_forces_file"]))
+    target = records.get_structure(db, ObjectId(doc["target_file"]))
+    assert np.array_equal(full.get_forces(), true) and np.array_equal(
+        full.positions, target.positions
+    )
+    assert not full.arrays["nft_trained"].any()
+
+
 def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) -> None:
     from bson import ObjectId
 
