@@ -120,7 +120,9 @@ def main() -> None:
                 f"{max(d['peak_rss_MiB'] for d in docs) / 1024:.1f} |"
             )
         failed = records.failures(db, args.campaign)
-        print(f"failed labels: {len(failed)}; campaign wall {_wall(conn.launchpad, args.campaign):.0f} s")
+        print(
+            f"failed labels: {len(failed)}; campaign wall {_wall(conn.launchpad, args.campaign):.0f} s"
+        )
     finally:
         conn.close(stop_server=False)
 

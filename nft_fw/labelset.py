@@ -8,7 +8,7 @@ forces of every atom as ASE stores calculator results (``energy`` in the frame's
 
 per atom
     ``nft_trained`` (bool): the atoms whose force the campaign trains on — the centre of a
-    chunk (atom 0), every atom of an image; no atom of a validation label.
+    chunk (atom 0), every atom of an image; no atom of a whole-structure label.
 per frame (``atoms.info``)
     ``nft_kind``: ``image`` (initial set), ``chunk``, or ``full`` (a whole-structure
     label); ``nft_phase``: ``initial``, ``nft``, ``relax``, ``inherited`` (copied from the
@@ -71,7 +71,7 @@ def frame(
         results["energy"] = float(energy)
     out.calc = SinglePointCalculator(out, **results)
     trained = np.zeros(len(out), dtype=bool)
-    if kind == "chunk" and phase != "validation":
+    if kind == "chunk":
         trained[0] = True
     elif kind == "image":
         trained[:] = True

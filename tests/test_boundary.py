@@ -20,8 +20,9 @@ def _core_modules() -> list[str]:
         m.name
         for m in pkgutil.walk_packages(nft_fw.__path__, prefix="nft_fw.")
         if not m.name.startswith(("nft_fw.firetasks", "nft_fw.workflows", "nft_fw.launchpad"))
+        and not m.name.startswith(tuple(ADAPTERS))
     ]
-    return ["nft_fw", *sorted(set(names) - ADAPTERS)]
+    return ["nft_fw", *sorted(names)]
 
 
 def test_core_imports_no_fireworks_or_pymongo() -> None:

@@ -176,6 +176,35 @@ def test_labels_are_distinct_chunks_and_match_the_history(finished: Any) -> None
     assert 0.0 <= history[2]["fraction_within_calibrated_delta"] <= 1.0
 
 
+def test_history_tables_fit_the_terminal_and_wide_shows_every_column(finished: Any) -> None:
+    import os
+
+    from nft_fw import plots
+
+    conn, _, _, _ = finished
+
+    def history(columns: int, *extra: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "nft_fw", "history", "p79", *extra, "--data-dir",
+             str(conn.server.data_dir), "--db-name", conn.db_name],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": str(columns)},
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    def header_columns(lines: list[str]) -> int:
+        return next(line for line in lines if line.startswith("┏")).count("┳") + 1
+
+    narrow = history(80)
+    assert max(len(line) for line in narrow) <= 80
+    assert any("not shown (--wide shows them)" in line for line in narrow)
+    assert header_columns(narrow) < len(plots.HISTORY_COLUMNS)
+    assert not any("…" in line for line in narrow)  # no cell cut
+    wide = history(80, "--wide")
+    assert header_columns(wide) == len(plots.HISTORY_COLUMNS)
+    assert not any("…" in line or "not shown" in line for line in wide)
+
+
 def test_history_json_matches_the_records(finished: Any) -> None:
     from nft_fw.launchpad import records
 

@@ -125,3 +125,23 @@ def test_cli_db_start_foreground_becomes_the_server_and_stops_on_sigterm(tmp_pat
             proc.wait()
         decoy.kill()
         decoy.wait()
+
+
+def test_read_only_commands_leave_no_server_running(tmp_path: Path) -> None:
+    """status, history and labels on a stopped embedded server read it through a server
+    they start, and stop it again; only db start leaves one running."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nft_fw", *args, "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+
+    assert run("db", "start").returncode == 0
+    assert run("db", "stop").returncode == 0
+    for command in (("status", "--json"), ("history", "nothing-here"), ("labels", "nothing-here")):
+        out = run(*command)
+        assert "stopped it again" in out.stderr, (command, out.stderr)
+        assert server.status(tmp_path) is None, f"{command} left the server running"
+    assert json.loads(run("status", "--json").stdout) == []  # it did read the database
+    assert "no campaign named 'nothing-here'" in run("history", "nothing-here").stderr

@@ -255,3 +255,32 @@ def test_atoms_document_round_trips_through_json_exactly() -> None:
     old = {"numbers": [78, 78], "positions": [[0.0, 0.0, 0.0], [2.7, 0.0, 0.0]], "energy": 1.0}
     chunk = atoms_io.from_doc(old)
     assert not chunk.pbc.any() and not chunk.cell.any() and len(chunk) == 2
+
+
+def test_label_frames_mark_the_trained_atoms_and_refuse_unknown_kinds(tmp_path: Path) -> None:
+    from nft_fw import labelset
+
+    chunk = Octahedron("Pt", 3, 1)
+    forces = np.random.default_rng(0).normal(size=(len(chunk), 3))
+    common = dict(
+        forces=forces, energy=-3.5, campaign="c", parent="emt", parent_params={},
+        parent_hash="p", label_hash="h",
+    )  # fmt: skip
+    frames = [
+        labelset.frame(chunk, kind="chunk", phase="relax", number=2, centre=5, radius_A=8.0,
+                       **common),
+        labelset.frame(bulk("Pt", cubic=True), kind="image", phase="initial", number=0,
+                       **{**common, "forces": np.zeros((4, 3))}),
+        labelset.frame(chunk, kind="full", phase="validation", number=0,
+                       **{**common, "energy": None}),
+    ]  # fmt: skip
+    labelset.write(tmp_path / "l.extxyz", frames)
+    back = labelset.read(tmp_path / "l.extxyz")
+    assert [np.flatnonzero(f.arrays["nft_trained"]).tolist() for f in back] == [
+        [0], [0, 1, 2, 3], []
+    ]  # fmt: skip
+    assert back[0].info["nft_phase"] == "relax" and back[0].info["nft_number"] == 2
+    assert back[0].info["nft_centre"] == 5 and np.array_equal(back[0].get_forces(), forces)
+    assert "energy" not in back[2].calc.results  # a validation label has forces only
+    with pytest.raises(ValueError, match="label phase 'md-ish'"):
+        labelset.frame(chunk, kind="chunk", phase="md-ish", number=0, **common)

@@ -1,0 +1,326 @@
+"""``nft-fw history|labels|export|report|nearsightedness``: what a campaign recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from nft_fw.cli.campaigns import _print_nearsightedness
+from nft_fw.cli.common import (
+    EXIT_OK,
+    PHASES,
+    UsageError,
+    _add_connection_options,
+    _load,
+    _phase_tables,
+    _print_tables,
+    _with_campaign,
+    console,
+    err_console,
+)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from nft_fw.launchpad import records
+
+    phases = PHASES if args.phase == "all" else (args.phase,)
+
+    def get(db: Any) -> Any:
+        from nft_fw.launchpad import nearsightedness
+
+        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
+            return nearsightedness.status(db, args.name)  # its result: the per-radius table
+        return [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
+
+    history = _with_campaign(args, get)
+    if isinstance(history, dict):  # a nearsightedness campaign trains nothing
+        if args.json:
+            console.print_json(json.dumps(history, default=str))
+        else:
+            _print_nearsightedness(args.name, history)
+        return EXIT_OK
+    if args.json:
+        console.print_json(json.dumps(history, default=str))
+        return EXIT_OK
+    _print_tables(_phase_tables(args.name, history, wide=args.wide))
+    return EXIT_OK
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from nft_fw.launchpad import records
+
+    if args.export:
+        return _export_labels(args)
+
+    def get(db: Any) -> list[dict[str, Any]]:
+        from nft_fw.launchpad import nearsightedness
+
+        doc = records.get_campaign(db, args.name)
+        ns_kind = nearsightedness.is_nearsightedness(doc)
+        stored = nearsightedness.labels(db, args.name) if ns_kind else records.labels(db, args.name)
+        out = []
+        for d in stored:
+            force = d.get("central_force")
+            out.append(
+                {
+                    "kind": d["kind"],
+                    # NFT iteration and relax round numbers overlap: the phase tells them apart
+                    "phase": "nearsightedness"
+                    if ns_kind
+                    else d.get("phase", "nft" if d["kind"] == "chunk" else "initial"),
+                    "iteration": d.get("iteration"),
+                    "radius_A": d.get("radius"),
+                    "centre": d.get("centre"),
+                    "hash": d["hash"],
+                    "atoms": d.get("n_atoms") or len(d["numbers"]),
+                    "energy_eV": d["energy"],
+                    "central_force_eV_per_A": force,
+                    "seconds": d.get("seconds"),
+                    "scf_iterations": d.get("scf_iterations"),
+                    "attempt": d.get("attempt"),
+                    "peak_rss_MiB": d.get("peak_rss_MiB"),
+                    "mpi_ranks": d.get("mpi_ranks", 1),
+                    "log_file": d.get("log_file"),
+                    "host": d.get("host"),
+                    "fw_id": d.get("fw_id"),
+                }
+            )
+        return out
+
+    rows = _with_campaign(args, get)
+    if args.json:
+        console.print_json(json.dumps(rows, default=str))
+        return EXIT_OK
+    table = Table(title=f"{args.name}: labels")
+    columns = ("kind", "phase", "number", "centre", "hash", "atoms", "|F_c| (eV/Å)", "s", "SCF")
+    for col in (*columns, "host", "fw"):
+        table.add_column(col)
+    for r in rows:
+        f = r["central_force_eV_per_A"]
+        table.add_row(
+            r["kind"],
+            r["phase"],
+            str(r["iteration"]),
+            "—" if r["centre"] is None else str(r["centre"]),
+            r["hash"][:12],
+            str(r["atoms"]),
+            "—" if f is None else f"{sum(x * x for x in f) ** 0.5:.3f}",
+            f"{r['seconds']:.2f}" if r["seconds"] is not None else "—",
+            "—" if r["scf_iterations"] is None else str(r["scf_iterations"]),
+            str(r["host"]),
+            str(r["fw_id"]),
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+def _export_labels(args: argparse.Namespace) -> int:
+    """``nft-fw labels NAME --export FILE``: every label as exact extended XYZ."""
+    from collections import Counter
+
+    from nft_fw import labelset
+    from nft_fw.launchpad import labels
+
+    frames = _with_campaign(args, lambda db: labels.frames(db, args.name))
+    path = Path(args.export)
+    labelset.write(path, frames)
+    counts = Counter((f.info["nft_phase"], f.info["nft_kind"]) for f in frames)
+    parts = ", ".join(f"{n} {phase} {kind}" for (phase, kind), n in sorted(counts.items()))
+    console.print(
+        f"{args.name}: {len(frames)} labels ({parts or 'none yet'}) written to {path} "
+        "(extended XYZ; ase.io.read(path, ':') reads it; fields: docs/labels.md)"
+    )
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.launchpad import relaxation
+
+    def get(db: Any) -> Any:
+        from nft_fw.launchpad import nearsightedness, records
+
+        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
+            raise UsageError(
+                f"{args.name} is a nearsightedness campaign: it trains no model to export. "
+                f"Its per-radius table is in 'nft-fw history {args.name}' and its figure in "
+                f"'nft-fw report {args.name}'"
+            )
+        return relaxation.final_model(db, args.name)
+
+    ensemble, rec = _with_campaign(args, get)
+    calc = EnsembleCalculator(ensemble)
+    path = calc.save(args.output)
+    console.print(
+        f"{args.name}: model of {rec['phase']} iteration {rec['iteration']} (δ max "
+        f"{rec['structure_uncertainty']:.3f} eV/Å) written to {path}; load it with "
+        "nft_fw.EnsembleCalculator.load"
+    )
+    if calc.calibration is not None:
+        cal = calc.calibration
+        console.print(
+            f"calibrated δ = {cal.scale:.3f}·δ ({cal.coverage:.0%} of {cal.n_points} "
+            "out-of-sample errors within it): results['calibrated_uncertainties'] next to "
+            "results['uncertainties']"
+        )
+    return EXIT_OK
+
+
+def _numbers(text: str, kind: type, what: str) -> list[Any]:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise UsageError(f"{what} {text!r}: expected comma-separated numbers ({err})") from err
+
+
+def cmd_nearsightedness(args: argparse.Namespace) -> int:
+
+    from nft_fw import nearsightedness as ns
+
+    prepared = _load(args.campaign)
+    atoms = prepared.target
+    radii = _numbers(args.radii, float, "--radii")
+    if args.centres == "all":
+        centres = list(range(len(atoms)))
+    elif args.centres:
+        centres = _numbers(args.centres, int, "--centres")
+    else:
+        centres = ns.random_centres(len(atoms), args.n_centres, args.seed)
+    try:
+        result = ns.nearsightedness(atoms, prepared.parent, centres, radii, full=not args.no_full)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    out = Path(args.out or f"{prepared.spec.name}-nearsightedness")
+    paths = ns.write(result, out, args.tolerance)
+    data = result.to_dict(args.tolerance)
+    if args.json:
+        console.print_json(
+            json.dumps(
+                {k: v for k, v in data.items() if k not in ("central_forces", "full_forces")}
+            )
+        )
+        return EXIT_OK
+    table = Table(
+        title=f"{prepared.spec.name}: parent {result.parent}, {len(atoms)} atoms, "
+        f"{len(centres)} centres; |ΔF| of the centre, eV/Å"
+    )
+    ref = [k for k in ("full", "largest") if f"{k}_max" in data["table"][0]]
+    for col in ("radius (Å)", "atoms (mean)", "parent (s)"):
+        table.add_column(col, justify="right")
+    for k in ref:
+        for stat in ("median", "q3", "max"):
+            table.add_column(f"vs {k} {stat}", justify="right")
+    for row in data["table"]:
+        cells = [f"{row['radius_A']:g}", f"{row['mean_atoms']:.0f}", f"{row['parent_seconds']:.1f}"]
+        cells += [f"{row[f'{k}_{stat}']:.2e}" for k in ref for stat in ("median", "q3", "max")]
+        table.add_row(*cells)
+    console.print(table)
+    rec = data["recommended_radius_A"]
+    console.print(
+        f"parent labels run: {result.labels}"
+        + (f"; whole structure {result.full_seconds:.1f} s" if result.full_seconds else "")
+    )
+    console.print(
+        f"recommended chunk radius (max deviation vs {data['reference']} below "
+        f"{args.tolerance:g} eV/Å from there on): "
+        + (f"{rec:g} Å" if rec is not None else "none of the radii; try larger ones")
+    )
+    whole = data["whole_structure_from_A"]
+    if rec is not None and whole is not None and rec >= whole:
+        err_console.print(
+            f"[yellow]warning:[/yellow] from {whole:g} Å on every chunk is the whole structure: "
+            "the recommendation only says the structure is too small to tell; use a larger one"
+        )
+    console.print(f"figure: {paths['figure']}; data: {paths['json']}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nft_fw.launchpad import nearsightedness, records, reports
+
+    out = Path(args.output or f"{args.name}-report")
+
+    def write(db: Any) -> dict[str, Any]:
+        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
+            return nearsightedness.report(db, args.name, out)  # from the labels stored so far
+        return reports.report(db, args.name, out)
+
+    paths = _with_campaign(args, write)
+    for key, p in paths.items():
+        console.print(f"{key}: {p}")
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    """Add ``history``, ``labels``, ``export``, ``report`` and ``nearsightedness``."""
+    p = sub.add_parser("history", help="the per-iteration records of a campaign")
+    p.add_argument("name")
+    p.add_argument(
+        "--phase",
+        choices=["all", "nft", "relax", "transfer"],
+        default="all",
+        help="which records: NFT iterations, relax rounds, transfer targets (default all)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column, however wide (default: columns that do not fit the terminal "
+        "are left out, and named under the table)",
+    )
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("labels", help="the labels (parent single points) of a campaign")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--export",
+        metavar="FILE",
+        help="write every label (structure, energy, forces of every atom, which atoms are "
+        "trained on, phase, parent settings, cost) to FILE as extended XYZ",
+    )
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser("export", help="write the best model (EnsembleCalculator.load reads it)")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="plots (PNG) and summary of a campaign")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", metavar="DIR", help="default ./NAME-report")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "nearsightedness",
+        help="how the parent's central force converges with chunk radius (no database)",
+    )
+    p.add_argument("campaign", help="campaign YAML file: its target and parent are used")
+    p.add_argument(
+        "--radii", default="3,4,5,6,7,8", help="chunk radii, Å, comma-separated (3,4,5,6,7,8)"
+    )
+    p.add_argument("--centres", help="atom indices, comma-separated, or 'all'")
+    p.add_argument(
+        "--n-centres", type=int, default=10, help="without --centres: this many random atoms"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random centres")
+    p.add_argument(
+        "--no-full", action="store_true", help="skip the whole structure (too expensive)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="eV/Å: recommend the smallest radius whose deviation stays below it (0.05)",
+    )
+    p.add_argument("--out", metavar="DIR", help="figure and JSON (./NAME-nearsightedness)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_nearsightedness)
