@@ -50,3 +50,24 @@ def test_the_whole_particle_reference_is_the_example_target_labelled_by_gpaw() -
     assert sorted(deviation) == [(c, r) for c in (0, 6) for r in (6.0, 7.0, 8.0)]
     assert max(deviation[0, 8.0], deviation[6, 8.0]) < 0.1
     assert min(deviation[0, 6.0], deviation[6, 6.0]) > 0.2
+
+
+def test_the_campaign_labels_are_the_example_campaigns() -> None:
+    from nft_fw.campaign import load_campaign
+    from nft_fw.parents import get_parent
+
+    spec = load_campaign(EXAMPLES / "pt140-gpaw.yaml")
+    frames = ase.io.read(DATA / "pt140-gpaw-labels.extxyz", ":")
+    images = [f for f in frames if f.info["nft_kind"] == "image"]
+    assert len(images) == spec.initial.n_structures == 8
+    assert all(f.pbc.all() and f.arrays["nft_trained"].all() for f in images)
+    hash_ = get_parent(spec.parent.name, spec.parent.params).settings_hash
+    assert {f.info["nft_parent_hash"] for f in frames} == {hash_}
+    assert {f.info["nft_campaign"] for f in frames} == {spec.name}
+    chunks = [f for f in frames if f.info["nft_kind"] == "chunk"]
+    for f in chunks:  # centre first; only its force is trained on
+        assert f.info["nft_radius_A"] == spec.nft.chunk_radius
+        assert np.flatnonzero(f.arrays["nft_trained"]).tolist() == [0]
+        assert np.linalg.norm(f.positions, axis=1).max() <= spec.nft.chunk_radius + 1e-9
+    for f in frames:
+        assert np.isfinite(f.get_forces()).all() and np.isfinite(f.get_potential_energy())
