@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from test_campaign_service import small_campaign
+from test_relax_service import RELAX
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +27,7 @@ def parity_campaign() -> dict[str, Any]:
     # fresh ensembles each retraining: the case in which the two copies of the relax step
     # used to part (one honoured warm_start, the other did not)
     spec["training"]["warm_start"] = False
-    spec["relax"] = {
-        "fmax": 0.05,
-        "max_steps": 25,
-        "chunks_per_round": 4,
-        "max_rounds": 2,
-        "patience": 2,
-        "max_frames": 6,
-    }
+    spec["relax"] = dict(RELAX)
     return spec
 
 

@@ -15,19 +15,21 @@ from test_campaign_service import _cli, small_campaign
 pytestmark = pytest.mark.integration
 
 NAME = "r79"
+# a short relaxation phase on the small campaign: two retrainings at most
+RELAX = {
+    "fmax": 0.05,
+    "max_steps": 25,
+    "chunks_per_round": 4,
+    "max_rounds": 2,
+    "patience": 2,
+    "max_frames": 6,
+}
 
 
 def relax_campaign() -> dict[str, Any]:
     spec = small_campaign(NAME)
     spec["nft"]["max_iterations"] = 1
-    spec["relax"] = {
-        "fmax": 0.05,
-        "max_steps": 25,
-        "chunks_per_round": 4,
-        "max_rounds": 2,
-        "patience": 2,
-        "max_frames": 6,
-    }
+    spec["relax"] = dict(RELAX)
     spec["transfer"] = [
         {
             "name": "ico55",
