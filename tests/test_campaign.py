@@ -383,3 +383,13 @@ def test_every_shipped_example_validates(path: Path, capsys: pytest.CaptureFixtu
     name = yaml.safe_load(path.read_text())["name"]
     out = capsys.readouterr().out
     assert out.startswith(f"{name}: valid"), out
+
+
+def test_the_demo_default_campaign_is_the_installed_example() -> None:
+    """nft-fw demo without --campaign runs nft_fw/examples/pt260-emt.yaml (a CLI module
+    that moves must still find it)."""
+    from nft_fw.cli.campaigns import EXAMPLES_DIR
+
+    path = EXAMPLES_DIR / "pt260-emt.yaml"
+    assert path.is_file(), path
+    assert load_campaign(path).name == "pt260-emt"

@@ -34,6 +34,9 @@ from nft_fw.cli.common import (
 
 # ---------------------------------------------------------------- campaigns
 
+# the campaign files installed with the package (nft_fw/examples)
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
 
 def _validate_nearsightedness(args: argparse.Namespace, prepared: Any) -> int:
     spec = prepared.spec
@@ -495,7 +498,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nft_fw.launchpad.connection import connect
     from nft_fw.step import error_figures
 
-    campaign = args.campaign or str(Path(__file__).parent / "examples" / "pt260-emt.yaml")
+    campaign = args.campaign or str(EXAMPLES_DIR / "pt260-emt.yaml")
     prepared = _load(campaign)
     if _is_nearsightedness(prepared):
         raise UsageError(
