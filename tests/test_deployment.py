@@ -341,6 +341,24 @@ def test_image_build_context_holds_what_the_dockerfile_copies() -> None:
         assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
+def test_pyproject_installs_every_package_folder() -> None:
+    """A non-editable install (the images, a user's ``pip install``) carries only the listed
+    packages: a new sub-package missing from ``packages`` works in the checkout and breaks
+    every installed ``nft-fw`` with ModuleNotFoundError."""
+    import tomllib
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    found = set()
+    for name, folder in tool["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *rel)))
+    assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert all((ROOT / tool["package-dir"].get(p, p.replace(".", "/"))).is_dir()
+               for p in listed), listed  # fmt: skip
+
+
 def test_images_install_the_tested_constraints() -> None:
     lines = (ROOT / "constraints.txt").read_text().splitlines()
     pins = dict(ln.split("==") for ln in lines if "==" in ln and not ln.startswith("#"))
