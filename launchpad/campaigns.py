@@ -25,6 +25,7 @@ from pymongo.database import Database
 from nft_fw import atoms_io, decision, initial, step
 from nft_fw import descriptors as desc
 from nft_fw import model as mdl
+from nft_fw import prior as prior_mod
 from nft_fw import training as tr
 from nft_fw.campaign import CampaignSpec, Prepared
 from nft_fw.chunks import cut
@@ -59,6 +60,11 @@ def context(db: Database, name: str) -> Prepared:
     spec = stored_spec(doc)
     target = records.get_structure(db, ObjectId(doc["target_file"]))
     elements = tuple(doc["elements"])
+    prior = None
+    if doc.get("prior_file"):
+        prior = prior_mod.from_frames(
+            records.get_structures(db, ObjectId(doc["prior_file"])), doc["prior"]["file"]
+        )
     return Prepared(
         spec=spec,
         target=target,
@@ -67,6 +73,7 @@ def context(db: Database, name: str) -> Prepared:
         chunk_radius_A=float(doc["chunk_radius_A"]),
         warnings=list(doc.get("warnings", [])),
         initial_frames=None,
+        prior=prior,
     )
 
 
@@ -96,6 +103,13 @@ def register(db: Database, prepared: Prepared) -> None:
     ]
     if transfer_files:
         records.update_campaign(db, spec.name, transfer_files=transfer_files)
+    if prepared.prior is not None:  # kept with the campaign: workers need no file
+        prior_id = records.put_structures(
+            db, prior_mod.frames(prepared.prior), f"{spec.name}/prior.extxyz"
+        )
+        records.update_campaign(
+            db, spec.name, prior_file=str(prior_id), prior=dict(prior_mod.summary(prepared.prior))
+        )
     if prepared.initial_frames is not None:
         for image in initial.from_file_frames(prepared.initial_frames):
             records.put_label(
@@ -129,7 +143,7 @@ def validation_forces(db: Database, name: str) -> np.ndarray | None:
     if doc.get("true_forces_file"):
         return records.get_array(db, ObjectId(doc["true_forces_file"]))
     prepared = context(db, name)
-    _, forces = prepared.parent.label(prepared.target)
+    forces = step.target_forces(prepared)
     file_id = records.put_array(db, forces, f"{name}/true_forces.npy")
     records.update_campaign(db, name, true_forces_file=str(file_id))
     return forces
@@ -357,11 +371,75 @@ def offline_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[
 
 
 def round_items(db: Database, name: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items a round's label Fireworks carry: with ``service.offline_labels`` each with
-    its structure (:func:`offline_items`), else as they are."""
+    """The items a round's label Fireworks carry: those the campaign's prior labels do not
+    hold (:func:`take_prior`); with ``service.offline_labels`` each with its structure
+    (:func:`offline_items`), else as they are."""
+    items = take_prior(db, name, items)
     if load_spec(db, name).service.offline_labels:
         return offline_items(db, name, items)
     return items
+
+
+def _prior_doc(
+    name: str, parent_hash: str, item: dict[str, Any], atoms: Atoms, label_hash: str,
+    given: prior_mod.PriorLabel,
+) -> dict[str, Any]:  # fmt: skip
+    """The label document of an item whose label the prior file holds: as the label
+    Firework would store it, with the prior's energy and forces and where they came from
+    (``prior_campaign``, ``prior_seconds``: what the original calculation cost). The label
+    holds the prior's structure: the positions the parent computed its forces for."""
+    atoms, forces = given.structure(), given.forces.copy()
+    provenance = {
+        "prior_campaign": given.campaign,
+        "prior_parent_hash": given.parent_hash,
+        "prior_seconds": given.seconds,
+        "prior_scf_iterations": given.scf_iterations,
+        "seconds": 0.0,
+        "fw_id": None,
+    }
+    if item["kind"] == "image":
+        image = tr.Image(atoms=atoms, energy=float(given.energy or 0.0), forces=forces,
+                         id=label_hash)  # fmt: skip
+        return {**_image_doc(name, parent_hash, image, 0.0, None), **provenance}
+    return {
+        "campaign": name,
+        "hash": label_hash,
+        "parent_hash": parent_hash,
+        "kind": "chunk",
+        "phase": item.get("phase", "nft"),
+        "iteration": item["iteration"],
+        "centre": item["centre"],
+        "source": item["source"],
+        "radius": item["radius"],
+        **atoms_io.to_doc(atoms),
+        "central_force": forces[0].tolist(),
+        "energy": float(given.energy or 0.0),
+        "forces": forces.tolist(),
+        **provenance,
+    }
+
+
+def take_prior(db: Database, name: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store the labels of ``items`` that the campaign's prior labels hold (no parent call)
+    and return the other items, for label Fireworks. Idempotent: labels are upserts."""
+    prepared = context(db, name)
+    if prepared.prior is None:
+        return items
+    parent_hash = prepared.parent.settings_hash
+    sources: dict[tuple[str, int], Atoms] = {}
+    rest, taken = [], 0
+    for item in items:
+        atoms, label_hash = _item_atoms(db, sources, item)
+        given = prepared.prior.get(label_hash)
+        if given is None or given.kind != item["kind"] or given.energy is None:
+            rest.append(item)
+            continue
+        records.put_label(db, _prior_doc(name, parent_hash, item, atoms, label_hash, given))
+        taken += 1
+    if taken:
+        log.info("campaign %s: %d labels from its prior labels, %d to label", name, taken,
+                 len(rest))  # fmt: skip
+    return rest
 
 
 def label_offline(

@@ -70,7 +70,7 @@ def frames(db: Database, name: str) -> list[Atoms]:
                 atoms_io.from_doc(d), kind=d["kind"], phase=phase, number=d["iteration"],
                 forces=d["forces"], energy=d["energy"], parent_hash=d["parent_hash"],
                 label_hash=d["hash"], centre=d.get("centre"), radius_A=d.get("radius"),
-                seconds=d.get("seconds"), scf_iterations=d.get("scf_iterations"), **common,
+                **_cost(d), **common,
             )
         )  # fmt: skip
     if doc.get("true_forces_file"):
@@ -83,6 +83,17 @@ def frames(db: Database, name: str) -> list[Atoms]:
             )
         )  # fmt: skip
     return out
+
+
+def _cost(doc: dict[str, Any]) -> dict[str, Any]:
+    """What computing a label cost: a label taken from prior labels carries the cost of the
+    calculation that made it, not the zero this campaign paid."""
+    if "prior_campaign" in doc:
+        return {
+            "seconds": doc.get("prior_seconds"),
+            "scf_iterations": doc.get("prior_scf_iterations"),
+        }
+    return {"seconds": doc.get("seconds"), "scf_iterations": doc.get("scf_iterations")}
 
 
 PHASE_ORDER = ("inherited", "nft", "relax")

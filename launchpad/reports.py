@@ -27,7 +27,7 @@ def gather(db: Database, name: str) -> science.ReportInputs:
         if doc.get("true_forces_file")
         else None
     )
-    label_fields = {"kind": 1, "phase": 1, "inherited_from": 1, "_id": 0}
+    label_fields = {"kind": 1, "phase": 1, "inherited_from": 1, "prior_campaign": 1, "_id": 0}
     return science.ReportInputs(
         name=name,
         doc=doc,

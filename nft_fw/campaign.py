@@ -42,6 +42,8 @@ from pydantic import (
 )
 
 from nft_fw.parents import Parent, ParentError, get_parent
+from nft_fw.prior import PriorError, PriorLabels
+from nft_fw.prior import read as read_prior
 from nft_fw.structures import (
     GEOMETRY,
     StructureError,
@@ -419,6 +421,23 @@ class ValidationSpec(_Spec):
     )
 
 
+class PriorLabelsSpec(_Spec):
+    file: Path = Field(
+        description=(
+            "Labels exported by `nft-fw labels NAME --export FILE`: a structure the file "
+            "holds a label of is never labelled again, and its NFT chunks of this target "
+            "are asked for first, iteration by iteration (docs/labels.md)."
+        )
+    )
+    accept_parent_mismatch: bool = Field(
+        default=False,
+        description=(
+            "Use labels computed with other parent settings (their hash differs from this "
+            "campaign's parent) as if this parent had computed them."
+        ),
+    )
+
+
 class ServiceSpec(_Spec):
     labels_per_firework: int | None = Field(
         default=None,
@@ -549,6 +568,13 @@ class CampaignSpec(_Spec):
     )
     validation: ValidationSpec = Field(
         default_factory=lambda: ValidationSpec(), description="Extra checks against the parent."
+    )
+    prior_labels: PriorLabelsSpec | None = Field(
+        default=None,
+        description=(
+            "Labels of an earlier or other campaign, used as if this one had computed them; "
+            "null = none."
+        ),
     )
     service: ServiceSpec = Field(
         default_factory=lambda: ServiceSpec(),
@@ -711,7 +737,7 @@ def load_campaign(
 ) -> CampaignSpec:
     """Read and validate a campaign from a YAML file or a mapping.
 
-    Relative ``target.file`` / ``initial.file`` paths are resolved against ``base_dir``, which
+    Relative ``target.file`` / ``initial.file`` / ``prior_labels.file`` paths are resolved against ``base_dir``, which
     defaults to the YAML file's folder (for a mapping: left as given). Raises CampaignError.
     """
     source: Path | None = None
@@ -739,7 +765,7 @@ def load_campaign(
             )
     if base_dir is not None:
         transfer = raw.get("transfer")
-        parts = [raw.get("target"), raw.get("initial")]
+        parts = [raw.get("target"), raw.get("initial"), raw.get("prior_labels")]
         parts += transfer if isinstance(transfer, list) else []
         for part in parts:
             if isinstance(part, dict) and isinstance(part.get("file"), str | Path):
@@ -807,7 +833,8 @@ class Prepared:
     """A campaign ready to run: its target built and its inputs checked.
 
     ``elements``: sorted symbols of the target and any initial file; ``chunk_radius_A``: the
-    chunk radius in Å; ``initial_frames``: the labelled frames of ``initial.file``, if any.
+    chunk radius in Å; ``initial_frames``: the labelled frames of ``initial.file``, if any;
+    ``prior``: the checked labels of ``prior_labels.file``, if any.
     """
 
     spec: CampaignSpec
@@ -818,6 +845,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     initial_frames: list[Atoms] | None = None
     transfers: list[tuple[str, Atoms]] = field(default_factory=list)
+    prior: PriorLabels | None = None
 
 
 def prepare(spec: CampaignSpec) -> Prepared:
@@ -855,6 +883,14 @@ def _prepare(spec: CampaignSpec) -> Prepared:
     frames = None
     if spec.initial.file is not None:
         frames = read_frames(spec.initial.file, field="initial.file")
+        if any("nft_kind" in f.info for f in frames):  # an nft-fw label export
+            frames = [f for f in frames if f.info.get("nft_kind") == "image"]
+            if not frames:
+                raise CampaignError(
+                    "initial.file",
+                    "is a label export without initial images (nft_kind: image); give its "
+                    "chunks as prior_labels.file, and initial images here",
+                )
         for k, frame in enumerate(frames):
             try:
                 validate_atoms(frame, "initial.file", parent.supported_elements)
@@ -870,6 +906,29 @@ def _prepare(spec: CampaignSpec) -> Prepared:
                     "point), or use initial.generator: bulk",
                 )
             elements |= set(frame.get_chemical_symbols())
+
+    prior = None
+    if spec.prior_labels is not None:
+        try:
+            prior = read_prior(
+                spec.prior_labels.file,
+                parent.settings_hash,
+                spec.prior_labels.accept_parent_mismatch,
+            )
+        except PriorError as err:
+            raise CampaignError(err.field, err.message) from err
+        for lb in prior.labels.values():
+            try:
+                validate_atoms(lb.atoms, "prior_labels.file", parent.supported_elements)
+            except StructureError as err:
+                raise CampaignError("prior_labels.file", err.message) from err
+            unseen = sorted(set(lb.atoms.get_chemical_symbols()) - elements)
+            if unseen and lb.kind != "image":
+                raise CampaignError(
+                    "prior_labels.file",
+                    f"a {lb.kind} label holds {', '.join(unseen)}, which the target lacks; "
+                    "import labels of this target's elements only",
+                )
 
     chunk_radius = spec.nft.chunk_radius or 2.0 * spec.model.cutoff
     warnings: list[str] = []
@@ -896,6 +955,7 @@ def _prepare(spec: CampaignSpec) -> Prepared:
         warnings=warnings,
         initial_frames=frames,
         transfers=transfers,
+        prior=prior,
     )
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase import Atoms
 
-from nft_fw import decision
+from nft_fw import decision, labelset
 from nft_fw import initial as init_mod
 from nft_fw import model as mdl
 from nft_fw import training as tr
@@ -34,9 +35,11 @@ from nft_fw.step import (
     calibration_meta,
     initial_structures,
     label_chunk,
+    label_structure,
     nft_step,
     relax_step,
     request_atoms,
+    target_forces,
 )
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,9 @@ def initial_images(prepared: Prepared) -> list[tr.Image]:
     """Labelled initial images: from ``initial.file`` or generated and labelled by the parent."""
     if prepared.initial_frames is not None:
         return init_mod.from_file_frames(prepared.initial_frames)
-    return init_mod.label(initial_structures(prepared), prepared.parent.label)
+    return init_mod.label(
+        initial_structures(prepared), lambda atoms: label_structure(prepared, atoms)
+    )
 
 
 # ----------------------------------------------------------------------------- NFT
@@ -106,7 +111,7 @@ def run_locally(
     spec = campaign if isinstance(campaign, CampaignSpec) else load_campaign(campaign)
     prepared = prepare(spec)
     show: Progress | None = _rich_progress() if progress is True else (progress or None)
-    true_forces = prepared.parent.label(prepared.target)[1] if spec.validation.true_forces else None
+    true_forces = target_forces(prepared) if spec.validation.true_forces else None
     images = initial_images(prepared)
     labels: list[ChunkLabel] = []
     memo = FeatureMemo()
@@ -161,6 +166,48 @@ def run_locally(
         true_forces=true_forces,
         features=memo,
     )
+
+
+def label_frames(result: LocalResult, extra: Sequence[ChunkLabel] = ()) -> list[Atoms]:
+    """The labels of a local run (and ``extra`` chunk labels, e.g. a relaxation's) as the
+    label frames `nft-fw labels --export` writes (:mod:`nft_fw.labelset`): write them with
+    :func:`nft_fw.labelset.write`; a campaign takes them as ``prior_labels.file``."""
+    prepared = result.prepared
+    parent = prepared.spec.parent
+    common: dict[str, Any] = {
+        "campaign": prepared.spec.name,
+        "parent": parent.name,
+        "parent_params": parent.params or {},
+        "parent_hash": prepared.parent.settings_hash,
+    }
+    out = [
+        labelset.frame(
+            image.atoms, kind="image", phase="initial", number=0, forces=image.forces,
+            energy=image.energy, label_hash=image.id, **common,
+        )
+        for image in sorted(result.images, key=lambda im: im.id)
+    ]  # fmt: skip
+    chunks = sorted(
+        [*result.labels, *extra],
+        key=lambda c: (c.phase != "nft", c.iteration, c.centre, c.hash),
+    )
+    out += [
+        labelset.frame(
+            c.atoms, kind="chunk", phase=c.phase, number=c.iteration, forces=c.forces,
+            energy=c.energy, label_hash=c.hash, centre=c.centre, radius_A=c.radius,
+            seconds=c.seconds, **common,
+        )
+        for c in chunks
+    ]  # fmt: skip
+    if result.true_forces is not None:
+        out.append(
+            labelset.frame(
+                prepared.target, kind="full", phase="validation", number=0,
+                forces=result.true_forces, energy=None,
+                label_hash=f"full:{tr.structure_id(prepared.target)}", **common,
+            )
+        )  # fmt: skip
+    return out
 
 
 # ----------------------------------------------------------------------------- relaxation

@@ -181,6 +181,11 @@ def markdown(rounds: Records, transfers: Records, bill: Mapping[str, Any] | None
         lines.append(
             f"- initial structures {bill['initial_images']}, NFT chunks {bill['nft_chunks']}, "
             f"relaxation chunks {bill['relax_chunks']}: {bill['total_parent_calls']} in all"
+            + (
+                f"; {bill['labels_from_prior']} more labels taken from prior labels"
+                if bill.get("labels_from_prior")
+                else ""
+            )
         )
         if "divide_and_conquer_calls" in bill:
             lines.append(

@@ -89,7 +89,7 @@ def parent_call_bill(inputs: ReportInputs) -> dict[str, Any]:
     """Parent calculations this campaign made, next to what divide-and-conquer would need
     for the same relaxations (one chunk per atom per relaxation step; Sec. V D of Zeng,
     Chen, Peterson, J. Chem. Phys. 156, 064104 (2022))."""
-    own = [d for d in inputs.labels if not d.get("inherited_from")]
+    own = [d for d in inputs.labels if not d.get("inherited_from") and "prior_campaign" not in d]
     images = sum(1 for d in own if d["kind"] == "image")
     nft_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase", "nft") == "nft")
     relax_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == "relax")
@@ -98,6 +98,7 @@ def parent_call_bill(inputs: ReportInputs) -> dict[str, Any]:
         "nft_chunks": nft_chunks,
         "relax_chunks": relax_chunks,
         "total_parent_calls": images + nft_chunks + relax_chunks,
+        "labels_from_prior": sum(1 for d in inputs.labels if "prior_campaign" in d),
     }
     if inputs.rounds:
         kept = inputs.rounds[kept_round(inputs.rounds, inputs.spec)]
@@ -125,7 +126,8 @@ def parent_call_bill(inputs: ReportInputs) -> dict[str, Any]:
 
 def summary(inputs: ReportInputs) -> dict[str, Any]:
     """The campaign's headline figures: kept NFT iteration, uncertainties, true errors, and
-    (when it relaxed or transferred) the relaxation, transfer and parent-call figures."""
+    the parent calls it made (and labels it took from prior labels), and when it relaxed or
+    transferred the relaxation and transfer figures."""
     out = plots.summary(list(inputs.history), inputs.doc.get("stop_reason"))
     rounds, transfers = inputs.rounds, inputs.transfers
     if rounds:
@@ -137,8 +139,7 @@ def summary(inputs: ReportInputs) -> dict[str, Any]:
             "trajectory_max_uncertainty": [r["structure_uncertainty"] for r in rounds],
             **{f"kept_{k}": rounds[kept].get(k) for k in ROUND_KEYS if k in rounds[kept]},
         }
-    if rounds or transfers:
-        out["parent_calls"] = parent_call_bill(inputs)
+    out["parent_calls"] = parent_call_bill(inputs)
     if transfers:
         out["transfer_reference_uncertainty"] = trained_uncertainty(inputs)
         out["transfer"] = [{k: r.get(k) for k in TRANSFER_KEYS} for r in transfers]

@@ -34,6 +34,7 @@ from nft_fw import chunks as chunk_mod
 from nft_fw import descriptors as desc
 from nft_fw import initial as init_mod
 from nft_fw import model as mdl
+from nft_fw import prior as prior_mod
 from nft_fw import training as tr
 from nft_fw import uncertainty as unc
 from nft_fw.calculator import EnsembleCalculator
@@ -161,20 +162,42 @@ def cut_chunk(prepared: Prepared, centre: int, target: Atoms | None = None) -> c
 def label_chunk(
     prepared: Prepared, chunk: chunk_mod.Chunk, iteration: int, phase: str = "nft"
 ) -> ChunkLabel:
-    """Run the parent on a chunk."""
+    """Run the parent on a chunk (or take its label from the campaign's prior labels)."""
     t0 = time.perf_counter()
-    energy, forces = prepared.parent.label(chunk.atoms)
+    given = prepared.prior.get(chunk.hash) if prepared.prior is not None else None
+    atoms = chunk.atoms
+    if given is not None and given.kind == "chunk" and given.energy is not None:
+        atoms, energy, forces = given.structure(), given.energy, given.forces.copy()
+    else:
+        energy, forces = prepared.parent.label(atoms)
     return ChunkLabel(
         centre=chunk.centre,
         iteration=iteration,
         hash=chunk.hash,
         radius=chunk.radius,
-        atoms=chunk.atoms,
+        atoms=atoms,
         energy=energy,
         forces=np.asarray(forces),
         seconds=time.perf_counter() - t0,
         phase=phase,
     )
+
+
+def label_structure(prepared: Prepared, atoms: Atoms) -> tuple[float, np.ndarray]:
+    """The parent's energy and forces of a whole structure (an initial image), from the
+    campaign's prior labels when they hold it."""
+    given = prepared.prior.get(tr.structure_id(atoms)) if prepared.prior is not None else None
+    if given is not None and given.kind == "image" and given.energy is not None:
+        return given.energy, given.forces.copy()
+    energy, forces = prepared.parent.label(atoms)
+    return energy, np.asarray(forces)
+
+
+def target_forces(prepared: Prepared) -> np.ndarray:
+    """The parent's forces on the whole target (validation only), from the prior labels
+    when they hold a whole-structure label of it."""
+    given = prior_mod.whole_forces(prepared.prior, prepared.target)
+    return given if given is not None else np.asarray(prepared.parent.label(prepared.target)[1])
 
 
 FeatureSource = Callable[[Sequence[ChunkLabel], desc.DescriptorSpec], list[tr.ChunkFeatures]]
@@ -533,10 +556,16 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     )
     requests: list[ChunkRequest] = []
     if isinstance(step, decision.Continue):
-        requests = [
-            ChunkRequest(centre=int(c), radius=prepared.chunk_radius_A, iteration=k + 1)
-            for c in step.centres
-        ]
+        planned = prior_mod.planned_centres(prepared.prior, prepared.target, k + 1)
+        if prepared.prior is not None:
+            record["next_from_prior"] = len(planned)
+        if planned:  # the prior labels' chunks of the next iteration, before new ones
+            requests = [ChunkRequest(centre=c, radius=r, iteration=k + 1) for c, r in planned]
+        else:
+            requests = [
+                ChunkRequest(centre=int(c), radius=prepared.chunk_radius_A, iteration=k + 1)
+                for c in step.centres
+            ]
     return NFTOutcome(record, ensemble, result, step, requests)
 
 

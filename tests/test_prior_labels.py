@@ -1,0 +1,281 @@
+"""Labels a campaign did not compute: an exported label file as ``prior_labels.file`` (and
+its initial images as ``initial.file``). Checked before anything runs (parent settings,
+hashes, the file's kind); used as if computed (no parent call for a structure the file
+holds); a campaign continued from its own export with a larger ``max_iterations`` replays
+it and labels only past its end, with the history of one uninterrupted run. Real EMT, real
+training, and (integration) the real service with worker processes."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_campaign_service import _cli, small_campaign
+
+
+def _exported_chunks(path: Path, spec: dict[str, Any], centres: list[int]) -> Path:
+    """An export-shaped file of EMT chunk labels of the campaign's target (no training)."""
+    from nft_fw import labelset
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.chunks import cut
+
+    prepared = prepare(load_campaign(spec))
+    frames = []
+    for c in centres:
+        chunk = cut(prepared.target, c, prepared.chunk_radius_A)
+        energy, forces = prepared.parent.label(chunk.atoms)
+        frames.append(
+            labelset.frame(
+                chunk.atoms, kind="chunk", phase="nft", number=1, forces=forces, energy=energy,
+                campaign="earlier", parent="emt", parent_params={},
+                parent_hash=prepared.parent.settings_hash, label_hash=chunk.hash, centre=c,
+                radius_A=prepared.chunk_radius_A, seconds=0.5,
+            )
+        )  # fmt: skip
+    labelset.write(path, frames)
+    return path
+
+
+def _spec_with_prior(path: Path, **prior: Any) -> dict[str, Any]:
+    spec = small_campaign("continued")
+    spec["prior_labels"] = {"file": str(path), **prior}
+    return spec
+
+
+def test_prior_labels_plan_the_next_iterations_chunks(tmp_path: Path) -> None:
+    from nft_fw import prior
+    from nft_fw.campaign import load_campaign, prepare
+
+    path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [3, 11, 40])
+    prepared = prepare(load_campaign(_spec_with_prior(path)))
+    assert prepared.prior is not None and prepared.prior.counts() == {"chunk": 3}
+    assert prior.planned_centres(prepared.prior, prepared.target, 1) == [
+        (3, prepared.chunk_radius_A), (11, prepared.chunk_radius_A),
+        (40, prepared.chunk_radius_A),
+    ]  # fmt: skip
+    assert prior.planned_centres(prepared.prior, prepared.target, 2) == []
+    # another target (rattled with another seed): the same centres are other chunks
+    other = _spec_with_prior(path)
+    other["target"]["rattle"]["seed"] = 1
+    moved = prepare(load_campaign(other))
+    assert prior.planned_centres(moved.prior, moved.target, 1) == []
+
+
+def test_a_prior_chunk_label_trains_on_the_positions_the_parent_computed(
+    tmp_path: Path,
+) -> None:
+    """The file's chunk, not the campaign's own cut of the same environment: the two may
+    differ below the hash's rounding (a target stored less exactly by an older release)."""
+    from nft_fw import labelset, step
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.chunks import cut
+
+    path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [7])
+    (frame,) = labelset.read(path)
+    forces = frame.get_forces()
+    frame.positions[1:] += 3e-9  # below the hash's rounding: the same chunk
+    frame.calc.atoms = frame.copy()  # the results belong to the moved positions
+    labelset.write(path, [frame])
+    prepared = prepare(load_campaign(_spec_with_prior(path)))
+    chunk = cut(prepared.target, 7, prepared.chunk_radius_A)
+    label = step.label_chunk(prepared, chunk, 1)
+    assert label.hash == chunk.hash == frame.info["nft_hash"]
+    np.testing.assert_array_equal(label.atoms.positions, frame.positions)
+    np.testing.assert_array_equal(label.forces, forces)
+    assert not np.array_equal(label.atoms.positions, chunk.atoms.positions)
+
+
+def test_prior_labels_of_other_parent_settings_are_refused_unless_accepted(
+    tmp_path: Path,
+) -> None:
+    from nft_fw.campaign import CampaignError, load_campaign, prepare
+
+    path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [3])
+    spec = _spec_with_prior(path)
+    spec["parent"]["params"] = {"asap_cutoff": True}
+    with pytest.raises(CampaignError) as err:
+        prepare(load_campaign(spec))
+    text = str(err.value)
+    assert "prior_labels.file" in text and "other parent settings" in text
+    assert "accept_parent_mismatch: true" in text
+    spec["prior_labels"]["accept_parent_mismatch"] = True
+    assert prepare(load_campaign(spec)).prior.counts() == {"chunk": 1}
+
+
+def test_a_prior_file_that_is_no_export_or_was_edited_is_refused(tmp_path: Path) -> None:
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from nft_fw import labelset
+    from nft_fw.campaign import CampaignError, load_campaign, prepare
+
+    plain = bulk("Pt", "fcc", a=3.92, cubic=True)
+    plain.calc = EMT()
+    plain.get_forces()
+    ase.io.write(tmp_path / "plain.extxyz", plain)
+    with pytest.raises(CampaignError, match="nft-fw labels NAME --export"):
+        prepare(load_campaign(_spec_with_prior(tmp_path / "plain.extxyz")))
+
+    path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [3])
+    (frame,) = labelset.read(path)
+    frame.positions[1] += 0.01  # the structure no longer is the one its hash names
+    labelset.write(tmp_path / "edited.extxyz", [frame])
+    with pytest.raises(CampaignError, match="does not hold the structure its hash names"):
+        prepare(load_campaign(_spec_with_prior(tmp_path / "edited.extxyz")))
+    with pytest.raises(CampaignError, match="no such file"):
+        prepare(load_campaign(_spec_with_prior(tmp_path / "missing.extxyz")))
+
+
+def test_initial_file_takes_the_images_of_a_label_export(tmp_path: Path) -> None:
+    from nft_fw import labelset
+    from nft_fw.campaign import CampaignError, load_campaign, prepare
+    from nft_fw.loop import initial_images
+
+    earlier = prepare(load_campaign(small_campaign("earlier")))
+    images = initial_images(earlier)
+    frames = [
+        labelset.frame(
+            im.atoms, kind="image", phase="initial", number=0, forces=im.forces,
+            energy=im.energy, campaign="earlier", parent="emt", parent_params={},
+            parent_hash=earlier.parent.settings_hash, label_hash=im.id,
+        )
+        for im in images
+    ]  # fmt: skip
+    chunks = _exported_chunks(tmp_path / "c.extxyz", small_campaign("earlier"), [3])
+    labelset.write(tmp_path / "all.extxyz", frames + labelset.read(chunks))
+    spec = small_campaign("from-file")
+    spec["initial"] = {"file": str(tmp_path / "all.extxyz")}
+    prepared = prepare(load_campaign(spec))
+    assert len(prepared.initial_frames) == len(images)  # the chunk frame is not an image
+    got = {im.id: im for im in initial_images(prepared)}
+    for im in images:
+        np.testing.assert_array_equal(got[im.id].forces, im.forces)
+        assert got[im.id].energy == im.energy
+    spec["initial"] = {"file": str(chunks)}
+    with pytest.raises(CampaignError, match=r"initial\.file.*without initial images"):
+        prepare(load_campaign(spec))
+
+
+def _count_parent_calls(prepared: Any, calls: list[int]) -> Any:
+    """The campaign with its parent counting the calculators it builds (one per label)."""
+    make = prepared.parent.make_calculator
+
+    def counted() -> Any:
+        calls.append(1)
+        return make()
+
+    return dataclasses.replace(
+        prepared, parent=dataclasses.replace(prepared.parent, make_calculator=counted)
+    )
+
+
+def _science(history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    keys = ("iteration", "n_chunks", "new_chunks", "structure_uncertainty", "mean_uncertainty",
+            "true_force_mae", "best_iteration")  # fmt: skip
+    return [tuple(r[k] for k in keys) for r in history]
+
+
+def test_a_local_run_continued_from_its_labels_replays_it_and_labels_only_new_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nft_fw import labelset, loop
+    from nft_fw.campaign import load_campaign
+
+    first = small_campaign("earlier")
+    first["nft"]["max_iterations"] = 1
+    a = loop.run_locally(load_campaign(first), progress=False)
+    labelset.write(tmp_path / "a.extxyz", loop.label_frames(a))
+
+    longer = small_campaign("earlier")
+    longer["nft"]["max_iterations"] = 3
+    whole = loop.run_locally(load_campaign(longer), progress=False)
+
+    calls: list[int] = []
+    prepare = loop.prepare
+    monkeypatch.setattr(loop, "prepare", lambda spec: _count_parent_calls(prepare(spec), calls))
+    continued = copy.deepcopy(longer)
+    continued["prior_labels"] = {"file": str(tmp_path / "a.extxyz")}
+    b = loop.run_locally(load_campaign(continued), progress=False)
+
+    assert _science(b.history) == _science(whole.history)  # exact: the same numbers
+    assert b.stop.reason == whole.stop.reason and b.best_iteration == whole.best_iteration
+    known = {lb.hash for lb in a.labels} | {im.id for im in a.images}
+    new = [lb for lb in b.labels if lb.hash not in known]
+    # only the chunks past the exported run were computed, each once; images, the first
+    # iteration's chunks and the whole-target forces came from the file
+    assert len(calls) == len(new) == len(b.labels) - len(a.labels) > 0
+    assert {lb.iteration for lb in new} == {2, 3}
+    assert b.history[0]["next_from_prior"] == len(a.labels)
+    np.testing.assert_array_equal(b.true_forces, a.true_forces)
+
+
+@pytest.mark.integration
+def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
+    db_server: Any, tmp_path: Path
+) -> None:
+    from nft_fw import labelset, loop
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.cli import run_campaign
+    from nft_fw.launchpad import campaigns, records
+    from nft_fw.launchpad.connection import embedded
+
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
+    conn.launchpad.reset("", require_password=False)
+    try:
+        first = small_campaign("first")
+        first["nft"]["max_iterations"] = 1
+        assert run_campaign(conn, prepare(load_campaign(first)), 1, tmp_path / "w1",
+                            tmp_path / "r1") == 0  # fmt: skip
+        out = _cli(conn, "labels", "first", "--export", str(tmp_path / "first.extxyz"))
+        assert out.returncode == 0, out.stderr
+        exported = labelset.read(tmp_path / "first.extxyz")
+
+        continued = small_campaign("continued")
+        continued["nft"]["max_iterations"] = 3
+        continued["prior_labels"] = {"file": str(tmp_path / "first.extxyz")}
+        assert run_campaign(conn, prepare(load_campaign(continued)), 2, tmp_path / "w2",
+                            tmp_path / "r2") == 0  # fmt: skip
+        db = conn.launchpad.db
+        labels = records.labels(db, "continued")
+        given = [d for d in labels if "prior_campaign" in d]
+        computed = [d for d in labels if "prior_campaign" not in d]
+        trained = [f for f in exported if f.info["nft_kind"] != "full"]
+        assert len(given) == len(trained) and {d["prior_campaign"] for d in given} == {"first"}
+        assert {d["hash"] for d in given} == {f.info["nft_hash"] for f in trained}
+        # nothing computed twice: no label of the first campaign computed again, no label
+        # Firework ran for one, and each new chunk once
+        assert not {d["hash"] for d in computed} & {f.info["nft_hash"] for f in exported}
+        assert computed and {d["iteration"] for d in computed} == {2, 3}
+        assert len({d["hash"] for d in labels}) == len(labels)
+        label_fws = conn.launchpad.fireworks.find(
+            {"spec.campaign": "continued", "spec.nft_role": "label"}, {"spec._tasks": 1}
+        )
+        items = [i for fw in label_fws for t in fw["spec"]["_tasks"] for i in t["items"]]
+        assert len(items) == len(computed)
+        (full,) = [f for f in exported if f.info["nft_kind"] == "full"]
+        np.testing.assert_array_equal(campaigns.validation_forces(db, "continued"),
+                                      full.get_forces())  # fmt: skip
+        summary = records.get_campaign(db, "continued")["summary"]
+        assert summary["parent_calls"]["labels_from_prior"] == len(given)
+
+        whole = small_campaign("continued")
+        whole["nft"]["max_iterations"] = 3
+        local = loop.run_locally(load_campaign(whole), progress=False)
+        service = records.iterations(db, "continued")
+        assert [r[:3] for r in _science(service)] == [r[:3] for r in _science(local.history)]
+        for rs, rl in zip(service, local.history, strict=True):
+            assert rs["structure_uncertainty"] == pytest.approx(
+                rl["structure_uncertainty"], rel=1e-6
+            )
+        doc = records.get_campaign(db, "continued")
+        assert doc["stop_reason"] == local.stop.reason
+        assert service[-1]["best_iteration"] == local.best_iteration
+    finally:
+        conn.launchpad.connection.drop_database(conn.db_name)
+        conn.close(stop_server=False)
