@@ -1,5 +1,6 @@
 """The FireTasks of a nearsightedness campaign: thin translators between Fireworks and
-:mod:`nft_fw.launchpad.nearsightedness`.
+:mod:`nft_fw.firetasks.labelling` (labels) and
+:mod:`nft_fw.launchpad.nearsightedness` (the stored analysis).
 
 Their import paths (``{{nft_fw.firetasks.nearsightedness.<Task>}}``) are stored in the
 database with every Firework: never rename or move them. Like the NFT tasks they need the
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 
 from fireworks import FWAction, explicit_serialize
 
+from nft_fw.firetasks import labelling
 from nft_fw.firetasks.nft import _CampaignTask
 from nft_fw.launchpad import nearsightedness as ns
 
@@ -26,7 +28,7 @@ class NearsightednessLabelTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign", "items"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        counts = ns.label_items(
+        counts = labelling.label_nearsightedness_items(
             self._db(), self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
         )
         return FWAction(stored_data=counts)

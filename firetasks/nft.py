@@ -1,5 +1,6 @@
 """The FireTasks of an NFT campaign: thin translators between Fireworks and
-:mod:`nft_fw.launchpad.campaigns`.
+:mod:`nft_fw.firetasks.training`, :mod:`nft_fw.firetasks.labelling` and
+:mod:`nft_fw.firetasks.relaxing`.
 
 Their import paths (``{{nft_fw.firetasks.nft.<Task>}}``) are stored in the database with
 every Firework: never rename or move them. Every task needs the LaunchPad
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 from fireworks import FiretaskBase, FWAction, explicit_serialize
 from pymongo.errors import ConnectionFailure
 
+from nft_fw.firetasks import labelling, relaxing, training
 from nft_fw.launchpad import campaigns, queue, records, relaxation, reports
 from nft_fw.workflows import campaign as shapes
 
@@ -101,7 +103,7 @@ class InitTask(_CampaignTask):
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db, name = self._db(), self["campaign"]
-        items = campaigns.round_items(db, name, campaigns.initial_items(db, name))
+        items = labelling.round_items(db, name, training.initial_items(db, name))
         spec = self._spec()
         return self._append(
             lambda: shapes.round_workflow(spec, "nft", 0, items, TASKS, self.fw_id),
@@ -124,11 +126,11 @@ class LabelTask(_CampaignTask):
         name, items, fw_id = self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
         if getattr(self, "launchpad", None) is None and self.get("parent"):
             # offline mode: no database; the labels travel in the FWAction
-            docs = campaigns.label_offline(name, self["parent"], items, fw_id)
+            docs = labelling.label_offline(name, self["parent"], items, fw_id)
             return FWAction(
                 stored_data={"new": len(docs), "existing": 0, campaigns.OFFLINE_LABELS_KEY: docs}
             )
-        counts = campaigns.label_items(self._db(), name, items, fw_id)
+        counts = labelling.label_items(self._db(), name, items, fw_id)
         return FWAction(stored_data=dict(counts))
 
 
@@ -141,7 +143,7 @@ class TrainTask(_CampaignTask):
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db, name, k = self._db(), self["campaign"], int(self["iteration"])
-        out = campaigns.train(db, name, k, getattr(self, "fw_id", None))
+        out = training.train(db, name, k, getattr(self, "fw_id", None))
         summary: dict[str, Any] = {
             "iteration": k,
             "structure_uncertainty": out.record["structure_uncertainty"],
@@ -149,7 +151,7 @@ class TrainTask(_CampaignTask):
         }
         spec = self._spec()
         if out.items:
-            items = campaigns.round_items(db, name, out.items)
+            items = labelling.round_items(db, name, out.items)
             return self._append(
                 lambda: shapes.round_workflow(spec, "nft", k + 1, items, TASKS, self.fw_id),
                 summary,
@@ -170,7 +172,7 @@ class RelaxTask(_CampaignTask):
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db, name, r = self._db(), self["campaign"], int(self["round"])
-        out = relaxation.relax_round(db, name, r, getattr(self, "fw_id", None))
+        out = relaxing.relax_round(db, name, r, getattr(self, "fw_id", None))
         summary: dict[str, Any] = {
             "round": r,
             "trajectory_max_uncertainty": out.record["structure_uncertainty"],
@@ -178,7 +180,7 @@ class RelaxTask(_CampaignTask):
         }
         spec = self._spec()
         if out.stop is None:
-            items = campaigns.round_items(db, name, out.items)
+            items = labelling.round_items(db, name, out.items)
             return self._append(
                 lambda: shapes.round_workflow(spec, "relax", r + 1, items, TASKS, self.fw_id),
                 summary,
@@ -197,7 +199,7 @@ class TransferTask(_CampaignTask):
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db, name, k = self._db(), self["campaign"], int(self["index"])
-        record = relaxation.transfer(db, name, k, getattr(self, "fw_id", None))
+        record = relaxing.transfer(db, name, k, getattr(self, "fw_id", None))
         summary = {
             key: record[key]
             for key in ("name", "n_atoms", "n_steps", "structure_uncertainty", "flagged")

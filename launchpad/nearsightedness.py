@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,10 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from nft_fw import atoms_io
 from nft_fw import nearsightedness as ns
 from nft_fw.campaign import NEARSIGHTEDNESS, NearsightednessSpec, PreparedNearsightedness
-from nft_fw.chunks import cut
-from nft_fw.launchpad import campaigns, records
-from nft_fw.parents import LabelFailed, Parent, SinglePoint, get_parent
+from nft_fw.launchpad import records
+from nft_fw.parents import get_parent
 
 log = logging.getLogger(__name__)
 
@@ -153,119 +150,6 @@ def labels(db: Database, campaign: str) -> list[dict[str, Any]]:
         .find({"campaign": campaign})
         .sort([("kind", ASCENDING), ("radius", ASCENDING), ("centre", ASCENDING)])
     )
-
-
-def _label_doc(
-    db: Database,
-    name: str,
-    item: dict[str, Any],
-    atoms: Atoms,
-    label_hash: str,
-    parent: Parent,
-    result: SinglePoint,
-    centres: list[int],
-    fw_id: int | None,
-) -> dict[str, Any]:
-    forces = np.asarray(result.forces, dtype=float)
-    doc: dict[str, Any] = {
-        "campaign": name,
-        "hash": label_hash,
-        "parent_hash": parent.settings_hash,
-        "kind": item["kind"],
-        "n_atoms": len(atoms),
-        "energy": float(result.energy),
-        "fw_id": fw_id,
-        "host": socket.gethostname(),
-        **campaigns.parent_cost(result),
-    }
-    if item["kind"] == "chunk":
-        doc.update(
-            centre=int(item["centre"]),
-            radius=float(item["radius"]),
-            **atoms_io.to_doc(atoms),
-            central_force=forces[0].tolist(),
-            forces=forces.tolist(),
-        )
-    else:  # the whole structure: forces of every atom in GridFS, the centres' inline
-        doc["centre_forces"] = forces[centres].tolist()
-        doc["centres"] = list(centres)
-        doc["forces_file"] = str(records.put_array(db, forces, f"{name}/full-forces.npy"))
-    return doc
-
-
-def label_items(
-    db: Database,
-    name: str,
-    items: list[dict[str, Any]],
-    fw_id: int | None = None,
-    work_dir: Path | None = None,
-) -> dict[str, int]:
-    """Label the items (chunks cut from the stored target, or the whole target) that have
-    no label yet; returns counts of new, existing and failed labels.
-
-    Parent logs go to ``work_dir/parent-logs`` (default: the launch directory) and into
-    GridFS. An item the parent cannot label with any retry is recorded in ``nft_failures``
-    and the other items are still labelled; then :class:`campaigns.LabelError` is
-    raised, so the Firework fizzles (the analysis runs without that item).
-    """
-    doc = records.get_campaign(db, name)
-    spec = NearsightednessSpec.model_validate(doc["spec"])
-    parent = get_parent(spec.parent.name, spec.parent.params)
-    structure = target(db, doc["target_file"])
-    centres = [int(c) for c in doc["centres"]]
-    log_dir = (Path.cwd() if work_dir is None else Path(work_dir)) / "parent-logs"
-    db[records.CAMPAIGNS].update_one(
-        {"_id": name, "state": "submitted"},
-        {"$set": {"state": "running", "updated": records.now()}},
-    )
-    counts = {"new": 0, "existing": 0, "failed": 0}
-    errors: list[str] = []
-    for item in items:
-        if item["kind"] == "chunk":
-            chunk = cut(structure, int(item["centre"]), float(item["radius"]))
-            atoms, label_hash = chunk.atoms, chunk.hash
-            if label_hash != item["hash"]:
-                raise RuntimeError(
-                    f"campaign {name} fw {fw_id}: the chunk of centre {item['centre']} radius "
-                    f"{item['radius']} Å cut from the stored target has hash "
-                    f"{label_hash[:12]}, the plan says {item['hash'][:12]}: the stored "
-                    "target changed; submit the campaign again under a new name"
-                )
-            where = f"centre {item['centre']} radius {item['radius']:g} Å"
-            tag = label_hash[:16]
-        else:
-            atoms, label_hash, where, tag = structure, full_hash(doc), "the whole structure", "full"
-        if has_label(db, name, label_hash, parent.settings_hash):
-            counts["existing"] += 1
-            continue
-        try:
-            result = parent.single_point(atoms, log_dir=log_dir, tag=tag)
-        except LabelFailed as err:
-            counts["failed"] += 1
-            errors.append(f"{where} ({len(atoms)} atoms): {err}")
-            campaigns.record_failure(
-                db, name, parent, item, atoms, label_hash, err, fw_id, phase=PHASE, iteration=None
-            )
-            log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
-            continue
-        new = _label_doc(db, name, item, atoms, label_hash, parent, result, centres, fw_id)
-        new["log_file"] = campaigns.store_parent_log(db, name, new.get("log_path"), label_hash)
-        if put_label(db, new):
-            counts["new"] += 1
-            records.clear_failure(db, name, label_hash, parent.settings_hash)
-        else:  # another worker stored it meanwhile: drop this one's files
-            counts["existing"] += 1
-            for key in ("forces_file", "log_file"):
-                if new.get(key):
-                    records.delete_file(db, ObjectId(new[key]))
-    log.info("campaign %s fw %s: nearsightedness labels %s", name, fw_id, counts)
-    if errors:
-        raise campaigns.LabelError(
-            f"campaign {name} fw {fw_id}: {len(errors)} of {len(items)} items could not be "
-            f"labelled (recorded in {records.FAILURES}; nft-fw status {name} lists them; the "
-            "analysis reports them as missing): " + "; ".join(errors)
-        )
-    return counts
 
 
 # ----------------------------------------------------------------------------- analysis

@@ -212,6 +212,13 @@ def update_campaign(db: Database, name: str, **fields: Any) -> None:
     db[CAMPAIGNS].update_one({"_id": name}, {"$set": {**fields, "updated": now()}})
 
 
+def update_campaign_state(db: Database, name: str, old: str, new: str) -> None:
+    """Move the campaign from state ``old`` to ``new`` (nothing when it is in another)."""
+    db[CAMPAIGNS].update_one(
+        {"_id": name, "state": old}, {"$set": {"state": new, "updated": now()}}
+    )
+
+
 def follow_ups(db: Database, name: str) -> list[str]:
     """Follow-up campaigns started by flagged transfer targets (and theirs, recursively)."""
     found = [d["_id"] for d in db[CAMPAIGNS].find({"inherited_from": name}, {"_id": 1})]

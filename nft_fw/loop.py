@@ -3,8 +3,8 @@
 :func:`run_locally` calls :func:`nft_fw.step.nft_step` once per iteration and
 :func:`relax_locally` calls :func:`nft_fw.step.relax_step` once per relax round; between
 calls they label the chunks the step asks for with the parent, in memory. The trainer and
-relax Fireworks call the same two functions (:mod:`nft_fw.launchpad.campaigns`,
-:mod:`nft_fw.launchpad.relaxation`), so a campaign gives the same history here as through
+relax Fireworks call the same two functions (:mod:`nft_fw.firetasks.training`,
+:mod:`nft_fw.firetasks.relaxing`), so a campaign gives the same history here as through
 the service.
 """
 

@@ -6,7 +6,7 @@
 of each transfer target, next to the trained target's and the flagging line.
 
 Records are those of ``nft_iterations`` with ``phase: relax`` / ``phase: transfer`` (see
-:mod:`nft_fw.launchpad.relaxation`): ``steps`` is a list of {step, energy, fmax,
+:mod:`nft_fw.firetasks.relaxing`): ``steps`` is a list of {step, energy, fmax,
 max_uncertainty, mean_uncertainty}.
 """
 

@@ -10,8 +10,8 @@ and write nothing else. Their two runners add only I/O:
 
 * :func:`nft_fw.loop.run_locally` / :func:`nft_fw.loop.relax_locally` keep everything in
   memory and label requests in-process;
-* the trainer and relax Fireworks (:mod:`nft_fw.launchpad.campaigns`,
-  :mod:`nft_fw.launchpad.relaxation`) load the inputs from the database, call the step,
+* the trainer and relax Fireworks (:mod:`nft_fw.firetasks.training`,
+  :mod:`nft_fw.firetasks.relaxing`) load the inputs from the database, call the step,
   store its outputs and hand the requests to FireWorks.
 
 The order labels arrive in never matters: the step sorts images by their hash and chunks by

@@ -177,3 +177,23 @@ def test_no_raw_collection_access_outside_launchpad() -> None:
             if RAW_ACCESS.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+# launchpad/ stores and finds: what a Firework computes (a parent's single point, an NFT or
+# relax step, a relaxation, training) is called from firetasks/ (or the CLI), never here
+RUNS = re.compile(
+    r"\.(single_point|label)\(|\b(nft_step|relax_step|label_chunk|label_structure|"
+    r"target_forces|label_doc|relax|fit|train)\("
+)
+
+
+def test_launchpad_runs_no_parent_and_no_step() -> None:
+    hits = []
+    for module, path in _modules().items():
+        if _room(module) != "nft_fw.launchpad":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if RUNS.search(code) and not code.lstrip().startswith(("def ", '"', "'")):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not hits, "\n".join(hits)

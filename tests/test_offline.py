@@ -128,6 +128,7 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
     laid out the way a trainer appends them: one label Firework, then the trainer.
     Returns the items and the label Firework's id."""
     from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.firetasks import labelling
     from nft_fw.firetasks.nft import TASKS
     from nft_fw.launchpad import campaigns, queue, records
     from nft_fw.workflows.campaign import round_workflow
@@ -152,7 +153,7 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
          "iteration": 1, "phase": "nft"}
         for c in (0, 17, 40)
     ]  # fmt: skip
-    items = campaigns.round_items(lp.db, name, items)
+    items = labelling.round_items(lp.db, name, items)
     lp.add_wf(round_workflow(prepared.spec, "nft", 1, items, TASKS))
     (label_id,) = lp.get_fw_ids({"spec.campaign": name, "spec.nft_role": "label"})
     assert lp.get_fw_by_id(label_id).spec["_category"] == "label"

@@ -222,7 +222,8 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
     from nft_fw import labelset, loop
     from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
-    from nft_fw.launchpad import campaigns, records
+    from nft_fw.firetasks import training
+    from nft_fw.launchpad import records
     from nft_fw.launchpad.connection import embedded
 
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
@@ -259,7 +260,7 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
         items = [i for fw in label_fws for t in fw["spec"]["_tasks"] for i in t["items"]]
         assert len(items) == len(computed)
         (full,) = [f for f in exported if f.info["nft_kind"] == "full"]
-        np.testing.assert_array_equal(campaigns.validation_forces(db, "continued"),
+        np.testing.assert_array_equal(training.validation_forces(db, "continued"),
                                       full.get_forces())  # fmt: skip
         summary = records.get_campaign(db, "continued")["summary"]
         assert summary["parent_calls"]["labels_from_prior"] == len(given)

@@ -197,6 +197,7 @@ def test_history_phases_and_export_of_the_final_model(finished: Any, tmp_path: P
 
 
 def test_follow_up_campaign_inherits_labels_and_model(finished: Any) -> None:
+    from nft_fw.firetasks import training
     from nft_fw.launchpad import campaigns, records, relaxation
 
     conn, _, _, _ = finished
@@ -209,8 +210,8 @@ def test_follow_up_campaign_inherits_labels_and_model(finished: Any) -> None:
     labels = records.labels(db, child.name)
     assert sorted(d["hash"] for d in labels) == sorted(d["hash"] for d in parent_labels)
     assert {d.get("phase") for d in labels if d["kind"] == "chunk"} == {"inherited"}
-    assert campaigns.initial_items(db, child.name) == []
-    out = campaigns.train(db, child.name, 0)
+    assert training.initial_items(db, child.name) == []
+    out = training.train(db, child.name, 0)
     # warm start: the short retraining schedule, not the from-scratch one
     assert out.record["training"]["steps"] == child.training.steps_per_iteration
     assert out.record["n_labels"] == len(parent_labels)

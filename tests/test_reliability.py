@@ -325,7 +325,8 @@ def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
     and the trainer goes on with the rest."""
     import flaky_parent
 
-    from nft_fw.launchpad import campaigns, records
+    from nft_fw.firetasks import labelling
+    from nft_fw.launchpad import records
 
     lp = connection.launchpad
     name = f"flaky-{uuid.uuid4().hex[:6]}"
@@ -348,7 +349,7 @@ def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
     fate = {}
     for fw in chunk_fws:
         (item,) = fw["spec"]["_tasks"][0]["items"]
-        atoms, label_hash = campaigns._item_atoms(lp.db, sources, item)
+        atoms, label_hash = labelling._item_atoms(lp.db, sources, item)
         fate[fw["fw_id"]] = (flaky_parent.bucket(atoms), label_hash, fw["spec"]["nft_round"])
     failing = {i for i, (b, _, _) in fate.items() if b == 0}
     transient = {i for i, (b, _, _) in fate.items() if b == 1}

@@ -1,0 +1,167 @@
+"""What the relax and transfer Fireworks of a campaign do (Sec. V C–D of Zeng, Chen, Peterson,
+J. Chem. Phys. 156, 064104 (2022)): load a relax round's inputs, call
+:func:`nft_fw.step.relax_step`, store the outputs and name the chunks of the next round; relax
+a transfer target with the final model and record δ along the way. Storage and the queries
+they need live in :mod:`nft_fw.launchpad.relaxation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from nft_fw import decision, step
+from nft_fw.calculator import EnsembleCalculator
+from nft_fw.firetasks import training
+from nft_fw.launchpad import campaigns, records, relaxation
+from nft_fw.relax import relax
+
+log = logging.getLogger(__name__)
+
+
+FLAG_RATIO = 2.0  # a transfer target whose δ is this many times the trained target's is flagged
+
+
+@dataclasses.dataclass
+class RoundOutcome:
+    """The round's record; ``stop`` set when retraining ends, else the chunks to label."""
+
+    record: dict[str, Any]
+    stop: decision.Stop | None
+    items: list[dict[str, Any]]
+
+
+def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) -> RoundOutcome:
+    """Relax round ``number`` (:func:`nft_fw.step.relax_step`): for r > 0 retrain on all
+    labels starting from round r−1's model, relax the target, record, and choose the chunks
+    of the next round."""
+    t_start = time.perf_counter()
+    campaigns.import_offline_labels(db, name)
+    prepared = campaigns.context(db, name)
+    rounds = [r for r in records.iterations(db, name, "relax") if r["iteration"] < number]
+    if number == 0:
+        model, source = campaigns.best_model(db, name)
+        model_from = {"phase": "nft", "iteration": source["iteration"]}
+    else:
+        if not rounds or rounds[-1]["iteration"] != number - 1:
+            raise RuntimeError(
+                f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
+            )
+        model = relaxation.load(db, rounds[-1])
+        model_from = {"phase": "relax", "iteration": number - 1}
+    parent_hash = prepared.parent.settings_hash
+    # chunks the parent could not label (nft_failures) are not offered again
+    failed = {d["hash"] for d in records.failures(db, name) if d["parent_hash"] == parent_hash}
+    out = step.relax_step(
+        step.RelaxInputs(
+            prepared,
+            number,
+            model,
+            model_from,
+            campaigns.stored_images(db, name),
+            campaigns.stored_chunks(db, name),
+            history=records.iterations(db, name),
+            rounds=rounds,
+            true_start_forces=training.validation_forces(db, name),
+            known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
+            features=campaigns.StoredFeatures(db, name),
+        )
+    )
+    trajectory = out.trajectory
+    relaxation.replace_files(db, name, "relax", number)
+    frames_id = records.put_structures(
+        db, [trajectory.frames[f] for f in out.searched], f"{name}/relax/frames-{number}.extxyz"
+    )
+    final_id = records.put_structures(db, [trajectory.final], f"{name}/relax/final-{number}.extxyz")
+    record = {**out.record, "frames_file": str(frames_id), "final_file": str(final_id)}
+    if number > 0:
+        record["model_file"] = str(
+            records.put_bytes(
+                db, out.ensemble.to_bytes(), f"{name}/relax/model-{number}.nftm", kind="model"
+            )
+        )
+    else:  # round 0 relaxes with the NFT phase's model: its record points at that file
+        record["model_file"] = source["model_file"]
+        record["shared_files"] = ["model_file"]
+    record["fw_id"] = fw_id
+    record["timings"] = {**out.record["timings"], "total_s": time.perf_counter() - t_start}
+    records.put_iteration(db, record)
+    items = [training.chunk_item(r, str(frames_id)) for r in out.requests]
+    if out.stop is not None:
+        records.update_campaign(
+            db,
+            name,
+            state="relaxed",
+            relax_round=number,
+            relax_stop_reason=out.stop.reason,
+            relax_stop_detail=out.stop.detail,
+        )
+    else:
+        records.update_campaign(db, name, state="relaxing", relax_round=number)
+    log.info(
+        "campaign %s relax round %d: %d steps, trajectory δ max %.3f eV/Å, %s",
+        name,
+        number,
+        len(trajectory.steps),
+        trajectory.max_uncertainty,
+        out.stop.reason if out.stop else f"{len(items)} chunks",
+    )
+    return RoundOutcome(record=record, stop=out.stop, items=items)
+
+
+def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> dict[str, Any]:
+    """Relax transfer target ``index`` with the final model, without new data; record δ along
+    the way and whether it is flagged (largest δ ≥ FLAG_RATIO × the trained target's)."""
+    t_start = time.perf_counter()
+    prepared = campaigns.context(db, name)
+    rs = step.relax_settings(prepared.spec)
+    entry = relaxation.transfer_targets(db, name)[index]
+    atoms = records.get_structures(db, ObjectId(entry["file"]))[0]
+    ensemble, source = relaxation.final_model(db, name)
+    trajectory = relax(atoms, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer)
+    t_relax = time.perf_counter() - t_start
+    reference = float(source["structure_uncertainty"])
+    reference_end = float(source.get("final_max_uncertainty", reference))
+    validation = step.validate_relaxation(prepared, trajectory, None)
+    relaxation.replace_files(db, name, "transfer", index)
+    final_id = records.put_structures(
+        db, [trajectory.final], f"{name}/transfer/{entry['name']}-final.extxyz"
+    )
+    figures = step.trajectory_figures(trajectory)
+    record = {
+        "campaign": name,
+        "phase": "transfer",
+        "iteration": index,
+        "name": entry["name"],
+        "n_atoms": len(atoms),
+        **figures,
+        **validation,
+        "trained_uncertainty": reference,
+        "uncertainty_ratio": figures["structure_uncertainty"] / reference,
+        "flagged": bool(figures["structure_uncertainty"] >= FLAG_RATIO * reference),
+        # at the relaxed end: a rattled start is unfamiliar to any model, a shape stays so
+        "trained_end_uncertainty": reference_end,
+        "end_uncertainty_ratio": figures["final_max_uncertainty"] / reference_end,
+        "flagged_at_end": bool(figures["final_max_uncertainty"] >= FLAG_RATIO * reference_end),
+        "model_from": {"phase": source["phase"], "iteration": source["iteration"]},
+        "timings": {"relax_s": t_relax, "total_s": time.perf_counter() - t_start},
+        "final_file": str(final_id),
+        "fw_id": fw_id,
+    }
+    records.put_iteration(db, record)
+    log.info(
+        "campaign %s transfer %s (%d atoms): %d steps, δ max %.3f eV/Å (%.1f× trained)%s",
+        name,
+        entry["name"],
+        len(atoms),
+        figures["n_steps"],
+        figures["structure_uncertainty"],
+        record["uncertainty_ratio"],
+        ", flagged" if record["flagged"] else "",
+    )
+    return record

@@ -1,0 +1,167 @@
+"""Label documents: what a label Firework stores for a parent's result, built from the
+result alone (no database). :func:`label_doc` runs the parent (with its retry policy) on a
+campaign item's structure; :func:`prior_doc` is the same document for a label taken from a
+campaign's prior labels; :func:`nearsightedness_doc` a nearsightedness campaign's label.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from nft_fw import atoms_io
+from nft_fw import training as tr
+from nft_fw.parents import Parent, SinglePoint
+from nft_fw.prior import PriorLabel
+
+
+def image_doc(
+    name: str, parent_hash: str, image: tr.Image, seconds: float, fw_id: int | None
+) -> dict[str, Any]:
+    a = image.atoms
+    return {
+        "campaign": name,
+        "hash": image.id,
+        "parent_hash": parent_hash,
+        "kind": "image",
+        "iteration": 0,
+        "centre": None,
+        **atoms_io.to_doc(a),
+        "energy": float(image.energy),
+        "forces": np.asarray(image.forces).tolist(),
+        "seconds": seconds,
+        "fw_id": fw_id,
+    }
+
+
+def parent_cost(result: SinglePoint) -> dict[str, Any]:
+    """What a parent calculation cost and how it went, as label fields."""
+    return {
+        "seconds": result.seconds,
+        "scf_iterations": result.scf_iterations,
+        "peak_rss_MiB": result.peak_rss_MiB,
+        "rss_growth_MiB": result.rss_growth_MiB,
+        "attempt": result.attempt,
+        "overrides": result.overrides,
+        "retry_errors": result.retry_errors,
+        "mpi_ranks": result.mpi_ranks,
+        "host": socket.gethostname(),
+        "log_path": None if result.log_path is None else str(result.log_path),
+    }
+
+
+def label_doc(
+    name: str,
+    parent: Parent,
+    item: dict[str, Any],
+    atoms: Atoms,
+    label_hash: str,
+    fw_id: int | None,
+    log_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run the parent on an item's ``atoms`` (with its retry policy; the calculator's logs
+    go to ``log_dir``) and return the label document. Raises LabelFailed."""
+    result = parent.single_point(atoms, log_dir=log_dir, tag=label_hash[:16])
+    energy, forces = result.energy, result.forces
+    if item["kind"] == "image":
+        image = tr.Image(atoms=atoms, energy=energy, forces=forces, id=label_hash)
+        return {**image_doc(name, parent.settings_hash, image, 0.0, fw_id), **parent_cost(result)}
+    forces = np.asarray(forces)
+    return {
+        "campaign": name,
+        "hash": label_hash,
+        "parent_hash": parent.settings_hash,
+        "kind": "chunk",
+        "phase": item.get("phase", "nft"),
+        "iteration": item["iteration"],
+        "centre": item["centre"],
+        "source": item["source"],
+        "radius": item["radius"],
+        **atoms_io.to_doc(atoms),
+        "central_force": forces[0].tolist(),
+        "energy": float(energy),
+        "forces": forces.tolist(),
+        "fw_id": fw_id,
+        **parent_cost(result),
+    }
+
+
+def prior_doc(
+    name: str, parent_hash: str, item: dict[str, Any], atoms: Atoms, label_hash: str,
+    given: PriorLabel,
+) -> dict[str, Any]:  # fmt: skip
+    """The label document of an item whose label the prior file holds: as the label
+    Firework would store it, with the prior's energy and forces and where they came from
+    (``prior_campaign``, ``prior_seconds``: what the original calculation cost). The label
+    holds the prior's structure: the positions the parent computed its forces for."""
+    atoms, forces = given.structure(), given.forces.copy()
+    provenance = {
+        "prior_campaign": given.campaign,
+        "prior_parent_hash": given.parent_hash,
+        "prior_seconds": given.seconds,
+        "prior_scf_iterations": given.scf_iterations,
+        "seconds": 0.0,
+        "fw_id": None,
+    }
+    if item["kind"] == "image":
+        image = tr.Image(atoms=atoms, energy=float(given.energy or 0.0), forces=forces,
+                         id=label_hash)  # fmt: skip
+        return {**image_doc(name, parent_hash, image, 0.0, None), **provenance}
+    return {
+        "campaign": name,
+        "hash": label_hash,
+        "parent_hash": parent_hash,
+        "kind": "chunk",
+        "phase": item.get("phase", "nft"),
+        "iteration": item["iteration"],
+        "centre": item["centre"],
+        "source": item["source"],
+        "radius": item["radius"],
+        **atoms_io.to_doc(atoms),
+        "central_force": forces[0].tolist(),
+        "energy": float(given.energy or 0.0),
+        "forces": forces.tolist(),
+        **provenance,
+    }
+
+
+def nearsightedness_doc(
+    name: str,
+    item: dict[str, Any],
+    atoms: Atoms,
+    label_hash: str,
+    parent: Parent,
+    result: SinglePoint,
+    centres: list[int],
+    fw_id: int | None,
+) -> dict[str, Any]:
+    """A nearsightedness label: a chunk with every force inline, or the whole structure with
+    its centres' forces (the caller stores the whole force array)."""
+    forces = np.asarray(result.forces, dtype=float)
+    doc: dict[str, Any] = {
+        "campaign": name,
+        "hash": label_hash,
+        "parent_hash": parent.settings_hash,
+        "kind": item["kind"],
+        "n_atoms": len(atoms),
+        "energy": float(result.energy),
+        "fw_id": fw_id,
+        "host": socket.gethostname(),
+        **parent_cost(result),
+    }
+    if item["kind"] == "chunk":
+        doc.update(
+            centre=int(item["centre"]),
+            radius=float(item["radius"]),
+            **atoms_io.to_doc(atoms),
+            central_force=forces[0].tolist(),
+            forces=forces.tolist(),
+        )
+    else:  # the whole structure: the centres' forces inline (every atom's: stored apart)
+        doc["centre_forces"] = forces[centres].tolist()
+        doc["centres"] = list(centres)
+    return doc
