@@ -71,3 +71,28 @@ def test_the_campaign_labels_are_the_example_campaigns() -> None:
         assert np.linalg.norm(f.positions, axis=1).max() <= spec.nft.chunk_radius + 1e-9
     for f in frames:
         assert np.isfinite(f.get_forces()).all() and np.isfinite(f.get_potential_energy())
+
+
+def test_the_second_reference_is_the_seed_1_particle_with_the_campaigns_parent() -> None:
+    from nft_fw.campaign import load_any_campaign, load_campaign, prepare_nearsightedness
+    from nft_fw.parents import get_parent
+
+    frames = ase.io.read(DATA / "pt140-gpaw-reference-seed1.extxyz", ":")
+    (full,) = [f for f in frames if f.info["nft_kind"] == "full"]
+    example = EXAMPLES / "pt140-reference-seed1-gpaw.yaml"
+    target = prepare_nearsightedness(load_any_campaign(example)).target  # type: ignore[arg-type]
+    assert np.array_equal(full.positions, target.positions)
+    seed0 = [f for f in ase.io.read(DATA / "pt140-gpaw-reference.extxyz", ":")
+             if f.info["nft_kind"] == "full"][0]  # fmt: skip
+    # another rattle of the same particle: never the structure the campaign trains on
+    assert np.array_equal(full.numbers, seed0.numbers)
+    assert 0.01 < np.abs(full.positions - seed0.positions).max() < 0.5
+    spec = load_campaign(EXAMPLES / "pt140-gpaw.yaml")
+    campaign_hash = get_parent(spec.parent.name, spec.parent.params).settings_hash
+    assert {f.info["nft_parent_hash"] for f in frames} == {campaign_hash}
+    forces = full.get_forces()
+    assert forces.shape == (140, 3) and np.abs(forces.sum(axis=0)).max() < 0.5
+    for f in frames:
+        if f.info["nft_kind"] == "chunk":  # 8 Å chunks: within ~0.1 eV/Å of the whole
+            dev = np.linalg.norm(f.get_forces()[0] - forces[f.info["nft_centre"]])
+            assert dev < 0.15
