@@ -119,7 +119,7 @@ def main() -> None:
           "on the next iteration's chunks, before training on them)")  # fmt: skip
 
     out: dict[str, Any] = {"settings": spec.model_dump(mode="json"), "rows": rows,
-                           "seconds": seconds}  # fmt: skip
+                           "records": history, "seconds": seconds}  # fmt: skip
     for ref in on_target:
         floor = replay.noise_floor(chunks, ref)
         out["noise_floor"] = floor

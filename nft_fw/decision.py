@@ -32,7 +32,8 @@ class Continue:
 
 @dataclasses.dataclass(frozen=True)
 class Stop:
-    """End the campaign; ``reason`` is one of threshold, patience, max_iterations, exhausted."""
+    """End the campaign; ``reason`` is one of threshold, target_error, patience,
+    max_iterations, exhausted."""
 
     reason: str
     detail: str
@@ -45,14 +46,44 @@ BEST_TOLERANCE = 0.05
 MEASURES = {
     "mean_delta": "mean_uncertainty",
     "max_delta": "structure_uncertainty",
+    "estimated_error": "estimated_error",
 }
+ESTIMATE_WINDOW = 3  # out-of-sample points of the latest iterations that scale δ to errors
+
+
+def estimated_errors(records: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Each iteration's estimate of its model's mean force error over the target (eV/Å),
+    from the evidence a campaign has without the parent's forces on the target: its mean δ
+    in units of error, ``mean δ · Σ e / Σ δ``, the ratio taken over the out-of-sample points
+    (e: the error of the model before on the chunks it then chose; δ: its δ there) of the
+    latest :data:`ESTIMATE_WINDOW` iterations that have them. The points are the atoms the
+    models found hardest, where errors and δ are both large; their ratio carries over to the
+    rest of the target as long as δ ranks errors. ``inf`` before any out-of-sample point
+    (iteration 0)."""
+    out: list[float] = []
+    errors: list[list[float]] = []
+    deltas: list[list[float]] = []
+    for r in records:
+        if r.get("oos_errors"):
+            errors.append(list(r["oos_errors"]))
+            deltas.append(list(r["oos_deltas"]))
+        e = [x for pts in errors[-ESTIMATE_WINDOW:] for x in pts]
+        d = [x for pts in deltas[-ESTIMATE_WINDOW:] for x in pts]
+        if not e or sum(d) <= 0.0:
+            out.append(float("inf"))
+            continue
+        out.append(float(r["mean_uncertainty"]) * sum(e) / sum(d))
+    return out
 
 
 def progress(records: Sequence[Mapping[str, Any]], measure: str) -> list[float]:
     """The progress measure (eV/Å) of each iteration record: ``mean_delta`` = the mean δ over
-    the target atoms, ``max_delta`` = the structure uncertainty."""
+    the target atoms, ``max_delta`` = the structure uncertainty, ``estimated_error`` = the
+    mean force error the out-of-sample evidence puts on the model (:func:`estimated_errors`)."""
     if measure not in MEASURES:
         raise ValueError(f"progress measure {measure!r} is not one of {sorted(MEASURES)}")
+    if measure == "estimated_error":
+        return estimated_errors(records)
     return [float(r[MEASURES[measure]]) for r in records]
 
 
@@ -96,6 +127,8 @@ def decide(
     features: np.ndarray | None = None,
     measures: Sequence[float] | None = None,
     min_gain: float = 0.0,
+    target_error: float | None = None,
+    estimates: Sequence[float] | None = None,
 ) -> Continue | Stop:
     """Next step after an iteration was recorded.
 
@@ -105,7 +138,49 @@ def decide(
     uncertainties), which patience, ``min_gain`` and the kept model go by; delta: per-atom δ
     (n_atoms,) of the latest model; chunked: target atoms already used as chunk centres;
     k: chunks per iteration. ``max_iterations`` counts retrainings after iteration 0.
-    ``selection`` and ``features``: see :func:`choose_centres`.
+    ``selection`` and ``features``: see :func:`choose_centres`. ``target_error`` and
+    ``estimates``: see :func:`stop_rule`.
+    """
+    stop = stop_rule(
+        uncertainties,
+        measures,
+        threshold=threshold,
+        patience=patience,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        min_gain=min_gain,
+        target_error=target_error,
+        estimates=estimates,
+    )
+    if stop is not None:
+        return stop
+    centres = choose_centres(delta, chunked, k, selection, features)
+    if not centres:
+        values = list(uncertainties if measures is None else measures)
+        best = best_iteration(values, tolerance)
+        return Stop("exhausted", "every atom of the target has been chunked", best)
+    return Continue(centres)
+
+
+def stop_rule(
+    uncertainties: Sequence[float],
+    measures: Sequence[float] | None = None,
+    *,
+    threshold: float,
+    patience: int,
+    max_iterations: int,
+    tolerance: float = BEST_TOLERANCE,
+    min_gain: float = 0.0,
+    target_error: float | None = None,
+    estimates: Sequence[float] | None = None,
+) -> Stop | None:
+    """Whether NFT stops after the latest iteration (None: go on), and which model it keeps.
+
+    The rules of :func:`decide` in this order: the threshold on ``uncertainties``; with
+    ``target_error`` (eV/Å), the latest of ``estimates`` (each iteration's estimated mean
+    force error, :func:`estimated_errors`) at or below it — the accuracy the campaign asked
+    for is reached, by the evidence it has; patience and ``min_gain`` on ``measures``; the
+    cap. The kept model is the latest whose measure is within ``tolerance`` of the lowest.
     """
     if not uncertainties:
         raise ValueError("decide() needs at least one recorded iteration")
@@ -113,7 +188,20 @@ def decide(
     if len(values) != len(uncertainties):
         raise ValueError(f"{len(values)} measures for {len(uncertainties)} iterations")
     best = best_iteration(values, tolerance)
-    stop = _stop_rules(
+    latest_estimate = float(estimates[-1]) if estimates else float("inf")
+    reached = (
+        target_error is not None
+        and latest_estimate <= target_error
+        and uncertainties[-1] >= threshold  # the threshold rule names it first
+    )
+    if reached:
+        return Stop(
+            "target_error",
+            f"estimated mean force error {latest_estimate:.3f} ≤ nft.target_error "
+            f"{target_error:g} eV/Å",
+            best,
+        )
+    return _stop_rules(
         uncertainties,
         values,
         threshold,
@@ -126,12 +214,6 @@ def decide(
         cap_reason="max_iterations",
         cap_detail=f"reached {max_iterations} iterations",
     )
-    if stop is not None:
-        return stop
-    centres = choose_centres(delta, chunked, k, selection, features)
-    if not centres:
-        return Stop("exhausted", "every atom of the target has been chunked", best)
-    return Continue(centres)
 
 
 SELECTIONS = ("most_uncertain", "diverse")

@@ -539,6 +539,9 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     best = kept_iteration([*history, record], spec)
     record["best_iteration"] = best
     record["best_structure_uncertainty"] = [*history, record][best]["structure_uncertainty"]
+    estimates = decision.estimated_errors([*history, record])
+    if np.isfinite(estimates[-1]):
+        record["estimated_error"] = estimates[-1]
     chunked = {c.centre for c in nft_chunks} | {int(c) for c in inputs.failed_centres}
     step = decision.decide(
         threshold_values([*history, record], spec),
@@ -553,6 +556,8 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
         features=selection_features(spec, ensemble, prepared.target),
         measures=decision.progress([*history, record], spec.nft.progress_measure),
         min_gain=spec.nft.min_gain,
+        target_error=spec.nft.target_error,
+        estimates=estimates,
     )
     requests: list[ChunkRequest] = []
     if isinstance(step, decision.Continue):

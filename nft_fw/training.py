@@ -9,12 +9,14 @@ Two kinds of data (Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104 (2022), Sec.
   prediction is F_c = −Σ_i (∂E_i/∂G_i) · K_i. Labels on the chunk's other atoms
   never enter the loss.
 
-Every member m sees every sample with its own bootstrap weight (Poisson(1),
-seeded by the campaign seed, the member and the sample's id, so a sample keeps
-its weights when data are added), so all members train in one jitted step; the samples
-a member's weights leave out (about 37 %) are its out-of-bag test set, which decides
-when training stops. The optimiser is L-BFGS on all data at once: for networks this
-small it reaches a given training error several times faster than minibatch Adam.
+Every member m sees every sample with its own bootstrap weight (Poisson(1), seeded by
+the training's seed — the campaign seed and the iteration —, the member and the sample's
+id, so within a training it does not depend on the order or number of the other
+samples), so all members train in one jitted step; the samples
+a member's weights leave out (about 37 %) are its out-of-bag test set, whose loss each
+training reports (``out_of_bag_loss``). The optimiser is Adam with a cosine learning-rate
+decay (optax), for the campaign's fixed number of steps, each on all images and one batch
+of chunk descriptor rows.
 Chunks are packed into fixed-size batches of descriptor rows (no per-chunk padding);
 adding chunks recompiles only when the number of batches passes a power of two.
 """

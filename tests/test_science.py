@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -271,6 +273,57 @@ def test_patience_and_kept_model_follow_the_progress_measure() -> None:
         decision.progress([], "median")
     with pytest.raises(ValueError, match="2 measures for 1"):
         decision.decide([1.0], delta, set(), measures=[1.0, 0.5], **common)
+
+
+def test_estimated_error_scales_mean_delta_by_the_out_of_sample_evidence() -> None:
+    records = [
+        {"mean_uncertainty": 1.0},  # iteration 0: no out-of-sample point yet
+        {"mean_uncertainty": 0.5, "oos_errors": [0.4, 0.2], "oos_deltas": [2.0, 1.0]},
+        {"mean_uncertainty": 0.4, "oos_errors": [0.3], "oos_deltas": [0.5]},
+        {"mean_uncertainty": 0.3},  # no new chunks: the window's points still count
+    ]
+    est = decision.estimated_errors(records)
+    assert est[0] == float("inf")
+    assert est[1] == pytest.approx(0.5 * 0.6 / 3.0)
+    assert est[2] == pytest.approx(0.4 * 0.9 / 3.5)
+    assert est[3] == pytest.approx(0.3 * 0.9 / 3.5)
+    assert decision.progress(records, "estimated_error") == est
+    # only the latest ESTIMATE_WINDOW iterations with points enter the ratio
+    many = [{"mean_uncertainty": 1.0, "oos_errors": [float(k)], "oos_deltas": [1.0]}
+            for k in range(1, 6)]  # fmt: skip
+    assert decision.estimated_errors(many)[-1] == pytest.approx((3 + 4 + 5) / 3)
+
+
+def test_a_campaign_that_states_its_accuracy_stops_when_the_evidence_says_so() -> None:
+    common = {"threshold": 0.1, "patience": 3, "max_iterations": 10}
+    measures = [float("inf"), 0.08, 0.05, 0.031]
+    assert decision.stop_rule([2.0, 1.0, 0.8, 0.7], measures, target_error=0.03,
+                              estimates=measures, **common) is None  # fmt: skip
+    stop = decision.stop_rule([2.0, 1.0, 0.8, 0.7, 0.6], [*measures, 0.029], target_error=0.03,
+                              estimates=[*measures, 0.029], **common)  # fmt: skip
+    assert stop is not None and stop.reason == "target_error" and stop.best_iteration == 4
+    assert "0.029" in stop.detail and "nft.target_error 0.03" in stop.detail
+    # no estimate yet (iteration 0), or no target: never this stop
+    assert decision.stop_rule([2.0], [float("inf")], target_error=10.0,
+                              estimates=[float("inf")], **common) is None  # fmt: skip
+    assert decision.stop_rule([2.0, 1.0], [1.0, 0.01], estimates=[1.0, 0.01], **common) is None
+    # the threshold on δ still comes first
+    stop = decision.stop_rule([2.0, 0.05], [1.0, 0.01], target_error=0.03,
+                              estimates=[1.0, 0.01], **common)  # fmt: skip
+    assert stop is not None and stop.reason == "threshold"
+
+
+def test_a_stated_accuracy_with_a_dft_parent_warns_what_the_estimate_cannot_see() -> None:
+    import yaml
+
+    from nft_fw.campaign import load_campaign, prepare
+
+    root = Path(__file__).resolve().parent.parent / "nft_fw" / "examples"
+    data = yaml.safe_load((root / "pt140-gpaw.yaml").read_text())
+    assert not any("target_error" in w for w in prepare(load_campaign(data)).warnings)
+    data["nft"]["target_error"] = 0.12
+    (warning,) = [w for w in prepare(load_campaign(data)).warnings if "target_error" in w]
+    assert "not against the whole structure" in warning
 
 
 def test_diverse_centres_skip_near_copies_of_a_picked_environment() -> None:

@@ -82,8 +82,8 @@ def test_the_second_reference_is_the_seed_1_particle_with_the_campaigns_parent()
     example = EXAMPLES / "pt140-reference-seed1-gpaw.yaml"
     target = prepare_nearsightedness(load_any_campaign(example)).target  # type: ignore[arg-type]
     assert np.array_equal(full.positions, target.positions)
-    seed0 = [f for f in ase.io.read(DATA / "pt140-gpaw-reference.extxyz", ":")
-             if f.info["nft_kind"] == "full"][0]  # fmt: skip
+    seed0 = next(f for f in ase.io.read(DATA / "pt140-gpaw-reference.extxyz", ":")
+                 if f.info["nft_kind"] == "full")  # fmt: skip
     # another rattle of the same particle: never the structure the campaign trains on
     assert np.array_equal(full.numbers, seed0.numbers)
     assert 0.01 < np.abs(full.positions - seed0.positions).max() < 0.5
