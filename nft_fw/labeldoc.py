@@ -54,6 +54,29 @@ def parent_cost(result: SinglePoint) -> dict[str, Any]:
     }
 
 
+def chunk_doc(
+    name: str, parent_hash: str, item: dict[str, Any], atoms: Atoms, label_hash: str,
+    energy: float, forces: np.ndarray,
+) -> dict[str, Any]:  # fmt: skip
+    """The fields of a chunk label: where it was cut, its structure, energy and forces."""
+    forces = np.asarray(forces)
+    return {
+        "campaign": name,
+        "hash": label_hash,
+        "parent_hash": parent_hash,
+        "kind": "chunk",
+        "phase": item.get("phase", "nft"),
+        "iteration": item["iteration"],
+        "centre": item["centre"],
+        "source": item["source"],
+        "radius": item["radius"],
+        **atoms_io.to_doc(atoms),
+        "central_force": forces[0].tolist(),
+        "energy": float(energy),
+        "forces": forces.tolist(),
+    }
+
+
 def label_doc(
     name: str,
     parent: Parent,
@@ -72,19 +95,7 @@ def label_doc(
         return {**image_doc(name, parent.settings_hash, image, 0.0, fw_id), **parent_cost(result)}
     forces = np.asarray(forces)
     return {
-        "campaign": name,
-        "hash": label_hash,
-        "parent_hash": parent.settings_hash,
-        "kind": "chunk",
-        "phase": item.get("phase", "nft"),
-        "iteration": item["iteration"],
-        "centre": item["centre"],
-        "source": item["source"],
-        "radius": item["radius"],
-        **atoms_io.to_doc(atoms),
-        "central_force": forces[0].tolist(),
-        "energy": float(energy),
-        "forces": forces.tolist(),
+        **chunk_doc(name, parent.settings_hash, item, atoms, label_hash, energy, forces),
         "fw_id": fw_id,
         **parent_cost(result),
     }
@@ -111,20 +122,9 @@ def prior_doc(
         image = tr.Image(atoms=atoms, energy=float(given.energy or 0.0), forces=forces,
                          id=label_hash)  # fmt: skip
         return {**image_doc(name, parent_hash, image, 0.0, None), **provenance}
+    energy = float(given.energy or 0.0)
     return {
-        "campaign": name,
-        "hash": label_hash,
-        "parent_hash": parent_hash,
-        "kind": "chunk",
-        "phase": item.get("phase", "nft"),
-        "iteration": item["iteration"],
-        "centre": item["centre"],
-        "source": item["source"],
-        "radius": item["radius"],
-        **atoms_io.to_doc(atoms),
-        "central_force": forces[0].tolist(),
-        "energy": float(given.energy or 0.0),
-        "forces": forces.tolist(),
+        **chunk_doc(name, parent_hash, item, atoms, label_hash, energy, forces),
         **provenance,
     }
 
