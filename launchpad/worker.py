@@ -12,6 +12,7 @@ imports :mod:`nft_fw.firetasks`, which makes the process's id draws safe on Seca
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import re
@@ -158,6 +159,42 @@ def refresh_stuck_waiting(
             lp._refresh_wf(child)  # recomputes its state from its (completed) parents
         logger.warning("Firework %s waited on completed parents: workflow refreshed", child)
     return sorted(stuck)
+
+
+def requeue_cut_off_checkouts(
+    lp: LaunchPad, query: dict | None = None, older_than_s: float = 60.0, dry_run: bool = False
+) -> list[int]:
+    """Ids of RESERVED Fireworks (matching ``query``) that no launch holds: FireWorks checks
+    a Firework out by marking it RESERVED first and writing its launch after, so a database
+    outage between the two leaves a Firework that no process runs, that no worker takes and
+    that no launch ping can show lost. Those reserved longer than ``older_than_s`` ago (a
+    live check-out writes its launch within milliseconds) are rerun: made READY again.
+    Reservations of FireWorks' queue mode (``qlaunch -r``) hold a RESERVED launch and are
+    left alone (``lpad detect_unreserved`` is their tool)."""
+    where: dict = {"state": "RESERVED"}
+    if query is not None:
+        where.update(query)
+    cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=older_than_s)
+    found = []
+    for d in lp.fireworks.find(where, {"fw_id": 1, "updated_on": 1}):
+        updated = d.get("updated_on")
+        if isinstance(updated, str):
+            updated = datetime.datetime.fromisoformat(updated)
+        if updated is not None and updated.tzinfo is None:
+            updated = updated.replace(tzinfo=datetime.UTC)
+        if updated is None or updated > cutoff:
+            continue
+        held = lp.launches.count_documents(
+            {"fw_id": d["fw_id"], "state": {"$in": ["RESERVED", "RUNNING"]}}, limit=1
+        )
+        if not held:
+            found.append(int(d["fw_id"]))
+    for fw_id in [] if dry_run else found:
+        lp.rerun_fw(fw_id)
+        logger.warning(
+            "Firework %s was RESERVED with no launch (a check-out cut off): re-queued", fw_id
+        )
+    return sorted(found)
 
 
 ORPHAN = re.compile(r"Could not find workflow in database: (\d+)")

@@ -6,6 +6,7 @@ FireWorks' writes."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -242,6 +243,7 @@ def test_database_restart_mid_campaign_loses_nothing(
             assert w.wait(timeout=600) == 0, _tail(tmp_path / f"w{i}")
         doc = lp.db[records.CAMPAIGNS].find_one({"_id": name})
         states = {d["state"] for d in lp.fireworks.find({"spec.campaign": name})}
+        found: dict[str, Any] = {}
         if doc["state"] != "completed" or states != {"COMPLETED"}:
             # a Firework checked out, or completing, at the instant the server stopped has no
             # process left (its task may have finished: then the campaign went on), and one
@@ -257,11 +259,12 @@ def test_database_restart_mid_campaign_loses_nothing(
                 or found["inconsistent_fw_ids"]
                 or found["stuck_waiting_fw_ids"]
                 or found["orphaned_fw_ids"]
+                or found["unstarted_checkout_fw_ids"]
             ), f"unfinished, yet nothing lost: {_states(lp, name)}"
             again_worker = _worker(conn, tmp_path / "w2", "--idle-timeout", "10", "--poll", "0.2")
             assert again_worker.wait(timeout=600) == 0, _tail(tmp_path / "w2")
             doc = lp.db[records.CAMPAIGNS].find_one({"_id": name})
-        assert doc["state"] == "completed"
+        assert doc["state"] == "completed", (found, _states(lp, name))
         assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
         labels = _labels_are_distinct_and_complete(lp.db, name)
         chunks = sum(1 for d in labels if d["kind"] == "chunk")
@@ -558,6 +561,48 @@ def test_fireworks_left_waiting_on_completed_parents_are_made_ready_by_recover(
     assert json.loads(untouched.stdout)["stuck_waiting_fw_ids"] == []
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": whole})} == {
         "READY", "WAITING"}  # fmt: skip
+
+
+def test_a_check_out_cut_off_before_its_launch_is_requeued_by_recover(
+    connection: Any, tmp_path: Path
+) -> None:
+    """FireWorks marks a Firework RESERVED and writes its launch after: an outage between the
+    two leaves it RESERVED with no launch, so no process runs it and no ping shows it lost.
+    nft-fw recover re-queues it once it is older than --lost-after; a fresh one, and a
+    reservation of queue mode (which holds a RESERVED launch), are left alone."""
+    from fireworks import FWorker
+
+    lp = connection.launchpad
+    cut, queued = f"cut-{uuid.uuid4().hex[:6]}", f"queued-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(cut, {"name": "emt"}))
+    _submit(connection, tiny(queued, {"name": "emt"}))
+    (root,) = [d["fw_id"] for d in lp.fireworks.find({"spec.campaign": cut, "state": "READY"})]
+    # the fault: the reservation was written, the launch was not
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=120)
+    lp.fireworks.update_one({"fw_id": root}, {"$set": {"state": "RESERVED", "updated_on": old}})
+    young = _cli(connection, "recover", cut, "--lost-after", "600", "--json")
+    assert young.returncode == 0, young.stderr
+    assert json.loads(young.stdout)["unstarted_checkout_fw_ids"] == []
+    dry = _cli(connection, "recover", cut, "--lost-after", "60", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["unstarted_checkout_fw_ids"] == [root]
+    assert lp.get_fw_by_id(root).state == "RESERVED"
+    # queue mode's reservation of the other campaign's first Firework holds a launch
+    (other,) = [d["fw_id"] for d in lp.fireworks.find({"spec.campaign": queued, "state": "READY"})]
+    fw, launch_id = lp.reserve_fw(FWorker(), str(tmp_path), fw_id=other)
+    assert fw.fw_id == other and launch_id is not None
+    lp.fireworks.update_one({"fw_id": other}, {"$set": {"updated_on": old}})
+    out = _cli(connection, "recover", "--lost-after", "60", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["unstarted_checkout_fw_ids"] == [root]
+    assert lp.get_fw_by_id(root).state == "READY"
+    assert lp.get_fw_by_id(other).state == "RESERVED"
+    # a worker can take it again (by id: other tests' campaigns share this database)
+    from fireworks.core.rocket_launcher import launch_rocket
+
+    os.chdir(tmp_path)
+    assert launch_rocket(lp, FWorker(), fw_id=root)
+    ran = lp.get_fw_by_id(root)
+    assert ran.state == "COMPLETED" and len(ran.launches) == 1
 
 
 def test_appended_fireworks_the_workflow_never_got_are_appended_again_by_recover(

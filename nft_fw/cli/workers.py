@@ -105,7 +105,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     """Re-queue runs whose worker died: RUNNING Fireworks of the campaign (or all) that have
-    not pinged the database for ``--lost-after`` seconds, and Fireworks that fizzled because
+    not pinged the database for ``--lost-after`` seconds, RESERVED ones whose check-out was
+    cut off before FireWorks wrote their launch, and Fireworks that fizzled because
     the database connection was lost in FireWorks' own bookkeeping (not in their task); bring
     up to date workflows whose update a lost connection cut off (locked, a completed run
     whose Firework still shows RUNNING, children left WAITING on completed parents,
@@ -122,12 +123,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
             refresh_stuck_waiting,
             release_stale_locks,
             repair_orphans,
+            requeue_cut_off_checkouts,
         )
 
         unlocked = release_stale_locks(conn.launchpad, query, dry_run=args.dry_run)
         # before lost runs: an orphan a worker checked out looks like one, and FireWorks
         # cannot rerun a Firework that no workflow lists
         orphans, appenders = repair_orphans(conn.launchpad, query, dry_run=args.dry_run)
+        unstarted = requeue_cut_off_checkouts(
+            conn.launchpad, query, older_than_s=args.lost_after, dry_run=args.dry_run
+        )
         lost_launches, lost_fws, inconsistent = conn.launchpad.detect_lostruns(
             expiration_secs=args.lost_after,
             rerun=not args.dry_run,
@@ -151,6 +156,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         "unlocked_workflow_fw_ids": unlocked,
         "stuck_waiting_fw_ids": stuck,
         "orphaned_fw_ids": orphans,
+        "unstarted_checkout_fw_ids": unstarted,
         "rerun_appender_fw_ids": appenders,
         "requeued": not args.dry_run,
     }
@@ -179,6 +185,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     say(stuck, "Fireworks left waiting on completed parents by a cut-off update", "made ready",
         prefix="")  # fmt: skip
     say(cut_off, "fizzled on a lost database connection", "re-queued")
+    say(unstarted, "checked out but never started (a check-out cut off)", "re-queued")
     return EXIT_OK
 
 
