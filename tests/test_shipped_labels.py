@@ -65,6 +65,10 @@ def test_the_campaign_labels_are_the_example_campaigns() -> None:
     assert {f.info["nft_parent_hash"] for f in frames} == {hash_}
     assert {f.info["nft_campaign"] for f in frames} == {spec.name}
     chunks = [f for f in frames if f.info["nft_kind"] == "chunk"]
+    # all of the run's labels: its 6 iterations of chunks_per_iteration chunks
+    per_iteration = [sum(f.info["nft_number"] == k for f in chunks) for k in range(1, 7)]
+    assert per_iteration == [spec.nft.chunks_per_iteration] * 6 and len(chunks) == 24
+    assert {f.info["nft_phase"] for f in chunks} == {"nft"}
     for f in chunks:  # centre first; only its force is trained on
         assert f.info["nft_radius_A"] == spec.nft.chunk_radius
         assert np.flatnonzero(f.arrays["nft_trained"]).tolist() == [0]
