@@ -38,6 +38,7 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from nft_fw import atoms_io, labelset
 from nft_fw import nearsightedness as ns
 from nft_fw.campaign import NEARSIGHTEDNESS, NearsightednessSpec, PreparedNearsightedness
 from nft_fw.launchpad import records
@@ -150,6 +151,38 @@ def labels(db: Database, campaign: str) -> list[dict[str, Any]]:
         .find({"campaign": campaign})
         .sort([("kind", ASCENDING), ("radius", ASCENDING), ("centre", ASCENDING)])
     )
+
+
+def frames(db: Database, name: str) -> list[Atoms]:
+    """The campaign's labels as export frames (:mod:`nft_fw.labelset`): its chunks, and the
+    whole structure when it was labelled, all of phase ``nearsightedness``."""
+    doc = records.get_campaign(db, name)
+    if not is_nearsightedness(doc):
+        raise KeyError(f"campaign {name!r} is not a nearsightedness campaign")
+    parent = doc["spec"]["parent"]
+    whole = target(db, doc["target_file"])
+    out = []
+    for d in labels(db, name):
+        if d["kind"] == "chunk":
+            atoms, forces, centre, radius = (
+                atoms_io.from_doc(d),
+                d["forces"],
+                d["centre"],
+                d["radius"],
+            )
+        else:
+            atoms, centre, radius = whole, None, None
+            forces = records.get_array(db, ObjectId(d["forces_file"]))
+        out.append(
+            labelset.frame(
+                atoms, kind=d["kind"], phase=NEARSIGHTEDNESS, number=0, forces=forces,
+                energy=d["energy"], parent_hash=d["parent_hash"], label_hash=d["hash"],
+                centre=centre, radius_A=radius, seconds=d.get("seconds"),
+                scf_iterations=d.get("scf_iterations"), campaign=name,
+                parent=parent["name"], parent_params=parent.get("params") or {},
+            )
+        )  # fmt: skip
+    return out
 
 
 # ----------------------------------------------------------------------------- analysis

@@ -155,9 +155,15 @@ class OldLayoutError(RuntimeError):
     """A campaign submitted by an nft-fw whose Fireworks this version cannot run."""
 
 
+def kind(doc: dict[str, Any]) -> str:
+    """The kind of a stored campaign (one of ``nft_fw.campaign.CAMPAIGN_KINDS``): NFT
+    campaign records carry no ``kind`` field."""
+    return str(doc.get("kind") or "nft")
+
+
 def require_layout(doc: dict[str, Any]) -> None:
     """Refuse, with the way out, a campaign whose Fireworks follow an older layout."""
-    if doc.get("layout") == LAYOUT or doc.get("kind") == "nearsightedness":
+    if doc.get("layout") == LAYOUT or kind(doc) == campaign_spec.NEARSIGHTEDNESS:
         return
     raise OldLayoutError(
         f"campaign {doc['_id']!r} was submitted by nft-fw 0.1 (a workflow per Firework, "

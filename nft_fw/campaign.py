@@ -1339,6 +1339,12 @@ def prepare_nearsightedness(spec: NearsightednessSpec) -> PreparedNearsightednes
     return prepared
 
 
+def kind_of(prepared: Prepared | PreparedNearsightedness) -> str:
+    """The kind of a prepared campaign, one of :data:`CAMPAIGN_KINDS` (the key of
+    ``nft_fw.firetasks.kinds.KINDS``)."""
+    return NEARSIGHTEDNESS if isinstance(prepared, PreparedNearsightedness) else "nft"
+
+
 def prepare_any(spec: AnySpec) -> Prepared | PreparedNearsightedness:
     """:func:`prepare` for an NFT campaign, :func:`prepare_nearsightedness` otherwise."""
     if isinstance(spec, NearsightednessSpec):

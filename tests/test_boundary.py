@@ -197,3 +197,32 @@ def test_launchpad_runs_no_parent_and_no_step() -> None:
             if RUNS.search(code) and not code.lstrip().startswith(("def ", '"', "'")):
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+# one registry of campaign kinds (nft_fw.firetasks.kinds): what a kind is is decided in
+# nft_fw/campaign.py (files and prepared campaigns) and in the kind's own storage module
+KIND_TESTS = re.compile(
+    r"is_nearsightedness\(|isinstance\([^)]*(PreparedNearsightedness|NearsightednessSpec)\)|"
+    r"[\"']kind[\"']\)\s*==|==\s*[\"']nearsightedness[\"']"
+)
+KIND_DECIDERS = {"nft_fw.campaign", "nft_fw.launchpad.nearsightedness", "nft_fw.launchpad.records"}
+
+
+def test_campaign_kinds_are_dispatched_from_one_registry() -> None:
+    from nft_fw.campaign import CAMPAIGN_KINDS
+    from nft_fw.cli.campaigns import PROGRESS_PRINTERS, VALIDATORS
+    from nft_fw.firetasks.kinds import KINDS
+
+    assert tuple(KINDS) == CAMPAIGN_KINDS
+    assert set(VALIDATORS) == set(CAMPAIGN_KINDS)
+    # a kind that trains nothing shows its progress instead of iteration records
+    assert {k for k, kind in KINDS.items() if kind.progress is not None} == set(PROGRESS_PRINTERS)
+    assert all(kind.trains == (kind.progress is None) for kind in KINDS.values())
+    hits = []
+    for module, path in _modules().items():
+        if module in KIND_DECIDERS:
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if KIND_TESTS.search(line.split("#", 1)[0]):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not hits, "test the kind through nft_fw.firetasks.kinds:\n" + "\n".join(hits)

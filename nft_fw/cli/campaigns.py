@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
+from nft_fw.campaign import NEARSIGHTEDNESS
 from nft_fw.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -22,7 +23,6 @@ from nft_fw.cli.common import (
     UsageError,
     _add_connection_options,
     _campaign_errors,
-    _is_nearsightedness,
     _load,
     _open,
     _phase_tables,
@@ -73,9 +73,13 @@ def _validate_nearsightedness(args: argparse.Namespace, prepared: Any) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from nft_fw.campaign import kind_of
+
     prepared = _load(args.campaign)
-    if _is_nearsightedness(prepared):
-        return _validate_nearsightedness(args, prepared)
+    return VALIDATORS[kind_of(prepared)](args, prepared)
+
+
+def _validate_nft(args: argparse.Namespace, prepared: Any) -> int:
     out = {
         "name": prepared.spec.name,
         "atoms": len(prepared.target),
@@ -105,6 +109,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: what nft-fw validate checks and prints, by kind of campaign
+VALIDATORS = {"nft": _validate_nft, NEARSIGHTEDNESS: _validate_nearsightedness}
+
+
 def _submit(conn: Any, prepared: Any) -> list[int]:
     from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad.records import CampaignExists
@@ -122,9 +130,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         fw_ids = _submit(conn, prepared)
     finally:
         conn.close(stop_server=False)
+    from nft_fw.firetasks import kinds
+
     if args.json:
         console.print_json(json.dumps({"campaign": prepared.spec.name, "fw_ids": fw_ids}))
-    elif _is_nearsightedness(prepared):
+    elif not kinds.of_prepared(prepared).trains:
         console.print(
             f"submitted nearsightedness campaign [bold]{prepared.spec.name}[/] "
             f"({len(fw_ids) - 1} label Fireworks and the analysis, Fireworks {fw_ids[0]}–"
@@ -236,6 +246,7 @@ def _stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
 
 
 def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_dir: Path) -> int:
+    from nft_fw.firetasks import kinds
     from nft_fw.launchpad import queue, records, reports
 
     name = prepared.spec.name
@@ -255,12 +266,11 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
     ended = (
         f"Fireworks {queue.state_counts(conn.launchpad, name)}; wall {time.monotonic() - t0:.0f} s"
     )
-    if _is_nearsightedness(prepared):
-        from nft_fw.launchpad import nearsightedness
-
+    kind = kinds.of_record(doc)
+    if kind.progress is not None:
         console.print(f"{name}: {outcome}; {ended}")
-        _print_nearsightedness(name, nearsightedness.status(db, name))
-        _print_report(nearsightedness.report(db, name, report_dir))
+        PROGRESS_PRINTERS[kind.name](name, kind.progress(db, name))
+        _print_report(kind.report(db, name, report_dir))
         return EXIT_OK if outcome == "completed" else EXIT_FAILURE
     console.print(
         f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); " + ended
@@ -295,6 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from nft_fw.firetasks import kinds
     from nft_fw.launchpad import queue, records
 
     with _reading(args) as conn, _campaign_errors():
@@ -303,8 +314,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = []
         for doc in docs:
             name = doc["_id"]
-            if doc.get("kind") == "nearsightedness":
-                rows.append(_nearsightedness_row(conn, doc))
+            kind = kinds.of_record(doc)
+            if kind.progress is not None:
+                rows.append(_progress_row(conn, doc, kind))
                 continue
             history = records.iterations(db, name)
             last = history[-1] if history else {}
@@ -390,20 +402,21 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "
                 "trained target's (see nft-fw history --phase transfer)"
             )
-        if "nearsightedness" in r:
-            _print_nearsightedness(r["campaign"], r["nearsightedness"])
+        if r.get("kind") in PROGRESS_PRINTERS:
+            PROGRESS_PRINTERS[r["kind"]](r["campaign"], r[r["kind"]])
     return EXIT_OK
 
 
-def _nearsightedness_row(conn: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    """A status row of a nearsightedness campaign (the NFT columns stay empty)."""
-    from nft_fw.launchpad import nearsightedness, queue
+def _progress_row(conn: Any, doc: dict[str, Any], kind: Any) -> dict[str, Any]:
+    """A status row of a campaign that trains nothing (the NFT columns stay empty): its
+    progress under its kind's name."""
+    from nft_fw.launchpad import queue
 
     name = doc["_id"]
-    info = nearsightedness.status(conn.launchpad.db, name)
+    info = kind.progress(conn.launchpad.db, name)
     return {
         "campaign": name,
-        "kind": "nearsightedness",
+        "kind": kind.name,
         "state": doc.get("state"),
         "labelling": [],
         "iteration": None,
@@ -419,7 +432,7 @@ def _nearsightedness_row(conn: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "relax_round": None,
         "relax_stop_reason": None,
         "flagged_transfers": [],
-        "nearsightedness": info,
+        kind.name: info,
     }
 
 
@@ -445,6 +458,11 @@ def _print_nearsightedness(name: str, info: dict[str, Any]) -> None:
             f"[red]failed label[/red] {name}: nearsightedness {where} (fw {f['fw_id']}, "
             f"hash {f['hash'][:12]}): {f['error']}"
         )
+
+
+#: how a campaign that trains nothing shows its progress (status rows, history, the end of
+#: nft-fw run), by kind (nft_fw.firetasks.kinds)
+PROGRESS_PRINTERS = {NEARSIGHTEDNESS: _print_nearsightedness}
 
 
 # ---------------------------------------------------------------- demo
@@ -494,13 +512,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ase.calculators.emt import EMT
 
     from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.firetasks import kinds
     from nft_fw.launchpad import campaigns
     from nft_fw.launchpad.connection import connect
     from nft_fw.step import error_figures
 
     campaign = args.campaign or str(EXAMPLES_DIR / "pt260-emt.yaml")
     prepared = _load(campaign)
-    if _is_nearsightedness(prepared):
+    if not kinds.of_prepared(prepared).trains:
         raise UsageError(
             f"{campaign} is a nearsightedness campaign; the demo trains a potential (give an "
             "NFT campaign file), or run it with nft-fw run"

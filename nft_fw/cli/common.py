@@ -145,12 +145,6 @@ def _load(path: str) -> Any:
         raise UsageError(str(err)) from err
 
 
-def _is_nearsightedness(prepared: Any) -> bool:
-    from nft_fw.campaign import PreparedNearsightedness
-
-    return isinstance(prepared, PreparedNearsightedness)
-
-
 @contextlib.contextmanager
 def _campaign_errors() -> Iterator[None]:
     """A missing campaign (KeyError with the message) as a usage error."""

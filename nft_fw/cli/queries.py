@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from nft_fw.cli.campaigns import _print_nearsightedness
+from nft_fw.cli.campaigns import PROGRESS_PRINTERS
 from nft_fw.cli.common import (
     EXIT_OK,
     PHASES,
@@ -29,19 +29,20 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     phases = PHASES if args.phase == "all" else (args.phase,)
 
-    def get(db: Any) -> Any:
-        from nft_fw.launchpad import nearsightedness
+    def get(db: Any) -> tuple[Any, Any]:
+        from nft_fw.firetasks import kinds
 
-        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
-            return nearsightedness.status(db, args.name)  # its result: the per-radius table
-        return [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
+        _, kind = kinds.of_campaign(db, args.name)
+        if kind.progress is not None:  # it trains nothing: its progress is its result
+            return kind, kind.progress(db, args.name)
+        return kind, [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
 
-    history = _with_campaign(args, get)
-    if isinstance(history, dict):  # a nearsightedness campaign trains nothing
+    kind, history = _with_campaign(args, get)
+    if kind.progress is not None:
         if args.json:
             console.print_json(json.dumps(history, default=str))
         else:
-            _print_nearsightedness(args.name, history)
+            PROGRESS_PRINTERS[kind.name](args.name, history)
         return EXIT_OK
     if args.json:
         console.print_json(json.dumps(history, default=str))
@@ -51,27 +52,21 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    from nft_fw.launchpad import records
 
     if args.export:
         return _export_labels(args)
 
     def get(db: Any) -> list[dict[str, Any]]:
-        from nft_fw.launchpad import nearsightedness
+        from nft_fw.firetasks import kinds
 
-        doc = records.get_campaign(db, args.name)
-        ns_kind = nearsightedness.is_nearsightedness(doc)
-        stored = nearsightedness.labels(db, args.name) if ns_kind else records.labels(db, args.name)
+        _, kind = kinds.of_campaign(db, args.name)
         out = []
-        for d in stored:
+        for d in kind.labels(db, args.name):
             force = d.get("central_force")
             out.append(
                 {
                     "kind": d["kind"],
-                    # NFT iteration and relax round numbers overlap: the phase tells them apart
-                    "phase": "nearsightedness"
-                    if ns_kind
-                    else d.get("phase", "nft" if d["kind"] == "chunk" else "initial"),
+                    "phase": kind.label_phase(d),
                     "iteration": d.get("iteration"),
                     "radius_A": d.get("radius"),
                     "centre": d.get("centre"),
@@ -123,9 +118,11 @@ def _export_labels(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from nft_fw import labelset
-    from nft_fw.launchpad import labels
+    from nft_fw.firetasks import kinds
 
-    frames = _with_campaign(args, lambda db: labels.frames(db, args.name))
+    frames = _with_campaign(
+        args, lambda db: kinds.of_campaign(db, args.name)[1].frames(db, args.name)
+    )
     path = Path(args.export)
     labelset.write(path, frames)
     counts = Counter((f.info["nft_phase"], f.info["nft_kind"]) for f in frames)
@@ -142,9 +139,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nft_fw.launchpad import relaxation
 
     def get(db: Any) -> Any:
-        from nft_fw.launchpad import nearsightedness, records
+        from nft_fw.firetasks import kinds
 
-        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
+        if not kinds.of_campaign(db, args.name)[1].trains:
             raise UsageError(
                 f"{args.name} is a nearsightedness campaign: it trains no model to export. "
                 f"Its per-radius table is in 'nft-fw history {args.name}' and its figure in "
@@ -240,14 +237,12 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nft_fw.launchpad import nearsightedness, records, reports
+    from nft_fw.firetasks import kinds
 
     out = Path(args.output or f"{args.name}-report")
 
     def write(db: Any) -> dict[str, Any]:
-        if nearsightedness.is_nearsightedness(records.get_campaign(db, args.name)):
-            return nearsightedness.report(db, args.name, out)  # from the labels stored so far
-        return reports.report(db, args.name, out)
+        return kinds.of_campaign(db, args.name)[1].report(db, args.name, out)
 
     paths = _with_campaign(args, write)
     for key, p in paths.items():

@@ -1,0 +1,91 @@
+"""The kinds of campaign, in one registry: for each, how it is submitted (its record and its
+workflow) and how what it stored is read back (its labels, its progress, its report). Every
+command that treats kinds differently looks the kind up here (:func:`of_prepared`,
+:func:`of_record`) instead of testing for one."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+from fireworks import Workflow
+from pymongo.database import Database
+
+from nft_fw.campaign import NEARSIGHTEDNESS, Prepared, PreparedNearsightedness
+from nft_fw.campaign import kind_of as prepared_kind
+from nft_fw.firetasks.nearsightedness import NearsightednessLabelTask, NearsightednessReportTask
+from nft_fw.firetasks.nft import TASKS
+from nft_fw.launchpad import campaigns, labels, records, reports
+from nft_fw.launchpad import nearsightedness as ns_records
+from nft_fw.workflows import campaign as nft_shapes
+from nft_fw.workflows import nearsightedness as ns_shapes
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of campaign.
+
+    ``register`` writes its record (refusing a name already taken before anything is
+    written) and ``workflow`` shapes its Fireworks; ``trains`` says whether it trains a
+    model (iterations, a model to export) or only labels; ``labels`` are its stored label
+    documents, ``label_phase`` the phase a listing shows for one of them, ``frames`` all its
+    labels as export frames (:mod:`nft_fw.labelset`), ``progress`` what it has done so far
+    beyond iteration records (None: the iteration records say it), ``report`` writes its
+    report files into a directory."""
+
+    name: str
+    trains: bool
+    register: Callable[[Database, Any], None]
+    workflow: Callable[[Any], Workflow]
+    labels: Callable[[Database, str], list[dict[str, Any]]]
+    label_phase: Callable[[dict[str, Any]], str]
+    frames: Callable[[Database, str], list[Atoms]]
+    progress: Callable[[Database, str], dict[str, Any]] | None
+    report: Callable[[Database, str, Path], dict[str, Path]]
+
+
+KINDS: dict[str, Kind] = {
+    "nft": Kind(
+        name="nft",
+        trains=True,
+        register=campaigns.register,
+        workflow=lambda prepared: nft_shapes.campaign_workflow(prepared.spec, TASKS),
+        labels=records.labels,
+        label_phase=labels.phase,
+        frames=labels.frames,
+        progress=None,
+        report=reports.report,
+    ),
+    NEARSIGHTEDNESS: Kind(
+        name=NEARSIGHTEDNESS,
+        trains=False,
+        register=ns_records.register,
+        workflow=lambda prepared: ns_shapes.workflow(
+            prepared, NearsightednessLabelTask, NearsightednessReportTask
+        ),
+        labels=ns_records.labels,
+        label_phase=lambda doc: NEARSIGHTEDNESS,
+        frames=ns_records.frames,
+        progress=ns_records.status,
+        report=ns_records.report,
+    ),
+}
+
+
+def of_prepared(prepared: Prepared | PreparedNearsightedness) -> Kind:
+    """The kind of a prepared campaign file."""
+    return KINDS[prepared_kind(prepared)]
+
+
+def of_record(doc: dict[str, Any]) -> Kind:
+    """The kind of a stored campaign (its ``nft_campaigns`` document)."""
+    return KINDS[records.kind(doc)]
+
+
+def of_campaign(db: Database, name: str) -> tuple[dict[str, Any], Kind]:
+    """The stored campaign ``name`` and its kind (KeyError naming it if there is none)."""
+    doc = records.get_campaign(db, name)
+    return doc, of_record(doc)
