@@ -327,6 +327,12 @@ class TrainingSpec(_Spec):
     warm_start: bool = Field(
         default=True, description="Start each iteration from the previous model."
     )
+    bootstrap: bool = Field(
+        default=True,
+        description="Each member trains on its own Poisson(1) bootstrap resample of the "
+        "labels (the paper's ensemble); false: every member on every label, members differing "
+        "only by their initial weights.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -103,6 +103,7 @@ def train_config(spec: CampaignSpec, iteration: int) -> tr.TrainConfig:
         batches=t.batches_per_step,
         energy_weight=t.energy_weight,
         force_weight=t.force_weight,
+        bootstrap=t.bootstrap,
         seed=spec.nft.seed + 1000 * iteration,
     )
 

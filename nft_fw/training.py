@@ -14,7 +14,9 @@ the training's seed — the campaign seed and the iteration —, the member and 
 id, so within a training it does not depend on the order or number of the other
 samples), so all members train in one jitted step; the samples
 a member's weights leave out (about 37 %) are its out-of-bag test set, whose loss each
-training reports (``out_of_bag_loss``). The optimiser is Adam with a cosine learning-rate
+training reports (``out_of_bag_loss``). With ``bootstrap`` off (``training.bootstrap:
+false``) every member weighs every sample 1 and the members differ only by their initial
+weights. The optimiser is Adam with a cosine learning-rate
 decay (optax), for the campaign's fixed number of steps, each on all images and one batch
 of chunk descriptor rows.
 Chunks are packed into fixed-size batches of descriptor rows (no per-chunk padding);
@@ -352,6 +354,7 @@ class TrainConfig:
     batches: int = 1
     energy_weight: float = 1.0
     force_weight: float = 1.0
+    bootstrap: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -498,12 +501,17 @@ _member_losses_jit = jax.jit(_member_losses, static_argnames=("ew", "fw", "activ
 
 
 def _weights(
-    images: ImageArrays, cb: ChunkBatches, members: int, seed: int
+    images: ImageArrays, cb: ChunkBatches, members: int, seed: int, bootstrap: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Bootstrap weights of every sample and the out-of-bag indicators (weight 0)."""
-    w_img = bootstrap_weights(images.ids, members, seed, len(images.ids))
-    w_img[w_img.sum(axis=1) == 0] = 1.0  # a member must see some image
-    flat = bootstrap_weights(cb.ids, members, seed + 7919, cb.n)
+    """Bootstrap weights of every sample and the out-of-bag indicators (weight 0); without
+    ``bootstrap`` every member weighs every sample 1 (no out-of-bag samples)."""
+    if bootstrap:
+        w_img = bootstrap_weights(images.ids, members, seed, len(images.ids))
+        w_img[w_img.sum(axis=1) == 0] = 1.0  # a member must see some image
+        flat = bootstrap_weights(cb.ids, members, seed + 7919, cb.n)
+    else:
+        w_img = np.ones((members, len(images.ids)), np.float32)
+        flat = np.ones((members, cb.n), np.float32)
     w_chunk = np.zeros((members, cb.n_batches, cb.slots), np.float32)
     real = np.zeros((cb.n_batches, cb.slots), np.float32)
     if cb.n:
@@ -548,7 +556,7 @@ def train(
     # Packed in a seeded random order, so that every batch mixes chunks of all iterations.
     shuffled = [chunks[i] for i in np.random.default_rng(config.seed).permutation(len(chunks))]
     cb = pack_chunks(shuffled, ensemble.spec)
-    w_train, w_oob = _weights(images, cb, m, config.seed)
+    w_train, w_oob = _weights(images, cb, m, config.seed, config.bootstrap)
     data = _data(images, cb)
     weights = _device(w_train)
     oob_w = _device(w_oob)

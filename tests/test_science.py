@@ -177,6 +177,26 @@ def _tiny_training(seed):
     return training.train(ens, ia, [], cfg)
 
 
+def test_without_bootstrap_every_member_trains_on_every_label(ensemble, alloy):
+    images = [training.Image(alloy, *_emt(alloy), id=f"a{i}") for i in range(6)]
+    ia = training.image_arrays(images, ensemble.spec)
+    feats = [
+        training.chunk_features(c.atoms, _emt(c.atoms)[1][0], ensemble.spec, c.hash)
+        for c in (chunks.cut(alloy, i, 9.0) for i in range(8))
+    ]
+    cb = training.pack_chunks(feats, ensemble.spec)
+    real = np.zeros((cb.n_batches, cb.slots), bool)
+    real[cb.slot[:, 0], cb.slot[:, 1]] = True
+    boot, boot_oob = training._weights(ia, cb, ensemble.size, seed=0)
+    plain, plain_oob = training._weights(ia, cb, ensemble.size, seed=0, bootstrap=False)
+    # the bootstrap leaves some chunk out of some member; without it nobody misses one
+    assert (boot["chunk"][:, real] == 0).any() and boot_oob["chunk"].sum() > 0
+    assert (plain["chunk"][:, real] == 1).all() and (plain["chunk"][:, ~real] == 0).all()
+    assert plain_oob["chunk"].sum() == 0
+    assert all((w == 1).all() for w in plain["img"])
+    assert all(w.sum() == 0 for w in plain_oob["img"])
+
+
 def test_seeded_training_is_reproducible_and_learns():
     a, ma = _tiny_training(0)
     b, mb = _tiny_training(0)
