@@ -73,6 +73,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--until", type=int, default=None, help="last iteration replayed")
+    parser.add_argument(
+        "--labels-until", type=int, default=None, metavar="K",
+        help="use only the file's chunks of iterations ≤ K (replay, noise floor and CV): the "
+        "figures of a label file that has grown since",
+    )  # fmt: skip
     parser.add_argument("--cv", type=int, default=0, metavar="K", help="K-fold CV over chunks")
     parser.add_argument("--json", default=None, help="write the records and figures here")
     args = parser.parse_args()
@@ -86,6 +91,8 @@ def main() -> None:
         print(f"note: labels made with parent settings {sorted(h[:12] for h in hashes)}, "
               f"the campaign file's parent is {prepared.parent.settings_hash[:12]}")  # fmt: skip
     images, chunks = replay.images(labels), replay.nft_chunks(labels)
+    if args.labels_until is not None:
+        chunks = [c for c in chunks if c.iteration <= args.labels_until]
     given = args.reference
     if given is None:
         given = [f"seed{k}={p}" for k, p in ((0, DATA / "pt140-gpaw-reference.extxyz"),
