@@ -95,6 +95,23 @@ def fizzled_by_lost_database(lp: LaunchPad, query: dict | None = None) -> list[i
 
 
 STALE_LOCK_S = 10.0
+#: an nft-fw worker takes over a workflow lock it has waited this long for (FireWorks' own
+#: default waits 300 s and then skips the update, "Can't refresh"): a live refresh takes well
+#: under a second, so a lock held this long was left by a process that lost the database
+#: while refreshing — possibly this one, inside FireWorks' own handling of the failure,
+#: before the worker loop could release it
+LOCK_TAKEOVER_S = 60.0
+
+
+def take_over_locks_after(seconds: float) -> None:
+    """Make FireWorks' workflow lock (``WFLock``) in this process wait at most ``seconds``
+    for a lock and then take it over (FireWorks' ``WFLOCK_EXPIRATION_SECS`` and
+    ``WFLOCK_EXPIRATION_KILL`` settings, which it binds when it is imported)."""
+    if seconds <= 0:
+        raise ValueError(f"lock takeover after {seconds} s; it must be > 0")
+    from fireworks.core import launchpad as fw_launchpad
+
+    fw_launchpad.WFLock.__init__.__defaults__ = (seconds, True)
 
 
 def release_stale_locks(
@@ -276,6 +293,7 @@ def run_worker(
     ping_s: float | None = None,
     db_wait_s: float = 300.0,
     fworker: FWorker | None = None,
+    lock_takeover_s: float = LOCK_TAKEOVER_S,
 ) -> WorkerReport:
     """Run Fireworks until ``max_launches`` ran or nothing was runnable for ``idle_timeout_s``.
 
@@ -289,6 +307,8 @@ def run_worker(
     selection timeout (30 s) for it on every operation, and the worker then keeps retrying
     with backoff; once it has been unreachable for ``db_wait_s`` seconds, DatabaseLost.
     A Firework running when the database went away is left to ``nft-fw recover``.
+    ``lock_takeover_s``: a workflow lock
+    waited on this long is taken over (:func:`take_over_locks_after`).
     """
     if ping_s is not None:
         if ping_s <= 0:
@@ -306,6 +326,7 @@ def run_worker(
         )
     if fworker is None:
         fworker = make_fworker(category, name)
+    take_over_locks_after(lock_takeover_s)
     root = Path(work_dir or os.getcwd()).resolve()
     root.mkdir(parents=True, exist_ok=True)
     start = last_work = time.monotonic()

@@ -528,6 +528,29 @@ def test_a_workflow_lock_left_by_a_lost_connection_is_released_and_a_live_one_is
     assert release_stale_locks(lp, {"spec.campaign": stale}, wait_s=1) == []
 
 
+def test_a_worker_takes_over_a_lock_left_by_a_lost_connection_and_updates_the_workflow(
+    connection: Any, tmp_path: Path
+) -> None:
+    """A lock no live process holds (left by a refresh the database cut off, possibly in
+    this very worker, inside FireWorks' own failure handling) is taken over after
+    --lock-takeover seconds: the Firework runs and its workflow is updated (its children
+    become READY). FireWorks' default would wait 300 s at check-out and at check-in and skip
+    both updates, leaving the children WAITING."""
+    lp = connection.launchpad
+    name = f"locked-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(name, {"name": "emt"}))
+    (root,) = [d["fw_id"] for d in lp.fireworks.find({"spec.campaign": name, "state": "READY"})]
+    lp.workflows.update_one({"nodes": root}, {"$set": {"locked": True}})
+    worker = _worker(connection, tmp_path / "w", "--max", "1", "--poll", "0.2",
+                     "--lock-takeover", "3")  # fmt: skip
+    assert worker.wait(timeout=300) == 0, _tail(tmp_path / "w")
+    assert lp.get_fw_by_id(root).state == "COMPLETED"
+    children = [int(c) for c in lp.get_wf_by_fw_id(root).links[root]]
+    assert children and any(lp.get_fw_by_id(c).state == "READY" for c in children)
+    assert not lp.workflows.find_one({"nodes": root}).get("locked")
+    assert "Can't refresh" not in (tmp_path / "w.log").read_text()
+
+
 def test_fireworks_left_waiting_on_completed_parents_are_made_ready_by_recover(
     connection: Any, tmp_path: Path
 ) -> None:

@@ -85,6 +85,7 @@ def _worker(args: argparse.Namespace) -> int:
             name=args.name,
             ping_s=args.ping,
             db_wait_s=args.db_wait,
+            lock_takeover_s=args.lock_takeover,
         )
     except DatabaseLost as err:
         # no conn.close(): closing a client ends its server sessions, which would wait
@@ -216,6 +217,15 @@ def register(sub: Any) -> None:
         metavar="S",
         help="keep retrying an unreachable database for S seconds, then stop with an error "
         "(default 300)",
+    )
+    p.add_argument(
+        "--lock-takeover",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="take over a workflow lock held for S seconds (left by a process that lost the "
+        "database while refreshing; a live refresh takes well under a second; default 60; "
+        "FireWorks' rlaunch waits 300 s and then skips the update)",
     )
     p.add_argument(
         "--ping",
