@@ -29,15 +29,13 @@ class Kind:
     """One kind of campaign.
 
     ``register`` writes its record (refusing a name already taken before anything is
-    written) and ``workflow`` shapes its Fireworks; ``trains`` says whether it trains a
-    model (iterations, a model to export) or only labels; ``labels`` are its stored label
+    written) and ``workflow`` shapes its Fireworks; ``labels`` are its stored label
     documents, ``label_phase`` the phase a listing shows for one of them, ``frames`` all its
     labels as export frames (:mod:`nft_fw.labelset`), ``progress`` what it has done so far
-    beyond iteration records (None: the iteration records say it), ``report`` writes its
-    report files into a directory."""
+    beyond iteration records (None: it trains, and its iteration records say it),
+    ``report`` writes its report files into a directory."""
 
     name: str
-    trains: bool
     register: Callable[[Database, Any], None]
     workflow: Callable[[Any], Workflow]
     labels: Callable[[Database, str], list[dict[str, Any]]]
@@ -46,11 +44,15 @@ class Kind:
     progress: Callable[[Database, str], dict[str, Any]] | None
     report: Callable[[Database, str, Path], dict[str, Path]]
 
+    @property
+    def trains(self) -> bool:
+        """Does it train a model (iterations, a model to export), or only label?"""
+        return self.progress is None
+
 
 KINDS: dict[str, Kind] = {
     "nft": Kind(
         name="nft",
-        trains=True,
         register=campaigns.register,
         workflow=lambda prepared: nft_shapes.campaign_workflow(prepared.spec, TASKS),
         labels=records.labels,
@@ -61,7 +63,6 @@ KINDS: dict[str, Kind] = {
     ),
     NEARSIGHTEDNESS: Kind(
         name=NEARSIGHTEDNESS,
-        trains=False,
         register=ns_records.register,
         workflow=lambda prepared: ns_shapes.workflow(
             prepared, NearsightednessLabelTask, NearsightednessReportTask
