@@ -86,7 +86,6 @@ def of_record(doc: dict[str, Any]) -> Kind:
     return KINDS[records.kind(doc)]
 
 
-def of_campaign(db: Database, name: str) -> tuple[dict[str, Any], Kind]:
-    """The stored campaign ``name`` and its kind (KeyError naming it if there is none)."""
-    doc = records.get_campaign(db, name)
-    return doc, of_record(doc)
+def of_campaign(db: Database, name: str) -> Kind:
+    """The kind of the stored campaign ``name`` (KeyError naming it if there is none)."""
+    return of_record(records.get_campaign(db, name))

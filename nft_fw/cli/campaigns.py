@@ -267,7 +267,7 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
         f"Fireworks {queue.state_counts(conn.launchpad, name)}; wall {time.monotonic() - t0:.0f} s"
     )
     kind = kinds.of_record(doc)
-    if kind.progress is not None:
+    if not kind.trains:
         console.print(f"{name}: {outcome}; {ended}")
         PROGRESS_PRINTERS[kind.name](name, kind.progress(db, name))
         _print_report(kind.report(db, name, report_dir))
@@ -315,7 +315,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for doc in docs:
             name = doc["_id"]
             kind = kinds.of_record(doc)
-            if kind.progress is not None:
+            if not kind.trains:
                 rows.append(_progress_row(conn, doc, kind))
                 continue
             history = records.iterations(db, name)

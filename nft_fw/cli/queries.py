@@ -32,13 +32,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     def get(db: Any) -> tuple[Any, Any]:
         from nft_fw.firetasks import kinds
 
-        _, kind = kinds.of_campaign(db, args.name)
-        if kind.progress is not None:  # it trains nothing: its progress is its result
+        kind = kinds.of_campaign(db, args.name)
+        if not kind.trains:  # its progress is its result
             return kind, kind.progress(db, args.name)
         return kind, [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
 
     kind, history = _with_campaign(args, get)
-    if kind.progress is not None:
+    if not kind.trains:
         if args.json:
             console.print_json(json.dumps(history, default=str))
         else:
@@ -59,7 +59,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     def get(db: Any) -> list[dict[str, Any]]:
         from nft_fw.firetasks import kinds
 
-        _, kind = kinds.of_campaign(db, args.name)
+        kind = kinds.of_campaign(db, args.name)
         out = []
         for d in kind.labels(db, args.name):
             force = d.get("central_force")
@@ -120,9 +120,7 @@ def _export_labels(args: argparse.Namespace) -> int:
     from nft_fw import labelset
     from nft_fw.firetasks import kinds
 
-    frames = _with_campaign(
-        args, lambda db: kinds.of_campaign(db, args.name)[1].frames(db, args.name)
-    )
+    frames = _with_campaign(args, lambda db: kinds.of_campaign(db, args.name).frames(db, args.name))
     path = Path(args.export)
     labelset.write(path, frames)
     counts = Counter((f.info["nft_phase"], f.info["nft_kind"]) for f in frames)
@@ -141,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     def get(db: Any) -> Any:
         from nft_fw.firetasks import kinds
 
-        if not kinds.of_campaign(db, args.name)[1].trains:
+        if not kinds.of_campaign(db, args.name).trains:
             raise UsageError(
                 f"{args.name} is a nearsightedness campaign: it trains no model to export. "
                 f"Its per-radius table is in 'nft-fw history {args.name}' and its figure in "
@@ -242,7 +240,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output or f"{args.name}-report")
 
     def write(db: Any) -> dict[str, Any]:
-        return kinds.of_campaign(db, args.name)[1].report(db, args.name, out)
+        return kinds.of_campaign(db, args.name).report(db, args.name, out)
 
     paths = _with_campaign(args, write)
     for key, p in paths.items():
