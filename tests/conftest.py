@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,11 @@ FAST_TIER = os.environ.get("NFT_FW_TEST_TIER") == "fast"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "db_server" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "db_server" in names:
             item.add_marker(pytest.mark.integration)
+        if "slurm_cluster" in names:
+            item.add_marker(pytest.mark.slurm)
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +82,34 @@ def _no_ambient_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own database must never be touched by the test suite.
     monkeypatch.delenv("NFT_FW_MONGODB_URI", raising=False)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path: Path) -> Iterator[Any]:
+    """A factory of real one-node SLURM clusters (tests/support/slurm.py): each call starts
+    munge, slurmctld and slurmd for a new cluster under ``tmp_path``; all are stopped after
+    the test, and the test fails if one of them had to be killed or is still running."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+    import slurm
+
+    reason = slurm.missing()
+    if reason is not None:
+        pytest.fail(f"no SLURM here: {reason}")
+    started: list[Any] = []
+    counter = iter(range(1, 200))
+
+    def start(name: str, **kwargs: Any) -> Any:
+        if kwargs.get("netns"):
+            kwargs.setdefault("subnet", (os.getpid() + next(counter)) % 250)
+        cluster = slurm.Cluster(tmp_path / f"slurm-{name}", name, **kwargs).start()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    pids = [pid for c in started for pid in c.pids().values()]
+    killed = [f"{c.name}: {name}" for c in started for name in c.stop()]
+    assert not killed, f"daemons that ignored SIGTERM: {killed}"
+    alive = [pid for pid in pids if slurm._alive(pid)]
+    assert not alive, f"SLURM daemons still running after the test: {alive}"
