@@ -1,5 +1,6 @@
 # Two commands set up everything on a fresh Debian 12 machine:
-#   make test   install what is missing, lint, run the whole test suite
+#   make test   install what is missing, lint, run the test suite (all but the SLURM tier:
+#               make cluster-check, which .ci/run also runs)
 #   make demo   install what is missing, run the main job
 #   make check  lint, types and the fast tests (no database server, no GPAW)
 # `make setup` installs what the demo needs (scripts/bootstrap.sh run); `make setup-dev`
@@ -9,7 +10,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-dev test check demo lint format bench clean-demo docker-check docs
+.PHONY: setup setup-dev test check demo lint format bench clean-demo docker-check cluster-check docs
 
 setup:
 	@bash scripts/bootstrap.sh run
@@ -23,18 +24,24 @@ lint: setup-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy nft_fw launchpad firetasks workflows
 
+# everything but the tests under a real SLURM (make cluster-check, which .ci/run also runs)
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slurm"
 
 # The day-to-day tier: lint, types, and the tests that need neither the database server
 # nor GPAW (a test in it that starts either fails, naming the marker it lacks)
 check: lint
-	NFT_FW_TEST_TIER=fast $(VENV)/bin/pytest -m "not integration and not gpaw" -q
+	NFT_FW_TEST_TIER=fast $(VENV)/bin/pytest -m "not integration and not gpaw and not slurm" -q
 
 # Build the images, run a small campaign in compose (embedded database image, one trainer,
 # two label workers) and check it; starts and stops its own engine (scripts/docker-check.sh)
 docker-check:
 	@bash scripts/docker-check.sh
+
+# The workers under a real SLURM: one-node clusters from Debian's slurm-wlm and munge,
+# installed if missing, started and stopped by each test (scripts/cluster-check.sh)
+cluster-check:
+	@bash scripts/cluster-check.sh
 
 demo: setup
 	$(VENV)/bin/nft-fw demo

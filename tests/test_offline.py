@@ -1,9 +1,9 @@
 """Clusters as the operator's guide sets them up, on this machine with the real server.
 
 - Offline mode (compute nodes that cannot reach the database): FireWorks' own ``qlaunch -r``
-  reserves a Firework with ``examples/clusters/my_qadapter_slurm_offline.yaml`` (its submit
-  command replaced by a stand-in for ``sbatch``), the queue script runs with no database
-  configuration at all, and ``lpad recover_offline`` brings the result back.
+  reserves a Firework with ``examples/clusters/my_qadapter_slurm_offline.yaml`` and submits
+  it to a real SLURM whose node daemon, and so the job, runs in a network namespace that
+  cannot reach the database server; ``lpad recover_offline`` brings the result back.
 - Two "clusters": two worker processes with the example FWorker files, each taking only
   its categories.
 """
@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS = ROOT / "examples" / "clusters"
 VENV_BIN = Path(sys.executable).parent
-SUBMITTED_JOB_ID = "4242"
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -41,39 +41,43 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     return out.stdout + out.stderr
 
 
-def _offline_job(lp_file: Path, tmp: Path, fworker: str = "my_fworker_dft.yaml") -> Path:
-    """Reserve one Firework with qlaunch -r, as a login node would, and run its queue
-    script as the compute node would: no launchpad file, no URI, a bare environment.
-    Returns the launch directory (holding FW.json and FW_offline.json)."""
+def _offline_job(
+    lp_file: Path, tmp: Path, slurm_cluster: Any, fworker: str = "my_fworker_dft.yaml"
+) -> Path:
+    """Reserve one Firework with qlaunch -r on the login node, as the guide's offline
+    section does, and let a real SLURM run its queue script on a compute node in a network
+    namespace with no route to the database (tests/support/slurm.py). Returns the launch
+    directory (holding FW.json and FW_offline.json) once the job has ended."""
+    cluster = slurm_cluster("offline", netns=f"nftfw-off-{os.getpid() % 100000}")
     home = tmp / "cluster-home"  # $HOME on the cluster: the adapter names files under it
     (home / "nft-fw-cluster").mkdir(parents=True)
     shutil.copy(CLUSTERS / fworker, home / "nft-fw-cluster" / fworker)
     adapter = yaml.safe_load((CLUSTERS / "my_qadapter_slurm_offline.yaml").read_text())
     assert "--offline" in adapter["rocket_launch"]
-    # The site's module/venv lines become this interpreter's bin directory, and sbatch a
-    # stand-in that records the script and answers as sbatch does.
-    adapter["pre_rocket"] = f"export PATH={VENV_BIN}:$PATH"
-    sbatch = tmp / "sbatch"
-    sbatch.write_text(
-        f'#!/bin/sh\necho "$PWD/$1" >> {tmp / "submitted.txt"}\n'
-        f'echo "Submitted batch job {SUBMITTED_JOB_ID}"\n'
-    )
-    sbatch.chmod(0o755)
-    adapter["_q_commands_override"] = {"submit_cmd": str(sbatch)}
-    qadapter = tmp / "my_qadapter.yaml"
+    # what the guide tells a site to set: partition, account, one job's size, the venv
+    adapter.update(queue=cluster.partition, cpus_per_task=1, mem="1G",
+                   pre_rocket=f"source {VENV_BIN}/activate")  # fmt: skip
+    del adapter["account"]
+    qadapter = home / "nft-fw-cluster" / "my_qadapter_slurm_offline.yaml"
     qadapter.write_text(yaml.safe_dump(adapter))
     launch_dir = tmp / "jobs"
     launch_dir.mkdir()
-    _run(
+    login_env = {"HOME": str(home), "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+                 "SLURM_CONF": str(cluster.conf), "JAX_PLATFORMS": "cpu"}  # fmt: skip
+    out = _run(
         [str(VENV_BIN / "qlaunch"), "-l", str(lp_file),
          "-w", str(home / "nft-fw-cluster" / fworker), "-q", str(qadapter), "-r", "singleshot"],
-        cwd=launch_dir,
+        cwd=launch_dir, env=login_env,
     )  # fmt: skip
-    script = launch_dir / "FW_submit.script"
-    assert (tmp / "submitted.txt").read_text().split() == [str(script)]
-    assert {"FW.json", "FW_offline.json"} <= set(os.listdir(launch_dir))
-    job_env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "JAX_PLATFORMS": "cpu"}
-    _run(["bash", str(script)], cwd=launch_dir, env=job_env)
+    assert {"FW.json", "FW_offline.json", "FW_submit.script"} <= set(os.listdir(launch_dir)), out
+    (job_id,) = cluster.jobs()
+    deadline = time.monotonic() + 180
+    while cluster.jobs()[job_id]["JobState"] in ("PENDING", "RUNNING", "CONFIGURING"):
+        assert time.monotonic() < deadline, cluster.logs()
+        time.sleep(0.5)
+    job = cluster.jobs()[job_id]
+    assert job["JobState"] == "COMPLETED", (job, list(launch_dir.glob("*.error")))
+    assert Path(job["WorkDir"]) == launch_dir
     return launch_dir
 
 
@@ -85,7 +89,7 @@ def _recover(lp_file: Path, cwd: Path) -> str:
 
 
 def test_offline_firework_runs_without_the_database_and_is_recovered(
-    connection: Any, tmp_path: Path
+    connection: Any, tmp_path: Path, slurm_cluster: Any
 ) -> None:
     from fireworks import Firework
 
@@ -97,7 +101,7 @@ def test_offline_firework_runs_without_the_database_and_is_recovered(
     task = SumTask(tag="root", values=[1], ledger=str(ledger))
     lp.add_wf(Firework(task, name="root", spec={"_category": "label"}))
     (root_id,) = lp.get_fw_ids({"name": "root"})
-    launch_dir = _offline_job(connection.lp_file, tmp_path)
+    launch_dir = _offline_job(connection.lp_file, tmp_path, slurm_cluster)
 
     offline = json.loads((launch_dir / "FW_offline.json").read_text())
     assert offline["state"] == "COMPLETED"
@@ -114,7 +118,8 @@ def test_offline_firework_runs_without_the_database_and_is_recovered(
     assert launch["action"]["stored_data"]["sum"] == pytest.approx(1.0)
     assert launch["fworker"]["name"] == "dft-cluster"
     reserved = [h for h in launch["state_history"] if h["state"] == "RESERVED"]
-    assert [h.get("reservation_id") for h in reserved] == [SUBMITTED_JOB_ID]
+    (job_id,) = [int(p.stem.rsplit("-", 1)[1]) for p in launch_dir.glob("*-*.out")]
+    assert [h.get("reservation_id") for h in reserved] == [str(job_id)]  # the SLURM job
     (run,) = list(lp.offline_runs.find({"fw_id": root_id}))
     assert run["completed"] is True
     assert "0 job(s) recovered" in _recover(connection.lp_file, tmp_path)  # idempotent
@@ -185,7 +190,7 @@ def _assert_labels_once(db: Any, name: str, items: list[dict]) -> None:
 
 
 def test_offline_label_firework_fizzles_loudly_and_reruns_online_once(
-    connection: Any, tmp_path: Path
+    connection: Any, tmp_path: Path, slurm_cluster: Any
 ) -> None:
     """Label Fireworks read the campaign and write labels through the database: offline,
     with no database, they fail with the reason, write nothing, and a rerun on a worker
@@ -194,7 +199,7 @@ def test_offline_label_firework_fizzles_loudly_and_reruns_online_once(
 
     lp = connection.launchpad
     items, label_id = _label_round(connection, "off-rerun", {})
-    _offline_job(connection.lp_file, tmp_path)
+    _offline_job(connection.lp_file, tmp_path, slurm_cluster)
     _recover(connection.lp_file, tmp_path)
 
     assert lp.get_fw_by_id(label_id).state == "FIZZLED"
@@ -216,14 +221,14 @@ def test_offline_label_firework_fizzles_loudly_and_reruns_online_once(
 
 
 def test_offline_label_firework_delivers_each_label_exactly_once(
-    connection: Any, tmp_path: Path
+    connection: Any, tmp_path: Path, slurm_cluster: Any
 ) -> None:
     from nft_fw.launchpad import campaigns
     from nft_fw.launchpad.records import LABELS
 
     lp = connection.launchpad
     items, label_id = _label_round(connection, "off-labels", {"offline_labels": True})
-    _offline_job(connection.lp_file, tmp_path)
+    _offline_job(connection.lp_file, tmp_path, slurm_cluster)
     assert lp.db[LABELS].count_documents({"campaign": "off-labels"}) == 0  # still offline
     _recover(connection.lp_file, tmp_path)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -451,7 +452,11 @@ def test_a_label_job_the_scheduler_ends_is_recovered_once(
             assert lp.get_fw_by_id(victim_fw).state == "RUNNING"  # the database can't tell
             flag.unlink()
             if kill == "node_down":  # the operator brings the node back
-                cluster.run("scontrol", "update", f"nodename={node}", "state=resume")
+                # (ReturnToService=2 may have done so already, when slurmd re-registered:
+                # then scontrol refuses the resume, and the node is up anyway)
+                cluster.run("scontrol", "update", f"nodename={node}", "state=resume", check=False)
+                wait_for(lambda: cluster.node_state() in ("idle", "mixed", "allocated"), 60,
+                         "the node back in service", context)  # fmt: skip
 
             # the operator's cron: nft-fw recover, its --lost-after well above --ping
             def recover() -> bool:
@@ -481,3 +486,66 @@ def test_a_label_job_the_scheduler_ends_is_recovered_once(
         (rerun,) = runs.launches
         job_id, job = job_of(Path(rerun.launch_dir), site)
         assert job_id != victim and job["JobState"] == "COMPLETED"
+
+
+# ---------------------------------------------------------------- no route to the database
+
+
+def test_a_campaign_completes_on_compute_nodes_that_cannot_reach_the_database(
+    connection: Any, slurm_cluster: Any, tmp_path: Path
+) -> None:
+    """The guide's offline mode end to end: the cluster's node daemon, and so every job, runs
+    in a network namespace joined to its controller only (a job there cannot open a TCP
+    connection to the database, shown first); the login node runs ``qlaunch -r rapidfire``
+    with my_qadapter_slurm_offline.yaml and ``lpad recover_offline`` as its cron would, a
+    trainer runs beside it; the campaign (``service.offline_labels``) completes with every
+    label once."""
+    lp = connection.launchpad
+    name = f"sl-off-{uuid.uuid4().hex[:6]}"
+    cluster = slurm_cluster("dark", netns=f"nftfw-dark-{os.getpid() % 100000}")
+    site = login_node(tmp_path, cluster, connection.lp_file, "my_fworker_dft.yaml",
+                      "my_qadapter_slurm_offline.yaml")  # fmt: skip
+    host, port = connection.launchpad.host, int(connection.launchpad.port)
+    probe = site.jobs / "probe.out"
+    cluster.run(
+        "sbatch", "--wait", "-o", str(probe), "--wrap",
+        f"{sys.executable} -c \"import socket; s = socket.socket(); s.settimeout(5); "
+        f"print('connect', s.connect_ex(('{host}', {port})))\"",
+    )  # fmt: skip
+    code = int(probe.read_text().split()[-1])
+    assert code != 0, "the compute node reached the database"
+    import socket
+
+    with socket.create_connection((host, port), timeout=5):  # the login node does
+        pass
+
+    _submit(connection, tiny(name, service={"labels_per_firework": 1, "offline_labels": True}))
+    trainer = worker(connection, tmp_path / "trainer", "--category", "train", "--name", "trainer")
+    queue = qlaunch(site, "my_fworker_dft.yaml", "my_qadapter_slurm_offline.yaml", "-r")
+    context = diagnostics(lp, name, site)
+
+    def cron() -> bool:
+        subprocess.run(
+            ["lpad", "-l", str(site.files / "my_launchpad.yaml"), "recover_offline"],
+            cwd=site.jobs, env=site.env, capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+        return done(lp, name)()
+
+    try:
+        wait_for(cron, 400, f"campaign {name}", context)
+    finally:
+        stop(queue, trainer)
+
+    fws = list(lp.fireworks.find({"spec.campaign": name}))
+    assert {d["state"] for d in fws} == {"COMPLETED"}, context()
+    assert_labels_once(lp.db, name, 8)
+    for d in fws:
+        if d["spec"]["nft_role"] != "label":
+            continue
+        (launch,) = list(lp.launches.find({"fw_id": d["fw_id"]}))
+        where = Path(launch["launch_dir"])
+        assert (where / "FW_offline.json").exists()  # the outcome came back through the file
+        _, job = job_of(where, site)
+        assert job["JobState"] == "COMPLETED"
+        (run,) = list(lp.offline_runs.find({"fw_id": d["fw_id"]}))
+        assert run["completed"] is True

@@ -132,6 +132,9 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
     def _netns_up(self) -> None:
         ns, host, peer = self.netns, f"nfh{self.subnet}", f"nfp{self.subnet}"
         assert ns is not None
+        # left by a run that was killed before it could clean up
+        subprocess.run(["ip", "link", "del", host], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         cmds = [
             ["ip", "netns", "add", ns],
             ["ip", "link", "add", host, "type", "veth", "peer", "name", peer],
