@@ -5,6 +5,14 @@ runs, as a DFT user's would, without the whole particle).
 
     .venv/bin/python bench/gpaw_campaign.py --data-dir DIR \
         [--campaign pt140-gpaw] [--reference pt140-nearsightedness-gpaw]
+    .venv/bin/python bench/gpaw_campaign.py --data-dir DIR \
+        --reference-file seed0=bench/data/pt140-gpaw-reference.extxyz \
+        --reference-file seed1=bench/data/pt140-gpaw-reference-seed1.extxyz
+
+A ``--reference-file NAME=FILE`` is a label export holding a whole-structure label
+(``nft_kind: full``) instead of a campaign in the database: each iteration's stored model
+is run on that structure (the seed-1 particle, which no label comes from, as well as the
+target itself) and scored in a column of its own.
 
 Prints per iteration: chunks, max/mean δ, the out-of-sample MAE of the iteration's new
 chunks (the previous model on their centres, before training on them), and the true-force
@@ -49,6 +57,18 @@ def _reference(
     return records.get_array(ref_db, ObjectId(full["forces_file"])), full
 
 
+def _reference_file(item: str) -> tuple[str, Any]:
+    import ase.io
+
+    name, _, path = item.partition("=")
+    if not name or not path:
+        raise SystemExit(f"--reference-file {item!r}: give NAME=FILE")
+    full = [f for f in ase.io.read(path, ":") if f.info.get("nft_kind") == "full"]
+    if len(full) != 1:
+        raise SystemExit(f"--reference-file {path}: {len(full)} whole-structure labels, need 1")
+    return name, full[0]
+
+
 def _wall(lp: Any, name: str) -> float:
     fw_ids = [d["fw_id"] for d in queue.fireworks(lp, name, fields=("fw_id",))]
     starts, ends = [], []
@@ -67,6 +87,10 @@ def main() -> None:
     parser.add_argument("--campaign", default="pt140-gpaw")
     parser.add_argument("--reference", default="pt140-nearsightedness-gpaw")
     parser.add_argument(
+        "--reference-file", action="append", default=[], metavar="NAME=FILE",
+        help="whole-structure labels from an export, scored per iteration (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reference-db-name",
         help="database of the reference campaign on the same server (default: --db-name)",
     )
@@ -75,29 +99,50 @@ def main() -> None:
     db = conn.launchpad.db
     ref_db = conn.launchpad.connection[args.reference_db_name] if args.reference_db_name else db
     try:
-        true, full = _reference(db, ref_db, args.campaign, args.reference)
+        files = [_reference_file(item) for item in args.reference_file]
+        if files:
+            true, full = None, None
+        else:
+            true, full = _reference(db, ref_db, args.campaign, args.reference)
         history = records.iterations(db, args.campaign)
         doc = records.get_campaign(db, args.campaign)
-        print(
-            f"reference: whole target ({full['n_atoms']} atoms) labelled by {args.reference}: "
-            f"{full['seconds']:.0f} s, {full['scf_iterations']} SCF iterations, "
-            f"ru_maxrss {full['peak_rss_MiB'] / 1024:.1f} GB"
-        )
-        print(
-            "| iteration | chunks | max δ | mean δ | new chunks' MAE before training | "
-            "true MAE | true max | within δ |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
-        for rec in history:
-            predicted = records.get_array(db, ObjectId(rec["forces_file"]))
-            delta = records.get_array(db, ObjectId(rec["delta_file"]))
-            err = np.linalg.norm(predicted - true, axis=1)
-            oos = f"{rec['oos_mae']:.3f} (n={rec['oos_n']})" if "oos_mae" in rec else "—"
+        if full is not None:
             print(
-                f"| {rec['iteration']} | {rec['n_chunks']} | {rec['structure_uncertainty']:.3f} "
-                f"| {rec['mean_uncertainty']:.3f} | {oos} | {err.mean():.3f} | {err.max():.3f} "
-                f"| {np.mean(err <= delta):.0%} |"
+                f"reference: whole target ({full['n_atoms']} atoms) labelled by "
+                f"{args.reference}: {full['seconds']:.0f} s, {full['scf_iterations']} SCF "
+                f"iterations, ru_maxrss {full['peak_rss_MiB'] / 1024:.1f} GB"
             )
+        cols = "true MAE | true max | within δ" if full is not None else ""
+        cols += "".join(f" | {n} MAE | {n} max" for n, _ in files)
+        print(
+            "| iteration | chunks | max δ | calibrated max δ | mean δ | "
+            f"new chunks' MAE before training | {cols.strip(' |')} |"
+        )
+        print("|---|---|---|---|---|---|" + "---|" * (3 * (full is not None) + 2 * len(files)))
+        for rec in history:
+            delta = records.get_array(db, ObjectId(rec["delta_file"]))
+            oos = f"{rec['oos_mae']:.3f} (n={rec['oos_n']})" if "oos_mae" in rec else "—"
+            cal = rec.get("calibrated_structure_uncertainty")
+            row = (
+                f"| {rec['iteration']} | {rec['n_chunks']} | {rec['structure_uncertainty']:.3f} "
+                f"| {'—' if cal is None else f'{cal:.3f}'} | {rec['mean_uncertainty']:.3f} "
+                f"| {oos} |"
+            )
+            if true is not None:
+                predicted = records.get_array(db, ObjectId(rec["forces_file"]))
+                err = np.linalg.norm(predicted - true, axis=1)
+                row += f" {err.mean():.3f} | {err.max():.3f} | {np.mean(err <= delta):.0%} |"
+            if files:
+                from nft_fw.calculator import EnsembleCalculator
+                from nft_fw.launchpad import campaigns
+
+                calc = EnsembleCalculator(campaigns.load_model(db, args.campaign, rec["iteration"]))
+                for _, ref in files:
+                    atoms = ref.copy()
+                    atoms.calc = calc
+                    err = np.linalg.norm(atoms.get_forces() - ref.get_forces(), axis=1)
+                    row += f" {err.mean():.3f} | {err.max():.3f} |"
+            print(row, flush=True)
         kept = history[-1]["best_iteration"] if history else None
         print(
             f"state {doc.get('state')}; stop {doc.get('stop_reason')} ({doc.get('stop_detail')}); "
@@ -116,8 +161,8 @@ def main() -> None:
             print(
                 f"| {kind} | {len(docs)} | {secs.sum():.0f} | {np.median(secs):.0f} | "
                 f"{min(atoms)}–{max(atoms)} | "
-                f"{np.median([d['scf_iterations'] for d in docs]):.0f} | "
-                f"{max(d['peak_rss_MiB'] for d in docs) / 1024:.1f} |"
+                f"{np.median([d.get('scf_iterations', np.nan) for d in docs]):.0f} | "
+                f"{max(d.get('peak_rss_MiB', np.nan) for d in docs) / 1024:.1f} |"
             )
         failed = records.failures(db, args.campaign)
         print(

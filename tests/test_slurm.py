@@ -434,7 +434,8 @@ def test_a_label_job_the_scheduler_ends_is_recovered_once(
             flag.unlink()  # the label goes on and finishes in its job
             wait_for(lambda: cluster.jobs()[victim]["JobState"] == "COMPLETED", 120,
                      "the drained node's job to finish", context)  # fmt: skip
-            assert cluster.node_state() == "drained"
+            # the node turns DRAINED once its last job has left it (a moment after)
+            wait_for(lambda: cluster.node_state() == "drained", 60, "the node drained", context)
 
             def waiting() -> bool:  # the next round's label job cannot start
                 return any(j["JobState"] == "PENDING" for j in cluster.jobs().values())
