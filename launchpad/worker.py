@@ -214,6 +214,35 @@ def requeue_cut_off_checkouts(
     return sorted(found)
 
 
+def rerun_lost_runs(
+    lp: LaunchPad, older_than_s: float, query: dict | None = None, dry_run: bool = False
+) -> tuple[list[int], list[int], list[int]]:
+    """Lost runs (RUNNING Fireworks matching ``query`` whose every launch has not pinged for
+    ``older_than_s``) made READY again, as ``lpad detect_lostruns --rerun`` would, but in the
+    other order. FireWorks marks each lost launch FIZZLED first, which refreshes the
+    workflow: the Firework turns FIZZLED, and its children that allow fizzled parents (a
+    round's trainer, the report) turn READY until the rerun a moment later — a waiting
+    trainer worker then trains the round without the lost label (seen under a real SLURM:
+    a label job on a node taken down). Here the Firework is rerun first (its launches
+    archived, its children still WAITING), and only then is the archived launch marked
+    FIZZLED, which no workflow reads any more. Returns (lost launch ids, lost Firework ids,
+    inconsistent Firework ids refreshed), as ``LaunchPad.detect_lostruns``."""
+    lost_launches, lost_fws, inconsistent = lp.detect_lostruns(
+        expiration_secs=older_than_s, rerun=False, fizzle=False, refresh=not dry_run, query=query
+    )
+    if dry_run:
+        return list(lost_launches), list(lost_fws), list(inconsistent)
+    for fw_id in lost_fws:
+        lp.rerun_fw(fw_id)
+        logger.warning("Firework %s: its run is lost (no ping for %.0f s): re-queued", fw_id,
+                       older_than_s)  # fmt: skip
+    for launch_id in lost_launches:
+        lp.mark_fizzled(launch_id)
+        if lp.offline_runs.count_documents({"launch_id": launch_id, "deprecated": False}):
+            lp.forget_offline(launch_id, launch_mode=True)  # as FireWorks does for offline runs
+    return list(lost_launches), list(lost_fws), list(inconsistent)
+
+
 ORPHAN = re.compile(r"Could not find workflow in database: (\d+)")
 
 

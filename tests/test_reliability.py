@@ -152,6 +152,68 @@ def test_worker_killed_mid_label_is_recovered_and_nothing_duplicates(
     assert sum(1 for d in labels if d["kind"] == "chunk") == 3
 
 
+def test_recovering_a_lost_label_never_lets_its_trainer_start_without_it(
+    connection: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FireWorks' ``detect_lostruns --rerun`` fizzles a lost launch before it reruns the
+    Firework, and in between the round's trainer (which allows fizzled parents) is READY:
+    a waiting trainer worker trains without the label (a real SLURM node taken down under a
+    label showed it). ``nft-fw recover`` reruns first: at every rerun the trainer and the
+    report are still WAITING, and the lost launch ends FIZZLED in the archive."""
+    from nft_fw.launchpad.worker import rerun_lost_runs
+
+    lp = connection.launchpad
+    flag = tmp_path / "hold"
+    flag.touch()
+    name = f"lostorder-{uuid.uuid4().hex[:6]}"
+    spec = tiny(name, {"name": "slow-emt", "params": {"flag": str(flag)}})
+    spec["service"] = {"labels_per_firework": 4}  # round 0: one label Firework, 4 cells
+    _submit(connection, spec)
+    victim = _worker(connection, tmp_path / "a", "--ping", "0.5", "--poll", "0.2")
+
+    def label_running() -> bool:
+        return bool(
+            lp.fireworks.count_documents(
+                {"spec.campaign": name, "spec.nft_role": "label", "state": "RUNNING"}
+            )
+        )
+
+    _wait(label_running, 120, "the label Firework to start")
+    running = lp.fireworks.find_one(
+        {"spec.campaign": name, "spec.nft_role": "label", "state": "RUNNING"}
+    )["fw_id"]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    time.sleep(3)
+
+    def waiting_ones() -> dict[int, str]:
+        return {
+            d["fw_id"]: d["state"]
+            for d in lp.fireworks.find(
+                {"spec.campaign": name, "spec.nft_role": {"$in": ["train", "report"]}}
+            )
+        }
+
+    assert set(waiting_ones().values()) == {"WAITING"}
+    seen: list[dict[int, str]] = []
+    rerun = lp.rerun_fw
+
+    def spy(fw_id: int, *args: Any, **kwargs: Any) -> Any:
+        seen.append(waiting_ones())
+        return rerun(fw_id, *args, **kwargs)
+
+    monkeypatch.setattr(lp, "rerun_fw", spy)
+    lost_launches, lost_fws, _ = rerun_lost_runs(lp, 2.0, {"spec.campaign": name})
+    assert lost_fws == [running] and len(lost_launches) == 1
+    assert seen and all(set(states.values()) == {"WAITING"} for states in seen), seen
+    assert set(waiting_ones().values()) == {"WAITING"}
+    fw = lp.get_fw_by_id(running)
+    assert fw.state == "READY" and not fw.launches
+    (archived,) = fw.archived_launches
+    assert lp.launches.find_one({"launch_id": archived.launch_id})["state"] == "FIZZLED"
+    assert rerun_lost_runs(lp, 2.0, {"spec.campaign": name})[1] == []  # nothing twice
+
+
 def test_rerun_trainers_add_no_record_and_no_firework_twice(
     connection: Any, tmp_path: Path
 ) -> None:

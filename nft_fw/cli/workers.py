@@ -125,6 +125,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             release_stale_locks,
             repair_orphans,
             requeue_cut_off_checkouts,
+            rerun_lost_runs,
         )
 
         unlocked = release_stale_locks(conn.launchpad, query, dry_run=args.dry_run)
@@ -134,11 +135,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
         unstarted = requeue_cut_off_checkouts(
             conn.launchpad, query, older_than_s=args.lost_after, dry_run=args.dry_run
         )
-        lost_launches, lost_fws, inconsistent = conn.launchpad.detect_lostruns(
-            expiration_secs=args.lost_after,
-            rerun=not args.dry_run,
-            refresh=not args.dry_run,
-            query=query,
+        lost_launches, lost_fws, inconsistent = rerun_lost_runs(
+            conn.launchpad, args.lost_after, query, dry_run=args.dry_run
         )
 
         cut_off = fizzled_by_lost_database(conn.launchpad, query)
