@@ -156,12 +156,13 @@ def main() -> None:
             docs = [d for d in labels if d["kind"] == kind]
             if not docs:
                 continue
-            secs = np.array([d["seconds"] for d in docs])
+            # a label taken from prior_labels keeps the cost of its first computation
+            secs = np.array([d.get("prior_seconds", d.get("seconds", np.nan)) for d in docs])
             atoms = [int(d["n_atoms"]) if "n_atoms" in d else len(d["numbers"]) for d in docs]
             print(
                 f"| {kind} | {len(docs)} | {secs.sum():.0f} | {np.median(secs):.0f} | "
                 f"{min(atoms)}–{max(atoms)} | "
-                f"{np.median([d.get('scf_iterations', np.nan) for d in docs]):.0f} | "
+                f"{np.median([d.get('prior_scf_iterations', d.get('scf_iterations', np.nan)) for d in docs]):.0f} | "
                 f"{max(d.get('peak_rss_MiB', np.nan) for d in docs) / 1024:.1f} |"
             )
         failed = records.failures(db, args.campaign)
