@@ -12,7 +12,11 @@ runs, as a DFT user's would, without the whole particle).
 A ``--reference-file NAME=FILE`` is a label export holding a whole-structure label
 (``nft_kind: full``) instead of a campaign in the database: each iteration's stored model
 is run on that structure (the seed-1 particle, which no label comes from, as well as the
-target itself) and scored in a column of its own.
+target itself) and scored in a column of its own. After the table, for the latest
+iteration and the first such file (the campaign's target): where the error is — at the
+atoms a chunk was centred on (the model against their chunk labels, and against the whole
+particle; the labels' own noise) and at the atoms never chunked; surface (fewer than 12
+neighbours within 3.2 Å) and interior atoms.
 
 Prints per iteration: chunks, max/mean δ, the out-of-sample MAE of the iteration's new
 chunks (the previous model on their centres, before training on them), and the true-force
@@ -55,6 +59,35 @@ def _reference(
         raise SystemExit(f"{reference}'s parent settings differ from {name}'s: {params}")
     (full,) = [d for d in nearsightedness.labels(ref_db, reference) if d["kind"] == "full"]
     return records.get_array(ref_db, ObjectId(full["forces_file"])), full
+
+
+def _breakdown(db: Any, name: str, iteration: int, ref: Any) -> None:
+    from ase.neighborlist import neighbor_list
+
+    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.launchpad import campaigns
+
+    atoms = ref.copy()
+    atoms.calc = EnsembleCalculator(campaigns.load_model(db, name, iteration))
+    true = ref.get_forces()
+    err = np.linalg.norm(atoms.get_forces() - true, axis=1)
+    chunks = [
+        d for d in records.labels(db, name)
+        if d["kind"] == "chunk" and d.get("iteration", 0) <= iteration
+    ]  # fmt: skip
+    centres = sorted({int(d["centre"]) for d in chunks})
+    fit = [np.linalg.norm(atoms.get_forces()[d["centre"]] - d["central_force"]) for d in chunks]
+    noise = [np.linalg.norm(np.asarray(d["central_force"]) - true[d["centre"]]) for d in chunks]
+    i = neighbor_list("i", ref, 3.2)
+    surface = np.bincount(i, minlength=len(ref)) < 12
+    rest = np.setdiff1d(np.arange(len(ref)), centres)
+    print(
+        f"iteration {iteration}: {len(chunks)} chunks on {len(centres)} centres "
+        f"({int((~surface[centres]).sum())} interior); at the centres: model vs chunk labels "
+        f"{np.mean(fit):.3f}, model vs whole {err[centres].mean():.3f}, labels vs whole "
+        f"{np.mean(noise):.3f}; never chunked ({len(rest)}): {err[rest].mean():.3f}; surface "
+        f"({int(surface.sum())}) {err[surface].mean():.3f}, interior {err[~surface].mean():.3f}"
+    )
 
 
 def _reference_file(item: str) -> tuple[str, Any]:
@@ -143,6 +176,8 @@ def main() -> None:
                     err = np.linalg.norm(atoms.get_forces() - ref.get_forces(), axis=1)
                     row += f" {err.mean():.3f} | {err.max():.3f} |"
             print(row, flush=True)
+        if files and history:
+            _breakdown(db, args.campaign, history[-1]["iteration"], files[0][1])
         kept = history[-1]["best_iteration"] if history else None
         print(
             f"state {doc.get('state')}; stop {doc.get('stop_reason')} ({doc.get('stop_detail')}); "
