@@ -104,3 +104,31 @@ def test_the_second_reference_is_the_seed_1_particle_with_the_campaigns_parent()
         if f.info["nft_kind"] == "chunk":  # 8 Å chunks: within ~0.1 eV/Å of the whole
             dev = np.linalg.norm(f.get_forces()[0] - forces[f.info["nft_centre"]])
             assert dev < 0.15
+
+
+def test_the_shipped_model_loads_and_scores_as_documented() -> None:
+    """bench/data/pt140-gpaw-model (the continued campaign's kept model, `nft-fw export`)
+    loads with EnsembleCalculator.load and gives on both whole-particle references the
+    true-force MAE that docs/gpaw.md states."""
+    import re
+
+    from nft_fw import EnsembleCalculator
+
+    docs = (DATA.parent.parent / "docs" / "gpaw.md").read_text()
+    m = re.search(
+        r"`bench/data/pt140-gpaw-model`.*?true-force MAE \*\*(\d\.\d{3})\*\* on the seed-0\s+"
+        r"particle and \*\*(\d\.\d{3})\*\* on the seed-1",
+        docs,
+        re.S,
+    )
+    assert m is not None, "docs/gpaw.md no longer states the shipped model's errors"
+    calc = EnsembleCalculator.load(DATA / "pt140-gpaw-model")
+    for file, documented in zip(
+        ("pt140-gpaw-reference.extxyz", "pt140-gpaw-reference-seed1.extxyz"), m.groups(),
+        strict=True,
+    ):  # fmt: skip
+        (full,) = [f for f in ase.io.read(DATA / file, ":") if f.info["nft_kind"] == "full"]
+        atoms = full.copy()
+        atoms.calc = calc
+        mae = np.linalg.norm(atoms.get_forces() - full.get_forces(), axis=1).mean()
+        assert f"{mae:.3f}" == documented, (file, mae)
