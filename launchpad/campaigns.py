@@ -49,6 +49,30 @@ def stored_spec(doc: dict[str, Any]) -> CampaignSpec:
     return CampaignSpec.model_validate(data)
 
 
+def require_parent_hash(db: Database, doc: dict[str, Any]) -> None:
+    """Refuse, with the way out, an NFT campaign whose stored labels carry a parent-settings
+    hash other than the one this nft-fw computes for its parent: labelled by a release that
+    hashed the settings differently (nft-fw 0.4.0 hashed GPAW's ``mixer``), its workers
+    would not find those labels and would label the chunks again, beside them."""
+    if records.kind(doc) != "nft":
+        return
+    spec = stored_spec(doc)
+    current = get_parent(spec.parent.name, spec.parent.params).settings_hash
+    old = db[records.LABELS].find_one(
+        {"campaign": doc["_id"], "parent_hash": {"$ne": current}}, {"parent_hash": 1}
+    )
+    if old is None:
+        return
+    raise records.OldLayoutError(
+        f"campaign {doc['_id']!r} holds labels under parent-settings hash "
+        f"{old['parent_hash'][:12]}…, and this nft-fw hashes its parent settings to "
+        f"{current[:12]}… (nft-fw 0.4.1 leaves GPAW's mixer out of the hash): its workers "
+        "would label those chunks again. Finish it with the nft-fw version that submitted it, "
+        "or export its labels (nft-fw labels NAME --export FILE) and submit the campaign file "
+        "again under a new name with prior_labels: {file: FILE} (docs/upgrading.md)"
+    )
+
+
 def context(db: Database, name: str) -> Prepared:
     """The campaign as the science core sees it, rebuilt from the database alone (a worker
     on another machine has none of the submitter's files)."""

@@ -929,6 +929,7 @@ def _prepare(spec: CampaignSpec) -> Prepared:
                 spec.prior_labels.file,
                 parent.settings_hash,
                 spec.prior_labels.accept_parent_mismatch,
+                rehash=lambda name, params: get_parent(name, dict(params)).settings_hash,
             )
         except PriorError as err:
             raise CampaignError(err.field, err.message) from err

@@ -20,8 +20,9 @@ campaign's (or ``accept_parent_mismatch``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -143,9 +144,15 @@ def read(
     parent_hash: str,
     accept_parent_mismatch: bool = False,
     field: str = "prior_labels.file",
+    rehash: Callable[[str, Mapping[str, Any]], str] | None = None,
 ) -> PriorLabels:
     """Read and check a prior label file for a campaign whose parent settings hash is
-    ``parent_hash``. Raises :class:`PriorError` naming ``field`` and the fix."""
+    ``parent_hash``. Raises :class:`PriorError` naming ``field`` and the fix.
+
+    ``rehash(parent name, parent params)``: the settings hash this nft-fw gives a frame's
+    own ``nft_parent_params``; a label whose stored hash differs from ``parent_hash`` but
+    whose settings hash to it now counts as the campaign's (a file exported by a release
+    that hashed a setting since left out, e.g. GPAW's ``mixer`` before 0.4.1)."""
     path = Path(path)
     if not path.is_file():
         raise PriorError(field, f"no such file: {path}")
@@ -156,6 +163,11 @@ def read(
     if not frames:
         raise PriorError(field, f"{path} holds no frames")
     labels = [_label(frame, k, field) for k, frame in enumerate(frames)]
+    if rehash is not None:
+        labels = [
+            _rehashed(lb, frame, parent_hash, rehash)
+            for lb, frame in zip(labels, frames, strict=True)
+        ]
     other = sorted({lb.parent_hash for lb in labels if lb.parent_hash != parent_hash})
     if other and not accept_parent_mismatch:
         n = sum(lb.parent_hash != parent_hash for lb in labels)
@@ -171,6 +183,24 @@ def read(
     for lb in labels:
         by_key.setdefault(lb.structure_hash, lb)
     return PriorLabels(source=path.name, labels=by_key)
+
+
+def _rehashed(
+    label: PriorLabel,
+    frame: Atoms,
+    parent_hash: str,
+    rehash: Callable[[str, Mapping[str, Any]], str],
+) -> PriorLabel:
+    if label.parent_hash == parent_hash:
+        return label
+    params = frame.info.get("nft_parent_params")
+    if not isinstance(params, Mapping):
+        return label
+    try:
+        now = rehash(str(frame.info.get("nft_parent", "")), params)
+    except ValueError:  # settings this nft-fw refuses: not the campaign's
+        return label
+    return dataclasses.replace(label, parent_hash=now) if now == parent_hash else label
 
 
 def from_frames(frames: Sequence[Atoms], source: str) -> PriorLabels:

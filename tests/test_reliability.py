@@ -559,6 +559,35 @@ def test_a_campaign_of_the_old_layout_is_refused_by_its_first_firework(
     assert records.labels(lp.db, name) == []  # nothing was labelled
 
 
+def test_a_campaign_labelled_under_an_older_parent_hash_is_refused_by_its_next_firework(
+    connection: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labels stored under a parent-settings hash this release does not give the campaign's
+    parent (nft-fw 0.4.0 hashed GPAW's mixer) would be labelled again beside the old ones:
+    the next Firework fizzles with the way out instead, and nothing is labelled."""
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import launch_rocket
+
+    from nft_fw.launchpad import records
+
+    lp = connection.launchpad
+    name = f"oldhash-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(name, {"name": "emt"}))
+    # the fault, injected: one label of the campaign under another hash
+    lp.db[records.LABELS].insert_one(
+        {"campaign": name, "hash": "f" * 64, "parent_hash": "0" * 64, "kind": "image"}
+    )
+    monkeypatch.chdir(tmp_path)
+    assert launch_rocket(lp, FWorker())
+    init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
+    assert init["state"] == "FIZZLED"
+    trace = lp.get_fw_by_id(init["fw_id"]).launches[-1].action.stored_data["_exception"]
+    last = trace["_stacktrace"].strip().splitlines()[-1]
+    assert last.startswith("nft_fw.launchpad.records.OldLayoutError")
+    assert "parent-settings hash 000000000000" in last and "prior_labels" in last
+    assert len(records.labels(lp.db, name)) == 1  # only the injected one: nothing labelled
+
+
 def test_a_workflow_lock_left_by_a_lost_connection_is_released_and_a_live_one_is_not(
     connection: Any,
 ) -> None:
