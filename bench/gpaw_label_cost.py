@@ -10,9 +10,10 @@ With ``--labels FILE --pick I,J,…`` it relabels stored labels of an exported l
 (``nft-fw labels NAME --export``; I, J: positions in the file) with their own parent
 settings and with each ``--variant NAME=OVERRIDES`` (YAML, merged into the parameters, e.g.
 ``--variant 'pulay={mixer: {beta: 0.05, nmaxold: 5, weight: 50}}'``), and prints per label and
-setting: SCF iterations, CPU seconds of this process, and how far the central force (a
+setting: SCF iterations, CPU seconds of this process, how far the central force (a
 chunk's; every atom's force for a bulk cell) moved from the stored label and from the
-same-settings rerun:
+same-settings rerun, and how far the energy per atom moved from the stored label (what a
+symmetric bulk cell, with zero forces, is there for):
 
     .venv/bin/python bench/gpaw_label_cost.py --labels bench/data/pt140-gpaw-labels.extxyz \
         --pick 33,35 --variant 'loose={convergence: {density: 1.0e-3}}'
@@ -90,15 +91,17 @@ def relabel(path: str, picks: list[int], variants: list[str]) -> None:
             raise SystemExit(f"--variant {v!r}: expected NAME={{key: value, …}}")
         settings.append((name, override))
     print(
-        "| label | atoms | setting | SCF iterations | CPU s | ΔF vs stored (eV/Å) | ΔF vs rerun |"
+        "| label | atoms | setting | SCF iterations | CPU s | ΔF vs stored (eV/Å) | ΔF vs rerun "
+        "| ΔE/atom vs stored (meV) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for i in picks:
         frame = frames[i]
         info = frame.info
         params = dict(info["nft_parent_params"])
         chunk = info["nft_kind"] == "chunk"
         stored = frame.get_forces()
+        stored_energy = frame.get_potential_energy()
         rerun = None
         for name, override in settings:
             parent = get_parent(info["nft_parent"], {**params, **override})
@@ -115,7 +118,8 @@ def relabel(path: str, picks: list[int], variants: list[str]) -> None:
             d_rerun = np.linalg.norm(r.forces[sel] - rerun[sel], axis=1).max()
             print(
                 f"| {i} ({info['nft_kind']}) | {len(frame)} | {name} | {r.scf_iterations} | "
-                f"{cpu:.0f} (wall {wall:.0f}) | {d_stored:.4f} | {d_rerun:.4f} |",
+                f"{cpu:.0f} (wall {wall:.0f}) | {d_stored:.4f} | {d_rerun:.4f} | "
+                f"{1e3 * (r.energy - stored_energy) / len(frame):+.2f} |",
                 flush=True,
             )
 

@@ -52,6 +52,22 @@ def test_the_whole_particle_reference_is_the_example_target_labelled_by_gpaw() -
     assert min(deviation[0, 6.0], deviation[6, 6.0]) > 0.2
 
 
+def test_the_continuation_takes_every_shipped_label_under_its_own_mixer() -> None:
+    """pt140-gpaw-continue.yaml labels with GPAW's Pulay mixer where the shipped labels used
+    the default one: the mixer is not in the settings hash, so each of them is its own."""
+    from nft_fw.campaign import load_campaign, prepare
+
+    frames = ase.io.read(DATA / "pt140-gpaw-labels.extxyz", ":")
+    assert {"mixer" in f.info["nft_parent_params"] for f in frames} == {False}
+    prepared = prepare(load_campaign(EXAMPLES / "pt140-gpaw-continue.yaml"))
+    assert prepared.parent.params["mixer"] == {"name": "pulay"}
+    assert prepared.prior is not None
+    assert sum(prepared.prior.counts().values()) == len(frames)
+    assert {lb.parent_hash for lb in prepared.prior.labels.values()} == {
+        prepared.parent.settings_hash
+    }
+
+
 def test_the_campaign_labels_are_the_example_campaigns() -> None:
     from nft_fw.campaign import load_campaign
     from nft_fw.parents import get_parent
