@@ -45,9 +45,10 @@ class _CampaignTask(FiretaskBase):
         while True:
             try:
                 if getattr(self, "launchpad", None) is not None:
-                    doc = records.get_campaign(self._db(), self["campaign"])
+                    db = self._db()
+                    doc = records.get_campaign(db, self["campaign"])
                     records.require_layout(doc)
-                    campaigns.require_parent_hash(self._db(), doc)
+                    campaigns.require_parent_hash(db, doc)
                 action = self._run(fw_spec)
                 # the task's own time: what a launch costs beyond it is the queue's
                 # (bench/campaign_overhead.py)

@@ -459,7 +459,7 @@ GPAW_OWN_KEYS = {
     "retries": "list of parameter overrides tried in order when a calculation fails",
 }
 GPAW_DEFAULT_VACUUM_A = 6.0
-GPAW_HASH_EXCLUDE = ("retries", "mixer")  # nft-fw 0.4.0 left out only "retries"
+GPAW_HASH_EXCLUDE = frozenset({"retries", "mixer"})  # nft-fw 0.4.0 left out only "retries"
 _MIXER_KEYS = frozenset({"name", "backend", "method", "beta", "nmaxold", "weight"})
 
 
@@ -606,7 +606,7 @@ def _gpaw_factory(params: dict[str, Any]) -> Parent:
         retries=tuple(dict(r) for r in params.get("retries", [])),
         # the mixer decides how fast the SCF gets there, not where: the central force of a
         # 41-atom Pt chunk moved 0.003-0.007 eV/Å across five mixers (docs/gpaw.md)
-        hash_exclude=frozenset(GPAW_HASH_EXCLUDE),
+        hash_exclude=GPAW_HASH_EXCLUDE,
         calculator_factory=calculator,
         prepare_atoms=prepare,
         describe_error=lambda err, overrides: _gpaw_error(err, overrides, params),

@@ -533,15 +533,25 @@ def test_a_trainer_completion_cut_off_before_its_workflow_update_is_appended_onc
     assert sum(1 for d in labels if d["kind"] == "image") == 4
 
 
+def _first_firework_fizzles(lp: Any, name: str) -> str:
+    """Run the campaign's init Firework in this process; it must fizzle: the last line of
+    its stack trace."""
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import launch_rocket
+
+    assert launch_rocket(lp, FWorker())
+    init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
+    assert init["state"] == "FIZZLED"
+    trace = lp.get_fw_by_id(init["fw_id"]).launches[-1].action.stored_data["_exception"]
+    return str(trace["_stacktrace"].strip().splitlines()[-1])
+
+
 def test_a_campaign_of_the_old_layout_is_refused_by_its_first_firework(
     connection: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A campaign record without ``layout`` (submitted by nft-fw 0.1, whose Fireworks were
     linked by round records) fizzles at its first Firework with the way out, not a
     traceback from deep inside."""
-    from fireworks import FWorker
-    from fireworks.core.rocket_launcher import launch_rocket
-
     from nft_fw.launchpad import records
 
     lp = connection.launchpad
@@ -549,11 +559,7 @@ def test_a_campaign_of_the_old_layout_is_refused_by_its_first_firework(
     _submit(connection, tiny(name, {"name": "emt"}))
     lp.db[records.CAMPAIGNS].update_one({"_id": name}, {"$unset": {"layout": ""}})
     monkeypatch.chdir(tmp_path)
-    assert launch_rocket(lp, FWorker())
-    init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
-    assert init["state"] == "FIZZLED"
-    trace = lp.get_fw_by_id(init["fw_id"]).launches[-1].action.stored_data["_exception"]
-    last = trace["_stacktrace"].strip().splitlines()[-1]
+    last = _first_firework_fizzles(lp, name)
     assert last.startswith("nft_fw.launchpad.records.OldLayoutError")
     assert "submitted by nft-fw 0.1" in last and "new name" in last
     assert records.labels(lp.db, name) == []  # nothing was labelled
@@ -565,9 +571,6 @@ def test_a_campaign_labelled_under_an_older_parent_hash_is_refused_by_its_next_f
     """Labels stored under a parent-settings hash this release does not give the campaign's
     parent (nft-fw 0.4.0 hashed GPAW's mixer) would be labelled again beside the old ones:
     the next Firework fizzles with the way out instead, and nothing is labelled."""
-    from fireworks import FWorker
-    from fireworks.core.rocket_launcher import launch_rocket
-
     from nft_fw.launchpad import records
 
     lp = connection.launchpad
@@ -578,11 +581,7 @@ def test_a_campaign_labelled_under_an_older_parent_hash_is_refused_by_its_next_f
         {"campaign": name, "hash": "f" * 64, "parent_hash": "0" * 64, "kind": "image"}
     )
     monkeypatch.chdir(tmp_path)
-    assert launch_rocket(lp, FWorker())
-    init = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "init"})
-    assert init["state"] == "FIZZLED"
-    trace = lp.get_fw_by_id(init["fw_id"]).launches[-1].action.stored_data["_exception"]
-    last = trace["_stacktrace"].strip().splitlines()[-1]
+    last = _first_firework_fizzles(lp, name)
     assert last.startswith("nft_fw.launchpad.records.OldLayoutError")
     assert "parent-settings hash 000000000000" in last and "prior_labels" in last
     assert len(records.labels(lp.db, name)) == 1  # only the injected one: nothing labelled
