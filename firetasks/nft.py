@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from fireworks import FiretaskBase, FWAction, explicit_serialize
 from pymongo.errors import ConnectionFailure
 
-from nft_fw.firetasks import labelling, relaxing, training
+from nft_fw.firetasks import dynamics, labelling, relaxing, training
 from nft_fw.launchpad import campaigns, queue, records, relaxation, reports
 from nft_fw.workflows import campaign as shapes
 
@@ -162,7 +162,7 @@ class TrainTask(_CampaignTask):
         summary["stop_reason"] = getattr(out.step, "reason", None)
         if spec.relax is not None:
             return self._append(lambda: shapes.relax_workflow(spec, TASKS, self.fw_id), summary)
-        return self._append(lambda: shapes.transfer_workflow(spec, TASKS, self.fw_id), summary)
+        return self._append(lambda: shapes.after_relaxation(spec, TASKS, self.fw_id), summary)
 
 
 @explicit_serialize
@@ -189,6 +189,34 @@ class RelaxTask(_CampaignTask):
                 summary,
             )
         summary["stop_reason"] = out.stop.reason
+        return self._append(lambda: shapes.after_relaxation(spec, TASKS, self.fw_id), summary)
+
+
+@explicit_serialize
+class MDTask(_CampaignTask):
+    """MD segment ``segment``: retrain on the last pause's chunks (segment ≥ 1), continue the
+    run from its saved state until its length or the next pause, record, then append (once)
+    the next segment with the pause's label Fireworks or, at the run's end, the transfer
+    relaxations. A checkpoint saved by a killed run of this Firework is continued."""
+
+    required_params: ClassVar[list[str]] = ["campaign", "segment"]
+
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
+        db, name, s = self._db(), self["campaign"], int(self["segment"])
+        out = dynamics.md_segment(db, name, s, getattr(self, "fw_id", None))
+        summary: dict[str, Any] = {
+            "segment": s,
+            "steps": [out.record["start_step"], out.record["end_step"]],
+            "max_uncertainty": out.record["structure_uncertainty"],
+            "paused": out.record["paused"],
+        }
+        spec = self._spec()
+        if not out.finished:
+            items = labelling.round_items(db, name, out.items)
+            return self._append(
+                lambda: shapes.round_workflow(spec, "md", s + 1, items, TASKS, self.fw_id),
+                summary,
+            )
         return self._append(lambda: shapes.transfer_workflow(spec, TASKS, self.fw_id), summary)
 
 
@@ -228,7 +256,7 @@ class ReportTask(_CampaignTask):
         failed = [
             (d["fw_id"], d["name"])
             for d in queue.fireworks(
-                self.launchpad, name, roles=("init", "train", "relax"), states=("FIZZLED",)
+                self.launchpad, name, roles=("init", "train", "relax", "md"), states=("FIZZLED",)
             )
         ]
         if failed:
@@ -258,4 +286,5 @@ TASKS = shapes.Tasks(
     relax=RelaxTask,
     transfer=TransferTask,
     report=ReportTask,
+    md=MDTask,
 )

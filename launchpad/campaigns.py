@@ -311,7 +311,8 @@ def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
 
 def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ensemble:
     """``ensemble`` carrying the latest calibration of δ its campaign recorded, NFT
-    iterations then relax rounds (``meta.calibration``; :mod:`nft_fw.calibration`)."""
-    every = records.iterations(db, name) + records.iterations(db, name, phase="relax")
+    iterations, relax rounds, then MD segments (``meta.calibration``;
+    :mod:`nft_fw.calibration`)."""
+    every = [r for phase in ("nft", "relax", "md") for r in records.iterations(db, name, phase)]
     ensemble.meta.update(step.calibration_meta(every, name))
     return ensemble

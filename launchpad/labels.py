@@ -58,8 +58,8 @@ def frames(db: Database, name: str) -> list[Atoms]:
 
 def phase(doc: dict[str, Any]) -> str:
     """The phase a stored label belongs to: ``initial`` or ``inherited`` for an image, the
-    chunk's ``nft`` or ``relax`` (NFT iteration and relaxation round numbers overlap: the
-    phase tells them apart)."""
+    chunk's ``nft``, ``relax`` or ``md`` (NFT iteration, relaxation round and MD segment
+    numbers overlap: the phase tells them apart)."""
     if doc["kind"] == "image":
         return "inherited" if doc.get("inherited_from") else "initial"
     return str(doc.get("phase", "nft"))
@@ -76,7 +76,7 @@ def _cost(doc: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": doc.get("seconds"), "scf_iterations": doc.get("scf_iterations")}
 
 
-PHASE_ORDER = ("inherited", "nft", "relax")
+PHASE_ORDER = ("inherited", "nft", "relax", "md")
 
 
 def _phase_rank(doc: dict[str, Any]) -> int:

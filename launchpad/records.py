@@ -392,6 +392,11 @@ def put_iteration(db: Database, record: dict[str, Any]) -> None:
     db[ITERATIONS].replace_one(key, body, upsert=True)
 
 
+def delete_iteration(db: Database, campaign: str, phase: str, iteration: int) -> None:
+    """Delete one record (an MD checkpoint, once its segment's record replaced it)."""
+    db[ITERATIONS].delete_one({"campaign": campaign, "phase": phase, "iteration": iteration})
+
+
 def iterations(db: Database, campaign: str, phase: str | None = "nft") -> list[dict[str, Any]]:
     query: dict[str, Any] = {"campaign": campaign}
     if phase is not None:

@@ -42,19 +42,29 @@ def _kept_round(db: Database, name: str) -> dict[str, Any] | None:
     return rounds[step.kept_round(rounds, campaigns.load_spec(db, name))]
 
 
-def final_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
-    """The campaign's model: the kept relax round's if the campaign relaxed, else the kept
-    NFT iteration's."""
+def relaxed_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
+    """The model the phases before MD kept: the kept relax round's if the campaign relaxed,
+    else the kept NFT iteration's."""
     rec = _kept_round(db, name)
     if rec is None:
         return campaigns.best_model(db, name)
     return campaigns.with_calibration(db, name, load(db, rec)), rec
 
 
+def final_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
+    """The campaign's model: the last MD segment's if it ran MD (trained on every label,
+    those of its pauses included), else :func:`relaxed_model`."""
+    segments = records.iterations(db, name, phase="md")
+    if not segments:
+        return relaxed_model(db, name)
+    rec = segments[-1]
+    return campaigns.with_calibration(db, name, load(db, rec)), rec
+
+
 def trained_uncertainty(db: Database, name: str) -> float:
     """The δ the final model reaches on its own target: the largest along the kept
     relaxation, or the kept NFT iteration's structure uncertainty."""
-    return float(final_model(db, name)[1]["structure_uncertainty"])
+    return float(relaxed_model(db, name)[1]["structure_uncertainty"])
 
 
 # ----------------------------------------------------------------------------- records
@@ -111,7 +121,7 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
     data = spec.model_dump(mode="json")
     data.update(name=child, target=target, transfer=[])
     child_spec = CampaignSpec.model_validate(data)
-    _, source = final_model(db, name)
+    _, source = relaxed_model(db, name)
     # a concurrent run of this task may register it first: then this one only copies labels
     with contextlib.suppress(records.CampaignExists):
         records.create_campaign(

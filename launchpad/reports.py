@@ -35,6 +35,7 @@ def gather(db: Database, name: str) -> science.ReportInputs:
         history=history,
         rounds=records.iterations(db, name, phase="relax"),
         transfers=records.iterations(db, name, phase="transfer"),
+        segments=records.iterations(db, name, phase="md"),
         labels=list(db[records.LABELS].find({"campaign": name}, label_fields)),
         predicted=records.get_array(db, ObjectId(kept["forces_file"])),
         delta=records.get_array(db, ObjectId(kept["delta_file"])),

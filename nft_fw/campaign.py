@@ -548,6 +548,83 @@ class RelaxSpec(_Spec):
     )
 
 
+class MDSpec(_Spec):
+    integrator: Literal["langevin", "bussi", "nve"] = Field(
+        default="langevin",
+        description=(
+            "ASE integrator: langevin (friction 1/thermostat_time_fs), bussi (stochastic "
+            "velocity rescaling, time constant thermostat_time_fs) or nve (velocity Verlet, "
+            "for checks; temperature_K sets the starting velocities)."
+        ),
+    )
+    temperature_K: float = Field(default=300.0, gt=0.0, le=5000.0, description="Temperature, K.")
+    timestep_fs: float = Field(
+        default=2.0, gt=0.0, le=10.0, description="Time step, fs (Pt: up to ~5 fs)."
+    )
+    thermostat_time_fs: float = Field(
+        default=100.0, gt=0.0, le=1.0e6, description="Thermostat time constant, fs."
+    )
+    length_ps: float = Field(
+        default=10.0, gt=0.0, le=1.0e5, description="Length of the whole run, ps."
+    )
+    structure: str | None = Field(
+        default=None,
+        description=(
+            "What runs: target, relaxed (the relaxation phase's final structure) or the name "
+            "of a transfer target; null = relaxed when the campaign relaxes, else target."
+        ),
+    )
+    threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "Largest δ (calibrated, when the model carries a calibration) that pauses the "
+            "run for labels, eV/Å; null = relax.threshold or nft.threshold."
+        ),
+    )
+    chunks_per_pause: int = Field(
+        default=4, ge=1, le=10000, description="Most chunks labelled at one pause."
+    )
+    selection: Literal["diverse", "most_uncertain", "cur"] = Field(
+        default="diverse",
+        description=(
+            "How a pause's centres are chosen among the atoms above the threshold in the "
+            "frames since the last retraining: diverse (most uncertain first, then unlike "
+            "each other in descriptor space), most_uncertain, or cur."
+        ),
+    )
+    max_pauses: int = Field(
+        default=20,
+        ge=0,
+        le=10000,
+        description="Most pauses; after them the run goes to its length without labels.",
+    )
+    frame_every: int = Field(
+        default=10,
+        ge=1,
+        le=1000000,
+        description="Steps between stored frames (centres come from stored frames).",
+    )
+    checkpoint_every: int = Field(
+        default=500,
+        ge=1,
+        le=1000000,
+        description="Steps between saved states: a killed MD worker resumes from the last.",
+    )
+    seed: int | None = Field(
+        default=None, ge=0, description="Velocities and thermostat noise; null = nft.seed."
+    )
+    true_force_check_every: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Validation only: every this many steps the parent labels the whole frame and "
+            "the model's forces are compared with it (affordable with EMT, not DFT); null = "
+            "never."
+        ),
+    )
+
+
 class TransferSpec(TargetSpec):
     name: str | None = Field(
         default=None,
@@ -602,6 +679,15 @@ class CampaignSpec(_Spec):
             "trajectory; null = no relaxation phase."
         ),
     )
+    md: MDSpec | None = Field(
+        default=None,
+        description=(
+            "After NFT (and relaxation): molecular dynamics with the model, δ watched every "
+            "step; where it exceeds the threshold the run pauses, chunks around the uncertain "
+            "atoms are labelled, the model retrains and the run continues from its saved "
+            "state; null = no MD phase."
+        ),
+    )
     transfer: list[TransferSpec] = Field(
         default_factory=list,
         max_length=100,
@@ -650,6 +736,32 @@ class CampaignSpec(_Spec):
                             "it; transfer only to the target's elements, or change the target",
                         )
                     )
+        if self.md is not None and self.md.structure is not None:
+            names = {"target", "relaxed", *labels}
+            if self.md.structure not in names:
+                errors.append(
+                    (
+                        "md.structure",
+                        f"is {self.md.structure!r}; use target, relaxed or the name of a "
+                        f"transfer target ({', '.join(sorted(labels)) or 'none given'})",
+                    )
+                )
+            elif self.md.structure == "relaxed" and self.relax is None:
+                errors.append(
+                    (
+                        "md.structure",
+                        "is relaxed, but the campaign has no relaxation phase; add relax: {} "
+                        "or run the MD on target",
+                    )
+                )
+        if self.md is not None and self.md.length_ps * 1000.0 < self.md.timestep_fs:
+            errors.append(
+                (
+                    "md.length_ps",
+                    f"is {self.md.length_ps:g} ps, shorter than one time step "
+                    f"({self.md.timestep_fs:g} fs); give the run's length in ps",
+                )
+            )
         radius, reach = self.nft.chunk_radius, 2.0 * self.model.cutoff
         if radius is not None and radius < reach and not self.nft.allow_short_chunks:
             errors.append(

@@ -11,11 +11,12 @@ per atom
     chunk (atom 0), every atom of an image; no atom of a whole-structure label.
 per frame (``atoms.info``)
     ``nft_kind``: ``image`` (initial set), ``chunk``, or ``full`` (a whole-structure
-    label); ``nft_phase``: ``initial``, ``nft``, ``relax``, ``inherited`` (copied from the
-    campaign a follow-up started from), ``validation`` (the whole target, for scoring only)
-    or ``nearsightedness``; ``nft_number``: the NFT iteration or relax round that asked for
-    it (0 for the initial set); ``nft_centre``: the chunk's centre, an atom index of the
-    structure it was cut from (the target, or a relaxation frame); ``nft_radius_A``;
+    label); ``nft_phase``: ``initial``, ``nft``, ``relax``, ``md``, ``inherited`` (copied
+    from the campaign a follow-up started from), ``validation`` (the whole target, for
+    scoring only) or ``nearsightedness``; ``nft_number``: the NFT iteration, relax round or
+    MD segment that trains on it (MD segment s is the one after pause s; 0 for the initial
+    set); ``nft_centre``: the chunk's centre, an atom index of the structure it was cut from
+    (the target, a relaxation frame or an MD frame); ``nft_radius_A``;
     ``nft_parent``, ``nft_parent_params`` (the parent's settings) and ``nft_parent_hash``
     (the hash of the settings that determine the label); ``nft_hash``: the label's key
     (chunk or image hash); ``nft_campaign``; ``nft_seconds`` and ``nft_scf_iterations``
@@ -38,7 +39,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from nft_fw import atoms_io
 
 KINDS = ("image", "chunk", "full")
-PHASES = ("initial", "nft", "relax", "inherited", "validation", "nearsightedness")
+PHASES = ("initial", "nft", "relax", "md", "inherited", "validation", "nearsightedness")
 
 
 def frame(

@@ -1,11 +1,12 @@
 """The local runner: a whole campaign in this process, for notebooks, tests and benchmarks.
 
-:func:`run_locally` calls :func:`nft_fw.step.nft_step` once per iteration and
-:func:`relax_locally` calls :func:`nft_fw.step.relax_step` once per relax round; between
-calls they label the chunks the step asks for with the parent, in memory. The trainer and
-relax Fireworks call the same two functions (:mod:`nft_fw.firetasks.training`,
-:mod:`nft_fw.firetasks.relaxing`), so a campaign gives the same history here as through
-the service.
+:func:`run_locally` calls :func:`nft_fw.step.nft_step` once per iteration,
+:func:`relax_locally` calls :func:`nft_fw.step.relax_step` once per relax round and
+:func:`md_locally` calls :func:`nft_fw.step.md_step` once per MD segment; between calls
+they label the chunks the step asks for with the parent, in memory. The trainer, relax and
+MD Fireworks call the same functions (:mod:`nft_fw.firetasks.training`,
+:mod:`nft_fw.firetasks.relaxing`, :mod:`nft_fw.firetasks.dynamics`), so a campaign gives
+the same history here as through the service.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from ase import Atoms
 
 from nft_fw import decision, labelset
 from nft_fw import initial as init_mod
+from nft_fw import md as md_mod
 from nft_fw import model as mdl
 from nft_fw import training as tr
+from nft_fw.atoms_io import extxyz_text, read_extxyz_text
 from nft_fw.calculator import EnsembleCalculator
-from nft_fw.campaign import CampaignSpec, Prepared, RelaxSpec, load_campaign, prepare
+from nft_fw.campaign import CampaignSpec, MDSpec, Prepared, RelaxSpec, load_campaign, prepare
 from nft_fw.relax import Trajectory
 from nft_fw.step import (
     ChunkLabel,
     FeatureMemo,
+    MDInputs,
     NFTInputs,
     Prediction,
     RelaxInputs,
@@ -36,6 +40,9 @@ from nft_fw.step import (
     initial_structures,
     label_chunk,
     label_structure,
+    md_start,
+    md_step,
+    md_structure,
     nft_step,
     relax_step,
     request_atoms,
@@ -302,6 +309,116 @@ def _rich_progress_relax() -> Progress:
             f"+{record['new_chunks']} trajectory chunks, {record['n_steps']} steps, "
             f"δ max along {record['structure_uncertainty']:.3f} eV/Å, "
             f"at end {record['final_max_uncertainty']:.3f}"
+        )
+
+    return show
+
+
+# ----------------------------------------------------------------------------- MD
+
+
+@dataclasses.dataclass
+class MDResult:
+    """What :func:`md_locally` returns: one record per MD segment, the segments (log, frames,
+    end state), the last segment's calculator and the chunks labelled at pauses."""
+
+    segments: list[dict[str, Any]]
+    runs: list[md_mod.Segment]
+    calculator: EnsembleCalculator
+    labels: list[ChunkLabel]
+
+
+def stored_state(state: md_mod.MDState) -> md_mod.MDState:
+    """``state`` as the service stores and reads it back (exact extended XYZ)."""
+    return md_mod.MDState.from_frame(read_extxyz_text(extxyz_text(state.to_frame()))[0])
+
+
+def md_locally(
+    result: LocalResult,
+    relaxed: RelaxResult | None = None,
+    md_spec: MDSpec | None = None,
+    progress: bool | Progress = True,
+) -> MDResult:
+    """The MD phase in this process, after :func:`run_locally` (and :func:`relax_locally`):
+    run MD with the kept model, watching δ; at each pause label chunks around the uncertain
+    atoms, retrain and continue from the saved state. ``md_spec``: an MDSpec (default: the
+    campaign's ``md`` or its defaults)."""
+    prepared = result.prepared
+    if md_spec is not None or prepared.spec.md is None:
+        spec = prepared.spec.model_copy(update={"md": md_spec or MDSpec()})
+        prepared = dataclasses.replace(prepared, spec=spec)
+    spec = prepared.spec
+    show: Progress | None = _rich_progress_md() if progress is True else (progress or None)
+    which = md_structure(spec)
+    if which == "relaxed":
+        if relaxed is None:
+            raise ValueError("md.structure is relaxed: pass the relax_locally result")
+        atoms = relaxed.trajectories[relaxed.kept_round].final
+    elif which == "target":
+        atoms = prepared.target
+    else:
+        atoms = dict(prepared.transfers)[which]
+    if relaxed is not None:
+        model, rounds = relaxed.calculator.ensemble, relaxed.rounds
+        model_from = {"phase": "relax", "iteration": relaxed.kept_round}
+        chunks = [*result.labels, *relaxed.labels]
+    else:
+        model, rounds = result.calculator.ensemble, []
+        model_from = {"phase": "nft", "iteration": result.best_iteration}
+        chunks = list(result.labels)
+    known = {lb.hash for lb in chunks}
+    check = (
+        (lambda a: prepared.parent.label(a)[1])
+        if spec.md and spec.md.true_force_check_every
+        else None
+    )
+    state = stored_state(md_start(spec, atoms))
+    segments: list[dict[str, Any]] = []
+    runs: list[md_mod.Segment] = []
+    labels: list[ChunkLabel] = []
+    number = 0
+    while True:
+        out = md_step(
+            MDInputs(
+                prepared, number, model, model_from, state, result.images, chunks,
+                history=result.history, rounds=rounds, segments=segments,
+                known=known.__contains__, features=result.features, true_forces=check,
+            )
+        )  # fmt: skip
+        segments.append(out.record)
+        runs.append(out.segment)
+        if show is not None:
+            show(out.record)
+        if out.finished:
+            break
+        number += 1
+        for request in out.requests:
+            assert request.frame is not None
+            chunk = request_atoms(request, out.segment.frames[request.frame])
+            if chunk.hash in known:
+                continue
+            known.add(chunk.hash)
+            label = label_chunk(prepared, chunk, number, phase="md")
+            labels.append(label)
+            chunks.append(label)
+        model = mdl.Ensemble.from_bytes(out.ensemble.to_bytes())
+        model_from = {"phase": "md", "iteration": number - 1}
+        state = stored_state(out.segment.state)
+    return MDResult(segments, runs, EnsembleCalculator(out.ensemble), labels)
+
+
+def _rich_progress_md() -> Progress:
+    from rich.console import Console
+
+    console = Console(stderr=True, soft_wrap=True)
+
+    def show(record: dict[str, Any]) -> None:
+        end = f"paused at step {record['end_step']}" if record["paused"] else "to the end"
+        console.print(
+            f"[bold]{record['campaign']}[/] MD segment {record['iteration']}: steps "
+            f"{record['start_step']}–{record['end_step']} ({end}), +{record['new_chunks']} "
+            f"chunks, δ max {record['structure_uncertainty']:.3f} eV/Å, "
+            f"T {record['mean_temperature_K']:.0f} K"
         )
 
     return show

@@ -16,11 +16,13 @@ import numpy as np
 from ase import Atoms
 from ase.optimize import BFGS, FIRE, LBFGS
 
+from nft_fw import decision
 from nft_fw import descriptors as desc
 from nft_fw.chunks import Chunk, cut
 from nft_fw.selection import cur
 
 OPTIMIZERS = {"fire": FIRE, "lbfgs": LBFGS, "bfgs": BFGS}
+SITE_SELECTIONS = ("cur", "most_uncertain", "diverse")
 
 
 @dataclasses.dataclass
@@ -114,22 +116,31 @@ def uncertain_sites(
     frames: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """Up to ``n`` (frame, atom) pairs whose δ exceeds ``threshold`` eV/Å, among ``frames``
-    (default: all), chosen by CUR on their descriptors (diverse environments) or as the most
-    uncertain ones (then each atom at most once, in the frame where its δ is largest)."""
-    if method not in ("cur", "most_uncertain"):
-        raise ValueError(f"method {method!r} is not 'cur' or 'most_uncertain'")
+    (default: all), chosen by CUR on their descriptors (diverse environments), as the most
+    uncertain ones, or ``diverse``: the most uncertain first, then unlike each other
+    (:func:`nft_fw.decision.choose_centres` on the atoms' descriptors). With the last two,
+    each atom is taken at most once, in the frame where its δ is largest."""
+    if method not in SITE_SELECTIONS:
+        raise ValueError(f"method {method!r} is not one of {SITE_SELECTIONS}")
     searched = range(len(trajectory.deltas)) if frames is None else frames
     candidates = [
         (f, int(i)) for f in searched for i in np.flatnonzero(trajectory.deltas[f] > threshold)
     ]
-    if method == "most_uncertain":
+    if method in ("most_uncertain", "diverse"):
         best: dict[int, tuple[int, int]] = {}
         for f, i in candidates:
             if i not in best or trajectory.deltas[f][i] > trajectory.deltas[best[i][0]][i]:
                 best[i] = (f, i)
         candidates = sorted(best.values())
         order = np.argsort([-trajectory.deltas[f][i] for f, i in candidates], kind="stable")
-        return [candidates[k] for k in order[:n]]
+        ranked = [candidates[k] for k in order]
+        if method == "most_uncertain" or len(ranked) <= n:
+            return ranked[:n]
+        pool = ranked[: decision.POOL * n]
+        deltas = np.array([trajectory.deltas[f][i] for f, i in pool])
+        picked = decision.choose_centres(deltas, (), n, "diverse", _features(
+            trajectory.frames, pool, spec))  # fmt: skip
+        return [pool[k] for k in picked]
     if len(candidates) <= n:
         return candidates
     rows = _features(trajectory.frames, candidates, spec)

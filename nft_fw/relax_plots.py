@@ -180,7 +180,9 @@ def markdown(rounds: Records, transfers: Records, bill: Mapping[str, Any] | None
         lines += ["", "## Parent calls", ""]
         lines.append(
             f"- initial structures {bill['initial_images']}, NFT chunks {bill['nft_chunks']}, "
-            f"relaxation chunks {bill['relax_chunks']}: {bill['total_parent_calls']} in all"
+            f"relaxation chunks {bill['relax_chunks']}"
+            + (f", MD chunks {bill['md_chunks']}" if bill.get("md_chunks") else "")
+            + f": {bill['total_parent_calls']} in all"
             + (
                 f"; {bill['labels_from_prior']} more labels taken from prior labels"
                 if bill.get("labels_from_prior")

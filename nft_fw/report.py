@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nft_fw import html_report, plots, relax_plots
+from nft_fw import html_report, md_plots, plots, relax_plots
 from nft_fw.campaign import CampaignSpec
 from nft_fw.step import kept_iteration, kept_round
 
@@ -25,6 +25,7 @@ FIGURES = (
     ("parity", "Kept model against the parent's forces on the whole target"),
     ("residual_vs_uncertainty", "Per-atom force error against δ (kept model)"),
     ("relaxation", "Relaxation rounds"),
+    ("md", "Molecular dynamics: largest δ and temperature along the run, pauses marked"),
     ("transfer", "Transfer targets"),
 )
 ROUND_KEYS = (
@@ -69,6 +70,7 @@ class ReportInputs:
     history: Sequence[Mapping[str, Any]]
     rounds: Sequence[Mapping[str, Any]] = ()
     transfers: Sequence[Mapping[str, Any]] = ()
+    segments: Sequence[Mapping[str, Any]] = ()
     labels: Sequence[Mapping[str, Any]] = ()
     predicted: np.ndarray | None = None
     delta: np.ndarray | None = None
@@ -93,11 +95,13 @@ def parent_call_bill(inputs: ReportInputs) -> dict[str, Any]:
     images = sum(1 for d in own if d["kind"] == "image")
     nft_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase", "nft") == "nft")
     relax_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == "relax")
+    md_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == "md")
     out: dict[str, Any] = {
         "initial_images": images,
         "nft_chunks": nft_chunks,
         "relax_chunks": relax_chunks,
-        "total_parent_calls": images + nft_chunks + relax_chunks,
+        "md_chunks": md_chunks,
+        "total_parent_calls": images + nft_chunks + relax_chunks + md_chunks,
         "labels_from_prior": sum(1 for d in inputs.labels if "prior_campaign" in d),
     }
     if inputs.rounds:
@@ -139,6 +143,8 @@ def summary(inputs: ReportInputs) -> dict[str, Any]:
             "trajectory_max_uncertainty": [r["structure_uncertainty"] for r in rounds],
             **{f"kept_{k}": rounds[kept].get(k) for k in ROUND_KEYS if k in rounds[kept]},
         }
+    if inputs.segments:
+        out["md"] = md_plots.summary(inputs.segments)
     out["parent_calls"] = parent_call_bill(inputs)
     if transfers:
         out["transfer_reference_uncertainty"] = trained_uncertainty(inputs)
@@ -166,12 +172,16 @@ def write(directory: str | Path, inputs: ReportInputs) -> dict[str, Path]:
         paths["relaxation"] = relax_plots.plot_relaxation(
             rounds, directory / "relaxation.png", kept
         )
+    segments = list(inputs.segments)
+    if segments:
+        paths["md"] = md_plots.plot_md(segments, directory / "md.png")
     if transfers:
         paths["transfer"] = relax_plots.plot_transfer(
             transfers, directory / "transfer.png", out["transfer_reference_uncertainty"]
         )
-    if rounds or transfers:
+    if rounds or transfers or segments:
         with open(paths["markdown"], "a", encoding="utf-8") as fh:
+            fh.write(md_plots.markdown(segments))
             fh.write(relax_plots.markdown(rounds, transfers, out.get("parent_calls")))
     paths["summary"].write_text(
         json.dumps(out, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8"

@@ -33,12 +33,13 @@ from nft_fw import calibration, decision
 from nft_fw import chunks as chunk_mod
 from nft_fw import descriptors as desc
 from nft_fw import initial as init_mod
+from nft_fw import md as md_mod
 from nft_fw import model as mdl
 from nft_fw import prior as prior_mod
 from nft_fw import training as tr
 from nft_fw import uncertainty as unc
 from nft_fw.calculator import EnsembleCalculator
-from nft_fw.campaign import CampaignSpec, ModelSpec, Prepared, RelaxSpec
+from nft_fw.campaign import CampaignSpec, MDSpec, ModelSpec, Prepared, RelaxSpec
 from nft_fw.relax import Trajectory, relax, search_frames, trajectory_chunks
 
 # ----------------------------------------------------------------------------- set-up
@@ -114,6 +115,39 @@ def relax_settings(spec: CampaignSpec) -> RelaxSpec:
 
 def relax_threshold(spec: CampaignSpec) -> float:
     return relax_settings(spec).threshold or spec.nft.threshold
+
+
+def md_spec(spec: CampaignSpec) -> MDSpec:
+    if spec.md is None:
+        raise ValueError(f"campaign {spec.name} has no MD phase (md: null)")
+    return spec.md
+
+
+def md_settings(spec: CampaignSpec) -> md_mod.MDSettings:
+    m = md_spec(spec)
+    return md_mod.MDSettings(m.integrator, m.temperature_K, m.timestep_fs, m.thermostat_time_fs)
+
+
+def md_threshold(spec: CampaignSpec) -> float:
+    return md_spec(spec).threshold or relax_threshold(spec)
+
+
+def md_total_steps(spec: CampaignSpec) -> int:
+    """The run's length in steps: md.length_ps over md.timestep_fs, rounded."""
+    m = md_spec(spec)
+    return max(1, round(m.length_ps * 1000.0 / m.timestep_fs))
+
+
+def md_structure(spec: CampaignSpec) -> str:
+    """What the MD runs on: target, relaxed or a transfer target's name."""
+    m = md_spec(spec)
+    return m.structure or ("relaxed" if spec.relax is not None else "target")
+
+
+def md_start(spec: CampaignSpec, atoms: Atoms) -> md_mod.MDState:
+    """Step 0 of the MD phase on ``atoms``: Maxwell–Boltzmann velocities, seeded."""
+    m = md_spec(spec)
+    return md_mod.start(atoms, md_settings(spec), spec.nft.seed if m.seed is None else m.seed)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -759,3 +793,209 @@ def request_atoms(request: ChunkRequest, source: Atoms) -> chunk_mod.Chunk:
     """The chunk a request names, cut from ``source`` (the target for NFT; the searched
     frame ``request.frame`` for relax)."""
     return chunk_mod.cut(source, request.centre, request.radius)
+
+
+# ----------------------------------------------------------------------------- the MD step
+
+
+@dataclasses.dataclass
+class MDResume:
+    """A segment cut off mid-way: its model (trained at the segment's start), the training
+    figures, the out-of-sample figures of its new chunks, and the segment so far (its log,
+    frames and the state it was saved in)."""
+
+    ensemble: mdl.Ensemble
+    metrics: dict[str, Any] | None
+    oos: dict[str, Any]
+    segment: md_mod.Segment
+
+
+@dataclasses.dataclass
+class MDInputs:
+    """What MD segment ``number`` needs.
+
+    ``model``: segment 0 runs with the model the phases before kept, segment s > 0 retrains
+    from segment s − 1's; ``start``: the state to continue from (segment 0: step 0 on the
+    MD structure; s > 0: the state segment s − 1 paused in); ``images`` and ``chunks``: every
+    label so far; ``history``, ``rounds``, ``segments``: the NFT, relax and earlier MD
+    records; ``resume``: a checkpoint of this segment (a worker that was killed), continued
+    instead of retrained; ``checkpoint``: called with the segment's state every
+    md.checkpoint_every steps (and right after training); ``true_forces``: the parent on a
+    whole frame, for md.true_force_check_every."""
+
+    prepared: Prepared
+    number: int
+    model: mdl.Ensemble
+    model_from: dict[str, Any]
+    start: md_mod.MDState
+    images: Sequence[tr.Image]
+    chunks: Sequence[ChunkLabel]
+    history: Sequence[Mapping[str, Any]] = ()
+    rounds: Sequence[Mapping[str, Any]] = ()
+    segments: Sequence[Mapping[str, Any]] = ()
+    resume: MDResume | None = None
+    checkpoint: Callable[[MDResume], None] | None = None
+    known: Callable[[str], bool] = lambda _hash: False
+    features: FeatureSource = chunk_features
+    true_forces: Callable[[Atoms], np.ndarray] | None = None
+
+
+@dataclasses.dataclass
+class MDOutcome:
+    """The segment's ``record``, ``ensemble`` and ``segment``; ``requests``: the chunks of
+    the pause (frame indexes ``segment.frames``); ``finished``: the run reached its length."""
+
+    record: dict[str, Any]
+    ensemble: mdl.Ensemble
+    segment: md_mod.Segment
+    requests: list[ChunkRequest]
+    finished: bool
+
+
+def md_step(inputs: MDInputs) -> MDOutcome:
+    """One MD segment: (from segment 1 on, with new chunks) retrain on every label starting
+    from the previous segment's model, continue the run from the saved state until its
+    length or — while pauses remain — the first step whose largest δ (calibrated, when a
+    calibration exists) exceeds the threshold, record, and at a pause name chunks around the
+    uncertain atoms of the segment's frames (most uncertain and unlike each other)."""
+    prepared, number = inputs.prepared, inputs.number
+    spec = prepared.spec
+    m = md_spec(spec)
+    settings = md_settings(spec)
+    threshold = md_threshold(spec)
+    total = md_total_steps(spec)
+    md_chunks = [c for c in inputs.chunks if c.phase == "md"]
+    new = sorted((c for c in md_chunks if c.iteration == number), key=lambda c: (c.centre, c.hash))
+    t_train = time.perf_counter()
+    if inputs.resume is not None:
+        ensemble, metrics, oos = inputs.resume.ensemble, inputs.resume.metrics, inputs.resume.oos
+        model_from = {"phase": "md", "iteration": number} if metrics else dict(inputs.model_from)
+    else:
+        ensemble, metrics, oos, model_from = inputs.model, None, {}, dict(inputs.model_from)
+        if number > 0 and new:
+            oos = chunk_out_of_sample(
+                inputs.model, [c.atoms for c in new], [c.central_force for c in new]
+            )
+            trained = fit(
+                prepared, inputs.images, inputs.chunks, inputs.model, number, inputs.features
+            )
+            ensemble, metrics = trained.ensemble, trained.metrics
+            model_from = {"phase": "md", "iteration": number}
+    train_s = time.perf_counter() - t_train
+    before = [*inputs.history, *inputs.rounds, *inputs.segments]
+    cal = calibration.figures(before, oos, spec.nft.calibration_coverage)
+    latest = calibration_meta(before, spec.name).get("calibration", {})
+    # too few new points in the window to fit: the latest fitted calibration still holds
+    scale = float(cal.get("calibration_scale", latest.get("scale", 1.0)))
+    may_pause = number < m.max_pauses
+
+    def save(segment: md_mod.Segment) -> None:
+        if inputs.checkpoint is not None:
+            inputs.checkpoint(MDResume(ensemble, metrics, oos, segment))
+
+    so_far = inputs.resume.segment if inputs.resume is not None else None
+    state = so_far.state if so_far is not None else inputs.start
+    resumed_from = state.step if so_far is not None else None
+    if so_far is None:
+        so_far = md_mod.empty_segment(state)
+        save(so_far)  # a worker killed from here on does not train again
+        so_far = None
+    t_md = time.perf_counter()
+    segment = md_mod.run(
+        state,
+        EnsembleCalculator(ensemble),
+        settings,
+        total,
+        threshold=threshold if may_pause else None,
+        scale=scale,
+        frame_every=m.frame_every,
+        so_far=so_far,
+        checkpoint=save,
+        checkpoint_every=m.checkpoint_every,
+        true_forces=inputs.true_forces if m.true_force_check_every else None,
+        check_every=m.true_force_check_every or 0,
+    )
+    # the true-force checks (validation) are the parent's time, not the MD's
+    md_s = time.perf_counter() - t_md - sum(segment.checks.get("seconds", []))
+    log = segment.log
+    n_atoms = len(inputs.start.atoms)
+    steps = log["step"]
+    record: dict[str, Any] = {
+        "campaign": spec.name,
+        "phase": "md",
+        "iteration": number,
+        "n_atoms": n_atoms,
+        "n_labels": len(inputs.images) + len(inputs.chunks),
+        "n_images": len(inputs.images),
+        "n_chunks": len(inputs.chunks),
+        "md_chunks": len(md_chunks),
+        "new_chunks": len(new),
+        "integrator": m.integrator,
+        "temperature_K": m.temperature_K,
+        "timestep_fs": m.timestep_fs,
+        "start_step": int(steps[0]),
+        "end_step": int(steps[-1]),
+        "total_steps": total,
+        "start_ps": steps[0] * m.timestep_fs / 1000.0,
+        "end_ps": steps[-1] * m.timestep_fs / 1000.0,
+        "paused": segment.paused,
+        "finished": int(steps[-1]) >= total,
+        "pauses_left": max(0, m.max_pauses - number - int(segment.paused)),
+        "threshold": threshold,
+        "delta_scale": scale,
+        "structure_uncertainty": segment.max_uncertainty,
+        "start_max_uncertainty": float(log["max_delta"][0]),
+        "final_max_uncertainty": float(log["max_delta"][-1]),
+        "mean_uncertainty": float(np.mean(log["mean_delta"])),
+        "mean_temperature_K": float(np.mean(log["temperature_K"][1:] or log["temperature_K"])),
+        "mean_potential_energy_per_atom": float(np.mean(log["potential_energy"]) / n_atoms),
+        **oos,
+        **cal,
+        "model_from": model_from,
+        "training": metrics,
+        "timings": {
+            "train_s": (metrics or {}).get("seconds", 0.0) if inputs.resume else train_s,
+            "md_s": md_s,
+            "ms_per_step": 1000.0 * md_s / max(1, len(steps) - 1),
+        },
+        **segment.to_dict(),
+    }
+    if resumed_from is not None:
+        record["resumed_from_step"] = resumed_from
+    if segment.checks:
+        err = np.asarray(segment.checks["max"])
+        record["true_force_max_error"] = float(err.max())
+        record["true_force_mae_mean"] = float(np.mean(segment.checks["mae"]))
+        record["fraction_checks_above_threshold"] = float(np.mean(err > threshold))
+    requests: list[ChunkRequest] = []
+    if segment.paused:
+        record["pause_step"] = int(steps[-1])
+        record["pause_atom"] = int(log["max_atom"][-1])
+        trajectory = Trajectory(
+            steps=[],
+            frames=segment.frames,
+            deltas=[np.asarray(f.arrays[md_mod.DELTA_ARRAY]) for f in segment.frames],
+            converged=False,
+        )
+        chosen = trajectory_chunks(
+            trajectory,
+            list(range(len(segment.frames))),
+            threshold,
+            ensemble.spec,
+            m.chunks_per_pause,
+            m.selection,
+            prepared.chunk_radius_A,
+            inputs.known,
+        )
+        requests = [
+            ChunkRequest(
+                centre=chunk.centre,
+                radius=prepared.chunk_radius_A,
+                iteration=number + 1,
+                phase="md",
+                frame=f,
+            )
+            for f, chunk in chosen
+        ]
+        record["requested_chunks"] = len(requests)
+    return MDOutcome(record, ensemble, segment, requests, finished=record["finished"])

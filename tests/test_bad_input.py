@@ -24,6 +24,14 @@ BASE["relax"] = {"fmax": 0.05, "max_steps": 200}
 BASE["transfer"] = [
     {"name": "ico", "builder": {"kind": "icosahedron", "element": "Pt", "shells": 3}}
 ]
+BASE["md"] = {
+    "integrator": "langevin",
+    "temperature_K": 600.0,
+    "timestep_fs": 2.0,
+    "length_ps": 1.0,
+    "structure": "relaxed",
+    "chunks_per_pause": 4,
+}
 
 
 def _leaves(d: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -31,6 +31,7 @@ def test_every_module_has_tasks() -> None:
         "LabelTask",
         "TrainTask",
         "RelaxTask",
+        "MDTask",
         "TransferTask",
         "ReportTask",
     } <= names

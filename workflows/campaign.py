@@ -8,7 +8,9 @@ its trainers grow.
               on all of them), or when NFT stops [relax 0] (campaigns that relax) or the
               transfer relaxations (campaigns with transfer targets), or nothing
     relax r:  appends relax round r+1 ([label …] ──▶ [relax r+1]), or when retraining ends
-              the transfer relaxations
+              [md 0] (campaigns with an MD phase) or the transfer relaxations
+    md s:     at a pause appends MD segment s+1 ([label …] ──▶ [md s+1], which retrains and
+              continues the run from its saved state), at the run's end the transfers
     report:   runs when everything before it has ended
 
 Appending uses ``FWAction(detours=…)``: the new Fireworks go between the trainer and its
@@ -49,6 +51,7 @@ class Tasks:
     train: type[FiretaskBase]
     relax: type[FiretaskBase]
     transfer: type[FiretaskBase]
+    md: type[FiretaskBase]
     report: type[FiretaskBase]
 
 
@@ -145,14 +148,15 @@ def round_workflow(
     tasks: Tasks,
     appended_by: int | None = None,
 ) -> Workflow:
-    """Round ``number`` of ``phase`` ("nft" or "relax"): label Fireworks for ``items`` and
-    the trainer depending on all of them (with no items, the trainer alone)."""
+    """Round ``number`` of ``phase`` ("nft", "relax" or "md"): label Fireworks for
+    ``items`` and the trainer depending on all of them (with no items, the trainer alone)."""
     labels = _label_fireworks(campaign, phase, number, items, appended_by, tasks)
-    task = (
-        tasks.relax(campaign=campaign.name, round=number)
-        if phase == "relax"
-        else tasks.train(campaign=campaign.name, iteration=number)
-    )
+    if phase == "relax":
+        task = tasks.relax(campaign=campaign.name, round=number)
+    elif phase == "md":
+        task = tasks.md(campaign=campaign.name, segment=number)
+    else:
+        task = tasks.train(campaign=campaign.name, iteration=number)
     trainer = Firework(
         task,
         name=f"{campaign.name} {phase} {number} train",
@@ -189,6 +193,35 @@ def relax_workflow(
         ),
     )
     return Workflow([fw], name=f"{campaign.name} relax 0")
+
+
+def md_workflow(campaign: CampaignSpec, tasks: Tasks, appended_by: int | None = None) -> Workflow:
+    """MD segment 0: the model the phases before kept starts the run (no labels to wait
+    for)."""
+    fw = Firework(
+        tasks.md(campaign=campaign.name, segment=0),
+        name=f"{campaign.name} md 0",
+        spec=_spec(
+            campaign,
+            "md",
+            campaign.service.train_category,
+            TRAIN_PRIORITY,
+            nft_phase="md",
+            nft_round=0,
+            nft_appended_by=appended_by,
+        ),
+    )
+    return Workflow([fw], name=f"{campaign.name} md 0")
+
+
+def after_relaxation(
+    campaign: CampaignSpec, tasks: Tasks, appended_by: int | None = None
+) -> Workflow | None:
+    """What follows the relaxation phase (or NFT, without one): MD segment 0 when the
+    campaign has an MD phase, else the transfer relaxations (None without any)."""
+    if campaign.md is not None:
+        return md_workflow(campaign, tasks, appended_by)
+    return transfer_workflow(campaign, tasks, appended_by)
 
 
 def transfer_workflow(

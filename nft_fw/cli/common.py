@@ -166,7 +166,7 @@ def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
             raise UsageError(f"{getattr(args, 'name', 'campaign')}: {err}") from err
 
 
-PHASES = ("nft", "relax", "transfer")
+PHASES = ("nft", "relax", "md", "transfer")
 
 
 # columns a narrow terminal leaves out first (--wide shows every column)
@@ -178,6 +178,9 @@ RELAX_OPTIONAL = (
     "parent fmax at end (eV/Å)", "δ scale", "converged", "OOS MAE (eV/Å)", "new",
     "true MAE start/end (eV/Å)",
 )  # fmt: skip
+MD_OPTIONAL = (
+    "ms/step", "δ scale", "true max (eV/Å)", "OOS MAE (eV/Å)", "δ at start (eV/Å)", "time (ps)",
+)  # fmt: skip
 TRANSFER_OPTIONAL = (
     "relax (s)", "× trained at end", "flagged at end", "true MAE start/end (eV/Å)", "steps",
 )  # fmt: skip
@@ -186,12 +189,13 @@ TRANSFER_OPTIONAL = (
 def _phase_tables(
     name: str, history: list[dict[str, Any]], wide: bool = False
 ) -> list[tuple[Table, int | None]]:
-    from nft_fw import plots, relax_plots
+    from nft_fw import md_plots, plots, relax_plots
 
     tables = []
     for phase, title, columns, rows, optional in (
         ("nft", "NFT iterations", plots.HISTORY_COLUMNS, plots.history_table, HISTORY_OPTIONAL),
         ("relax", "relax", relax_plots.RELAX_COLUMNS, relax_plots.relax_table, RELAX_OPTIONAL),
+        ("md", "MD segments", md_plots.MD_COLUMNS, md_plots.md_table, MD_OPTIONAL),
         (
             "transfer", "transfer", relax_plots.TRANSFER_COLUMNS, relax_plots.transfer_table,
             TRANSFER_OPTIONAL,

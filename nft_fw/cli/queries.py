@@ -254,9 +254,10 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument(
         "--phase",
-        choices=["all", "nft", "relax", "transfer"],
+        choices=["all", "nft", "relax", "md", "transfer"],
         default="all",
-        help="which records: NFT iterations, relax rounds, transfer targets (default all)",
+        help="which records: NFT iterations, relax rounds, MD segments, transfer targets "
+        "(default all)",
     )
     p.add_argument("--json", action="store_true")
     p.add_argument(

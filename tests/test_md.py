@@ -1,0 +1,339 @@
+"""MD with the ensemble mean and the MD phase's step (no database): a run continued from a
+saved state is the uninterrupted run, energy is conserved in NVE, the potential is
+invariant under rotation and permutation, a segment cut off mid-way and resumed from its
+checkpoint records what the uninterrupted segment records, and the MD phase pauses, labels
+chunks of its own frames (each once) and continues from where it paused."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.cluster import Octahedron
+from ase.optimize import FIRE
+from scipy.spatial.transform import Rotation
+from test_campaign_service import small_campaign
+
+from nft_fw import md
+from nft_fw.atoms_io import extxyz_text, read_extxyz_text
+from nft_fw.calculator import EnsembleCalculator
+from nft_fw.campaign import CampaignError, load_campaign
+
+# the kept model of the NFT phase of nft_fw/examples/pt260-md-emt.yaml (bench/data/README.md)
+MODEL = Path(__file__).resolve().parent.parent / "bench/data/pt260-emt-model"
+
+
+def _stored(state: md.MDState) -> md.MDState:
+    return md.MDState.from_frame(read_extxyz_text(extxyz_text(state.to_frame()))[0])
+
+
+@pytest.fixture(scope="module")
+def pt260() -> Any:
+    """A Pt260 octahedron relaxed with the exported Pt260 EMT model."""
+    atoms = Atoms(Octahedron("Pt", 8, 3, latticeconstant=3.92))
+    atoms.calc = EnsembleCalculator.load(MODEL)
+    FIRE(atoms, logfile=None).run(fmax=0.05, steps=150)
+    relaxed = atoms.copy()
+    relaxed.calc = None
+    return relaxed
+
+
+@pytest.mark.parametrize("integrator", md.INTEGRATORS)
+def test_a_run_continued_from_a_saved_state_is_the_uninterrupted_run(pt260, integrator):
+    settings = md.MDSettings(integrator, 900.0, 2.0, thermostat_time_fs=50.0)
+    start = md.start(pt260, settings, seed=3)
+    whole = md.run(start, EnsembleCalculator.load(MODEL), settings, 30, frame_every=5)
+    first = md.run(start, EnsembleCalculator.load(MODEL), settings, 15, frame_every=5)
+    rest = md.run(
+        _stored(first.state), EnsembleCalculator.load(MODEL), settings, 30, frame_every=5,
+        so_far=first,
+    )  # fmt: skip
+    assert rest.state.step == whole.state.step == 30
+    np.testing.assert_allclose(rest.state.atoms.positions, whole.state.atoms.positions, atol=1e-10)
+    np.testing.assert_allclose(
+        rest.state.atoms.get_momenta(), whole.state.atoms.get_momenta(), atol=1e-10
+    )
+    assert rest.log["step"] == whole.log["step"] == list(range(31))
+    np.testing.assert_allclose(rest.log["max_delta"], whole.log["max_delta"], rtol=1e-9)
+    assert rest.frame_steps == whole.frame_steps == [0, 5, 10, 15, 20, 25, 30]
+    # the thermostat's noise continued too: a fresh generator would have given other steps
+    assert rest.state.rng_state == whole.state.rng_state
+    if integrator != "nve":
+        other = md.MDState(first.state.atoms, 15, md.start(pt260, settings, seed=4).rng_state)
+        moved = md.run(other, EnsembleCalculator.load(MODEL), settings, 30)
+        assert np.abs(moved.state.atoms.positions - whole.state.atoms.positions).max() > 1e-6
+
+
+@pytest.mark.slow
+def test_nve_conserves_the_energy_of_the_exported_model_on_pt260(pt260):
+    settings = md.MDSettings("nve", 300.0, 5.0)
+    seg = md.run(md.start(pt260, settings, seed=0), EnsembleCalculator.load(MODEL), settings, 600)
+    total = np.asarray(seg.log["potential_energy"]) + np.asarray(seg.log["kinetic_energy"])
+    drift = md.drift_per_atom_per_ps(seg.log, settings.timestep_fs, len(pt260))
+    # 3 ps at 5 fs; docs/figures.md ("Learning during MD") gives the measured figures
+    assert abs(drift) < 1e-5, drift  # eV/atom/ps
+    assert np.std(total) / len(pt260) < 1e-4  # eV/atom
+    # from a relaxed start half the kinetic energy goes into potential energy
+    assert 120.0 < np.mean(seg.log["temperature_K"][300:]) < 180.0
+
+
+def test_the_potential_is_invariant_under_rotation_and_permutation(pt260):
+    calc = EnsembleCalculator.load(MODEL)
+    atoms = pt260.copy()
+    atoms.calc = calc
+    e0, f0, d0 = atoms.get_potential_energy(), atoms.get_forces(), calc.get_uncertainties()
+    rot = Rotation.from_euler("xyz", [0.7, -0.4, 2.2])
+    turned = pt260.copy()
+    turned.positions = rot.apply(pt260.positions - pt260.get_center_of_mass()) + np.array(
+        [3.0, -1.0, 2.0]
+    )
+    turned.calc = EnsembleCalculator.load(MODEL)
+    assert turned.get_potential_energy() == pytest.approx(e0, rel=1e-6, abs=1e-4)
+    np.testing.assert_allclose(turned.get_forces(), rot.apply(f0), atol=2e-4)
+    np.testing.assert_allclose(turned.calc.get_uncertainties(), d0, atol=2e-4)
+    perm = np.random.default_rng(1).permutation(len(pt260))
+    shuffled = pt260[perm]
+    shuffled.calc = EnsembleCalculator.load(MODEL)
+    assert shuffled.get_potential_energy() == pytest.approx(e0, rel=1e-6, abs=1e-4)
+    np.testing.assert_allclose(shuffled.get_forces(), f0[perm], atol=2e-4)
+
+
+def test_bad_md_settings_are_refused_naming_the_field() -> None:
+    base = small_campaign("md-bad")
+    base["md"] = {"length_ps": 0.1}
+    load_campaign(base)
+    for change, field in (
+        ({"timestep_fs": 0}, "md.timestep_fs"),
+        ({"timestep_fs": 25}, "md.timestep_fs"),
+        ({"temperature_K": -300}, "md.temperature_K"),
+        ({"integrator": "nose-hoover"}, "md.integrator"),
+        ({"structure": "relaxed"}, "md.structure"),  # the campaign does not relax
+        ({"structure": "ico"}, "md.structure"),  # no such transfer target
+        ({"length_ps": 0.001}, "md.length_ps"),  # shorter than a step
+        ({"max_pauses": -1}, "md.max_pauses"),
+    ):
+        spec = copy.deepcopy(base)
+        spec["md"].update(change)
+        with pytest.raises(CampaignError, match=field.replace(".", r"\.")):
+            load_campaign(spec)
+
+
+# ----------------------------------------------------------------------------- the MD phase
+
+
+MD = {
+    "temperature_K": 600.0,
+    "timestep_fs": 2.0,
+    "length_ps": 0.2,
+    "threshold": 0.3,
+    "chunks_per_pause": 3,
+    "max_pauses": 2,
+    "frame_every": 10,
+    "checkpoint_every": 20,
+}
+
+
+@pytest.fixture(scope="module")
+def nft_result() -> Any:
+    from nft_fw import run_locally
+
+    spec = small_campaign("md-local")
+    spec["md"] = dict(MD)
+    return run_locally(load_campaign(spec), progress=False)
+
+
+@pytest.fixture(scope="module")
+def md_run(nft_result: Any) -> Any:
+    from nft_fw.loop import md_locally
+
+    return md_locally(nft_result, progress=False)
+
+
+def test_the_md_phase_pauses_labels_its_frames_and_continues_where_it_paused(md_run) -> None:
+    segments = md_run.segments
+    # this small model is uncertain at 600 K: it pauses as often as allowed, then runs on
+    assert [s["paused"] for s in segments] == [True, True, False]
+    assert segments[-1]["finished"] and segments[-1]["end_step"] == 100
+    for before, after in itertools.pairwise(segments):
+        assert after["start_step"] == before["end_step"]
+        assert before["structure_uncertainty"] > MD["threshold"]
+        assert after["new_chunks"] == before["requested_chunks"] > 0
+        assert after["model_from"] == {"phase": "md", "iteration": after["iteration"]}
+    for a, b in itertools.pairwise(md_run.runs):
+        # the next segment starts at the saved end state, to the bit (stored exactly)
+        np.testing.assert_array_equal(b.frames[0].positions, a.state.atoms.positions)
+    hashes = [lb.hash for lb in md_run.labels]
+    assert len(hashes) == len(set(hashes)) == sum(s["new_chunks"] for s in segments)
+    assert {lb.phase for lb in md_run.labels} == {"md"}
+    assert all(lb.iteration in (1, 2) for lb in md_run.labels)
+    # the last segment may no longer pause, but its δ is still watched and logged
+    assert len(segments[-1]["log"]["max_delta"]) == 100 - segments[-1]["start_step"] + 1
+
+
+def test_a_segment_resumed_from_its_checkpoint_records_the_uninterrupted_segment(
+    nft_result, md_run
+) -> None:
+    from nft_fw import model as mdl
+    from nft_fw import step
+    from nft_fw.loop import stored_state
+
+    prepared = nft_result.prepared
+    labels = [*nft_result.labels, *md_run.labels]
+    previous = md_run.runs[1]  # segment 2 continues from where segment 1 paused
+    saved: list[step.MDResume] = []
+
+    class Killed(Exception):
+        pass
+
+    def checkpoint(resume: step.MDResume) -> None:
+        if resume.segment.n_rows > 20:  # after training and 20 steps: the worker dies
+            saved.append(
+                step.MDResume(
+                    mdl.Ensemble.from_bytes(resume.ensemble.to_bytes()),
+                    copy.deepcopy(resume.metrics),
+                    copy.deepcopy(resume.oos),
+                    md.segment_from(
+                        copy.deepcopy(resume.segment.to_dict()),
+                        read_extxyz_text(extxyz_text(resume.segment.frames)),
+                        _stored(resume.segment.state),
+                    ),
+                )
+            )
+            raise Killed
+
+    # segment 2's inputs (its model: the phase's last, which it retrains from again)
+    model = md_run.calculator.ensemble
+
+    def inputs(**extra: Any) -> step.MDInputs:
+        return step.MDInputs(
+            prepared, 2, mdl.Ensemble.from_bytes(model.to_bytes()), {"phase": "md", "iteration": 1},
+            stored_state(previous.state), nft_result.images, labels,
+            history=nft_result.history, segments=md_run.segments[:2],
+            features=nft_result.features, **extra,
+        )  # fmt: skip
+
+    with pytest.raises(Killed):
+        step.md_step(inputs(checkpoint=checkpoint))
+    killed_at = saved[0].segment.state.step
+    assert killed_at > previous.state.step + 20
+    resumed = step.md_step(inputs(resume=saved[0]))
+    whole = step.md_step(inputs())
+    assert resumed.record["resumed_from_step"] == killed_at
+    assert "resumed_from_step" not in whole.record
+    assert resumed.record["training"]["loss"] == whole.record["training"]["loss"]
+    for key in ("step", "max_delta", "temperature_K", "potential_energy"):
+        np.testing.assert_allclose(resumed.record["log"][key], whole.record["log"][key], rtol=1e-9)
+    np.testing.assert_allclose(
+        resumed.segment.state.atoms.positions, whole.segment.state.atoms.positions, atol=1e-10
+    )
+    assert resumed.record["frame_steps"] == whole.record["frame_steps"]
+
+
+# ----------------------------------------------------------------------------- the service
+
+
+@pytest.fixture(scope="module")
+def service(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The same campaign through the service: a real server and one worker process."""
+    import uuid
+
+    from nft_fw.campaign import prepare
+    from nft_fw.cli import run_campaign
+    from nft_fw.launchpad.connection import embedded
+
+    tmp = tmp_path_factory.mktemp("md-service")
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
+    conn.launchpad.reset("", require_password=False)
+    spec = small_campaign("md-local")
+    spec["md"] = dict(MD)
+    code = run_campaign(conn, prepare(load_campaign(spec)), 1, tmp / "workers", tmp / "report")
+    yield conn, code, tmp
+    conn.launchpad.connection.drop_database(conn.db_name)
+    conn.close(stop_server=False)
+
+
+@pytest.mark.integration
+def test_the_service_runs_the_md_phase_as_the_local_runner_does(md_run, service) -> None:
+    from test_campaign_service import _cli
+
+    from nft_fw.launchpad import records
+
+    conn, code, tmp = service
+    assert code == 0
+    db = conn.launchpad.db
+    stored = records.iterations(db, "md-local", phase="md")
+    assert [
+        (r["iteration"], r["start_step"], r["end_step"], r["paused"], r["new_chunks"])
+        for r in stored
+    ] == [
+        (r["iteration"], r["start_step"], r["end_step"], r["paused"], r["new_chunks"])
+        for r in md_run.segments
+    ]
+    for a, b in zip(stored, md_run.segments, strict=True):
+        assert a["structure_uncertainty"] == pytest.approx(b["structure_uncertainty"], rel=1e-12)
+        np.testing.assert_allclose(a["log"]["max_delta"], b["log"]["max_delta"], rtol=1e-12)
+    chunks = [d for d in records.labels(db, "md-local", kind="chunk") if d.get("phase") == "md"]
+    assert sorted((d["iteration"], d["centre"]) for d in chunks) == sorted(
+        (lb.iteration, lb.centre) for lb in md_run.labels
+    )
+    assert len({d["hash"] for d in chunks}) == len(chunks)  # every label once
+    assert records.iterations(db, "md-local", phase="md_checkpoint") == []
+    # the MD segments in nft-fw history, their figure and table in the report
+    out = _cli(conn, "history", "md-local", "--phase", "md", "--wide")
+    assert out.returncode == 0, out.stderr
+    assert "MD segments" in out.stdout and "pause" in out.stdout
+    assert (tmp / "report" / "md.png").stat().st_size > 0
+    html = (tmp / "report" / "report.html").read_text()
+    assert "Molecular dynamics" in html and f"{len(chunks)} chunks labelled" in html
+    summary = records.get_campaign(db, "md-local")["summary"]
+    assert summary["md"]["pauses"] == 2 and summary["parent_calls"]["md_chunks"] == len(chunks)
+    # the export tells MD chunks apart from the NFT chunks of the same numbers
+    target = tmp / "labels.extxyz"
+    assert _cli(conn, "labels", "md-local", "--export", str(target)).returncode == 0
+    from ase.io import read
+
+    frames = [f for f in read(target, ":") if f.info.get("nft_phase") == "md"]
+    assert sorted(f.info["nft_number"] for f in frames) == sorted(d["iteration"] for d in chunks)
+
+
+@pytest.mark.integration
+def test_a_killed_md_firework_resumes_from_its_checkpoint(service, monkeypatch) -> None:
+    """The last segment is run again, its first run killed after a checkpoint (an injected
+    fault): the rerun continues from the checkpoint and records what the segment recorded,
+    labelling nothing again."""
+    from nft_fw.firetasks import dynamics as task
+    from nft_fw.launchpad import dynamics, records
+
+    conn, code, _ = service
+    assert code == 0
+    db = conn.launchpad.db
+    before = records.iterations(db, "md-local", phase="md")[-1]
+    n_labels = records.count_labels(db, "md-local")
+    save = dynamics.put_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def dying(db: Any, name: str, number: int, resume: Any) -> None:
+        save(db, name, number, resume)
+        if resume.segment.n_rows > 30:
+            raise Killed
+
+    monkeypatch.setattr(dynamics, "put_checkpoint", dying)
+    with pytest.raises(Killed):
+        task.md_segment(db, "md-local", before["iteration"])
+    monkeypatch.setattr(dynamics, "put_checkpoint", save)
+    (left,) = records.iterations(db, "md-local", phase="md_checkpoint")
+    assert left["step"] > before["start_step"]
+    again = task.md_segment(db, "md-local", before["iteration"])
+    assert again.record["resumed_from_step"] == left["step"]
+    for key in ("step", "max_delta", "temperature_K", "kinetic_energy"):
+        np.testing.assert_allclose(again.record["log"][key], before["log"][key], rtol=1e-12)
+    assert again.record["frame_steps"] == before["frame_steps"]
+    assert records.count_labels(db, "md-local") == n_labels
+    assert records.iterations(db, "md-local", phase="md_checkpoint") == []
