@@ -78,6 +78,22 @@ def pooled(records: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[floa
     return errors, deltas
 
 
+def latest_points(
+    records: Sequence[Mapping[str, Any]], coverage: float, n_points: int
+) -> float | None:
+    """s fitted on the out-of-sample points of the latest records that together hold at
+    least ``n_points`` (all of them, if fewer): the MD phase's calibration, whose pauses
+    add a few points each, so that a window of records would hold too few to be steady."""
+    errors: list[float] = []
+    deltas: list[float] = []
+    for r in reversed(records):
+        errors.extend(r.get("oos_errors") or [])
+        deltas.extend(r.get("oos_deltas") or [])
+        if len(errors) >= n_points:
+            break
+    return fit(errors, deltas, coverage)
+
+
 def figures(
     history: Sequence[Mapping[str, Any]], latest: Mapping[str, Any], coverage: float
 ) -> dict[str, Any]:

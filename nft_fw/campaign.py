@@ -582,6 +582,16 @@ class MDSpec(_Spec):
             "run for labels, eV/Å; null = relax.threshold or nft.threshold."
         ),
     )
+    candidate_threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "δ above which an atom of the frames since the last retraining may be a chunk "
+            "centre at a pause (below md.threshold, so that a pause labels the neighbourhoods "
+            "that are becoming uncertain too, not only the one that crossed), eV/Å; null = "
+            "half md.threshold."
+        ),
+    )
     chunks_per_pause: int = Field(
         default=4, ge=1, le=10000, description="Most chunks labelled at one pause."
     )
@@ -754,6 +764,20 @@ class CampaignSpec(_Spec):
                         "or run the MD on target",
                     )
                 )
+        if (
+            self.md is not None
+            and self.md.candidate_threshold is not None
+            and self.md.threshold is not None
+            and self.md.candidate_threshold > self.md.threshold
+        ):
+            errors.append(
+                (
+                    "md.candidate_threshold",
+                    f"is {self.md.candidate_threshold:g} eV/Å, above md.threshold "
+                    f"({self.md.threshold:g}): a pause would find no centre; use at most "
+                    "md.threshold (or null: half of it)",
+                )
+            )
         if self.md is not None and self.md.length_ps * 1000.0 < self.md.timestep_fs:
             errors.append(
                 (

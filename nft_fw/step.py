@@ -132,6 +132,14 @@ def md_threshold(spec: CampaignSpec) -> float:
     return md_spec(spec).threshold or relax_threshold(spec)
 
 
+MD_CALIBRATION_POINTS = 50  # out-of-sample points the MD phase's calibration of δ is fitted on
+
+
+def md_candidate_threshold(spec: CampaignSpec) -> float:
+    """δ above which an atom may be a chunk centre at a pause (default half the threshold)."""
+    return md_spec(spec).candidate_threshold or 0.5 * md_threshold(spec)
+
+
 def md_total_steps(spec: CampaignSpec) -> int:
     """The run's length in steps: md.length_ps over md.timestep_fs, rounded."""
     m = md_spec(spec)
@@ -883,10 +891,11 @@ def md_step(inputs: MDInputs) -> MDOutcome:
             model_from = {"phase": "md", "iteration": number}
     train_s = time.perf_counter() - t_train
     before = [*inputs.history, *inputs.rounds, *inputs.segments]
-    cal = calibration.figures(before, oos, spec.nft.calibration_coverage)
-    latest = calibration_meta(before, spec.name).get("calibration", {})
-    # too few new points in the window to fit: the latest fitted calibration still holds
-    scale = float(cal.get("calibration_scale", latest.get("scale", 1.0)))
+    coverage = spec.nft.calibration_coverage
+    cal = calibration.figures(before, oos, coverage)
+    # a pause adds a few points: the δ watched is calibrated on the latest MD_CALIBRATION_POINTS
+    fitted = calibration.latest_points([*before, oos], coverage, MD_CALIBRATION_POINTS)
+    scale = 1.0 if fitted is None else fitted
     may_pause = number < m.max_pauses
 
     def save(segment: md_mod.Segment) -> None:
@@ -942,6 +951,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         "finished": int(steps[-1]) >= total,
         "pauses_left": max(0, m.max_pauses - number - int(segment.paused)),
         "threshold": threshold,
+        "candidate_threshold": md_candidate_threshold(spec),
         "delta_scale": scale,
         "structure_uncertainty": segment.max_uncertainty,
         "start_max_uncertainty": float(log["max_delta"][0]),
@@ -980,7 +990,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         chosen = trajectory_chunks(
             trajectory,
             list(range(len(segment.frames))),
-            threshold,
+            md_candidate_threshold(spec),
             ensemble.spec,
             m.chunks_per_pause,
             m.selection,

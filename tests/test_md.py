@@ -234,6 +234,36 @@ def test_a_segment_resumed_from_its_checkpoint_records_the_uninterrupted_segment
     assert resumed.record["frame_steps"] == whole.record["frame_steps"]
 
 
+@pytest.mark.slow
+def test_a_campaign_started_from_the_exported_labels_replays_its_md_without_the_parent(
+    nft_result, md_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exported model's labels (NFT and MD chunks) as prior_labels: the campaign retrains
+    the same model from them and its MD phase cuts the same chunks, all from the file."""
+    from test_prior_labels import _count_parent_calls
+
+    from nft_fw import labelset, loop
+
+    labelset.write(tmp_path / "md.extxyz", loop.label_frames(nft_result, md_run.labels))
+    calls: list[int] = []
+    prepare = loop.prepare
+    monkeypatch.setattr(loop, "prepare", lambda spec: _count_parent_calls(prepare(spec), calls))
+    spec = small_campaign("md-local")
+    spec["md"] = dict(MD)
+    spec["prior_labels"] = {"file": str(tmp_path / "md.extxyz")}
+    again = loop.run_locally(load_campaign(spec), progress=False)
+    replay = loop.md_locally(again, progress=False)
+    assert calls == []  # no label computed again
+    keys = ("start_step", "end_step", "paused", "new_chunks", "structure_uncertainty")
+    assert [[s[k] for k in keys] for s in replay.segments] == [
+        [s[k] for k in keys] for s in md_run.segments
+    ]
+    assert sorted(lb.hash for lb in replay.labels) == sorted(lb.hash for lb in md_run.labels)
+    np.testing.assert_array_equal(
+        replay.runs[-1].state.atoms.positions, md_run.runs[-1].state.atoms.positions
+    )
+
+
 # ----------------------------------------------------------------------------- the service
 
 
@@ -337,3 +367,49 @@ def test_a_killed_md_firework_resumes_from_its_checkpoint(service, monkeypatch) 
     assert again.record["frame_steps"] == before["frame_steps"]
     assert records.count_labels(db, "md-local") == n_labels
     assert records.iterations(db, "md-local", phase="md_checkpoint") == []
+
+
+@pytest.mark.integration
+def test_a_worker_killed_mid_segment_is_recovered_and_the_run_resumes(
+    connection: Any, tmp_path: Path
+) -> None:
+    """A real worker process killed (SIGKILL) in the middle of an MD segment: nft-fw recover
+    re-queues the segment's Firework, the next worker continues from the last checkpoint
+    and the run ends where the uninterrupted run ends."""
+    import json
+    import os
+    import signal
+    import time
+    import uuid
+
+    from test_reliability import _cli, _submit, _wait, _worker, tiny
+
+    from nft_fw.launchpad import records
+
+    lp = connection.launchpad
+    name = f"md-kill-{uuid.uuid4().hex[:6]}"
+    md_spec = {"length_ps": 6.0, "max_pauses": 0, "checkpoint_every": 100, "frame_every": 50}
+    _submit(connection, tiny(name, {"name": "emt", "params": {}}, md=md_spec))
+    victim = _worker(connection, tmp_path / "a", "--ping", "0.5", "--poll", "0.2")
+
+    def checkpointed() -> bool:
+        return any(d["step"] >= 300 for d in records.iterations(lp.db, name, phase="md_checkpoint"))
+
+    _wait(checkpointed, 300, "an MD checkpoint past step 300")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    (left,) = records.iterations(lp.db, name, phase="md_checkpoint")
+    running = lp.fireworks.find_one({"spec.campaign": name, "state": "RUNNING"})
+    assert running["spec"]["nft_phase"] == "md"
+    time.sleep(3)
+    out = _cli(connection, "recover", name, "--lost-after", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["lost_fw_ids"] == [running["fw_id"]]
+    rescuer = _worker(connection, tmp_path / "b", "--idle-timeout", "8", "--poll", "0.2")
+    assert rescuer.wait(timeout=600) == 0
+    assert records.get_campaign(lp.db, name)["state"] == "completed"
+    (segment,) = records.iterations(lp.db, name, phase="md")
+    assert segment["resumed_from_step"] >= left["step"] >= 300
+    assert segment["end_step"] == 3000 and segment["finished"]
+    assert segment["log"]["step"] == list(range(3001))  # every step once, none twice
+    assert records.iterations(lp.db, name, phase="md_checkpoint") == []

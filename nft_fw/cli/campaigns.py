@@ -79,6 +79,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return VALIDATORS[kind_of(prepared)](args, prepared)
 
 
+def _md_summary(spec: Any) -> dict[str, Any] | None:
+    from nft_fw import step
+
+    if spec.md is None:
+        return None
+    return {
+        **spec.md.model_dump(mode="json", include={"integrator", "temperature_K", "timestep_fs",
+                                                   "length_ps", "max_pauses"}),
+        "steps": step.md_total_steps(spec),
+        "structure": step.md_structure(spec),
+        "threshold": step.md_threshold(spec),
+    }  # fmt: skip
+
+
 def _validate_nft(args: argparse.Namespace, prepared: Any) -> int:
     out = {
         "name": prepared.spec.name,
@@ -88,6 +102,7 @@ def _validate_nft(args: argparse.Namespace, prepared: Any) -> int:
         "parent": prepared.parent.name,
         "chunk_radius_A": prepared.chunk_radius_A,
         "relax": prepared.spec.relax is not None,
+        "md": _md_summary(prepared.spec),
         "transfer": [
             {"name": name, "atoms": len(a), "formula": a.get_chemical_formula()}
             for name, a in prepared.transfers
@@ -102,6 +117,13 @@ def _validate_nft(args: argparse.Namespace, prepared: Any) -> int:
             f"{out['parent']}, chunk radius {out['chunk_radius_A']:g} Å"
             + ("; relaxation phase on" if out["relax"] else "")
         )
+        if out["md"]:
+            m = out["md"]
+            console.print(
+                f"  MD phase: {m['integrator']} {m['temperature_K']:g} K, {m['length_ps']:g} ps "
+                f"({m['steps']} steps of {m['timestep_fs']:g} fs) on {m['structure']}, pause "
+                f"above δ {m['threshold']:g} eV/Å, at most {m['max_pauses']} pauses"
+            )
         for t in out["transfer"]:
             console.print(f"  transfer target {t['name']}: {t['formula']} ({t['atoms']} atoms)")
         for w in prepared.warnings:
