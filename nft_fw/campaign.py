@@ -764,18 +764,18 @@ class CampaignSpec(_Spec):
                         "or run the MD on target",
                     )
                 )
-        if (
-            self.md is not None
-            and self.md.candidate_threshold is not None
-            and self.md.threshold is not None
-            and self.md.candidate_threshold > self.md.threshold
-        ):
+        # the pause level as the MD phase resolves it (nft_fw.step.md_threshold): a null
+        # md.threshold falls back to relax.threshold, then nft.threshold
+        pause = self.md and (
+            self.md.threshold or (self.relax and self.relax.threshold) or self.nft.threshold
+        )
+        if self.md is not None and pause and (self.md.candidate_threshold or 0.0) > pause:
             errors.append(
                 (
                     "md.candidate_threshold",
-                    f"is {self.md.candidate_threshold:g} eV/Å, above md.threshold "
-                    f"({self.md.threshold:g}): a pause would find no centre; use at most "
-                    "md.threshold (or null: half of it)",
+                    f"is {self.md.candidate_threshold:g} eV/Å, above the MD pause threshold "
+                    f"({pause:g}, md.threshold or the one it falls back to): a pause would "
+                    "find no centre; use at most that (or null: half of it)",
                 )
             )
         if self.md is not None and self.md.length_ps * 1000.0 < self.md.timestep_fs:

@@ -116,6 +116,7 @@ def test_bad_md_settings_are_refused_naming_the_field() -> None:
         ({"structure": "ico"}, "md.structure"),  # no such transfer target
         ({"length_ps": 0.001}, "md.length_ps"),  # shorter than a step
         ({"max_pauses": -1}, "md.max_pauses"),
+        ({"candidate_threshold": 5.0}, "md.candidate_threshold"),  # above nft.threshold
     ):
         spec = copy.deepcopy(base)
         spec["md"].update(change)
