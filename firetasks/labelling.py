@@ -17,9 +17,8 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from nft_fw import atoms_io, labeldoc
-from nft_fw import training as tr
 from nft_fw.campaign import NearsightednessSpec
-from nft_fw.chunks import cut
+from nft_fw.chunks import cut, structure_id
 from nft_fw.launchpad import campaigns, records
 from nft_fw.launchpad import nearsightedness as ns_store
 from nft_fw.parents import LabelFailed, get_parent
@@ -38,7 +37,7 @@ def _item_atoms(
         sources[src, index] = records.get_structure(db, ObjectId(src), index)
     if item["kind"] == "image":
         atoms = sources[src, index]
-        return atoms, tr.structure_id(atoms)
+        return atoms, structure_id(atoms)
     chunk = cut(sources[src, index], item["centre"], item["radius"])
     return chunk.atoms, chunk.hash
 

@@ -80,6 +80,16 @@ def cut(atoms: Atoms, centre: int, radius: float) -> Chunk:
     return Chunk(atoms=chunk, centre=int(centre), radius=float(radius), hash=chunk_hash(chunk))
 
 
+def structure_id(atoms: Atoms) -> str:
+    """A content hash for a full image (numbers, positions, cell, pbc)."""
+    h = hashlib.sha256()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.round(atoms.positions, 6).tobytes())
+    h.update(np.round(np.asarray(atoms.cell), 6).tobytes())
+    h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
+    return h.hexdigest()
+
+
 def chunk_hash(chunk: Atoms, centre: int = 0) -> str:
     """SHA-256 of the chunk's content, independent of atom order and translation.
 

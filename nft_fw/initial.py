@@ -19,8 +19,9 @@ from ase import Atoms
 from ase.spacegroup import crystal
 
 from nft_fw import descriptors as desc
+from nft_fw.chunks import structure_id
 from nft_fw.selection import farthest_point
-from nft_fw.training import Image, structure_id
+from nft_fw.training import Image
 
 log = logging.getLogger(__name__)
 

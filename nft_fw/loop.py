@@ -28,6 +28,7 @@ from nft_fw import training as tr
 from nft_fw.atoms_io import extxyz_text, read_extxyz_text
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignSpec, MDSpec, Prepared, RelaxSpec, load_campaign, prepare
+from nft_fw.chunks import structure_id
 from nft_fw.relax import Trajectory
 from nft_fw.step import (
     ChunkLabel,
@@ -211,7 +212,7 @@ def label_frames(result: LocalResult, extra: Sequence[ChunkLabel] = ()) -> list[
             labelset.frame(
                 prepared.target, kind="full", phase="validation", number=0,
                 forces=result.true_forces, energy=None,
-                label_hash=f"full:{tr.structure_id(prepared.target)}", **common,
+                label_hash=f"full:{structure_id(prepared.target)}", **common,
             )
         )  # fmt: skip
     return out

@@ -3,7 +3,7 @@ campaign as if it had computed them.
 
 A campaign with ``prior_labels: {file: …}`` never runs the parent on a structure the file
 holds a label of: an initial image, a chunk or the whole target whose content hash equals a
-frame's ``nft_hash`` (or, for a whole structure, whose :func:`nft_fw.training.structure_id`
+frame's ``nft_hash`` (or, for a whole structure, whose :func:`nft_fw.chunks.structure_id`
 equals the frame's) takes the file's structure, energy and forces (the positions the parent
 computed, to the last bit, not the campaign's own cut of them). And while the file has NFT chunks
 of the campaign's own target for the next iteration, the campaign asks for those chunks
@@ -28,8 +28,7 @@ import numpy as np
 from ase import Atoms
 
 from nft_fw import labelset
-from nft_fw.chunks import chunk_hash, cut
-from nft_fw.training import structure_id
+from nft_fw.chunks import chunk_hash, cut, structure_id
 
 
 class PriorError(ValueError):

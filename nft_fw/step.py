@@ -229,7 +229,9 @@ def label_chunk(
 def label_structure(prepared: Prepared, atoms: Atoms) -> tuple[float, np.ndarray]:
     """The parent's energy and forces of a whole structure (an initial image), from the
     campaign's prior labels when they hold it."""
-    given = prepared.prior.get(tr.structure_id(atoms)) if prepared.prior is not None else None
+    given = (
+        prepared.prior.get(chunk_mod.structure_id(atoms)) if prepared.prior is not None else None
+    )
     if given is not None and given.kind == "image" and given.energy is not None:
         return given.energy, given.forces.copy()
     energy, forces = prepared.parent.label(atoms)

@@ -81,16 +81,6 @@ class ChunkFeatures:
     id: str
 
 
-def structure_id(atoms: Atoms) -> str:
-    """A content hash for a full image (numbers, positions, cell, pbc)."""
-    h = hashlib.sha256()
-    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.round(atoms.positions, 6).tobytes())
-    h.update(np.round(np.asarray(atoms.cell), 6).tobytes())
-    h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
-    return h.hexdigest()
-
-
 def chunk_features(
     chunk: Atoms, force: np.ndarray, spec: desc.DescriptorSpec, chunk_id: str, centre: int = 0
 ) -> ChunkFeatures:
