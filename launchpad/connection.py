@@ -105,7 +105,18 @@ class Connection:
             server_mod.stop(self.server.data_dir)
 
 
-def _mongo_kwargs(extra: dict[str, Any] | None) -> dict[str, Any]:
+def _uri_sets_timeout(uri: Any) -> bool:
+    """Whether a ``mongodb://`` URI sets its own server-selection timeout (pymongo gives
+    keyword arguments precedence over URI options, so nft-fw's default must then stay out)."""
+    if not isinstance(uri, str) or "://" not in uri:
+        return False
+    try:
+        return "serverSelectionTimeoutMS" in uri_parser.parse_uri(uri)["options"]
+    except (InvalidURI, ValueError):
+        return False
+
+
+def _mongo_kwargs(extra: dict[str, Any] | None, uri: Any = None) -> dict[str, Any]:
     kwargs = dict(extra or {})
     if kwargs.get("retryWrites") not in (None, False):
         logger.warning(
@@ -113,7 +124,8 @@ def _mongo_kwargs(extra: dict[str, Any] | None) -> dict[str, Any]:
             kwargs["retryWrites"],
         )
     kwargs["retryWrites"] = False
-    kwargs.setdefault("serverSelectionTimeoutMS", 30_000)
+    if not _uri_sets_timeout(uri):
+        kwargs.setdefault("serverSelectionTimeoutMS", 30_000)
     return kwargs
 
 
@@ -272,7 +284,7 @@ def from_uri(
         host=uri,
         name=name,
         uri_mode=True,
-        mongoclient_kwargs=_mongo_kwargs(mongoclient_kwargs),
+        mongoclient_kwargs=_mongo_kwargs(mongoclient_kwargs, uri),
         strm_lvl=fw_log_level,
     )
     _check_reachable(lp, description)
@@ -299,7 +311,7 @@ def from_file(
     data = dict(data)
     if db_name:
         data["name"] = db_name
-    data["mongoclient_kwargs"] = _mongo_kwargs(data.get("mongoclient_kwargs"))
+    data["mongoclient_kwargs"] = _mongo_kwargs(data.get("mongoclient_kwargs"), data.get("host"))
     data["strm_lvl"] = fw_log_level
     lp = LaunchPad.from_dict(data)
     if lp.uri_mode:

@@ -304,6 +304,23 @@ def repair_orphans(
     return sorted(orphans), sorted(appenders)
 
 
+# states in which a Firework can still change without anyone's action: READY (a worker may
+# run it), RESERVED and RUNNING (it may complete, unlock its children or append work)
+MOVING = ("READY", "RESERVED", "RUNNING")
+
+
+def work_can_come(lp: LaunchPad) -> bool:
+    """Whether anything in the LaunchPad can still move by itself: a Firework READY, RESERVED
+    or RUNNING, or a workflow under FireWorks' refresh lock (a completion whose children are
+    being unlocked). When nothing is, no Firework becomes runnable until someone acts (a new
+    submission, ``lpad rerun_fws``, a reignite): what ``run_worker(until_done=True)`` stops
+    on. A READY Firework of a category no worker serves counts as work that can come: a
+    label worker waits for the trainer that will append its labels."""
+    if lp.fireworks.count_documents({"state": {"$in": list(MOVING)}}, limit=1):
+        return True
+    return bool(lp.workflows.count_documents({"locked": True}, limit=1))
+
+
 def make_fworker(category: str | list[str] | None = None, name: str | None = None) -> FWorker:
     """An FWorker for ``category`` (None or "" takes Fireworks of any category)."""
     name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -323,8 +340,11 @@ def run_worker(
     db_wait_s: float = 300.0,
     fworker: FWorker | None = None,
     lock_takeover_s: float = LOCK_TAKEOVER_S,
+    until_done: bool = False,
 ) -> WorkerReport:
-    """Run Fireworks until ``max_launches`` ran or nothing was runnable for ``idle_timeout_s``.
+    """Run Fireworks until ``max_launches`` ran, nothing was runnable for ``idle_timeout_s``,
+    or (``until_done``) no work can come any more (:func:`work_can_come` false at two
+    successive polls: what a batch job wants, instead of guessing an idle timeout).
 
     ``idle_timeout_s=None`` polls forever (a service worker); each launch runs in
     its own ``launcher_*`` directory under ``work_dir`` (default: cwd). ``ping_s``: how often
@@ -366,6 +386,7 @@ def run_worker(
     down_since: float | None = None
     backoff = 1.0
     ran = False
+    quiet_polls = 0  # successive polls at which no work could come (until_done)
     # set when the database went away inside a launch: this process may have been holding
     # its workflow's FireWorks lock, which it could not release
     lost_in_launch = False
@@ -376,6 +397,8 @@ def run_worker(
             # scan of the READY Fireworks per launch (1,000-Firework round, 4 workers:
             # 2.47 -> 2.68 labels/s; bench/round_fanout.py --labels-only)
             runnable = ran or lp.run_exists(fworker)
+            if until_done and not runnable:
+                quiet_polls = 0 if work_can_come(lp) else quiet_polls + 1
         except ConnectionFailure as err:
             now = time.monotonic()
             down_since = down_since or asked
@@ -447,6 +470,9 @@ def run_worker(
             continue
         if idle_timeout_s is not None and time.monotonic() - last_work >= idle_timeout_s:
             reason = "idle timeout"
+            break
+        if quiet_polls >= 2:  # two looks a poll apart: no completion in between
+            reason = "no work can come"
             break
         time.sleep(poll_s)
     report = WorkerReport(fworker.name, launches, reason, time.monotonic() - start)

@@ -44,6 +44,21 @@ def test_embedded_file_and_uri_reach_the_same_database(
             conn.close(stop_server=False)
 
 
+def test_a_uri_s_own_server_selection_timeout_is_kept(db_server: server.ServerInfo) -> None:
+    """pymongo gives keyword arguments precedence over URI options: nft-fw's 30 s default
+    must stay out where the URI (or a URI-mode my_launchpad.yaml host) sets its own."""
+    default = conn_mod.from_uri(f"mongodb://{db_server.address}/conn_timeout")
+    own = conn_mod.from_uri(
+        f"mongodb://{db_server.address}/conn_timeout?serverSelectionTimeoutMS=2500"
+    )
+    try:
+        assert default.launchpad.connection.options.server_selection_timeout == 30.0
+        assert own.launchpad.connection.options.server_selection_timeout == 2.5
+    finally:
+        default.close()
+        own.close()
+
+
 def test_env_uri_is_used_when_no_option_given(
     db_server: server.ServerInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,8 +61,9 @@ def test_two_concurrent_worker_processes(connection: object, tmp_path: Path) -> 
                 "worker",
                 "--launchpad",
                 str(connection.lp_file),  # type: ignore[attr-defined]
-                "--idle-timeout",
-                "3",
+                # stops when no work can come: not while the other worker runs a Firework
+                # that appends the fan-out (both must take part, below)
+                "--until-done",
                 "--poll",
                 "0.5",
                 "--work-dir",
@@ -76,6 +77,7 @@ def test_two_concurrent_worker_processes(connection: object, tmp_path: Path) -> 
     ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("stopped on no work can come" in out for out in outs), outs
     _assert_all_ran_once(lp, ledger, N_LEAVES + 3 + N_ADDED)
     # Both processes did work (the claim is concurrency, not one worker idling).
     pids = collections.Counter(json.loads(line)["pid"] for line in ledger.read_text().splitlines())
@@ -101,14 +103,42 @@ def test_nft_fw_worker_respects_category_and_max(connection: object, tmp_path: P
     out = _nft_fw_worker(connection, tmp_path, *runs, "--category", "label", "--max", "3")
     assert out.returncode == 0, out.stderr
     assert sum(_ledger(ledger).values()) == 3
-    out = _nft_fw_worker(connection, tmp_path, *runs, "--category", "label", "--idle-timeout", "2")
+    # the train workflow's READY Fireworks are work that can still come (a trainer appends
+    # label work in a campaign): --until-done keeps waiting, so the idle timeout ends it
+    out = _nft_fw_worker(
+        connection, tmp_path, *runs, "--category", "label", "--until-done", "--idle-timeout", "2"
+    )
     assert out.returncode == 0, out.stderr
+    assert "stopped on idle timeout" in out.stderr
     label_fws = lp.get_fw_ids({"spec._category": "label"})
     train_fws = lp.get_fw_ids({"spec._category": "train"})
     assert {lp.get_fw_by_id(i).state for i in label_fws} == {"COMPLETED"}
     assert len(label_fws) == 4 + 3 + 2
     assert {lp.fireworks.find_one({"fw_id": i})["state"] for i in train_fws} <= {"READY", "WAITING"}
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_work_can_come_while_anything_is_ready_reserved_running_or_locked(
+    connection: object, tmp_path: Path
+) -> None:
+    from nft_fw.launchpad.worker import work_can_come
+
+    lp = connection.launchpad  # type: ignore[attr-defined]
+    assert not work_can_come(lp)  # an empty LaunchPad
+    out = _nft_fw_worker(connection, tmp_path, "--until-done", "--poll", "0.2")
+    assert out.returncode == 0, out.stderr
+    assert "0 launches, stopped on no work can come" in " ".join(out.stderr.split())
+    lp.add_wf(smoke_workflow(1, 0, ledger=str(tmp_path / "l.jsonl"), name="one"))
+    assert work_can_come(lp)  # its root is READY
+    root = lp.get_fw_ids({"state": "READY"})[0]
+    for state in ("RESERVED", "RUNNING", "COMPLETED"):
+        lp.fireworks.update_one({"fw_id": root}, {"$set": {"state": state}})
+        assert work_can_come(lp) == (state != "COMPLETED"), state
+    # WAITING children of a completed root whose workflow refresh is under way
+    lp.workflows.update_one({"nodes": root}, {"$set": {"locked": True}})
+    assert work_can_come(lp)
+    lp.workflows.update_one({"nodes": root}, {"$unset": {"locked": True}})
+    assert not work_can_come(lp)  # WAITING alone moves by nobody's hand
 
 
 def test_plain_rlaunch_with_fworker_file(

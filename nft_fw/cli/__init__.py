@@ -25,6 +25,7 @@ from nft_fw.cli.common import (
     UsageError,
     _examples,
     _setup_logging,
+    enable_jax_cache,
     err_console,
 )
 
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    if getattr(args, "compiles", False):
+        enable_jax_cache()
     func: Callable[[argparse.Namespace], int] = args.func
     from nft_fw.launchpad.connection import DatabaseConnectionError, redact
     from nft_fw.launchpad.server import ServerError

@@ -633,7 +633,7 @@ def register(sub: Any) -> None:
     p.add_argument("--work-dir", metavar="DIR", help="worker launch directories (./NAME-run)")
     p.add_argument("--report-dir", metavar="DIR", help="plots and summary (./NAME-run/report)")
     _add_connection_options(p)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, compiles=True)
 
     p = sub.add_parser("status", help="campaigns: state, iteration, δ, labels, Fireworks")
     p.add_argument("name", nargs="?", help="one campaign (default: all)")
@@ -651,4 +651,4 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--campaign", help="another campaign file (default: the Pt260/EMT example)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, compiles=True)

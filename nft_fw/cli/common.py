@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -36,6 +37,43 @@ def _setup_logging(verbosity: int) -> None:
     # The handler filters too: FireWorks' loggers are DEBUG-level and propagate.
     handler.setLevel(level)
     logging.basicConfig(level=level, handlers=[handler])
+
+
+# JAX's persistent compilation cache: a worker process compiles the trainer, the predictor
+# and the force functions at its first launch (seconds each on a CPU); with the cache on disk
+# every later worker process of the same settings loads them instead (docs/service.md).
+JAX_CACHE_ENV = "NFT_FW_JAX_CACHE"
+JAX_CACHE_MAX_BYTES = 2 * 1024**3  # least recently used entries go beyond this
+
+
+def default_jax_cache() -> Path:
+    """``$XDG_CACHE_HOME/nft-fw/jax`` (``~/.cache/nft-fw/jax``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nft-fw" / "jax"
+
+
+def enable_jax_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache for this process and the workers it
+    starts: ``$NFT_FW_JAX_CACHE`` (a directory, or ``off``), else JAX's own
+    ``$JAX_COMPILATION_CACHE_DIR``, else :func:`default_jax_cache`. Every compiled program is
+    kept (no minimum compile time), at most :data:`JAX_CACHE_MAX_BYTES`, least recently used
+    out first; processes share it under a file lock. Only entry points call this (no global
+    JAX configuration in library code). Returns the directory, or None when off."""
+    setting = os.environ.get(JAX_CACHE_ENV, "")
+    if setting.lower() in ("off", "0", "no", "false"):
+        return None
+    path = Path(setting or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_jax_cache())
+    path = path.expanduser()
+    # the cache holds executable code: only its owner may write it (JAX's documentation)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", JAX_CACHE_MAX_BYTES)
+    os.environ[JAX_CACHE_ENV] = str(path)  # the worker processes this one starts
+    return path
 
 
 def _fw_stream_level(args: argparse.Namespace, default: str = "WARNING") -> str:
@@ -223,6 +261,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("nft-fw worker", "run anything ready on the default database, keep polling"),
         ("nft-fw worker --category dft --idle-timeout 600",
          "only DFT labels; stop after 10 idle minutes"),
+        ("nft-fw worker --until-done",
+         "a batch job: stop once nothing is ready, reserved or running any more"),
         ("nft-fw worker --launchpad my_launchpad.yaml --work-dir /scratch/w1",
          "a worker on another machine"),
     ],

@@ -86,6 +86,7 @@ def _worker(args: argparse.Namespace) -> int:
             ping_s=args.ping,
             db_wait_s=args.db_wait,
             lock_takeover_s=args.lock_takeover,
+            until_done=args.until_done,
         )
     except DatabaseLost as err:
         # no conn.close(): closing a client ends its server sessions, which would wait
@@ -239,6 +240,13 @@ def register(sub: Any) -> None:
         help="stop after S seconds with nothing to run (default: keep polling)",
     )
     p.add_argument(
+        "--until-done",
+        action="store_true",
+        help="stop once no work can come any more: no Firework READY, RESERVED or RUNNING "
+        "anywhere on the LaunchPad (what a batch job wants; combine with --idle-timeout for "
+        "an upper bound on idle time)",
+    )
+    p.add_argument(
         "--poll",
         type=float,
         default=1.0,
@@ -247,7 +255,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--work-dir", metavar="DIR", help="where launch directories go (default cwd)")
     p.add_argument("--name", help="worker name recorded with each launch (default host-pid)")
-    p.set_defaults(func=cmd_worker)
+    p.set_defaults(func=cmd_worker, compiles=True)
 
     p = sub.add_parser(
         "recover",
