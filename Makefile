@@ -9,8 +9,12 @@
 # check before they install, so re-runs install nothing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pytest-xdist processes: the integration tests mostly wait (worker processes, servers,
+# polls), so three share two cores well; tests/conftest.py keeps a file's tests together
+# where they share a module-scoped campaign
+TEST_PROCESSES ?= 3
 
-.PHONY: setup setup-dev test check demo lint format bench clean-demo docker-check cluster-check docs
+.PHONY: setup setup-dev test check coverage demo lint format bench clean-demo docker-check cluster-check docs
 
 setup:
 	@bash scripts/bootstrap.sh run
@@ -26,12 +30,20 @@ lint: setup-dev
 
 # everything but the tests under a real SLURM (make cluster-check, which .ci/run also runs)
 test: lint
-	$(VENV)/bin/pytest -m "not slurm"
+	$(VENV)/bin/pytest -m "not slurm" -n $(TEST_PROCESSES)
 
 # The day-to-day tier: lint, types, and the tests that need neither the database server
 # nor GPAW (a test in it that starts either fails, naming the marker it lacks)
 check: lint
-	NFT_FW_TEST_TIER=fast $(VENV)/bin/pytest -m "not integration and not gpaw and not slurm" -q
+	NFT_FW_TEST_TIER=fast $(VENV)/bin/pytest -m "not integration and not gpaw and not slurm" -q -n 2
+
+# Line coverage of the four packages by the make test suite, worker and CLI processes
+# included (coverage's patch = subprocess; settings in pyproject.toml): prints the table
+coverage: setup-dev
+	rm -rf .coverage .coverage.*
+	$(VENV)/bin/pytest -m "not slurm" -n $(TEST_PROCESSES) -q --cov --cov-report=
+	$(VENV)/bin/coverage combine -q
+	$(VENV)/bin/coverage report
 
 # Build the images, run a small campaign in compose (embedded database image, one trainer,
 # two label workers) and check it; starts and stops its own engine (scripts/docker-check.sh)

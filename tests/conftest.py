@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,46 @@ import pytest
 # (-m "not integration and not gpaw"); in it, a test that starts the server or a GPAW
 # calculation anyway fails, naming the marker it lacks, so the tiers stay honest.
 FAST_TIER = os.environ.get("NFT_FW_TEST_TIER") == "fast"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One JAX compilation cache for the whole run and the next: this process, its xdist
+    workers and every worker or CLI process a test starts load what another already compiled
+    (the variable is inherited; nft-fw's commands read it). It lives in .jax-cache/ (git
+    ignores it; a clean clone starts without); a developer's own NFT_FW_JAX_CACHE is kept."""
+    os.environ.setdefault(
+        "NFT_FW_JAX_CACHE", str(Path(__file__).resolve().parent.parent / ".jax-cache")
+    )
+    from nft_fw.cli.common import enable_jax_cache
+
+    enable_jax_cache()
+
+
+SHARED_FIXTURE = re.compile(r"""@pytest\.fixture\(\s*scope\s*=\s*["'](module|package|class)["']""")
+
+
+@functools.cache
+def _shares_fixtures(path: str) -> bool:
+    """Whether the test file defines a fixture computed once for several of its tests."""
+    file = Path(__file__).resolve().parent.parent / path
+    return file.is_file() and SHARED_FIXTURE.search(file.read_text()) is not None
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (make test: -n 3): the tests of a file that defines a module-scoped
+    fixture (a campaign run once for its tests) go to one process together; every other
+    test goes on its own to whichever process is free. (xdist 3.8's --dist loadgroup
+    cannot group on pytest 9: it renames items through an attribute pytest 9 no longer
+    reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if _shares_fixtures(path) else nodeid
+
+    return ByFile(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -82,6 +124,10 @@ def _no_ambient_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own database must never be touched by the test suite.
     monkeypatch.delenv("NFT_FW_MONGODB_URI", raising=False)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # the commands a test starts print to a wide console: a message naming a path or an
+    # address is then one line whatever the temporary path or the port (a test of the
+    # terminal's width sets COLUMNS itself)
+    monkeypatch.setenv("COLUMNS", "400")
 
 
 @pytest.fixture

@@ -337,7 +337,7 @@ def test_rerun_label_firework_reruns_what_follows_once_and_label_worker_skips_tr
     assert out.returncode == 0, out.stderr
     assert lp.get_fw_by_id(fw["fw_id"]).state == "COMPLETED"
     assert lp.get_fw_by_id(trainer["fw_id"]).state == "READY"  # left to a train worker
-    out = _cli(conn, "worker", "--idle-timeout", "3", *work)
+    out = _cli(conn, "worker", "--until-done", "--idle-timeout", "3", *work)
     assert out.returncode == 0, out.stderr
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": "p79"})} == {"COMPLETED"}
     assert snapshot() == before

@@ -371,6 +371,7 @@ def test_a_killed_md_firework_resumes_from_its_checkpoint(service, monkeypatch) 
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_worker_killed_mid_segment_is_recovered_and_the_run_resumes(
     connection: Any, tmp_path: Path
 ) -> None:
@@ -406,7 +407,9 @@ def test_a_worker_killed_mid_segment_is_recovered_and_the_run_resumes(
     out = _cli(connection, "recover", name, "--lost-after", "2", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["lost_fw_ids"] == [running["fw_id"]]
-    rescuer = _worker(connection, tmp_path / "b", "--idle-timeout", "8", "--poll", "0.2")
+    rescuer = _worker(
+        connection, tmp_path / "b", "--until-done", "--idle-timeout", "8", "--poll", "0.2"
+    )
     assert rescuer.wait(timeout=600) == 0
     assert records.get_campaign(lp.db, name)["state"] == "completed"
     (segment,) = records.iterations(lp.db, name, phase="md")

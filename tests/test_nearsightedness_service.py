@@ -61,7 +61,7 @@ def _cli(conn: Any, *args: str) -> subprocess.CompletedProcess[str]:
 def _worker(conn: Any, work_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "nft_fw", "worker", "--data-dir", str(conn.server.data_dir),
-         "--db-name", conn.db_name, "--work-dir", str(work_dir), "--idle-timeout", "8",
+         "--db-name", conn.db_name, "--work-dir", str(work_dir), "--until-done", "--idle-timeout", "8",
          "--poll", "0.2", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -261,13 +261,13 @@ def test_two_clusters_each_take_only_their_categories(connection: Any, tmp_path:
         (tmp_path / cluster).mkdir()
     cluster_a = subprocess.Popen(
         [sys.executable, "-m", "nft_fw", "worker", "--launchpad", str(connection.lp_file),
-         "--fworker", str(CLUSTERS / "my_fworker_dft.yaml"), "--idle-timeout", "3",
+         "--fworker", str(CLUSTERS / "my_fworker_dft.yaml"), "--until-done", "--idle-timeout", "3",
          "--poll", "0.5"],
         cwd=tmp_path / "cluster-a", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     cluster_b = subprocess.Popen(
         [sys.executable, "-m", "nft_fw", "worker", "--launchpad", str(connection.lp_file),
-         "--category", "train", "--idle-timeout", "3", "--poll", "0.5", "--name", "gpu-cluster"],
+         "--category", "train", "--until-done", "--idle-timeout", "3", "--poll", "0.5", "--name", "gpu-cluster"],
         cwd=tmp_path / "cluster-b", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     outs = [p.communicate(timeout=300)[0] for p in (cluster_a, cluster_b)]

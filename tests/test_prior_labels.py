@@ -245,6 +245,7 @@ def test_a_local_run_continued_from_its_labels_replays_it_and_labels_only_new_ch
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
     db_server: Any, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
@@ -104,6 +105,7 @@ def _fizzled(lp: Any, name: str) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_label_is_recovered_and_nothing_duplicates(
     connection: Any, tmp_path: Path
 ) -> None:
@@ -141,7 +143,9 @@ def test_worker_killed_mid_label_is_recovered_and_nothing_duplicates(
     assert lp.get_fw_by_id(running).state == "READY"
 
     flag.unlink()
-    rescuer = _worker(connection, tmp_path / "b", "--idle-timeout", "8", "--poll", "0.2")
+    rescuer = _worker(
+        connection, tmp_path / "b", "--until-done", "--idle-timeout", "8", "--poll", "0.2"
+    )
     assert rescuer.wait(timeout=600) == 0
     doc = lp.db["nft_campaigns"].find_one({"_id": name})
     assert doc["state"] == "completed"
@@ -214,6 +218,7 @@ def test_recovering_a_lost_label_never_lets_its_trainer_start_without_it(
     assert rerun_lost_runs(lp, 2.0, {"spec.campaign": name})[1] == []  # nothing twice
 
 
+@pytest.mark.slow
 def test_rerun_trainers_add_no_record_and_no_firework_twice(
     connection: Any, tmp_path: Path
 ) -> None:
@@ -223,7 +228,9 @@ def test_rerun_trainers_add_no_record_and_no_firework_twice(
     name = f"rerun-{uuid.uuid4().hex[:6]}"
     relax = {"max_steps": 8, "chunks_per_round": 2, "max_rounds": 1, "max_frames": 3}
     _submit(connection, tiny(name, {"name": "emt"}, relax=relax))
-    worker = _worker(connection, tmp_path / "a", "--idle-timeout", "6", "--poll", "0.2")
+    worker = _worker(
+        connection, tmp_path / "a", "--until-done", "--idle-timeout", "6", "--poll", "0.2"
+    )
     assert worker.wait(timeout=600) == 0
     assert records.get_campaign(lp.db, name)["state"] == "completed"
 
@@ -251,7 +258,9 @@ def test_rerun_trainers_add_no_record_and_no_firework_twice(
     rerun += labels
     for fw_id in rerun:
         lp.rerun_fw(fw_id)
-    worker = _worker(connection, tmp_path / "b", "--idle-timeout", "6", "--poll", "0.2")
+    worker = _worker(
+        connection, tmp_path / "b", "--until-done", "--idle-timeout", "6", "--poll", "0.2"
+    )
     assert worker.wait(timeout=600) == 0
     after = snapshot()
     assert after == before
@@ -270,6 +279,7 @@ def _states(lp: Any, name: str) -> list[tuple[int, str, str, list[str]]]:
     return sorted(out)
 
 
+@pytest.mark.slow
 def test_database_restart_mid_campaign_loses_nothing(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
@@ -288,7 +298,9 @@ def test_database_restart_mid_campaign_loses_nothing(
                                                  "threshold": 0.01, "patience": 5})  # fmt: skip
         _submit(conn, spec)
         workers = [
-            _worker(conn, tmp_path / f"w{i}", "--idle-timeout", "20", "--poll", "0.2")
+            _worker(
+                conn, tmp_path / f"w{i}", "--until-done", "--idle-timeout", "20", "--poll", "0.2"
+            )
             for i in range(2)
         ]
         lp = conn.launchpad
@@ -323,7 +335,9 @@ def test_database_restart_mid_campaign_loses_nothing(
                 or found["orphaned_fw_ids"]
                 or found["unstarted_checkout_fw_ids"]
             ), f"unfinished, yet nothing lost: {_states(lp, name)}"
-            again_worker = _worker(conn, tmp_path / "w2", "--idle-timeout", "10", "--poll", "0.2")
+            again_worker = _worker(
+                conn, tmp_path / "w2", "--until-done", "--idle-timeout", "10", "--poll", "0.2"
+            )
             assert again_worker.wait(timeout=600) == 0, _tail(tmp_path / "w2")
             doc = lp.db[records.CAMPAIGNS].find_one({"_id": name})
         assert doc["state"] == "completed", (found, _states(lp, name))
@@ -366,6 +380,10 @@ def test_a_database_that_stays_down_ends_the_worker_with_a_clear_error(
     conn.launchpad.reset("", require_password=False)
     lp_file = conn.write_launchpad_file(tmp_path / "my_launchpad.yaml")
     conn.close(stop_server=False)
+    # the site's own server-selection timeout (my_launchpad.yaml) bounds each wait too
+    settings = yaml.safe_load(lp_file.read_text())
+    settings["mongoclient_kwargs"]["serverSelectionTimeoutMS"] = 5000
+    lp_file.write_text(yaml.safe_dump(settings))
     worker = subprocess.Popen(
         [sys.executable, "-m", "nft_fw", "worker", "--launchpad", str(lp_file),
          "--db-wait", "5", "--poll", "0.2", "--work-dir", str(tmp_path)],
@@ -378,7 +396,7 @@ def test_a_database_that_stays_down_ends_the_worker_with_a_clear_error(
     waited = time.monotonic() - start
     assert worker.returncode == 1
     assert "lost the database" in err and "Traceback" not in err
-    assert waited < 60  # bounded: --db-wait plus one server-selection timeout
+    assert waited < 30  # bounded: --db-wait (5 s) plus one server-selection timeout (5 s)
 
 
 def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
@@ -399,7 +417,9 @@ def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
     spec = tiny(name, parent)
     spec["nft"]["chunks_per_iteration"] = 6
     _submit(connection, spec)
-    worker = _worker(connection, tmp_path / "w", "--idle-timeout", "8", "--poll", "0.2")
+    worker = _worker(
+        connection, tmp_path / "w", "--until-done", "--idle-timeout", "8", "--poll", "0.2"
+    )
     assert worker.wait(timeout=900) == 0
     assert lp.db["nft_campaigns"].find_one({"_id": name})["state"] == "completed"
 
@@ -456,6 +476,7 @@ def _lpad(conn: Any, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_campaign_defused_and_reignited_with_lpad_finishes_with_every_label_once(
     connection: Any, tmp_path: Path
 ) -> None:
@@ -477,7 +498,9 @@ def test_a_campaign_defused_and_reignited_with_lpad_finishes_with_every_label_on
     assert out.returncode == 0, out.stderr
     states = {d["state"] for d in lp.fireworks.find({"spec.campaign": name})}
     assert states == {"COMPLETED", "DEFUSED"}
-    idle = _worker(connection, tmp_path / "b", "--idle-timeout", "3", "--poll", "0.2")
+    idle = _worker(
+        connection, tmp_path / "b", "--until-done", "--idle-timeout", "3", "--poll", "0.2"
+    )
     assert idle.wait(timeout=120) == 0
     assert lp.launches.count_documents({}) == 3  # nothing ran while defused
     status = json.loads(_cli(connection, "status", name, "--json").stdout)[0]
@@ -488,7 +511,9 @@ def test_a_campaign_defused_and_reignited_with_lpad_finishes_with_every_label_on
 
     out = _lpad(connection, tmp_path, "reignite_wflows", "-n", name)
     assert out.returncode == 0, out.stderr
-    last = _worker(connection, tmp_path / "c", "--idle-timeout", "6", "--poll", "0.2")
+    last = _worker(
+        connection, tmp_path / "c", "--until-done", "--idle-timeout", "6", "--poll", "0.2"
+    )
     assert last.wait(timeout=600) == 0, _tail(tmp_path / "c")
     assert records.get_campaign(lp.db, name)["state"] == "completed"
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
@@ -521,7 +546,9 @@ def test_a_trainer_completion_cut_off_before_its_workflow_update_is_appended_onc
     lp.workflows.replace_one({"_id": before["_id"]}, before)  # the cut: workflow not updated
 
     lp.rerun_fw(init)
-    worker = _worker(connection, tmp_path / "b", "--idle-timeout", "6", "--poll", "0.2")
+    worker = _worker(
+        connection, tmp_path / "b", "--until-done", "--idle-timeout", "6", "--poll", "0.2"
+    )
     assert worker.wait(timeout=600) == 0, _tail(tmp_path / "b")
     assert records.get_campaign(lp.db, name)["state"] == "completed"
     assert lp.fireworks.count_documents({"fw_id": {"$in": appended}}) == 0  # deleted
@@ -718,6 +745,7 @@ def test_a_check_out_cut_off_before_its_launch_is_requeued_by_recover(
     assert ran.state == "COMPLETED" and len(ran.launches) == 1
 
 
+@pytest.mark.slow
 def test_appended_fireworks_the_workflow_never_got_are_appended_again_by_recover(
     connection: Any, tmp_path: Path
 ) -> None:
@@ -749,7 +777,9 @@ def test_appended_fireworks_the_workflow_never_got_are_appended_again_by_recover
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["orphaned_fw_ids"] == appended
     assert lp.fireworks.count_documents({"fw_id": {"$in": appended}}) == 0
-    worker = _worker(connection, tmp_path / "w1", "--idle-timeout", "10", "--poll", "0.2")
+    worker = _worker(
+        connection, tmp_path / "w1", "--until-done", "--idle-timeout", "10", "--poll", "0.2"
+    )
     assert worker.wait(timeout=600) == 0, _tail(tmp_path / "w1")
     assert records.get_campaign(lp.db, name)["state"] == "completed", _states(lp, name)
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}

@@ -127,6 +127,7 @@ def test_cli_db_start_foreground_becomes_the_server_and_stops_on_sigterm(tmp_pat
         decoy.wait()
 
 
+@pytest.mark.slow
 def test_read_only_commands_leave_no_server_running(tmp_path: Path) -> None:
     """status, history and labels on a stopped embedded server read it through a server
     they start, and stop it again; only db start leaves one running."""

@@ -221,7 +221,7 @@ def test_campaign_runs_to_its_end_through_auth_and_tls_with_two_workers(
             workers.append(subprocess.Popen(
                 [sys.executable, "-m", "nft_fw", "worker", "--launchpad", lp_file,
                  "--db-name", db_name, "--work-dir", str(tmp_path / f"w{i}"),
-                 "--idle-timeout", "8", "--poll", "0.2"],
+                 "--until-done", "--idle-timeout", "8", "--poll", "0.2"],
                 stdout=log, stderr=subprocess.STDOUT,
             ))  # fmt: skip
     codes = [w.wait(timeout=180) for w in workers]
