@@ -51,6 +51,10 @@ def test_a_uri_s_own_server_selection_timeout_is_kept(db_server: server.ServerIn
     own = conn_mod.from_uri(
         f"mongodb://{db_server.address}/conn_timeout?serverSelectionTimeoutMS=2500"
     )
+    # a host (FireWorks' host-and-port form) or a URI pymongo cannot parse sets none
+    assert not conn_mod._uri_sets_timeout("127.0.0.1")
+    assert not conn_mod._uri_sets_timeout("mongodb://[::1")
+    assert not conn_mod._uri_sets_timeout(None)
     try:
         assert default.launchpad.connection.options.server_selection_timeout == 30.0
         assert own.launchpad.connection.options.server_selection_timeout == 2.5

@@ -645,6 +645,79 @@ def test_a_workflow_lock_left_by_a_lost_connection_is_released_and_a_live_one_is
     assert release_stale_locks(lp, {"spec.campaign": stale}, wait_s=1) == []
 
 
+def test_a_worker_survives_the_database_going_away_in_a_poll_and_inside_a_launch(
+    connection: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Faults injected on purpose where a real outage lands by chance (the restart test above
+    meets one or the other depending on timing): a poll that finds the database gone, a
+    launch cut off inside FireWorks' workflow refresh (a RuntimeError raised from the lost
+    connection, its workflow left locked), and a Firework checked out that no workflow lists
+    (an append cut off). The worker waits, releases the stale lock once the database answers,
+    skips the orphan, runs everything else once and stops; any other error is raised."""
+    import logging
+
+    from fireworks.core import launchpad as fw_launchpad
+    from pymongo.errors import AutoReconnect
+
+    from nft_fw.firetasks.smoke import smoke_workflow
+    from nft_fw.launchpad import worker as worker_mod
+
+    # run_worker sets FireWorks' lock takeover for this process: restored afterwards
+    monkeypatch.setattr(
+        fw_launchpad.WFLock.__init__, "__defaults__", fw_launchpad.WFLock.__init__.__defaults__
+    )
+    monkeypatch.setattr(worker_mod, "STALE_LOCK_S", 1.0)
+    lp = connection.launchpad
+    ledger = tmp_path / "ledger.jsonl"
+    lp.add_wf(smoke_workflow(3, 1, ledger=str(ledger)))
+    real_launch, real_exists = worker_mod.launch_rocket, lp.run_exists
+    polls = ["down"]
+    launches = ["lost", "orphan"]
+
+    def run_exists(fworker: Any = None) -> bool:
+        if polls:
+            polls.pop()
+            raise AutoReconnect("connection closed")
+        return bool(real_exists(fworker))
+
+    def launch(lp_: Any, fworker: Any) -> bool:
+        if not launches:
+            return bool(real_launch(lp_, fworker))
+        fault = launches.pop(0)
+        if fault == "lost":
+            lp_.workflows.update_one({}, {"$set": {"locked": True}})  # the cut-off refresh's
+            try:
+                raise AutoReconnect("connection closed")
+            except AutoReconnect as err:
+                raise RuntimeError("refresh of the workflow failed") from err
+        if fault == "orphan":
+            raise RuntimeError("Could not find workflow in database: 99999")
+        raise RuntimeError("a bug, not an outage")
+
+    monkeypatch.setattr(lp, "run_exists", run_exists)
+    monkeypatch.setattr(worker_mod, "launch_rocket", launch)
+    caplog.set_level(logging.WARNING, logger="nft_fw.launchpad.worker")
+    report = worker_mod.run_worker(
+        lp, until_done=True, idle_timeout_s=120, poll_s=0.2, work_dir=tmp_path / "w"
+    )
+    assert report.reason == "no work can come" and report.launches == 3 + 3 + 1
+    assert sorted(json.loads(x)["tag"] for x in ledger.read_text().splitlines()) == sorted(
+        ["root", "leaf0", "leaf1", "leaf2", "fan", "fan.0", "total"]
+    )
+    assert {d["state"] for d in lp.fireworks.find({})} == {"COMPLETED"}
+    assert lp.workflows.count_documents({"locked": True}) == 0
+    said = caplog.text
+    assert "database unreachable" in said
+    assert "database connection lost during a launch (AutoReconnect)" in said
+    assert "was locked for over 1 s: released" in said
+    assert "Firework 99999 is in no workflow" in said
+
+    lp.add_wf(smoke_workflow(1, 0, ledger=str(ledger), name="again"))
+    launches.append("bug")
+    with pytest.raises(RuntimeError, match="a bug, not an outage"):
+        worker_mod.run_worker(lp, until_done=True, poll_s=0.2, work_dir=tmp_path / "w")
+
+
 def test_a_worker_takes_over_a_lock_left_by_a_lost_connection_and_updates_the_workflow(
     connection: Any, tmp_path: Path
 ) -> None:

@@ -193,3 +193,26 @@ def test_worker_fworker_file_errors_name_the_option(connection: object, tmp_path
     code, err = worker("--fworker", str(fworker), "--name", "site-a")
     assert code == 0, err
     assert "worker site-a: 0 launches, stopped on idle timeout" in err
+
+
+def test_a_worker_process_keeps_the_structure_files_it_parsed_last(connection: object) -> None:
+    """records.get_structure parses a stored file once per process and keeps the last
+    STRUCTURE_CACHE_FILES; a copy is returned, so a caller cannot change what is kept."""
+    from ase import Atoms
+
+    from nft_fw.launchpad import records
+
+    db = connection.launchpad.db  # type: ignore[attr-defined]
+    n = records.STRUCTURE_CACHE_FILES + 1
+    ids = [
+        records.put_structures(db, [Atoms("Pt", positions=[[0, 0, i]])], f"s{i}") for i in range(n)
+    ]
+    first = records.get_structure(db, ids[0])
+    first.positions[0, 2] = 99.0
+    assert records.get_structure(db, ids[0]).positions[0, 2] == 0.0  # the kept one unchanged
+    for file_id in ids[1:]:
+        records.get_structure(db, file_id)
+    kept = {key for key in records._STRUCTURE_CACHE if key[0] == db.name}
+    assert len(kept) == records.STRUCTURE_CACHE_FILES
+    assert (db.name, str(ids[0])) not in kept  # the least recently used went first
+    assert records.get_structure(db, ids[-1]).positions[0, 2] == float(n - 1)
