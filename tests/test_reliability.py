@@ -386,14 +386,22 @@ def test_a_database_that_stays_down_ends_the_worker_with_a_clear_error(
     lp_file.write_text(yaml.safe_dump(settings))
     worker = subprocess.Popen(
         [sys.executable, "-m", "nft_fw", "worker", "--launchpad", str(lp_file),
-         "--db-wait", "5", "--poll", "0.2", "--work-dir", str(tmp_path)],
+         "--db-wait", "5", "--poll", "0.2", "--work-dir", str(tmp_path), "-v"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(3)  # polling an empty queue
+    # the server goes away once the worker is polling (on a loaded machine its start alone,
+    # imports and connection, can take seconds: a fixed sleep then stopped the server first)
+    said = []
+    for line in worker.stderr:  # type: ignore[union-attr]
+        said.append(line)
+        if "started (category" in line:
+            break
+    time.sleep(1)  # polling an empty queue
     server.stop(data)
     start = time.monotonic()
     _, err = worker.communicate(timeout=120)
     waited = time.monotonic() - start
+    err = "".join(said) + err
     assert worker.returncode == 1
     assert "lost the database" in err and "Traceback" not in err
     assert waited < 30  # bounded: --db-wait (5 s) plus one server-selection timeout (5 s)
