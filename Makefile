@@ -38,11 +38,11 @@ check: lint
 	NFT_FW_TEST_TIER=fast $(VENV)/bin/pytest -m "not integration and not gpaw and not slurm" -q -n 2
 
 # Line coverage of the four packages by the make test suite, worker and CLI processes
-# included (coverage's patch = subprocess; settings in pyproject.toml): prints the table
+# included (coverage's patch = subprocess; settings in pyproject.toml; pytest-cov combines
+# the processes' data files): prints the table
 coverage: setup-dev
 	rm -rf .coverage .coverage.*
 	$(VENV)/bin/pytest -m "not slurm" -n $(TEST_PROCESSES) -q --cov --cov-report=
-	$(VENV)/bin/coverage combine -q
 	$(VENV)/bin/coverage report
 
 # Build the images, run a small campaign in compose (embedded database image, one trainer,
