@@ -397,8 +397,8 @@ def run_worker(
             # scan of the READY Fireworks per launch (1,000-Firework round, 4 workers:
             # 2.47 -> 2.68 labels/s; bench/round_fanout.py --labels-only)
             runnable = ran or lp.run_exists(fworker)
-            if until_done and not runnable:
-                quiet_polls = 0 if work_can_come(lp) else quiet_polls + 1
+            if until_done:  # successive looks only: a launch in between starts over
+                quiet_polls = 0 if runnable or work_can_come(lp) else quiet_polls + 1
         except ConnectionFailure as err:
             now = time.monotonic()
             down_since = down_since or asked
