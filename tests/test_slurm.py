@@ -415,8 +415,11 @@ def test_a_label_job_the_scheduler_ends_is_recovered_once(
         victim_fw = lp.fireworks.find_one(
             {"spec.campaign": name, "spec.nft_role": "label", "state": "RUNNING"}
         )["fw_id"]
-        victim = running_job()
-        assert victim is not None
+        # the job that runs this label, not merely a running one: a job whose worker found
+        # nothing to do may still be on its way out when the label starts in another
+        launch = lp.launches.find_one({"fw_id": victim_fw, "state": "RUNNING"})
+        victim, victim_job = job_of(Path(launch["launch_dir"]), site)
+        assert victim_job["JobState"] == "RUNNING", victim_job
         node = cluster.node
         if kill == "scancel":
             cluster.run("scancel", str(victim))
