@@ -14,6 +14,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from nft_fw import md as md_mod
 from nft_fw import step
 from nft_fw.firetasks import training
 from nft_fw.launchpad import campaigns, dynamics, records, relaxation
@@ -106,7 +107,11 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
     records.put_iteration(db, record)
     dynamics.drop_checkpoint(db, name, number, keep_model=trained)
     items = [training.chunk_item(r, str(frames_id)) for r in out.requests]
-    if out.finished:
+    if record["stopped"]:  # δ above the threshold with no pause left: the phase ends
+        records.update_campaign(
+            db, name, state="md-stopped", md_segment=number, md_stop_reason="out_of_pauses"
+        )
+    elif out.finished:
         records.update_campaign(db, name, state="md-finished", md_segment=number)
     else:
         records.update_campaign(db, name, state="md", md_segment=number)
@@ -117,6 +122,6 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
         record["start_step"],
         record["end_step"],
         record["structure_uncertainty"],
-        "to the end" if out.finished else f"paused, {len(items)} chunks",
+        md_mod.ending(record) if out.finished else f"paused, {len(items)} chunks",
     )
     return SegmentOutcome(record=record, finished=out.finished, items=items)

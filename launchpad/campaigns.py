@@ -241,12 +241,12 @@ class StoredFeatures:
         self.db, self.name = db, name
 
     def __call__(
-        self, labels: Sequence[step.ChunkLabel], spec: desc.DescriptorSpec
+        self, labels: Sequence[step.ChunkLabel], spec: desc.DescriptorSpec, baseline: str = "none"
     ) -> list[tr.ChunkFeatures]:
         spec_hash = hashlib.sha256(json.dumps(spec.to_dict()).encode()).hexdigest()[:16]
         cached = records.get_features(self.db, self.name, spec_hash, [lb.hash for lb in labels])
         missing = [lb for lb in labels if lb.hash not in cached]
-        fresh = {f.id: f for f in step.chunk_features(missing, spec)}
+        fresh = {f.id: f for f in step.chunk_features(missing, spec, baseline)}
         for f in fresh.values():
             records.put_features(self.db, self.name, spec_hash, f.id, f.g, f.k, f.species)
         out = []
@@ -255,9 +255,8 @@ class StoredFeatures:
                 out.append(fresh[lb.hash])
                 continue
             g, k, species = cached[lb.hash]
-            out.append(
-                tr.ChunkFeatures(g=g, k=k, species=species, force=lb.central_force, id=lb.hash)
-            )
+            force = step.central_residual(lb, baseline)  # the cache holds geometry only
+            out.append(tr.ChunkFeatures(g=g, k=k, species=species, force=force, id=lb.hash))
         return out
 
 

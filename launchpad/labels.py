@@ -16,8 +16,8 @@ from nft_fw.launchpad import records
 
 
 def frames(db: Database, name: str) -> list[Atoms]:
-    """The NFT campaign's labels as frames, in the order the campaign made them (initial
-    set, then by iteration or round, centre and hash; validation labels last)."""
+    """The NFT campaign's labels as frames, in the order of every export
+    (:func:`nft_fw.labelset.in_order`)."""
     doc = records.get_campaign(db, name)
     if records.kind(doc) != "nft":
         raise KeyError(f"campaign {name!r} is a {records.kind(doc)} campaign, not an NFT one")
@@ -28,13 +28,7 @@ def frames(db: Database, name: str) -> list[Atoms]:
         "parent_params": parent.get("params") or {},
     }
     out = []
-    labels = records.labels(db, name)
-    ordered = [d for d in labels if d["kind"] == "image"]
-    ordered += sorted(
-        (d for d in labels if d["kind"] == "chunk"),
-        key=lambda d: (_phase_rank(d), d["iteration"], d["centre"], d["hash"]),
-    )
-    for d in ordered:
+    for d in records.labels(db, name):
         out.append(
             labelset.frame(
                 atoms_io.from_doc(d), kind=d["kind"], phase=phase(d), number=d["iteration"],
@@ -44,16 +38,16 @@ def frames(db: Database, name: str) -> list[Atoms]:
             )
         )  # fmt: skip
     if doc.get("true_forces_file"):
+        target = records.get_structure(db, ObjectId(doc["target_file"]))
         out.append(
             labelset.frame(
-                records.get_structure(db, ObjectId(doc["target_file"])), kind="full",
-                phase="validation", number=0,
+                target, kind="full", phase="validation", number=0,
                 forces=records.get_array(db, ObjectId(doc["true_forces_file"])), energy=None,
-                parent_hash=doc["parent_hash"], label_hash=f"full:{doc['target_file']}",
+                parent_hash=doc["parent_hash"], label_hash=labelset.full_hash(target),
                 **common,
             )
         )  # fmt: skip
-    return out
+    return labelset.in_order(out)
 
 
 def phase(doc: dict[str, Any]) -> str:
@@ -74,11 +68,3 @@ def _cost(doc: dict[str, Any]) -> dict[str, Any]:
             "scf_iterations": doc.get("prior_scf_iterations"),
         }
     return {"seconds": doc.get("seconds"), "scf_iterations": doc.get("scf_iterations")}
-
-
-PHASE_ORDER = ("inherited", "nft", "relax", "md")
-
-
-def _phase_rank(doc: dict[str, Any]) -> int:
-    phase = doc.get("phase", "nft")
-    return PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER)

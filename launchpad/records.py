@@ -407,6 +407,7 @@ def iterations(db: Database, campaign: str, phase: str | None = "nft") -> list[d
 def phase_records(
     db: Database, campaigns: Sequence[str], phases: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Records of ``phases`` of any of ``campaigns``, without their per-step trajectories."""
+    """Records of ``phases`` of any of ``campaigns``, without their per-step trajectories
+    (a relaxation's ``steps``, an MD segment's ``log``), in the order they were stored."""
     query = {"campaign": {"$in": list(campaigns)}, "phase": {"$in": list(phases)}}
-    return list(db[ITERATIONS].find(query, {"steps": 0, "_id": 0}))
+    return list(db[ITERATIONS].find(query, {"steps": 0, "log": 0, "_id": 0}))

@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from nft_fw import baseline as baseline_mod
 from nft_fw.parents import Parent, ParentError, get_parent
 from nft_fw.prior import PriorError, PriorLabels
 from nft_fw.prior import read as read_prior
@@ -292,6 +293,13 @@ class ModelSpec(_Spec):
     )
     activation: Literal["tanh", "silu"] = Field(
         default="tanh", description="Hidden-layer activation."
+    )
+    baseline: Literal["none", "emt"] = Field(
+        default="none",
+        description="A physical potential under the networks (Δ-learning): the model predicts "
+        "the baseline plus the ensemble, the ensemble learns the parent minus the baseline, δ "
+        "is the ensemble's alone. emt: ASE's EMT (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O). "
+        "What it does for robustness: docs/gpaw.md, 'A baseline under the network'.",
     )
 
 
@@ -607,7 +615,15 @@ class MDSpec(_Spec):
         default=20,
         ge=0,
         le=10000,
-        description="Most pauses; after them the run goes to its length without labels.",
+        description="Most pauses (each labels chunks and retrains); what follows them is "
+        "md.out_of_pauses.",
+    )
+    out_of_pauses: Literal["stop", "continue"] = Field(
+        default="stop",
+        description="When δ exceeds the threshold and no pause is left: stop (the phase ends "
+        "there, recorded as stopped: the model has left its data) or continue to the length "
+        "without learning, the steps above the threshold counted in the record, the follower, "
+        "the report and nft-fw status.",
     )
     frame_every: int = Field(
         default=10,
@@ -1082,6 +1098,14 @@ def _prepare(spec: CampaignSpec) -> Prepared:
                     "import labels of this target's elements only",
                 )
 
+    if spec.model.baseline != "none":
+        missing = baseline_mod.unsupported(spec.model.baseline, sorted(elements))
+        if missing:
+            raise CampaignError(
+                "model.baseline",
+                f"the {spec.model.baseline} baseline has no parameters for "
+                f"{', '.join(missing)}; use model.baseline: none for these elements",
+            )
     chunk_radius = spec.nft.chunk_radius or 2.0 * spec.model.cutoff
     warnings: list[str] = []
     if chunk_radius < 2.0 * spec.model.cutoff:  # only with nft.allow_short_chunks

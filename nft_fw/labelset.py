@@ -37,6 +37,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from nft_fw import atoms_io
+from nft_fw.chunks import structure_id
 
 KINDS = ("image", "chunk", "full")
 PHASES = ("initial", "nft", "relax", "md", "inherited", "validation", "nearsightedness")
@@ -96,6 +97,33 @@ def frame(
     info.update({k: v for k, v in optional.items() if v is not None})
     out.info = info
     return out
+
+
+#: The order of an export's frames by phase (images and chunks alike).
+PHASE_ORDER = ("initial", "inherited", "nft", "relax", "md", "validation", "nearsightedness")
+
+
+def in_order(frames: Iterable[Atoms]) -> list[Atoms]:
+    """Label frames in the one order every export has, whether the labels come from a
+    campaign run in one process or from the database: images by hash, then chunks by phase
+    (inherited, NFT, relaxation, MD), number, centre and hash, then whole-structure labels."""
+
+    def key(f: Atoms) -> tuple[int, int, int, int, str]:
+        info = f.info
+        return (
+            KINDS.index(info["nft_kind"]),
+            PHASE_ORDER.index(info["nft_phase"]),
+            int(info["nft_number"]),
+            int(info.get("nft_centre", -1)),
+            str(info["nft_hash"]),
+        )
+
+    return sorted(frames, key=key)
+
+
+def full_hash(atoms: Atoms) -> str:
+    """The key of a whole-structure label: its structure's content hash."""
+    return f"full:{structure_id(atoms)}"
 
 
 def write(path_or_file: str | Path | IO[str], frames: Iterable[Atoms]) -> None:

@@ -28,7 +28,6 @@ from nft_fw import training as tr
 from nft_fw.atoms_io import extxyz_text, read_extxyz_text
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignSpec, MDSpec, Prepared, RelaxSpec, load_campaign, prepare
-from nft_fw.chunks import structure_id
 from nft_fw.relax import Trajectory
 from nft_fw.step import (
     ChunkLabel,
@@ -193,12 +192,9 @@ def label_frames(result: LocalResult, extra: Sequence[ChunkLabel] = ()) -> list[
             image.atoms, kind="image", phase="initial", number=0, forces=image.forces,
             energy=image.energy, label_hash=image.id, **common,
         )
-        for image in sorted(result.images, key=lambda im: im.id)
+        for image in result.images
     ]  # fmt: skip
-    chunks = sorted(
-        [*result.labels, *extra],
-        key=lambda c: (c.phase != "nft", c.iteration, c.centre, c.hash),
-    )
+    chunks = [*result.labels, *extra]
     out += [
         labelset.frame(
             c.atoms, kind="chunk", phase=c.phase, number=c.iteration, forces=c.forces,
@@ -212,10 +208,10 @@ def label_frames(result: LocalResult, extra: Sequence[ChunkLabel] = ()) -> list[
             labelset.frame(
                 prepared.target, kind="full", phase="validation", number=0,
                 forces=result.true_forces, energy=None,
-                label_hash=f"full:{structure_id(prepared.target)}", **common,
+                label_hash=labelset.full_hash(prepared.target), **common,
             )
         )  # fmt: skip
-    return out
+    return labelset.in_order(out)
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -414,12 +410,11 @@ def _rich_progress_md() -> Progress:
     console = Console(stderr=True, soft_wrap=True)
 
     def show(record: dict[str, Any]) -> None:
-        end = f"paused at step {record['end_step']}" if record["paused"] else "to the end"
         console.print(
             f"[bold]{record['campaign']}[/] MD segment {record['iteration']}: steps "
-            f"{record['start_step']}–{record['end_step']} ({end}), +{record['new_chunks']} "
+            f"{record['start_step']}–{record['end_step']}, +{record['new_chunks']} "
             f"chunks, δ max {record['structure_uncertainty']:.3f} eV/Å, "
-            f"T {record['mean_temperature_K']:.0f} K"
+            f"T {record['mean_temperature_K']:.0f} K, {md_mod.ending(record)}"
         )
 
     return show

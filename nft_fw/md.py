@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -266,3 +266,49 @@ def drift_per_atom_per_ps(log: dict[str, list[float]], timestep_fs: float, n_ato
     total = np.asarray(log["potential_energy"]) + np.asarray(log["kinetic_energy"])
     t_ps = np.asarray(log["step"], dtype=float) * timestep_fs / 1000.0
     return float(np.polyfit(t_ps, total, 1)[0] / n_atoms)
+
+
+# ----------------------------------------------------------------------------- what a record says
+
+
+def ending(record: Mapping[str, Any]) -> str:
+    """How an MD segment's record ended, in words (the follower, logs, status, report)."""
+    end_step = int(record.get("end_step", 0))
+    if record.get("paused"):
+        return f"paused at step {end_step}"
+    if record.get("stopped"):
+        return (
+            f"stopped at step {end_step} ({float(record.get('end_ps', 0.0)):.3f} ps): δ "
+            f"{float(record['structure_uncertainty']):.3f} eV/Å above the threshold "
+            f"{float(record['threshold']):g} with no pause left — the model has left its data "
+            "(raise md.max_pauses and run again, or md.out_of_pauses: continue to go on)"
+        )
+    above = int(record.get("steps_above_threshold", 0))
+    if above and not record.get("watched", True):
+        dt = float(record.get("timestep_fs", 0.0))
+        return (
+            f"to the end, {above} steps ({above * dt / 1000.0:.3f} ps) with δ above the "
+            f"threshold {float(record['threshold']):g} eV/Å and no pause left "
+            "(md.out_of_pauses: continue): those steps ran outside the model's data"
+        )
+    return "to the end"
+
+
+def left_data(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """A warning when the MD phase stopped, or ran on, outside the model's data; else None."""
+    if not records:
+        return None
+    last = records[-1]
+    if last.get("stopped"):
+        return "MD " + ending(last)
+    unwatched = sum(
+        int(r.get("steps_above_threshold", 0)) for r in records if not r.get("watched", True)
+    )
+    if unwatched:
+        dt = float(last.get("timestep_fs", 0.0))
+        return (
+            f"MD ran {unwatched} steps ({unwatched * dt / 1000.0:.3f} ps) with δ above the "
+            f"threshold {float(last['threshold']):g} eV/Å after its pauses were spent "
+            "(md.out_of_pauses: continue): its forces there are not to be trusted"
+        )
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nft_fw import md as md_mod
 from nft_fw.plots import _figure, _fmt, _fmt_int, _save
 
 Records = Sequence[Mapping[str, Any]]
@@ -38,7 +39,15 @@ MD_COLUMNS = [
 def md_table(segments: Records) -> list[list[str]]:
     rows = []
     for r in segments:
-        ended = "pause" if r.get("paused") else ("end" if r.get("finished") else "—")
+        if r.get("paused"):
+            ended = "pause"
+        elif r.get("stopped"):
+            ended = "stopped: left its data"
+        elif r.get("finished"):
+            above = int(r.get("steps_above_threshold", 0)) if not r.get("watched", True) else 0
+            ended = f"end, {above} steps above δ threshold unwatched" if above else "end"
+        else:
+            ended = "—"
         rows.append(
             [
                 _fmt_int(r.get("iteration")),
@@ -108,6 +117,8 @@ def summary(segments: Records) -> dict[str, Any]:
         "reached_ps": float(last["end_ps"]),
         "length_ps": length_ps,
         "finished": bool(last.get("finished")),
+        "stopped": bool(last.get("stopped")),
+        "left_data": md_mod.left_data(segments),
         "pauses_per_ps": pauses / length_ps,
         "chunks_per_ps": chunks / length_ps,
         "pause_steps": [int(r["end_step"]) for r in segments if r.get("paused")],
@@ -130,6 +141,7 @@ def markdown(segments: Records) -> str:
                 "",
                 f"- {s['reached_ps']:.2f} of {s['length_ps']:.2f} ps, {s['pauses']} pauses, "
                 f"{s['chunks']} chunks labelled at them ({s['chunks_per_ps']:.2f} per ps)",
+                *([f"- **{s['left_data']}**"] if s["left_data"] else []),
                 "",
                 head,
                 rule,

@@ -25,11 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
+from nft_fw import baseline as bl
 from nft_fw import descriptors as desc
 from nft_fw import neighbours as nbl
 from nft_fw.uncertainty import Z_99
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # a model with a baseline (Δ-learning, nft-fw 0.6) is written as 3
+PLAIN_FORMAT_VERSION = 2  # a model without one is written as 2, readable by nft-fw 0.2-0.5
 Params = dict[str, list[dict[str, jax.Array]]]
 
 
@@ -138,7 +140,10 @@ class Ensemble:
     """A trained (or freshly initialised) ensemble with everything needed to predict.
 
     ``mean``/``std``: descriptor normalisation (F,); ``e_ref``: per-element energy
-    offsets (eV/atom) fitted to the initial set.
+    offsets (eV/atom) fitted to the initial set; ``baseline``: the physical potential the
+    networks are trained on top of (:mod:`nft_fw.baseline`; ``"none"``: the networks alone).
+    Every prediction (:meth:`evaluate`, :meth:`predict`) includes the baseline; δ does not
+    depend on it.
     """
 
     spec: desc.DescriptorSpec
@@ -148,8 +153,12 @@ class Ensemble:
     std: np.ndarray
     e_ref: np.ndarray
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    baseline: str = "none"
     _device: dict[str, Any] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
+    )
+    _baseline: bl.Evaluator | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
     )
 
     @property
@@ -202,7 +211,18 @@ class Ensemble:
                 f"the neighbour table holds {len(table.numbers)} atoms, the structure "
                 f"{len(atoms)}; rebuild it with nft_fw.neighbours.build"
             )
-        return _evaluate(self, table, np.asarray(atoms.positions, np.float64), species, members)
+        out = _evaluate(self, table, np.asarray(atoms.positions, np.float64), species, members)
+        if self.baseline == "none":
+            return out
+        if self._baseline is None or self._baseline.name != self.baseline:
+            self._baseline = bl.Evaluator(self.baseline)
+        energy, forces = self._baseline(atoms)
+        return Evaluation(
+            energies=out.energies + energy,
+            forces=out.forces + forces,
+            delta=out.delta,
+            member_forces=None if out.member_forces is None else out.member_forces + forces,
+        )
 
     def predict(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
         """Member energies (M,) eV and forces (M, n_atoms, 3) eV/Å of one structure."""
@@ -213,15 +233,18 @@ class Ensemble:
     # ------------------------------------------------------------------ persistence
 
     def header(self) -> dict[str, Any]:
-        return {
+        header = {
             "format": "nft-fw-ensemble",
-            "version": FORMAT_VERSION,
+            "version": PLAIN_FORMAT_VERSION if self.baseline == "none" else FORMAT_VERSION,
             "descriptor": self.spec.to_dict(),
             "architecture": dataclasses.asdict(self.arch),
             "normalisation": {"mean": self.mean.tolist(), "std": self.std.tolist()},
             "e_ref_eV": self.e_ref.tolist(),
             "meta": self.meta,
         }
+        if self.baseline != "none":  # an nft-fw that ignored it would predict nonsense
+            header["baseline"] = {"name": self.baseline}
+        return header
 
     def params_bytes(self) -> bytes:
         return flax.serialization.to_bytes(self.params)
@@ -240,10 +263,20 @@ class Ensemble:
                 "convert it. Retrain: run its campaign again with nft-fw 0.2 "
                 "(docs/upgrading.md)"
             )
-        if header.get("version") != FORMAT_VERSION:
+        if header.get("version") not in (PLAIN_FORMAT_VERSION, FORMAT_VERSION):
             raise ModelFormatError(
-                f"model format version {header.get('version')} is not {FORMAT_VERSION}; "
-                "it was written by a newer nft-fw: upgrade nft-fw to read it"
+                f"model format version {header.get('version')} is not {PLAIN_FORMAT_VERSION} "
+                f"or {FORMAT_VERSION}; it was written by a newer nft-fw: upgrade nft-fw to "
+                "read it"
+            )
+        baseline = str((header.get("baseline") or {}).get("name", "none"))
+        if (baseline != "none") != (header["version"] == FORMAT_VERSION) or (
+            baseline not in bl.NAMES
+        ):
+            raise ModelFormatError(
+                f"model header of format {header['version']} names baseline {baseline!r}: "
+                f"format {FORMAT_VERSION} carries one of {list(bl.NAMES[1:])}, format "
+                f"{PLAIN_FORMAT_VERSION} none; the file was altered or written by another tool"
             )
         spec = desc.DescriptorSpec.from_dict(header["descriptor"])
         a = header["architecture"]
@@ -258,6 +291,7 @@ class Ensemble:
             std=np.asarray(header["normalisation"]["std"], dtype=np.float64),
             e_ref=np.asarray(header["e_ref_eV"], dtype=np.float64),
             meta=dict(header.get("meta", {})),
+            baseline=baseline,
         )
 
     def to_bytes(self) -> bytes:

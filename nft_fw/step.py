@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from nft_fw import baseline as bl
 from nft_fw import calibration, decision
 from nft_fw import chunks as chunk_mod
 from nft_fw import descriptors as desc
@@ -84,14 +85,29 @@ def initial_structures(prepared: Prepared) -> list[Atoms]:
 
 
 def fresh_ensemble(prepared: Prepared, images: Sequence[tr.Image]) -> mdl.Ensemble:
+    """A fresh ensemble; ``images`` are the parent's labels (the reference energies are fitted
+    to what is left of them after the model's baseline)."""
     spec = prepared.spec
-    return tr.make_ensemble(
+    ensemble = tr.make_ensemble(
         descriptor_spec(spec.model, prepared.elements),
         architecture(spec.model),
-        images,
+        residual_images(images, spec.model.baseline),
         unlabelled=[prepared.target],
         seed=spec.nft.seed,
     )
+    return dataclasses.replace(ensemble, baseline=spec.model.baseline)
+
+
+def residual_images(images: Sequence[tr.Image], baseline: str) -> list[tr.Image]:
+    """The images as the networks see them: the parent's energy and forces less the
+    baseline's (:mod:`nft_fw.baseline`); unchanged without one."""
+    if baseline == "none":
+        return list(images)
+    out = []
+    for im in images:
+        energy, forces = bl.energy_forces(baseline, im.atoms)
+        out.append(dataclasses.replace(im, energy=im.energy - energy, forces=im.forces - forces))
+    return out
 
 
 def train_config(spec: CampaignSpec, iteration: int) -> tr.TrainConfig:
@@ -245,29 +261,39 @@ def target_forces(prepared: Prepared) -> np.ndarray:
     return given if given is not None else np.asarray(prepared.parent.label(prepared.target)[1])
 
 
-FeatureSource = Callable[[Sequence[ChunkLabel], desc.DescriptorSpec], list[tr.ChunkFeatures]]
+FeatureSource = Callable[[Sequence[ChunkLabel], desc.DescriptorSpec, str], list[tr.ChunkFeatures]]
+
+
+def central_residual(label: ChunkLabel, baseline: str) -> np.ndarray:
+    """The central force the networks learn: the parent's less the baseline's on the same
+    chunk (a chunk of radius ≥ 8 Å gives EMT's whole-structure force on its centre)."""
+    if baseline == "none":
+        return label.central_force
+    return label.central_force - bl.energy_forces(baseline, label.atoms)[1][0]
 
 
 def chunk_features(
-    labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec
+    labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec, baseline: str = "none"
 ) -> list[tr.ChunkFeatures]:
     """The training data of labelled chunks (all in one descriptor pass)."""
-    return tr.chunk_features_many([(lb.atoms, lb.central_force, lb.hash) for lb in labels], spec)
+    return tr.chunk_features_many(
+        [(lb.atoms, central_residual(lb, baseline), lb.hash) for lb in labels], spec
+    )
 
 
 class FeatureMemo:
-    """A :data:`FeatureSource` that computes each chunk's features once (by chunk hash and
-    descriptor settings) and keeps them in memory."""
+    """A :data:`FeatureSource` that computes each chunk's features once (by chunk hash,
+    descriptor settings and baseline) and keeps them in memory."""
 
     def __init__(self) -> None:
         self._known: dict[tuple[str, str], tr.ChunkFeatures] = {}
 
     def __call__(
-        self, labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec
+        self, labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec, baseline: str = "none"
     ) -> list[tr.ChunkFeatures]:
-        key = repr(spec.to_dict())
+        key = repr((spec.to_dict(), baseline))
         missing = [lb for lb in labels if (lb.hash, key) not in self._known]
-        for f in chunk_features(missing, spec):
+        for f in chunk_features(missing, spec, baseline):
             self._known[f.id, key] = f
         return [self._known[lb.hash, key] for lb in labels]
 
@@ -318,9 +344,15 @@ def fit(
         config_iteration = 0 if previous is None else config_iteration
     else:
         ensemble = previous
+    if ensemble.baseline != spec.model.baseline:
+        raise ValueError(
+            f"campaign {spec.name}: the model to continue from has baseline "
+            f"{ensemble.baseline!r}, model.baseline is {spec.model.baseline!r}; a model "
+            "continues only with its own baseline (start a new campaign to change it)"
+        )
     t0 = time.perf_counter()
-    feats = features(chunks, ensemble.spec)
-    arrays = tr.image_arrays(images, ensemble.spec)
+    feats = features(chunks, ensemble.spec, ensemble.baseline)
+    arrays = tr.image_arrays(residual_images(images, ensemble.baseline), ensemble.spec)
     t_feat = time.perf_counter() - t0
     ensemble, metrics = tr.train(ensemble, arrays, feats, train_config(spec, config_iteration))
     return Fit(ensemble, metrics, t_feat)
@@ -853,7 +885,9 @@ class MDInputs:
 @dataclasses.dataclass
 class MDOutcome:
     """The segment's ``record``, ``ensemble`` and ``segment``; ``requests``: the chunks of
-    the pause (frame indexes ``segment.frames``); ``finished``: the run reached its length."""
+    the pause (frame indexes ``segment.frames``); ``finished``: the phase ends here (the run
+    reached its length, or δ exceeded the threshold with no pause left and
+    ``md.out_of_pauses`` is stop: ``record["stopped"]``)."""
 
     record: dict[str, Any]
     ensemble: mdl.Ensemble
@@ -865,9 +899,11 @@ class MDOutcome:
 def md_step(inputs: MDInputs) -> MDOutcome:
     """One MD segment: (from segment 1 on, with new chunks) retrain on every label starting
     from the previous segment's model, continue the run from the saved state until its
-    length or — while pauses remain — the first step whose largest δ (calibrated, when a
-    calibration exists) exceeds the threshold, record, and at a pause name chunks around the
-    uncertain atoms of the segment's frames (most uncertain and unlike each other)."""
+    length or the first step whose largest δ (calibrated, when a calibration exists)
+    exceeds the threshold, record, and at a pause name chunks around the uncertain atoms of
+    the segment's frames (most uncertain and unlike each other). With no pause left, that
+    step ends the phase (``stopped``), or with ``md.out_of_pauses: continue`` the run goes
+    to its length unwatched and counts its steps above the threshold."""
     prepared, number = inputs.prepared, inputs.number
     spec = prepared.spec
     m = md_spec(spec)
@@ -899,6 +935,8 @@ def md_step(inputs: MDInputs) -> MDOutcome:
     fitted = calibration.latest_points([*before, oos], coverage, MD_CALIBRATION_POINTS)
     scale = 1.0 if fitted is None else fitted
     may_pause = number < m.max_pauses
+    # with no pause left δ is still watched unless md.out_of_pauses says to go on regardless
+    watched = may_pause or m.out_of_pauses == "stop"
 
     def save(segment: md_mod.Segment) -> None:
         if inputs.checkpoint is not None:
@@ -917,7 +955,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         EnsembleCalculator(ensemble),
         settings,
         total,
-        threshold=threshold if may_pause else None,
+        threshold=threshold if watched else None,
         scale=scale,
         frame_every=m.frame_every,
         so_far=so_far,
@@ -931,6 +969,12 @@ def md_step(inputs: MDInputs) -> MDOutcome:
     log = segment.log
     n_atoms = len(inputs.start.atoms)
     steps = log["step"]
+    stopped = segment.paused and not may_pause  # above the threshold, no pause left
+    paused = segment.paused and may_pause
+    # the steps this segment ran with δ (as watched: calibrated) above the threshold; its
+    # first row is the state it started from, counted by the segment before
+    above = int(np.count_nonzero(np.asarray(log["max_delta"][1:]) > threshold))
+    reached = int(steps[-1]) >= total
     record: dict[str, Any] = {
         "campaign": spec.name,
         "phase": "md",
@@ -949,9 +993,13 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         "total_steps": total,
         "start_ps": steps[0] * m.timestep_fs / 1000.0,
         "end_ps": steps[-1] * m.timestep_fs / 1000.0,
-        "paused": segment.paused,
-        "finished": int(steps[-1]) >= total,
-        "pauses_left": max(0, m.max_pauses - number - int(segment.paused)),
+        "paused": paused,
+        "finished": reached,
+        "stopped": stopped,
+        "end_reason": "pause" if paused else "out_of_pauses" if stopped else "length",
+        "watched": watched,
+        "steps_above_threshold": above,
+        "pauses_left": max(0, m.max_pauses - number - int(paused)),
         "threshold": threshold,
         "candidate_threshold": md_candidate_threshold(spec),
         "delta_scale": scale,
@@ -980,7 +1028,10 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         record["true_force_mae_mean"] = float(np.mean(segment.checks["mae"]))
         record["fraction_checks_above_threshold"] = float(np.mean(err > threshold))
     requests: list[ChunkRequest] = []
-    if segment.paused:
+    if stopped:
+        record["stop_step"] = int(steps[-1])
+        record["stop_atom"] = int(log["max_atom"][-1])
+    if paused:
         record["pause_step"] = int(steps[-1])
         record["pause_atom"] = int(log["max_atom"][-1])
         trajectory = Trajectory(
@@ -1010,4 +1061,4 @@ def md_step(inputs: MDInputs) -> MDOutcome:
             for f, chunk in chosen
         ]
         record["requested_chunks"] = len(requests)
-    return MDOutcome(record, ensemble, segment, requests, finished=record["finished"])
+    return MDOutcome(record, ensemble, segment, requests, finished=reached or stopped)

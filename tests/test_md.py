@@ -19,7 +19,7 @@ from ase.optimize import FIRE
 from scipy.spatial.transform import Rotation
 from test_campaign_service import small_campaign
 
-from nft_fw import md
+from nft_fw import md, md_plots
 from nft_fw.atoms_io import extxyz_text, read_extxyz_text
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignError, load_campaign
@@ -136,6 +136,9 @@ MD = {
     "max_pauses": 2,
     "frame_every": 10,
     "checkpoint_every": 20,
+    # this small model leaves its data at once: run on after the pauses (the resume tests need
+    # a long last segment); what stop does is test_an_md_run_out_of_pauses_stops_and_says_so
+    "out_of_pauses": "continue",
 }
 
 
@@ -172,8 +175,17 @@ def test_the_md_phase_pauses_labels_its_frames_and_continues_where_it_paused(md_
     assert len(hashes) == len(set(hashes)) == sum(s["new_chunks"] for s in segments)
     assert {lb.phase for lb in md_run.labels} == {"md"}
     assert all(lb.iteration in (1, 2) for lb in md_run.labels)
-    # the last segment may no longer pause, but its δ is still watched and logged
-    assert len(segments[-1]["log"]["max_delta"]) == 100 - segments[-1]["start_step"] + 1
+    # the last segment may no longer pause, but its δ is still logged, and every step of it
+    # above the threshold is counted and said: the run went on outside the model's data
+    last = segments[-1]
+    assert len(last["log"]["max_delta"]) == 100 - last["start_step"] + 1
+    above = sum(d > MD["threshold"] for d in last["log"]["max_delta"][1:])
+    assert not last["watched"] and last["steps_above_threshold"] == above > 0
+    assert last["end_reason"] == "length" and not last["stopped"]
+    warning = md.left_data(segments)
+    assert warning is not None and f"MD ran {above} steps" in warning
+    assert f"end, {above} steps above δ threshold unwatched" in md_plots.markdown(segments)
+    assert all(s["watched"] and s["end_reason"] == "pause" for s in segments[:-1])
 
 
 def test_a_segment_resumed_from_its_checkpoint_records_the_uninterrupted_segment(
@@ -263,6 +275,35 @@ def test_a_campaign_started_from_the_exported_labels_replays_its_md_without_the_
     np.testing.assert_array_equal(
         replay.runs[-1].state.atoms.positions, md_run.runs[-1].state.atoms.positions
     )
+
+
+STOP = {**{k: v for k, v in MD.items() if k != "out_of_pauses"}, "max_pauses": 1}
+
+
+@pytest.fixture(scope="module")
+def md_stopped(nft_result: Any) -> Any:
+    from nft_fw.campaign import MDSpec
+    from nft_fw.loop import md_locally
+
+    return md_locally(nft_result, md_spec=MDSpec(**STOP), progress=False)
+
+
+def test_an_md_run_out_of_pauses_stops_and_says_so(md_stopped) -> None:
+    """md.out_of_pauses: stop (the default): once the pauses are spent, the first step above
+    the threshold ends the phase, recorded as stopped, with nothing labelled there."""
+    segments = md_stopped.segments
+    assert [s["end_reason"] for s in segments] == ["pause", "out_of_pauses"]
+    last = segments[-1]
+    assert last["stopped"] and last["watched"] and not last["paused"]
+    assert not last["finished"] and last["end_step"] < last["total_steps"]
+    assert last["stop_step"] == last["end_step"] and last["structure_uncertainty"] > 0.3
+    assert last["log"]["max_delta"][-1] > STOP["threshold"] >= max(last["log"]["max_delta"][1:-1],
+                                                                   default=0.0)  # fmt: skip
+    assert "requested_chunks" not in last and last["steps_above_threshold"] == 1
+    assert len(md_stopped.labels) == segments[0]["requested_chunks"]  # none at the stop
+    said = md.left_data(segments)
+    assert said is not None and f"stopped at step {last['end_step']}" in said
+    assert "md.max_pauses" in said and "stopped: left its data" in md_plots.markdown(segments)
 
 
 # ----------------------------------------------------------------------------- the service
@@ -390,7 +431,8 @@ def test_a_worker_killed_mid_segment_is_recovered_and_the_run_resumes(
 
     lp = connection.launchpad
     name = f"md-kill-{uuid.uuid4().hex[:6]}"
-    md_spec = {"length_ps": 6.0, "max_pauses": 0, "checkpoint_every": 100, "frame_every": 50}
+    md_spec = {"length_ps": 6.0, "max_pauses": 0, "checkpoint_every": 100, "frame_every": 50,
+               "out_of_pauses": "continue"}  # fmt: skip
     _submit(connection, tiny(name, {"name": "emt", "params": {}}, md=md_spec))
     victim = _worker(connection, tmp_path / "a", "--ping", "0.5", "--poll", "0.2")
 
@@ -417,3 +459,46 @@ def test_a_worker_killed_mid_segment_is_recovered_and_the_run_resumes(
     assert segment["end_step"] == 3000 and segment["finished"]
     assert segment["log"]["step"] == list(range(3001))  # every step once, none twice
     assert records.iterations(lp.db, name, phase="md_checkpoint") == []
+
+
+@pytest.mark.integration
+def test_the_service_stops_md_out_of_pauses_as_the_local_runner_does(
+    md_stopped, db_server: Any, tmp_path: Path
+) -> None:
+    """The same stop through the service, and said where a user looks: the campaign record,
+    nft-fw status, the follower's line and the report."""
+    import uuid
+
+    from test_campaign_service import _cli
+
+    from nft_fw.campaign import prepare
+    from nft_fw.cli import run_campaign
+    from nft_fw.cli.campaigns import _phase_line
+    from nft_fw.launchpad import records
+    from nft_fw.launchpad.connection import embedded
+
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
+    conn.launchpad.reset("", require_password=False)
+    try:
+        spec = small_campaign("md-local")
+        spec["md"] = dict(STOP)
+        prepared = prepare(load_campaign(spec))
+        assert run_campaign(conn, prepared, 1, tmp_path / "workers", tmp_path / "report") == 0
+        db = conn.launchpad.db
+        stored = records.iterations(db, "md-local", phase="md")
+        keys = ("iteration", "start_step", "end_step", "end_reason", "stopped", "new_chunks")
+        assert [[r[k] for k in keys] for r in stored] == [
+            [r[k] for k in keys] for r in md_stopped.segments
+        ]
+        doc = records.get_campaign(db, "md-local")
+        assert doc["md_stop_reason"] == "out_of_pauses"
+        last = stored[-1]
+        where = f"stopped at step {last['end_step']}"
+        assert where in _phase_line({k: v for k, v in last.items() if k != "log"})
+        out = _cli(conn, "status", "md-local")
+        assert out.returncode == 0, out.stderr
+        assert "left its data" in out.stderr and where in out.stderr
+        assert where in (tmp_path / "report" / "report.html").read_text()
+    finally:
+        conn.launchpad.connection.drop_database(conn.db_name)
+        conn.close(stop_server=False)

@@ -21,8 +21,9 @@ NAME = "parity"
 RTOL = 1e-12
 
 
-def parity_campaign() -> dict[str, Any]:
+def parity_campaign(baseline: str = "none") -> dict[str, Any]:
     spec = small_campaign(NAME)
+    spec["model"]["baseline"] = baseline
     spec["nft"]["max_iterations"] = 2
     # fresh ensembles each retraining: the case in which the two copies of the relax step
     # used to part (one honoured warm_start, the other did not)
@@ -47,10 +48,15 @@ def _summary(history: list[dict[str, Any]], rounds: list[dict[str, Any]], labels
 
 @pytest.fixture(scope="module")
 def local() -> dict[str, Any]:
+    return _local("none")
+
+
+def _local(baseline: str) -> dict[str, Any]:
     from nft_fw import relax_locally, run_locally
     from nft_fw.campaign import load_campaign
+    from nft_fw.loop import label_frames
 
-    result = run_locally(load_campaign(parity_campaign()), progress=False)
+    result = run_locally(load_campaign(parity_campaign(baseline)), progress=False)
     relaxed = relax_locally(result, progress=False)
     labels = [("nft", lb.iteration, lb.centre) for lb in result.labels]
     labels += [("relax", lb.iteration, lb.centre) for lb in relaxed.labels]
@@ -60,21 +66,23 @@ def local() -> dict[str, Any]:
         kept=result.best_iteration,
         relax_stop=relaxed.stop.reason,
         kept_round=relaxed.kept_round,
+        frames=label_frames(result, relaxed.labels),
     )
     return out
 
 
-def _service(db_server: Any, tmp: Path, workers: int) -> dict[str, Any]:
+def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") -> dict[str, Any]:
     from nft_fw import step
     from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
+    from nft_fw.launchpad import labels as label_export
     from nft_fw.launchpad import records
     from nft_fw.launchpad.connection import embedded
 
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
     conn.launchpad.reset("", require_password=False)
     try:
-        prepared = prepare(load_campaign(parity_campaign()))
+        prepared = prepare(load_campaign(parity_campaign(baseline)))
         assert run_campaign(conn, prepared, workers, tmp / "workers", tmp / "report") == 0
         db = conn.launchpad.db
         history = records.iterations(db, NAME)
@@ -90,6 +98,7 @@ def _service(db_server: Any, tmp: Path, workers: int) -> dict[str, Any]:
             kept=history[-1]["best_iteration"],
             relax_stop=doc["relax_stop_reason"],
             kept_round=step.kept_round(rounds, prepared.spec),
+            frames=label_export.frames(db, NAME),
         )
         return out
     finally:
@@ -106,6 +115,24 @@ def _assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
             assert ra[3] == pytest.approx(rb[3], rel=RTOL), (phase, ra, rb)
     for key in ("stop", "kept", "relax_stop", "kept_round"):
         assert a[key] == b[key], key
+    _assert_same_export(a["frames"], b["frames"])
+
+
+#: what a label cost differs between two runs; everything else of an export must not
+COST = ("nft_seconds", "nft_scf_iterations")
+
+
+def _assert_same_export(a: list[Any], b: list[Any]) -> None:
+    """`nft-fw labels --export` of the service and label_frames of the local run: the same
+    frames in the same order, the same numbers (exact), the same keys."""
+    assert [f.info["nft_hash"] for f in a] == [f.info["nft_hash"] for f in b]
+    for fa, fb in zip(a, b, strict=True):
+        assert {k: v for k, v in fa.info.items() if k not in COST} == {
+            k: v for k, v in fb.info.items() if k not in COST
+        }
+        assert (fa.numbers == fb.numbers).all() and (fa.positions == fb.positions).all()
+        assert (fa.get_forces() == fb.get_forces()).all()
+        assert fa.calc.results.get("energy") == fb.calc.results.get("energy")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -117,3 +144,16 @@ def test_service_history_equals_the_local_one(
     assert len(local["nft"]) == 3 and local["nft"][-1][1] > 0
     assert len(local["relax"]) >= 2 and sum(r[2] for r in local["relax"]) > 0
     _assert_same(local, service)
+
+
+def test_with_a_baseline_the_service_history_equals_the_local_one(
+    local: dict[str, Any], db_server: Any, tmp_path: Path
+) -> None:
+    """model.baseline: emt through both paths (the service's stored chunk features hold
+    geometry only; the residual force is formed where the local run forms it)."""
+    with_baseline = _local("emt")
+    service = _service(db_server, tmp_path, 1, "emt")
+    assert len(with_baseline["relax"]) >= 2
+    _assert_same(with_baseline, service)
+    # and the baseline changed what the campaign did
+    assert with_baseline["nft"][0][3] != pytest.approx(local["nft"][0][3], rel=1e-3)

@@ -194,7 +194,7 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
     seen: set[tuple[str, str, int]] = set()
     while True:
         family = [name, *records.follow_ups(db, name)]
-        for rec in records.phase_records(db, family, ("relax", "transfer")):
+        for rec in records.phase_records(db, family, ("relax", "transfer", "md")):
             key = (rec["campaign"], rec["phase"], rec["iteration"])
             if key not in seen:
                 seen.add(key)
@@ -235,7 +235,16 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
 
 
 def _phase_line(rec: dict[str, Any]) -> str:
+    from nft_fw import md as md_mod
+
     name = rec["campaign"]
+    if rec["phase"] == "md":
+        return (
+            f"{name} MD segment {rec['iteration']}: steps {rec['start_step']}–{rec['end_step']} "
+            f"({rec['start_ps']:.3f}–{rec['end_ps']:.3f} ps), +{rec['new_chunks']} chunks, δ max "
+            f"{rec['structure_uncertainty']:.3f} eV/Å, T {rec['mean_temperature_K']:.0f} K, "
+            + md_mod.ending(rec)
+        )
     if rec["phase"] == "relax":
         line = (
             f"{name} relax round {rec['iteration']}: chunks {rec['n_chunks']} "
@@ -327,6 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from nft_fw import md as md_mod
     from nft_fw.firetasks import kinds
     from nft_fw.launchpad import queue, records
 
@@ -378,6 +388,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                         for r in records.iterations(db, name, phase="transfer")
                         if r.get("flagged")
                     ],
+                    "md_segment": doc.get("md_segment"),
+                    "md_left_data": md_mod.left_data(records.phase_records(db, [name], ["md"])),
                 }
             )
     if args.json:
@@ -419,6 +431,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{f['iteration']} {where} (fw {f['fw_id']}, hash {f['hash'][:12]}): "
                 f"{f['error']}"
             )
+        if r.get("md_left_data"):
+            err_console.print(f"[red]left its data[/red] {r['campaign']}: {r['md_left_data']}")
         for t in r["flagged_transfers"]:
             console.print(
                 f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "
