@@ -554,6 +554,15 @@ class RelaxSpec(_Spec):
             "from those after the start."
         ),
     )
+    search_until: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "Take chunks only from the frames up to the first step whose largest δ exceeds "
+            "this, eV/Å (where the model first leaves its data), not from the rest of a "
+            "trajectory that may have run away from there; null: the whole trajectory."
+        ),
+    )
 
 
 class MDSpec(_Spec):

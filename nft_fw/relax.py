@@ -100,11 +100,21 @@ def relax(
     )
 
 
-def search_frames(n_frames: int, max_frames: int) -> list[int]:
-    """At most ``max_frames`` evenly spaced frame indices, the first and the last included."""
-    if n_frames <= max_frames:
-        return list(range(n_frames))
-    return sorted({int(x) for x in np.rint(np.linspace(0, n_frames - 1, max_frames))})
+def search_frames(n_frames: int, max_frames: int, last: int | None = None) -> list[int]:
+    """At most ``max_frames`` evenly spaced frame indices from the first to ``last``
+    (default: the last frame), both included."""
+    end = n_frames - 1 if last is None else max(0, min(last, n_frames - 1))
+    if end + 1 <= max_frames:
+        return list(range(end + 1))
+    return sorted({int(x) for x in np.rint(np.linspace(0, end, max_frames))})
+
+
+def first_above(trajectory: Trajectory, level: float) -> int | None:
+    """The first step whose largest δ exceeds ``level`` eV/Å, or None."""
+    for k, delta in enumerate(trajectory.deltas):
+        if float(np.max(delta)) > level:
+            return k
+    return None
 
 
 def uncertain_sites(

@@ -41,7 +41,7 @@ from nft_fw import training as tr
 from nft_fw import uncertainty as unc
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignSpec, MDSpec, ModelSpec, Prepared, RelaxSpec
-from nft_fw.relax import Trajectory, relax, search_frames, trajectory_chunks
+from nft_fw.relax import Trajectory, first_above, relax, search_frames, trajectory_chunks
 
 # ----------------------------------------------------------------------------- set-up
 
@@ -766,7 +766,10 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     )
     relax_s = time.perf_counter() - t_relax
     validation = validate_relaxation(prepared, trajectory, inputs.true_start_forces)
-    searched = search_frames(len(trajectory.frames), rs.max_frames)
+    # with relax.search_until, chunks come from where the model first leaves its data, not
+    # from the rest of a trajectory that may have run away from there
+    until = None if rs.search_until is None else first_above(trajectory, rs.search_until)
+    searched = search_frames(len(trajectory.frames), rs.max_frames, until)
     rounds = list(inputs.rounds)
     uncertainties = [float(r["structure_uncertainty"]) for r in rounds]
     uncertainties.append(trajectory.max_uncertainty)
@@ -791,6 +794,8 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
         "timings": {"train_s": (metrics or {}).get("seconds", 0.0), "relax_s": relax_s},
         "frame_steps": searched,
     }
+    if rs.search_until is not None:
+        record["searched_until_step"] = searched[-1]
     record.update(
         calibration.figures([*inputs.history, *rounds], record, spec.nft.calibration_coverage)
     )

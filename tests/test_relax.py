@@ -169,3 +169,41 @@ def test_relax_and_transfer_fields_are_validated():
     )
     prepared = prepare(load_campaign(good))
     assert [(name, len(a)) for name, a in prepared.transfers] == [("transfer-0", 55)]
+
+
+def test_search_frames_end_where_asked_and_first_above_finds_the_frontier(setup):
+    from nft_fw.relax import first_above, search_frames
+
+    assert search_frames(10, 25) == list(range(10))
+    assert search_frames(301, 5) == [0, 75, 150, 225, 300]
+    assert search_frames(301, 25, last=12) == list(range(13))
+    assert search_frames(301, 3, last=40) == [0, 20, 40]
+    assert search_frames(10, 25, last=99) == list(range(10))
+    atoms, _, calc = setup
+    traj = relax(atoms, calc, fmax=0.05, max_steps=8)
+    peaks = [float(d.max()) for d in traj.deltas]
+    level = sorted(peaks)[len(peaks) // 2]
+    k = first_above(traj, level)
+    assert k is not None and peaks[k] > level and all(p <= level for p in peaks[:k])
+    assert first_above(traj, max(peaks)) is None
+
+
+def test_relax_search_until_takes_chunks_only_where_the_model_first_left_its_data():
+    from nft_fw import relax_locally, run_locally
+
+    relax_spec = {"max_steps": 30, "chunks_per_round": 3, "max_rounds": 1, "search_until": 0.05}
+    result = run_locally(tiny_campaign(relax=relax_spec), progress=False)
+    out = relax_locally(result, progress=False)
+    first = out.rounds[0]
+    until = first["searched_until_step"]
+    assert first["frame_steps"][-1] == until < out.trajectories[0].steps[-1].step
+    peaks = [float(d.max()) for d in out.trajectories[0].deltas]
+    assert peaks[until] > 0.05 and all(p <= 0.05 for p in peaks[:until])
+    # round 1's chunks were cut from frames at or before that step
+    labels = [lb for lb in out.labels if lb.iteration == 1]
+    assert labels and all(lb.phase == "relax" for lb in labels)
+    from nft_fw.chunks import cut
+
+    frames = [out.trajectories[0].frames[f] for f in first["frame_steps"]]
+    cut_from = {cut(f, lb.centre, lb.radius).hash for f in frames for lb in labels}
+    assert {lb.hash for lb in labels} <= cut_from
