@@ -16,15 +16,10 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from nft_fw import decision, step
-from nft_fw.calculator import EnsembleCalculator
 from nft_fw.firetasks import training
 from nft_fw.launchpad import campaigns, records, relaxation
-from nft_fw.relax import relax
 
 log = logging.getLogger(__name__)
-
-
-FLAG_RATIO = 2.0  # a transfer target whose δ is this many times the trained target's is flagged
 
 
 @dataclasses.dataclass
@@ -115,52 +110,32 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
 
 
 def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> dict[str, Any]:
-    """Relax transfer target ``index`` with the final model, without new data; record δ along
-    the way and whether it is flagged (largest δ ≥ FLAG_RATIO × the trained target's)."""
+    """Transfer target ``index`` (:func:`nft_fw.step.transfer_step`): load the target and the
+    model the phases before MD kept, call the step, store the relaxed structure and the
+    record."""
     t_start = time.perf_counter()
     prepared = campaigns.context(db, name)
-    rs = step.relax_settings(prepared.spec)
     entry = relaxation.transfer_targets(db, name)[index]
     atoms = records.get_structures(db, ObjectId(entry["file"]))[0]
     ensemble, source = relaxation.relaxed_model(db, name)
-    trajectory = relax(atoms, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer)
-    t_relax = time.perf_counter() - t_start
-    reference = float(source["structure_uncertainty"])
-    reference_end = float(source.get("final_max_uncertainty", reference))
-    validation = step.validate_relaxation(prepared, trajectory, None)
+    out = step.transfer_step(
+        step.TransferInputs(prepared, index, entry["name"], atoms, ensemble, source)
+    )
     relaxation.replace_files(db, name, "transfer", index)
     final_id = records.put_structures(
-        db, [trajectory.final], f"{name}/transfer/{entry['name']}-final.extxyz"
+        db, [out.trajectory.final], f"{name}/transfer/{entry['name']}-final.extxyz"
     )
-    figures = step.trajectory_figures(trajectory)
-    record = {
-        "campaign": name,
-        "phase": "transfer",
-        "iteration": index,
-        "name": entry["name"],
-        "n_atoms": len(atoms),
-        **figures,
-        **validation,
-        "trained_uncertainty": reference,
-        "uncertainty_ratio": figures["structure_uncertainty"] / reference,
-        "flagged": bool(figures["structure_uncertainty"] >= FLAG_RATIO * reference),
-        # at the relaxed end: a rattled start is unfamiliar to any model, a shape stays so
-        "trained_end_uncertainty": reference_end,
-        "end_uncertainty_ratio": figures["final_max_uncertainty"] / reference_end,
-        "flagged_at_end": bool(figures["final_max_uncertainty"] >= FLAG_RATIO * reference_end),
-        "model_from": {"phase": source["phase"], "iteration": source["iteration"]},
-        "timings": {"relax_s": t_relax, "total_s": time.perf_counter() - t_start},
-        "final_file": str(final_id),
-        "fw_id": fw_id,
-    }
+    record = out.record
+    record["timings"]["total_s"] = time.perf_counter() - t_start
+    record.update(final_file=str(final_id), fw_id=fw_id)
     records.put_iteration(db, record)
     log.info(
         "campaign %s transfer %s (%d atoms): %d steps, δ max %.3f eV/Å (%.1f× trained)%s",
         name,
         entry["name"],
         len(atoms),
-        figures["n_steps"],
-        figures["structure_uncertainty"],
+        record["n_steps"],
+        record["structure_uncertainty"],
         record["uncertainty_ratio"],
         ", flagged" if record["flagged"] else "",
     )

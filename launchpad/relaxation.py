@@ -61,12 +61,6 @@ def final_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
     return campaigns.with_calibration(db, name, load(db, rec)), rec
 
 
-def trained_uncertainty(db: Database, name: str) -> float:
-    """The δ the final model reaches on its own target: the largest along the kept
-    relaxation, or the kept NFT iteration's structure uncertainty."""
-    return float(relaxed_model(db, name)[1]["structure_uncertainty"])
-
-
 # ----------------------------------------------------------------------------- records
 
 

@@ -8,6 +8,8 @@ The science core needs no database::
     result = run_locally("campaign.yaml")
     atoms.calc = result.calculator
     relaxed = relax_locally(result)        # relax, retrain from the trajectory, relax again
+    moved = transfer_locally(result, relaxed)   # the transfer targets with that model
+    run = md_locally(result, relaxed)      # MD that pauses, labels and retrains
 """
 
 from __future__ import annotations
@@ -17,17 +19,30 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nft_fw.calculator import EnsembleCalculator
     from nft_fw.campaign import CampaignError, CampaignSpec, load_campaign
-    from nft_fw.loop import LocalResult, RelaxResult, relax_locally, run_locally
+    from nft_fw.loop import (
+        LocalResult,
+        MDResult,
+        RelaxResult,
+        TransferResult,
+        md_locally,
+        relax_locally,
+        run_locally,
+        transfer_locally,
+    )
 
 __all__ = [
     "CampaignError",
     "CampaignSpec",
     "EnsembleCalculator",
     "LocalResult",
+    "MDResult",
     "RelaxResult",
+    "TransferResult",
     "load_campaign",
+    "md_locally",
     "relax_locally",
     "run_locally",
+    "transfer_locally",
 ]
 
 _LAZY = {
@@ -39,6 +54,10 @@ _LAZY = {
     "run_locally": "nft_fw.loop",
     "RelaxResult": "nft_fw.loop",
     "relax_locally": "nft_fw.loop",
+    "TransferResult": "nft_fw.loop",
+    "transfer_locally": "nft_fw.loop",
+    "MDResult": "nft_fw.loop",
+    "md_locally": "nft_fw.loop",
 }
 
 

@@ -36,8 +36,10 @@ from nft_fw.step import (
     NFTInputs,
     Prediction,
     RelaxInputs,
+    TransferInputs,
     calibration_meta,
     initial_structures,
+    kept_record,
     label_chunk,
     label_structure,
     md_start,
@@ -47,6 +49,7 @@ from nft_fw.step import (
     relax_step,
     request_atoms,
     target_forces,
+    transfer_step,
 )
 
 log = logging.getLogger(__name__)
@@ -306,6 +309,57 @@ def _rich_progress_relax() -> Progress:
             f"+{record['new_chunks']} trajectory chunks, {record['n_steps']} steps, "
             f"δ max along {record['structure_uncertainty']:.3f} eV/Å, "
             f"at end {record['final_max_uncertainty']:.3f}"
+        )
+
+    return show
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+@dataclasses.dataclass
+class TransferResult:
+    """What :func:`transfer_locally` returns: one record per transfer target (flagged or
+    not) and its relaxation."""
+
+    records: list[dict[str, Any]]
+    trajectories: list[Trajectory]
+
+
+def transfer_locally(
+    result: LocalResult, relaxed: RelaxResult | None = None, progress: bool | Progress = True
+) -> TransferResult:
+    """The transfer targets in this process (:func:`nft_fw.step.transfer_step`), after
+    :func:`run_locally` (and :func:`relax_locally`): each relaxed with the model the phases
+    before kept, without new data, and flagged where its δ is ≥ 2× the trained target's. A
+    flagged target with ``retrain: true`` becomes a follow-up campaign in the service; here,
+    run it as a campaign of its own (its target the transfer target)."""
+    prepared = result.prepared
+    show: Progress | None = _rich_progress_transfer() if progress is True else (progress or None)
+    rounds = relaxed.rounds if relaxed is not None else []
+    model = relaxed.calculator.ensemble if relaxed is not None else result.calculator.ensemble
+    source = kept_record(result.history, rounds, prepared.spec)
+    out = TransferResult([], [])
+    for index, (name, atoms) in enumerate(prepared.transfers):
+        step_out = transfer_step(TransferInputs(prepared, index, name, atoms, model, source))
+        out.records.append(step_out.record)
+        out.trajectories.append(step_out.trajectory)
+        if show is not None:
+            show(step_out.record)
+    return out
+
+
+def _rich_progress_transfer() -> Progress:
+    from rich.console import Console
+
+    console = Console(stderr=True, soft_wrap=True)
+
+    def show(record: dict[str, Any]) -> None:
+        console.print(
+            f"[bold]{record['campaign']}[/] transfer {record['name']} ({record['n_atoms']} "
+            f"atoms): {record['n_steps']} steps, δ max {record['structure_uncertainty']:.3f} "
+            f"eV/Å = {record['uncertainty_ratio']:.1f}× trained"
+            + (", flagged" if record["flagged"] or record["flagged_at_end"] else "")
         )
 
     return show

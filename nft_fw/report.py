@@ -17,7 +17,7 @@ import numpy as np
 
 from nft_fw import html_report, md_plots, plots, relax_plots
 from nft_fw.campaign import CampaignSpec
-from nft_fw.step import kept_iteration, kept_round
+from nft_fw.step import kept_record, kept_round
 
 # the figures of report.html, in order, with their captions
 FIGURES = (
@@ -78,13 +78,8 @@ class ReportInputs:
 
 
 def trained_uncertainty(inputs: ReportInputs) -> float:
-    """The δ the final model reaches on its own target: the largest along the kept
-    relaxation, or the kept NFT iteration's structure uncertainty."""
-    if inputs.rounds:
-        kept = inputs.rounds[kept_round(inputs.rounds, inputs.spec)]
-    else:
-        kept = inputs.history[kept_iteration(inputs.history, inputs.spec)]
-    return float(kept["structure_uncertainty"])
+    """The δ the kept model reaches on its own target (:func:`nft_fw.step.kept_record`)."""
+    return float(kept_record(inputs.history, inputs.rounds, inputs.spec)["structure_uncertainty"])
 
 
 def parent_call_bill(inputs: ReportInputs) -> dict[str, Any]:

@@ -421,6 +421,18 @@ def kept_round(rounds: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> int:
     )
 
 
+def kept_record(
+    history: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]], spec: CampaignSpec
+) -> Mapping[str, Any]:
+    """The record of the model the phases before MD keep: the kept relax round's when the
+    campaign relaxed, else the kept NFT iteration's. Its ``structure_uncertainty`` is the δ
+    that model reaches on its own target (the largest along its relaxation, or on the target),
+    the yardstick transfer targets are measured against."""
+    if rounds:
+        return rounds[kept_round(rounds, spec)]
+    return history[kept_iteration(history, spec)]
+
+
 def calibrate_record(
     record: dict[str, Any], result: Assessment, true_forces: np.ndarray | None
 ) -> None:
@@ -834,6 +846,68 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
                 "exhausted", "no unlabelled trajectory atom above the threshold", best
             )
     return RelaxOutcome(record, ensemble, trajectory, searched, stop, requests)
+
+
+# ----------------------------------------------------------------------------- the transfer step
+
+FLAG_RATIO = 2.0  # a transfer target whose δ is this many times the trained target's is flagged
+
+
+@dataclasses.dataclass
+class TransferInputs:
+    """Transfer target ``index`` (``name``, its ``atoms``), the ``model`` the phases before
+    MD kept and that model's record ``source`` (:func:`kept_record`)."""
+
+    prepared: Prepared
+    index: int
+    name: str
+    atoms: Atoms
+    model: mdl.Ensemble
+    source: Mapping[str, Any]
+
+
+@dataclasses.dataclass
+class TransferOutcome:
+    record: dict[str, Any]
+    trajectory: Trajectory
+
+
+def transfer_step(inputs: TransferInputs) -> TransferOutcome:
+    """Relax a transfer target with the kept model, without new data (Sec. V D of Zeng, Chen,
+    Peterson, J. Chem. Phys. 156, 064104 (2022)); record δ along the way and whether it is
+    flagged: its largest δ ≥ FLAG_RATIO × the trained target's, at the start or at the
+    relaxed end (a rattled start is unfamiliar to any model, a shape stays so)."""
+    spec = inputs.prepared.spec
+    rs = relax_settings(spec)
+    t0 = time.perf_counter()
+    trajectory = relax(
+        inputs.atoms, EnsembleCalculator(inputs.model), rs.fmax, rs.max_steps, rs.optimizer
+    )
+    relax_s = time.perf_counter() - t0
+    reference = float(inputs.source["structure_uncertainty"])
+    reference_end = float(inputs.source.get("final_max_uncertainty", reference))
+    figures = trajectory_figures(trajectory)
+    record: dict[str, Any] = {
+        "campaign": spec.name,
+        "phase": "transfer",
+        "iteration": inputs.index,
+        "name": inputs.name,
+        "n_atoms": len(inputs.atoms),
+        **figures,
+        **validate_relaxation(inputs.prepared, trajectory, None),
+        "trained_uncertainty": reference,
+        "uncertainty_ratio": figures["structure_uncertainty"] / reference,
+        "flagged": bool(figures["structure_uncertainty"] >= FLAG_RATIO * reference),
+        "trained_end_uncertainty": reference_end,
+        "end_uncertainty_ratio": figures["final_max_uncertainty"] / reference_end,
+        "flagged_at_end": bool(figures["final_max_uncertainty"] >= FLAG_RATIO * reference_end),
+        "model_from": {
+            "phase": inputs.source["phase"],
+            "iteration": inputs.source["iteration"],
+        },
+        "timings": {"relax_s": relax_s},
+    }
+    return TransferOutcome(record, trajectory)
 
 
 def request_atoms(request: ChunkRequest, source: Atoms) -> chunk_mod.Chunk:

@@ -1,9 +1,12 @@
-"""One campaign, three ways: in one process (run_locally + relax_locally), through the service
-with one worker, and with two. The NFT step and the relax step are each one function
-(nft_fw.step), so the three histories must agree: the same chunk centres per iteration and
-round, the same counts, structure uncertainties equal (to 1e-12 relative: stored structures
-are exact, so the service computes on the very numbers the local run does), the same stop
-reasons and kept iteration and round. Real server, real worker processes, EMT."""
+"""One campaign, three ways: in one process (run_locally, relax_locally, transfer_locally,
+md_locally), through the service with one worker, and with two. The NFT iteration, the relax
+round, the transfer and the MD segment are each one function (nft_fw.step), so the three
+histories must agree: the same chunk centres per iteration, round and segment, the same
+counts, structure uncertainties equal (to 1e-12 relative: stored structures are exact, so
+the service computes on the very numbers the local run does), the same stop reasons and
+kept iteration and round, the same transfer flags and MD pauses; and the label export of
+the service is the local writer's (every frame, number and key; what a label cost in
+seconds is the one thing two runs cannot share). Real server, real worker processes, EMT."""
 
 from __future__ import annotations
 
@@ -29,10 +32,30 @@ def parity_campaign(baseline: str = "none") -> dict[str, Any]:
     # used to part (one honoured warm_start, the other did not)
     spec["training"]["warm_start"] = False
     spec["relax"] = dict(RELAX)
+    # a transfer target (relaxed with the kept model, no learning) and a short MD phase that
+    # pauses once, labels, retrains and goes on
+    spec["transfer"] = [
+        {
+            "name": "ico55",
+            "builder": {"kind": "icosahedron", "element": "Pt", "shells": 3},
+            "rattle": {"stdev": 0.1, "seed": 1},
+        }
+    ]
+    spec["md"] = {
+        "temperature_K": 600.0, "timestep_fs": 2.0, "length_ps": 0.06, "threshold": 0.3,
+        "chunks_per_pause": 2, "max_pauses": 1, "frame_every": 5, "checkpoint_every": 10,
+        "out_of_pauses": "continue",
+    }  # fmt: skip
     return spec
 
 
-def _summary(history: list[dict[str, Any]], rounds: list[dict[str, Any]], labels: Any) -> dict:
+def _summary(
+    history: list[dict[str, Any]],
+    rounds: list[dict[str, Any]],
+    transfers: list[dict[str, Any]],
+    segments: list[dict[str, Any]],
+    labels: Any,
+) -> dict:
     return {
         "nft": [
             (r["iteration"], r["n_chunks"], r["new_chunks"], r["structure_uncertainty"])
@@ -41,6 +64,20 @@ def _summary(history: list[dict[str, Any]], rounds: list[dict[str, Any]], labels
         "relax": [
             (r["iteration"], r["n_steps"], r["new_chunks"], r["structure_uncertainty"])
             for r in rounds
+        ],
+        "transfer": [
+            (
+                (r["name"], r["n_steps"], r["flagged"], r["flagged_at_end"]),
+                r["structure_uncertainty"],
+            )
+            for r in transfers
+        ],
+        "md": [
+            (
+                (r["iteration"], r["start_step"], r["end_step"], r["end_reason"], r["new_chunks"]),
+                r["structure_uncertainty"],
+            )
+            for r in segments
         ],
         "centres": sorted(labels),
     }
@@ -52,21 +89,24 @@ def local() -> dict[str, Any]:
 
 
 def _local(baseline: str) -> dict[str, Any]:
-    from nft_fw import relax_locally, run_locally
+    from nft_fw import md_locally, relax_locally, run_locally, transfer_locally
     from nft_fw.campaign import load_campaign
     from nft_fw.loop import label_frames
 
     result = run_locally(load_campaign(parity_campaign(baseline)), progress=False)
     relaxed = relax_locally(result, progress=False)
+    moved = transfer_locally(result, relaxed, progress=False)
+    run = md_locally(result, relaxed, progress=False)
     labels = [("nft", lb.iteration, lb.centre) for lb in result.labels]
     labels += [("relax", lb.iteration, lb.centre) for lb in relaxed.labels]
-    out = _summary(result.history, relaxed.rounds, labels)
+    labels += [("md", lb.iteration, lb.centre) for lb in run.labels]
+    out = _summary(result.history, relaxed.rounds, moved.records, run.segments, labels)
     out.update(
         stop=result.stop.reason,
         kept=result.best_iteration,
         relax_stop=relaxed.stop.reason,
         kept_round=relaxed.kept_round,
-        frames=label_frames(result, relaxed.labels),
+        frames=label_frames(result, [*relaxed.labels, *run.labels]),
     )
     return out
 
@@ -87,12 +127,14 @@ def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") ->
         db = conn.launchpad.db
         history = records.iterations(db, NAME)
         rounds = records.iterations(db, NAME, phase="relax")
+        transfers = records.iterations(db, NAME, phase="transfer")
+        segments = records.iterations(db, NAME, phase="md")
         labels = [
             (d.get("phase", "nft"), d["iteration"], d["centre"])
             for d in records.labels(db, NAME, kind="chunk")
         ]
         doc = records.get_campaign(db, NAME)
-        out = _summary(history, rounds, labels)
+        out = _summary(history, rounds, transfers, segments, labels)
         out.update(
             stop=doc["stop_reason"],
             kept=history[-1]["best_iteration"],
@@ -113,6 +155,10 @@ def _assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
         for ra, rb in zip(a[phase], b[phase], strict=True):
             assert ra[:3] == rb[:3], (phase, ra, rb)
             assert ra[3] == pytest.approx(rb[3], rel=RTOL), (phase, ra, rb)
+    for phase in ("transfer", "md"):
+        assert [r[0] for r in a[phase]] == [r[0] for r in b[phase]], phase
+        for ra, rb in zip(a[phase], b[phase], strict=True):
+            assert ra[1] == pytest.approx(rb[1], rel=RTOL), (phase, ra, rb)
     for key in ("stop", "kept", "relax_stop", "kept_round"):
         assert a[key] == b[key], key
     _assert_same_export(a["frames"], b["frames"])
@@ -140,9 +186,12 @@ def test_service_history_equals_the_local_one(
     local: dict[str, Any], db_server: Any, tmp_path: Path, workers: int
 ) -> None:
     service = _service(db_server, tmp_path, workers)
-    # the campaign did what the comparison needs: retrainings in both phases
+    # the campaign did what the comparison needs: retrainings in both phases, a transfer, an
+    # MD phase that paused and labelled
     assert len(local["nft"]) == 3 and local["nft"][-1][1] > 0
     assert len(local["relax"]) >= 2 and sum(r[2] for r in local["relax"]) > 0
+    assert len(local["transfer"]) == 1
+    assert local["md"][0][0][3] == "pause" and local["md"][1][0][4] > 0
     _assert_same(local, service)
 
 

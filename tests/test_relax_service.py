@@ -132,13 +132,18 @@ def test_trajectory_chunks_are_labelled_once_and_trained_on(finished: Any) -> No
 
 
 def test_transfer_targets_are_relaxed_and_flagged_by_the_rule(finished: Any) -> None:
-    from nft_fw.launchpad import records, relaxation
+    from nft_fw import step
+    from nft_fw.launchpad import campaigns, records
 
     conn, _, _, _ = finished
     db = conn.launchpad.db
     transfers = records.iterations(db, NAME, phase="transfer")
     assert [t["name"] for t in transfers] == ["ico55", "cubo55"]
-    trained = relaxation.trained_uncertainty(db, NAME)
+    kept = step.kept_record(
+        records.iterations(db, NAME), records.iterations(db, NAME, phase="relax"),
+        campaigns.load_spec(db, NAME),
+    )  # fmt: skip
+    trained = kept["structure_uncertainty"]
     for t in transfers:
         assert t["n_atoms"] == 55 and t["n_steps"] == len(t["steps"]) >= 2
         assert t["trained_uncertainty"] == pytest.approx(trained)
