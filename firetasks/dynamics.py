@@ -44,7 +44,12 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
     if number == 0:
         model, source = relaxation.relaxed_model(db, name)
         model_from = {"phase": source["phase"], "iteration": source["iteration"]}
-        atoms = dynamics.start_structure(db, name, step.md_structure(spec))
+        atoms = step.md_start_structure(
+            spec,
+            prepared.target,
+            lambda: dynamics.relaxed_structure(db, name),
+            lambda which: dynamics.transfer_structure(db, name, which),
+        )
         start = step.md_start(spec, atoms)
     else:
         if not before or before[-1]["iteration"] != number - 1:

@@ -36,21 +36,21 @@ def state(db: Database, record: dict[str, Any]) -> md_mod.MDState:
     return md_mod.MDState.from_frame(records.get_structure(db, ObjectId(record["state_file"])))
 
 
-def start_structure(db: Database, name: str, which: str) -> Any:
-    """The structure the MD starts from: the target, the kept relax round's final structure
-    (``relaxed``) or a transfer target by name."""
-    if which == "target":
-        return campaigns.context(db, name).target
-    if which == "relaxed":
-        rounds = records.iterations(db, name, phase="relax")
-        if not rounds:
-            raise RuntimeError(f"campaign {name}: md.structure is relaxed, but no relax round ran")
-        kept = rounds[step.kept_round(rounds, campaigns.load_spec(db, name))]
-        return records.get_structure(db, ObjectId(kept["final_file"]))
+def relaxed_structure(db: Database, name: str) -> Any:
+    """The kept relax round's final structure, or None when no relax round ran."""
+    rounds = records.iterations(db, name, phase="relax")
+    if not rounds:
+        return None
+    kept = rounds[step.kept_round(rounds, campaigns.load_spec(db, name))]
+    return records.get_structure(db, ObjectId(kept["final_file"]))
+
+
+def transfer_structure(db: Database, name: str, which: str) -> Any:
+    """Transfer target ``which`` as stored at submission, or None."""
     for entry in relaxation.transfer_targets(db, name):
         if entry["name"] == which:
             return records.get_structure(db, ObjectId(entry["file"]))
-    raise KeyError(f"campaign {name}: no transfer target named {which!r} (md.structure)")
+    return None
 
 
 def _checkpoint_doc(db: Database, name: str, number: int) -> dict[str, Any] | None:

@@ -43,6 +43,7 @@ from nft_fw.step import (
     label_chunk,
     label_structure,
     md_start,
+    md_start_structure,
     md_step,
     md_structure,
     nft_step,
@@ -400,15 +401,14 @@ def md_locally(
         prepared = dataclasses.replace(prepared, spec=spec)
     spec = prepared.spec
     show: Progress | None = _rich_progress_md() if progress is True else (progress or None)
-    which = md_structure(spec)
-    if which == "relaxed":
-        if relaxed is None:
-            raise ValueError("md.structure is relaxed: pass the relax_locally result")
-        atoms = relaxed.trajectories[relaxed.kept_round].final
-    elif which == "target":
-        atoms = prepared.target
-    else:
-        atoms = dict(prepared.transfers)[which]
+    if md_structure(spec) == "relaxed" and relaxed is None:
+        raise ValueError("md.structure is relaxed: pass the relax_locally result")
+    atoms = md_start_structure(
+        spec,
+        prepared.target,
+        lambda: None if relaxed is None else relaxed.trajectories[relaxed.kept_round].final,
+        dict(prepared.transfers).get,
+    )
     if relaxed is not None:
         model, rounds = relaxed.calculator.ensemble, relaxed.rounds
         model_from = {"phase": "relax", "iteration": relaxed.kept_round}

@@ -168,6 +168,32 @@ def md_structure(spec: CampaignSpec) -> str:
     return m.structure or ("relaxed" if spec.relax is not None else "target")
 
 
+def md_start_structure(
+    spec: CampaignSpec,
+    target: Atoms,
+    relaxed: Callable[[], Atoms | None],
+    transfer: Callable[[str], Atoms | None],
+) -> Atoms:
+    """The structure the MD starts from (``md.structure``): the target, the kept relax
+    round's final structure (``relaxed()``; None when no round ran) or the transfer target
+    of that name (``transfer(name)``; None when there is none)."""
+    which = md_structure(spec)
+    if which == "target":
+        return target
+    if which == "relaxed":
+        atoms = relaxed()
+        if atoms is None:
+            raise ValueError(
+                f"campaign {spec.name}: md.structure is relaxed, but no relax round ran; give "
+                "the campaign a relax section or set md.structure: target"
+            )
+        return atoms
+    atoms = transfer(which)
+    if atoms is None:
+        raise KeyError(f"campaign {spec.name}: no transfer target named {which!r} (md.structure)")
+    return atoms
+
+
 def md_start(spec: CampaignSpec, atoms: Atoms) -> md_mod.MDState:
     """Step 0 of the MD phase on ``atoms``: Maxwell–Boltzmann velocities, seeded."""
     m = md_spec(spec)

@@ -502,3 +502,29 @@ def test_the_service_stops_md_out_of_pauses_as_the_local_runner_does(
     finally:
         conn.launchpad.connection.drop_database(conn.db_name)
         conn.close(stop_server=False)
+
+
+def test_the_md_start_structure_is_chosen_by_one_rule() -> None:
+    """md.structure: target, relaxed (the kept round's final structure) or a transfer
+    target's name; what is missing is named (the runner and the Firework both ask this)."""
+    from nft_fw import step
+
+    spec = small_campaign("md-start")
+    spec["transfer"] = [{"name": "big", "builder": {"kind": "octahedron", "element": "Pt",
+                                                    "length": 5, "cutoff": 1}}]  # fmt: skip
+    target, relaxed, moved = Octahedron("Pt", 3, 1), Octahedron("Pt", 4, 1), Octahedron("Pt", 5, 1)
+    transfers = {"big": moved}.get
+
+    def start(structure: str | None, has_relax: bool = True) -> Atoms:
+        data = dict(spec, md={"structure": structure}, relax={} if has_relax else None)
+        return step.md_start_structure(load_campaign(data), target, lambda: relaxed, transfers)
+
+    assert start(None) is relaxed and start(None, has_relax=False) is target
+    assert start("target") is target and start("big") is moved
+    # a stored campaign whose transfer structures are missing says which
+    data = dict(spec, md={"structure": "big"})
+    with pytest.raises(KeyError, match="no transfer target named 'big'"):
+        step.md_start_structure(load_campaign(data), target, lambda: relaxed, {}.get)
+    data = dict(spec, md={"structure": "relaxed"}, relax={})  # ... and whose rounds are missing
+    with pytest.raises(ValueError, match="no relax round ran"):
+        step.md_start_structure(load_campaign(data), target, lambda: None, transfers)
