@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -242,148 +241,22 @@ def analyse(db: Database, name: str) -> tuple[ns.Nearsightedness, list[dict[str,
     return result, missing
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (strict JSON, BSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _arrays(value: np.ndarray | None) -> list[Any] | None:
-    return None if value is None else value.tolist()
-
-
 def report_data(db: Database, name: str) -> tuple[ns.Nearsightedness, dict[str, Any]]:
-    """The analysis and the report as JSON-ready data: :meth:`Nearsightedness.to_dict` at
-    the campaign's tolerance, the deviations per radius and centre (eV/Å; null where a label
-    is missing), and the missing items."""
+    """The analysis from the stored labels and its report data
+    (:func:`nft_fw.nearsightedness.report_data`)."""
     result, missing = analyse(db, name)
     spec = load_spec(db, name)
-    data = result.to_dict(spec.tolerance_eV_per_A)
-    data.update(
-        campaign=name,
-        kind=KIND,
-        structure_atoms=result.structure_atoms,
-        full_requested=spec.full,
-        deviation_from_full=_arrays(result.deviation_from_full()),
-        deviation_from_largest=_arrays(result.deviation_from_largest()),
-        missing=missing,
+    data = ns.report_data(
+        result, spec.tolerance_eV_per_A, campaign=name, full_requested=spec.full, missing=missing
     )
-    return result, _finite(data)
+    return result, data
 
 
 def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
-    """``nearsightedness.json`` and ``nearsightedness.png`` (deviation per radius: median,
-    quartile band, max; log scale) in ``directory``, from the labels stored so far."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """The report of the labels stored so far (:func:`nft_fw.nearsightedness.write_report`)."""
     result, data = report_data(db, name)
-    figure = ns.plot(result, directory / "nearsightedness.png", data["tolerance_eV_per_A"])
-    path = directory / "nearsightedness.json"
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     spec = records.get_campaign(db, name).get("spec") or {}
-    html = _write_html(directory, name, data, figure, spec)
-    return {"json": path, "figure": figure, "html": html}
-
-
-def _cell(value: Any, spec: str) -> str:
-    return "—" if value is None or value != value else format(value, spec)
-
-
-def markdown_table(data: dict[str, Any]) -> str:
-    """The per-radius table of a report (:func:`report_data`) as markdown."""
-    rows = data["table"]
-    refs = [r for r in ("full", "largest") if any(f"{r}_median" in row for row in rows)]
-    head = ["radius (Å)", "atoms (mean)", "atoms (max)", "parent (s)"]
-    for ref in refs:
-        what = "whole structure" if ref == "full" else "largest chunk"
-        head += [f"vs {what}: median", "q1", "q3", "max (eV/Å)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
-    for k, row in enumerate(rows):
-        cells = [
-            _cell(row["radius_A"], "g"),
-            _cell(row["mean_atoms"], ".1f"),
-            str(row["max_atoms"]),
-            _cell(row["parent_seconds"], ".0f"),
-        ]
-        for ref in refs:
-            if ref == "largest" and k == len(rows) - 1:  # the largest chunk against itself
-                cells += ["—"] * 4
-                continue
-            cells += [_cell(row.get(f"{ref}_{q}"), ".3f") for q in ("median", "q1", "q3", "max")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _write_html(
-    directory: Path, name: str, data: dict[str, Any], figure: Path, spec: dict[str, Any]
-) -> Path:
-    """report.html: the analysis in one self-contained page (nft_fw.html_report)."""
-    import yaml
-
-    from nft_fw import html_report
-
-    def fmt(value: Any, unit: str) -> str:
-        return "none within the radii" if value is None else f"{value:g}{unit}"
-
-    facts = [
-        ("parent", data.get("parent")),
-        ("centres", ", ".join(str(c) for c in data.get("centres") or [])),
-        ("radii", ", ".join(f"{r:g}" for r in data.get("radii_A") or []) + " Å"),
-        ("labels", data.get("labels")),
-        (
-            "compared with",
-            {"full": "the whole structure", "largest": "the largest chunk"}.get(
-                data.get("reference") or "", data.get("reference")
-            ),
-        ),
-        ("tolerance", fmt(data.get("tolerance_eV_per_A"), " eV/Å")),
-        ("recommended chunk radius", fmt(data.get("recommended_radius_A"), " Å")),
-        ("parent's force locality", fmt(data.get("force_locality_A"), " Å")),
-        ("missing labels", len(data.get("missing") or [])),
-    ]
-    page = html_report.render(
-        f"Nearsightedness {name}",
-        facts,
-        [("Central force against chunk radius: median, quartiles, max", figure)],
-        "## Per radius\n" + markdown_table(data),
-        yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
-    )
-    path = directory / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-SUMMARY_KEYS = (
-    "parent",
-    "centres",
-    "radii_A",
-    "labels",
-    "force_locality_A",
-    "tolerance_eV_per_A",
-    "reference",
-    "recommended_radius_A",
-    "whole_structure_from_A",
-    "structure_atoms",
-    "table",
-)
-
-
-def summary(data: dict[str, Any]) -> dict[str, Any]:
-    """The headline of a report (:func:`report_data`): the table per radius (median,
-    quartiles and max deviation from the full structure and from the largest chunk, eV/Å),
-    the recommended radius (Å) and what is missing."""
-    out = {k: data.get(k) for k in SUMMARY_KEYS}
-    out["kind"] = KIND
-    out["missing"] = len(data["missing"])
-    out["missing_items"] = [
-        {k: m[k] for k in ("kind", "centre", "radius", "hash")} for m in data["missing"][:50]
-    ]
-    return out
+    return ns.write_report(result, data, directory, spec)
 
 
 def store_report(db: Database, name: str, fw_id: int | None = None) -> dict[str, Any]:
@@ -403,7 +276,7 @@ def store_report(db: Database, name: str, fw_id: int | None = None) -> dict[str,
             )
             for key in REPORT_FILES
         }  # fmt: skip
-    out = summary(data)
+    out = ns.summary(data)
     records.update_campaign(
         db, name, state="completed", report_files=files, summary=out, report_fw_id=fw_id
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -386,14 +387,174 @@ def plot(result: Nearsightedness, path: str | Path, tolerance: float | None = No
     return path
 
 
-def write(result: Nearsightedness, directory: str | Path, tolerance: float) -> dict[str, Path]:
-    """``nearsightedness.png`` and ``nearsightedness.json`` in ``directory``."""
+# ----------------------------------------------------------------------------- the report
+
+#: what ``kind`` a report's data says it is
+KIND = "nearsightedness"
+
+
+def report_data(
+    result: Nearsightedness,
+    tolerance: float,
+    *,
+    campaign: str,
+    full_requested: bool,
+    missing: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The report as JSON-ready data, the same for an analysis run in one process and one
+    from a campaign's stored labels: :meth:`Nearsightedness.to_dict` at ``tolerance``, the
+    deviations per radius and centre (eV/Å; null where a label is missing) and the
+    ``missing`` items; every NaN or infinite float is null (strict JSON, BSON)."""
+    data = result.to_dict(tolerance)
+    data.update(
+        campaign=campaign,
+        kind=KIND,
+        structure_atoms=result.structure_atoms,
+        full_requested=full_requested,
+        deviation_from_full=_arrays(result.deviation_from_full()),
+        deviation_from_largest=_arrays(result.deviation_from_largest()),
+        missing=[dict(m) for m in missing],
+    )
+    return _finite(data)
+
+
+def write_report(
+    result: Nearsightedness,
+    data: Mapping[str, Any],
+    directory: str | Path,
+    spec: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """``nearsightedness.json``, ``nearsightedness.png`` (deviation per radius: median,
+    quartile band, max; log scale) and ``report.html`` in ``directory``; ``spec``: the
+    campaign file, shown in the page."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    figure = plot(result, directory / "nearsightedness.png", tolerance)
-    data = directory / "nearsightedness.json"
-    data.write_text(json.dumps(result.to_dict(tolerance), indent=2) + "\n", encoding="utf-8")
-    return {"figure": figure, "json": data}
+    figure = plot(result, directory / "nearsightedness.png", data["tolerance_eV_per_A"])
+    path = directory / "nearsightedness.json"
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    html = _write_html(directory, str(data["campaign"]), data, figure, dict(spec or {}))
+    return {"json": path, "figure": figure, "html": html}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (strict JSON, BSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _arrays(value: np.ndarray | None) -> list[Any] | None:
+    return None if value is None else value.tolist()
+
+
+def _cell(value: Any, spec: str) -> str:
+    return "—" if value is None or value != value else format(value, spec)
+
+
+def markdown_table(data: Mapping[str, Any]) -> str:
+    """The per-radius table of a report (:func:`report_data`) as markdown."""
+    rows = data["table"]
+    refs = [r for r in ("full", "largest") if any(f"{r}_median" in row for row in rows)]
+    head = ["radius (Å)", "atoms (mean)", "atoms (max)", "parent (s)"]
+    for ref in refs:
+        what = "whole structure" if ref == "full" else "largest chunk"
+        head += [f"vs {what}: median", "q1", "q3", "max (eV/Å)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for k, row in enumerate(rows):
+        cells = [
+            _cell(row["radius_A"], "g"),
+            _cell(row["mean_atoms"], ".1f"),
+            str(row["max_atoms"]),
+            _cell(row["parent_seconds"], ".0f"),
+        ]
+        for ref in refs:
+            if ref == "largest" and k == len(rows) - 1:  # the largest chunk against itself
+                cells += ["—"] * 4
+                continue
+            cells += [_cell(row.get(f"{ref}_{q}"), ".3f") for q in ("median", "q1", "q3", "max")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_html(
+    directory: Path, name: str, data: Mapping[str, Any], figure: Path, spec: dict[str, Any]
+) -> Path:
+    """report.html: the analysis in one self-contained page (nft_fw.html_report)."""
+    import yaml
+
+    from nft_fw import html_report
+
+    def fmt(value: Any, unit: str) -> str:
+        return "none within the radii" if value is None else f"{value:g}{unit}"
+
+    facts = [
+        ("parent", data.get("parent")),
+        ("centres", ", ".join(str(c) for c in data.get("centres") or [])),
+        ("radii", ", ".join(f"{r:g}" for r in data.get("radii_A") or []) + " Å"),
+        ("labels", data.get("labels")),
+        (
+            "compared with",
+            {"full": "the whole structure", "largest": "the largest chunk"}.get(
+                data.get("reference") or "", data.get("reference")
+            ),
+        ),
+        ("tolerance", fmt(data.get("tolerance_eV_per_A"), " eV/Å")),
+        ("recommended chunk radius", fmt(data.get("recommended_radius_A"), " Å")),
+        ("parent's force locality", fmt(data.get("force_locality_A"), " Å")),
+        ("missing labels", len(data.get("missing") or [])),
+    ]
+    page = html_report.render(
+        f"Nearsightedness {name}",
+        facts,
+        [("Central force against chunk radius: median, quartiles, max", figure)],
+        "## Per radius\n" + markdown_table(data),
+        yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
+    )
+    path = directory / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+SUMMARY_KEYS = (
+    "parent",
+    "centres",
+    "radii_A",
+    "labels",
+    "force_locality_A",
+    "tolerance_eV_per_A",
+    "reference",
+    "recommended_radius_A",
+    "whole_structure_from_A",
+    "structure_atoms",
+    "table",
+)
+
+
+def summary(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline of a report (:func:`report_data`): the table per radius (median,
+    quartiles and max deviation from the full structure and from the largest chunk, eV/Å),
+    the recommended radius (Å) and what is missing."""
+    out = {k: data.get(k) for k in SUMMARY_KEYS}
+    out["kind"] = KIND
+    out["missing"] = len(data["missing"])
+    out["missing_items"] = [
+        {k: m[k] for k in ("kind", "centre", "radius", "hash")} for m in data["missing"][:50]
+    ]
+    return out
+
+
+def write(
+    result: Nearsightedness, directory: str | Path, tolerance: float, name: str = "analysis"
+) -> dict[str, Path]:
+    """The report of an analysis run in this process (:func:`write_report`; ``name`` heads
+    the page)."""
+    data = report_data(result, tolerance, campaign=name, full_requested=result.full_forces
+                       is not None)  # fmt: skip
+    return write_report(result, data, directory)
 
 
 # the label item of the whole structure (one per campaign) beside the chunk items of a plan

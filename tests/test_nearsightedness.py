@@ -66,6 +66,12 @@ def test_identical_chunks_are_labelled_once_and_the_figure_is_written(
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(paths["json"].read_text())
     assert data["recommended_radius_A"] == 8.0 and data["reference"] == "full"
+    # the campaign form's report, written by the same code: strict JSON, deviations per
+    # centre, the page with the per-radius table
+    assert data["kind"] == "nearsightedness" and data["missing"] == []
+    assert len(data["deviation_from_full"]) == len(data["radii_A"])
+    html = paths["html"].read_text()
+    assert "Per radius" in html and "recommended chunk radius" in html
 
 
 def test_cli_reports_a_recommendation_without_a_database(tmp_path: Path) -> None:

@@ -190,7 +190,7 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from err
     out = Path(args.out or f"{prepared.spec.name}-nearsightedness")
-    paths = ns.write(result, out, args.tolerance)
+    paths = ns.write(result, out, args.tolerance, prepared.spec.name)
     data = result.to_dict(args.tolerance)
     if args.json:
         console.print_json(
