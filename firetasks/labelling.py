@@ -17,6 +17,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from nft_fw import atoms_io, labeldoc
+from nft_fw import prior as prior_mod
 from nft_fw.campaign import NearsightednessSpec
 from nft_fw.chunks import cut, structure_id
 from nft_fw.launchpad import campaigns, records
@@ -132,8 +133,8 @@ def take_prior(db: Database, name: str, items: list[dict[str, Any]]) -> list[dic
     rest, taken = [], 0
     for item in items:
         atoms, label_hash = _item_atoms(db, sources, item)
-        given = prepared.prior.get(label_hash)
-        if given is None or given.kind != item["kind"] or given.energy is None:
+        given = prior_mod.usable(prepared.prior, label_hash, item["kind"])
+        if given is None:
             rest.append(item)
             continue
         records.put_label(db, labeldoc.prior_doc(name, parent_hash, item, atoms, label_hash, given))

@@ -212,6 +212,16 @@ def from_frames(frames: Sequence[Atoms], source: str) -> PriorLabels:
     return PriorLabels(source=source, labels=by_key)
 
 
+def usable(prior: PriorLabels | None, key: str, kind: str) -> PriorLabel | None:
+    """The prior label a campaign takes instead of calling its parent: the one stored under
+    ``key`` (a chunk's hash, an image's content hash) when it is of ``kind`` and carries an
+    energy; else None. The one rule for the local runner and the label Fireworks alike."""
+    given = None if prior is None else prior.get(key)
+    if given is None or given.kind != kind or given.energy is None:
+        return None
+    return given
+
+
 def frames(prior: PriorLabels) -> list[Atoms]:
     """The prior's frames, as read (for storing with the campaign)."""
     return [lb.atoms for lb in prior.labels.values()]

@@ -249,10 +249,10 @@ def label_chunk(
 ) -> ChunkLabel:
     """Run the parent on a chunk (or take its label from the campaign's prior labels)."""
     t0 = time.perf_counter()
-    given = prepared.prior.get(chunk.hash) if prepared.prior is not None else None
+    given = prior_mod.usable(prepared.prior, chunk.hash, "chunk")
     atoms = chunk.atoms
-    if given is not None and given.kind == "chunk" and given.energy is not None:
-        atoms, energy, forces = given.structure(), given.energy, given.forces.copy()
+    if given is not None:
+        atoms, energy, forces = given.structure(), float(given.energy or 0.0), given.forces.copy()
     else:
         energy, forces = prepared.parent.label(atoms)
     return ChunkLabel(
@@ -271,11 +271,9 @@ def label_chunk(
 def label_structure(prepared: Prepared, atoms: Atoms) -> tuple[float, np.ndarray]:
     """The parent's energy and forces of a whole structure (an initial image), from the
     campaign's prior labels when they hold it."""
-    given = (
-        prepared.prior.get(chunk_mod.structure_id(atoms)) if prepared.prior is not None else None
-    )
-    if given is not None and given.kind == "image" and given.energy is not None:
-        return given.energy, given.forces.copy()
+    given = prior_mod.usable(prepared.prior, chunk_mod.structure_id(atoms), "image")
+    if given is not None:
+        return float(given.energy or 0.0), given.forces.copy()
     energy, forces = prepared.parent.label(atoms)
     return energy, np.asarray(forces)
 

@@ -310,3 +310,26 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
     finally:
         conn.launchpad.connection.drop_database(conn.db_name)
         conn.close(stop_server=False)
+
+
+def test_one_rule_says_which_prior_label_replaces_a_parent_call() -> None:
+    """prior.usable: the label under the key, of the kind asked for, with an energy — what
+    the local runner (step.label_chunk, label_structure) and the label Fireworks
+    (firetasks.labelling.take_prior) both ask."""
+    import numpy as np
+    from ase import Atoms
+
+    from nft_fw import prior
+
+    def label(kind: str, energy: float | None) -> prior.PriorLabel:
+        return prior.PriorLabel(
+            kind=kind, hash="h", atoms=Atoms("Pt"), energy=energy, forces=np.zeros((1, 3)),
+            phase="nft", number=1, centre=0, radius=8.0, parent_hash="p", campaign="c",
+            seconds=1.0,
+        )  # fmt: skip
+
+    chunk = prior.PriorLabels("f", {"a": label("chunk", -1.0), "b": label("chunk", None)})
+    assert prior.usable(chunk, "a", "chunk") is chunk.labels["a"]
+    assert prior.usable(chunk, "a", "image") is None  # another kind
+    assert prior.usable(chunk, "b", "chunk") is None  # no energy
+    assert prior.usable(chunk, "z", "chunk") is None and prior.usable(None, "a", "chunk") is None
