@@ -88,12 +88,8 @@ def candidates(
     return out
 
 
-def fingerprint(atoms: Atoms, spec: desc.DescriptorSpec) -> np.ndarray:
-    """Mean and spread of the atoms' descriptors: one vector per structure."""
-    return _fingerprint(desc.features(atoms, spec))
-
-
 def _fingerprint(g: np.ndarray) -> np.ndarray:
+    """Mean and spread of a structure's descriptors: one vector per structure."""
     return np.concatenate([g.mean(axis=0), g.std(axis=0)])
 
 

@@ -45,7 +45,6 @@ from nft_fw import neighbours as nbl
 
 log = logging.getLogger(__name__)
 
-ATOM_BUCKET = 64
 ROWS_PER_BATCH = 1024  # descriptor rows per chunk batch
 CHUNKS_PER_BATCH = 48  # chunk slots per batch (the last one takes padding rows)
 STEPS_PER_CALL = 100  # optimiser steps per jitted call
@@ -241,10 +240,6 @@ class ChunkBatches:
     @property
     def slots(self) -> int:
         return int(self.force.shape[1])
-
-    def per_chunk(self, values: np.ndarray) -> np.ndarray:
-        """Pick (…, NB, S, …) per-slot values of the real chunks: (…, C, …)."""
-        return values[..., self.slot[:, 0], self.slot[:, 1], :]
 
 
 def pack_chunks(
