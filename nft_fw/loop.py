@@ -472,3 +472,40 @@ def _rich_progress_md() -> Progress:
         )
 
     return show
+
+
+# ----------------------------------------------------------------------------- products
+
+
+def write_products(
+    directory: str | Path,
+    relaxed: RelaxResult | None = None,
+    moved: TransferResult | None = None,
+    run: MDResult | None = None,
+) -> dict[str, Path]:
+    """What the phases run in this process made, as files (:func:`nft_fw.products.write`:
+    relaxed structures, relaxation frames, transfer targets relaxed, the MD trajectory and
+    its end state) — the same files ``nft-fw export NAME --structures DIR`` writes for a
+    campaign run by the service."""
+    from nft_fw import products
+
+    kw: dict[str, Any] = {}
+    if relaxed is not None:
+        kw.update(
+            rounds=relaxed.rounds,
+            round_finals=[t.final for t in relaxed.trajectories],
+            round_frames=[
+                [t.frames[f] for f in r["frame_steps"]]
+                for r, t in zip(relaxed.rounds, relaxed.trajectories, strict=True)
+            ],
+            kept_round=relaxed.kept_round,
+        )
+    if moved is not None:
+        kw.update(transfers=moved.records, transfer_finals=[t.final for t in moved.trajectories])
+    if run is not None:
+        kw.update(
+            segments=run.segments,
+            segment_frames=[seg.frames for seg in run.runs],
+            end_state=run.runs[-1].state,
+        )
+    return products.write(directory, **kw)

@@ -269,6 +269,11 @@ def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) ->
     conn, _, _, _ = finished
     out = _cli(conn, "export", "p79", "-o", str(tmp_path / "model"))
     assert out.returncode == 0, out.stderr
+    # an NFT-only campaign made no structures; asking for nothing is a usage error
+    made = _cli(conn, "export", "p79", "--structures", str(tmp_path / "made"))
+    assert made.returncode == 0 and "nothing to write" in made.stdout, made.stdout + made.stderr
+    neither = _cli(conn, "export", "p79")
+    assert neither.returncode != 0 and "--structures DIR" in neither.stderr
     calc = EnsembleCalculator.load(tmp_path / "model")
     atoms = campaigns.context(conn.launchpad.db, "p79").target
     atoms.calc = calc

@@ -84,14 +84,14 @@ def _summary(
 
 
 @pytest.fixture(scope="module")
-def local() -> dict[str, Any]:
-    return _local("none")
+def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _local("none", tmp_path_factory.mktemp("local"))
 
 
-def _local(baseline: str) -> dict[str, Any]:
+def _local(baseline: str, tmp: Path) -> dict[str, Any]:
     from nft_fw import md_locally, relax_locally, run_locally, transfer_locally
     from nft_fw.campaign import load_campaign
-    from nft_fw.loop import label_frames
+    from nft_fw.loop import label_frames, write_products
 
     result = run_locally(load_campaign(parity_campaign(baseline)), progress=False)
     relaxed = relax_locally(result, progress=False)
@@ -107,11 +107,20 @@ def _local(baseline: str) -> dict[str, Any]:
         relax_stop=relaxed.stop.reason,
         kept_round=relaxed.kept_round,
         frames=label_frames(result, [*relaxed.labels, *run.labels]),
+        products=_read_products(write_products(tmp / f"local-{baseline}", relaxed, moved, run)),
     )
     return out
 
 
+def _read_products(files: dict[str, Path]) -> dict[str, list[Any]]:
+    from ase.io import read
+
+    return {key: read(path, ":") for key, path in files.items()}
+
+
 def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") -> dict[str, Any]:
+    from test_campaign_service import _cli
+
     from nft_fw import step
     from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
@@ -142,6 +151,13 @@ def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") ->
             kept_round=step.kept_round(rounds, prepared.spec),
             frames=label_export.frames(db, NAME),
         )
+        # what the phases made, written by `nft-fw export --structures` from the database
+        cli = _cli(conn, "export", NAME, "--structures", str(tmp / "products"))
+        assert cli.returncode == 0, cli.stderr
+        out["products"] = _read_products(
+            {p.stem: p for p in sorted((tmp / "products").glob("*.extxyz"))}
+        )
+        _assert_products_are_the_stored_data(db, out["products"], rounds, transfers, segments)
         return out
     finally:
         conn.launchpad.connection.drop_database(conn.db_name)
@@ -162,6 +178,7 @@ def _assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
     for key in ("stop", "kept", "relax_stop", "kept_round"):
         assert a[key] == b[key], key
     _assert_same_export(a["frames"], b["frames"])
+    _assert_same_products(a["products"], b["products"])
 
 
 #: what a label cost differs between two runs; everything else of an export must not
@@ -200,9 +217,74 @@ def test_with_a_baseline_the_service_history_equals_the_local_one(
 ) -> None:
     """model.baseline: emt through both paths (the service's stored chunk features hold
     geometry only; the residual force is formed where the local run forms it)."""
-    with_baseline = _local("emt")
+    with_baseline = _local("emt", tmp_path)
     service = _service(db_server, tmp_path, 1, "emt")
     assert len(with_baseline["relax"]) >= 2
     _assert_same(with_baseline, service)
     # and the baseline changed what the campaign did
     assert with_baseline["nft"][0][3] != pytest.approx(local["nft"][0][3], rel=1e-3)
+
+
+#: the file names of `nft-fw export --structures` by the key the local writer returns
+PRODUCT_FILES = {"relaxed": "relaxed", "relax_rounds": "relaxed-rounds",
+                 "transfers": "transfers", "md": "md", "md_end": "md-end"}  # fmt: skip
+
+
+def _assert_same_products(local: dict[str, list[Any]], service: dict[str, list[Any]]) -> None:
+    """The local writer and `nft-fw export --structures` write the same files: the same
+    frames, positions and figures (to the parity test's 1e-12)."""
+    local = {PRODUCT_FILES.get(k, k): v for k, v in local.items()}
+    assert sorted(local) == sorted(service)
+    assert {"relaxed", "relaxed-rounds", "transfers", "md", "md-end"} <= set(local)
+    for key in local:
+        assert len(local[key]) == len(service[key]), key
+        for fa, fb in zip(local[key], service[key], strict=True):
+            assert fa.info.keys() == fb.info.keys(), key
+            for k, v in fa.info.items():
+                if isinstance(v, float):
+                    assert v == pytest.approx(fb.info[k], rel=RTOL, abs=1e-12), (key, k)
+                else:
+                    assert v == fb.info[k], (key, k)
+            assert abs(fa.positions - fb.positions).max() < 1e-9, key
+
+
+def _assert_products_are_the_stored_data(db: Any, products: dict[str, list[Any]], rounds: Any,
+                                         transfers: Any, segments: Any) -> None:  # fmt: skip
+    """The exported files hold the stored structures and the records' figures exactly."""
+    import numpy as np
+    from bson import ObjectId
+
+    from nft_fw import md
+    from nft_fw.launchpad import dynamics, records
+
+    def stored(file_id: str) -> list[Any]:
+        return records.get_structures(db, ObjectId(file_id))
+
+    for frame, r in zip(products["relaxed-rounds"], rounds, strict=True):
+        np.testing.assert_array_equal(frame.positions, stored(r["final_file"])[0].positions)
+        assert frame.info["max_delta"] == r["final_max_uncertainty"]
+    for r in rounds:
+        frames = products[f"relax-{r['iteration']}"]
+        assert [f.info["step"] for f in frames] == r["frame_steps"]
+        for f, s in zip(frames, stored(r["frames_file"]), strict=True):
+            np.testing.assert_array_equal(f.positions, s.positions)
+            assert f.info["fmax"] == r["steps"][f.info["step"]]["fmax"]
+    for frame, r in zip(products["transfers"], transfers, strict=True):
+        np.testing.assert_array_equal(frame.positions, stored(r["final_file"])[0].positions)
+        assert frame.info["name"] == r["name"] and frame.info["flagged"] == r["flagged"]
+    # every stored MD frame once, in order; a pause step kept as the later segment has it
+    by_step = {}
+    for r in segments:
+        for step, f in zip(r["frame_steps"], stored(r["frames_file"]), strict=True):
+            row = step - r["log"]["step"][0]
+            by_step[step] = (f, r["log"]["temperature_K"][row], r["iteration"])
+    assert [f.info["step"] for f in products["md"]] == sorted(by_step)
+    for frame in products["md"]:
+        f, temperature, segment = by_step[frame.info["step"]]
+        np.testing.assert_array_equal(frame.positions, f.positions)
+        np.testing.assert_array_equal(frame.arrays[md.DELTA_ARRAY], f.arrays[md.DELTA_ARRAY])
+        assert frame.info["temperature_K"] == temperature and frame.info["nft_number"] == segment
+    end = md.MDState.from_frame(products["md-end"][0])
+    state = dynamics.state(db, segments[-1])
+    assert end.step == state.step
+    np.testing.assert_array_equal(end.atoms.get_momenta(), state.atoms.get_momenta())

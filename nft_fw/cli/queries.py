@@ -147,6 +147,18 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
         return relaxation.final_model(db, args.name)
 
+    if args.structures:
+        files = _with_campaign(args, lambda db: _write_products(db, args.name, args.structures))
+        for key, path in files.items():
+            console.print(f"{args.name}: {key} → {path}")
+        if not files:
+            console.print(
+                f"{args.name}: no relaxation, transfer or MD has run yet: nothing to write"
+            )
+        if not args.output:
+            return EXIT_OK
+    if not args.output:
+        raise UsageError("give -o DIR (the model) and/or --structures DIR (what the phases made)")
     ensemble, rec = _with_campaign(args, get)
     calc = EnsembleCalculator(ensemble)
     path = calc.save(args.output)
@@ -163,6 +175,35 @@ def cmd_export(args: argparse.Namespace) -> int:
             "results['uncertainties']"
         )
     return EXIT_OK
+
+
+def _write_products(db: Any, name: str, directory: str) -> dict[str, Path]:
+    """The relaxed structures, relaxation frames, transfer targets and MD trajectory of a
+    stored campaign, written by :func:`nft_fw.products.write` (as the local runner's)."""
+    from bson import ObjectId
+
+    from nft_fw import products, step
+    from nft_fw.launchpad import campaigns, dynamics, records
+
+    def structures(file_id: str) -> list[Any]:
+        return records.get_structures(db, ObjectId(file_id))
+
+    rounds = records.iterations(db, name, phase="relax")
+    transfers = records.iterations(db, name, phase="transfer")
+    segments = records.iterations(db, name, phase="md")
+    spec = campaigns.load_spec(db, name)
+    return products.write(
+        directory,
+        rounds=rounds,
+        round_finals=[structures(r["final_file"])[0] for r in rounds],
+        round_frames=[structures(r["frames_file"]) for r in rounds],
+        kept_round=step.kept_round(rounds, spec) if rounds else None,
+        transfers=transfers,
+        transfer_finals=[structures(r["final_file"])[0] for r in transfers],
+        segments=segments,
+        segment_frames=[structures(r["frames_file"]) for r in segments],
+        end_state=dynamics.state(db, segments[-1]) if segments else None,
+    )
 
 
 def _numbers(text: str, kind: type, what: str) -> list[Any]:
@@ -283,7 +324,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("export", help="write the best model (EnsembleCalculator.load reads it)")
     p.add_argument("name")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("-o", "--output", metavar="DIR", help="the model (EnsembleCalculator.load)")
+    p.add_argument(
+        "--structures", metavar="DIR",
+        help="what the phases made: relaxed structures (relaxed.extxyz, relaxed-rounds.extxyz), "
+        "relaxation frames (relax-R.extxyz), relaxed transfer targets (transfers.extxyz), the "
+        "MD trajectory (md.extxyz) and its end state (md-end.extxyz); docs/labels.md",
+    )  # fmt: skip
     _add_connection_options(p)
     p.set_defaults(func=cmd_export)
 
