@@ -19,14 +19,18 @@ from typing import Any
 
 #: fields that measure the run, not the result
 RUN_FIELDS = {"seconds", "timings", "fw_id", "predict_seconds", "features_seconds", "host",
-              "created", "updated", "model_file", "frames_file", "state_file", "final_file",
+              "created", "updated", "written", "model_file", "frames_file", "state_file", "final_file",
               "shared_files"}  # fmt: skip
 
 
 def computed(value: Any) -> Any:
     """``value`` without the run's fields, at any depth."""
     if isinstance(value, dict):
-        return {k: computed(v) for k, v in value.items() if k not in RUN_FIELDS}
+        return {
+            k: computed(v)
+            for k, v in value.items()
+            if k not in RUN_FIELDS and not k.endswith(("_file", "_files"))  # GridFS ids
+        }
     if isinstance(value, list):
         return [computed(v) for v in value]
     return value
