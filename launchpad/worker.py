@@ -230,8 +230,18 @@ def rerun_lost_runs(
     lost_launches, lost_fws, inconsistent = lp.detect_lostruns(
         expiration_secs=older_than_s, rerun=False, fizzle=False, refresh=not dry_run, query=query
     )
+    # a check-out cut off after FireWorks wrote the launch (RUNNING) but before the Firework
+    # turned RUNNING: FireWorks counts the launch lost, not its Firework, which would stay
+    # RESERVED with no live launch and never run
+    lost_fws = list(lost_fws)
+    for launch in lp.launches.find({"launch_id": {"$in": list(lost_launches)}}, {"fw_id": 1}):
+        fw_id = int(launch["fw_id"])
+        if fw_id not in lost_fws and lp.fireworks.count_documents(
+            {"fw_id": fw_id, "state": "RESERVED"}, limit=1
+        ):
+            lost_fws.append(fw_id)
     if dry_run:
-        return list(lost_launches), list(lost_fws), list(inconsistent)
+        return list(lost_launches), lost_fws, list(inconsistent)
     for fw_id in lost_fws:
         lp.rerun_fw(fw_id)
         logger.warning("Firework %s: its run is lost (no ping for %.0f s): re-queued", fw_id,

@@ -870,3 +870,32 @@ def test_appended_fireworks_the_workflow_never_got_are_appended_again_by_recover
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": name})} == {"COMPLETED"}
     labels = _labels_are_distinct_and_complete(lp.db, name)
     assert sum(1 for d in labels if d["kind"] == "chunk") == 3
+
+
+def test_a_check_out_cut_off_after_its_launch_is_requeued_by_recover(connection: Any) -> None:
+    """The other half of a cut-off check-out: FireWorks wrote the launch (RUNNING) but the
+    Firework never turned RUNNING (seen when the database stopped mid-campaign). FireWorks'
+    lost-run detection counts the launch lost, not the Firework, which stayed RESERVED with
+    no live launch; nft-fw recover re-queues it, and a worker runs it once."""
+    from fireworks import FWorker
+
+    lp = connection.launchpad
+    name = f"cutlate-{uuid.uuid4().hex[:6]}"
+    _submit(connection, tiny(name, {"name": "emt"}))
+    (root,) = [d["fw_id"] for d in lp.fireworks.find({"spec.campaign": name, "state": "READY"})]
+    # the fault: the launch written and running, the Firework left RESERVED without it
+    _, launch_id = lp.reserve_fw(FWorker(), "/tmp", fw_id=root)
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=600)
+    lp.launches.update_one(
+        {"launch_id": launch_id},
+        {"$set": {"state": "RUNNING", "state_history": [
+            {"state": "RUNNING", "created_on": old.isoformat(), "updated_on": old.isoformat()}]}},
+    )  # fmt: skip
+    lp.fireworks.update_one({"fw_id": root}, {"$set": {"launches": [], "updated_on": old}})
+    out = _cli(connection, "recover", name, "--lost-after", "60", "--json")
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["lost_fw_ids"] == [root] and launch_id in found["lost_launch_ids"]
+    assert lp.get_fw_by_id(root).state == "READY"
+    again = _cli(connection, "recover", name, "--lost-after", "60", "--json")
+    assert json.loads(again.stdout)["lost_fw_ids"] == []  # nothing twice

@@ -108,7 +108,8 @@ def _worker(args: argparse.Namespace) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     """Re-queue runs whose worker died: RUNNING Fireworks of the campaign (or all) that have
     not pinged the database for ``--lost-after`` seconds, RESERVED ones whose check-out was
-    cut off before FireWorks wrote their launch, and Fireworks that fizzled because
+    cut off before FireWorks wrote their launch (or after: a RESERVED Firework whose RUNNING
+    launch stopped pinging), and Fireworks that fizzled because
     the database connection was lost in FireWorks' own bookkeeping (not in their task); bring
     up to date workflows whose update a lost connection cut off (locked, a completed run
     whose Firework still shows RUNNING, children left WAITING on completed parents,
