@@ -95,6 +95,15 @@ def state_counts(lp: LaunchPad, campaign: str) -> dict[str, int]:
     return states
 
 
+def workflow_locked(lp: LaunchPad, campaign: str) -> bool:
+    """Whether a worker holds FireWorks' lock on the campaign's workflow (it is writing the
+    workflow back: completing a Firework, checking one out)."""
+    doc = lp.fireworks.find_one({"spec.campaign": campaign}, {"fw_id": 1})
+    if doc is None:
+        return False
+    return bool(lp.workflows.count_documents({"nodes": doc["fw_id"], "locked": True}, limit=1))
+
+
 def labelling_rounds(lp: LaunchPad, name: str) -> list[dict[str, Any]]:
     """The rounds whose trainer has not started (waiting for its label Fireworks, or defused
     or paused by an operator): how many of their label Fireworks have ended."""

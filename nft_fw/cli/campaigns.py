@@ -224,8 +224,14 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
                 fw[k] = fw.get(k, 0) + v
         active = sum(fw.get(s, 0) for s in ("READY", "RESERVED", "RUNNING", "WAITING"))
         # the report task marks the campaign completed just before its worker marks the
-        # Firework COMPLETED: stopping the workers then would leave that Firework RUNNING
-        if all(s == "completed" for s in states) and not fw.get("RUNNING"):
+        # Firework COMPLETED: stopping the workers then would leave that Firework RUNNING;
+        # and that worker then writes the workflow back under FireWorks' lock: stopping it
+        # inside would leave the workflow locked for every later rerun or refresh
+        if (
+            all(s == "completed" for s in states)
+            and not fw.get("RUNNING")
+            and not any(queue.workflow_locked(conn.launchpad, n) for n in family)
+        ):
             return "completed"
         if not active and fw:
             return "stalled" if not fw.get("FIZZLED") else "failed"
