@@ -38,15 +38,20 @@ HERE = Path(__file__).resolve().parent.parent
 DATA = HERE / "bench" / "data"
 
 
-def _spec(path: str, settings: list[str]) -> CampaignSpec:
-    spec = load_campaign(path)
-    data = spec.model_dump(mode="json")
+def apply_settings(data: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """``data`` (a campaign as a mapping) with each ``--set section.field=YAML`` applied."""
     for item in settings:
         key, _, value = item.partition("=")
         section, _, field = key.strip().partition(".")
         if not field:
             raise SystemExit(f"--set {item!r}: give section.field=value, e.g. model.cutoff=4.5")
         data.setdefault(section, {})[field] = yaml.safe_load(value)
+    return data
+
+
+def _spec(path: str, settings: list[str]) -> CampaignSpec:
+    spec = load_campaign(path)
+    data = apply_settings(spec.model_dump(mode="json"), settings)
     data["prior_labels"] = None
     data["validation"] = {"true_forces": False}  # the references score instead
     return CampaignSpec.model_validate(data)

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from ase import Atoms
 from ase.cluster import Octahedron
+from dft_replay import apply_settings
 
 from nft_fw import replay
 from nft_fw import training as tr
@@ -44,12 +44,7 @@ def _spec(path: str, settings: list[str]) -> CampaignSpec:
     data["prior_labels"]["file"] = str(
         (Path(path).parent / spec.prior_labels.file).resolve()  # type: ignore[union-attr]
     )
-    for item in settings:
-        key, _, value = item.partition("=")
-        section, _, field = key.strip().partition(".")
-        if not field:
-            raise SystemExit(f"--set {item!r}: give section.field=value, e.g. model.cutoff=4.5")
-        data.setdefault(section, {})[field] = yaml.safe_load(value)
+    apply_settings(data, settings)
     data["validation"] = {"true_forces": False}
     return CampaignSpec.model_validate(data)
 
