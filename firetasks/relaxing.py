@@ -49,6 +49,10 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
             )
         model = relaxation.load(db, rounds[-1])
         model_from = {"phase": "relax", "iteration": number - 1}
+    start, started_from = None, None
+    if number > 0 and prepared.spec.relax is not None and prepared.spec.relax.resume != "start":
+        frames = records.get_structures(db, ObjectId(rounds[-1]["frames_file"]))
+        start, started_from = step.relax_start(prepared.spec, rounds[-1], frames)
     parent_hash = prepared.parent.settings_hash
     # chunks the parent could not label (nft_failures) are not offered again
     failed = {d["hash"] for d in records.failures(db, name) if d["parent_hash"] == parent_hash}
@@ -65,6 +69,8 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
             true_start_forces=training.validation_forces(db, name),
             known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
             features=campaigns.StoredFeatures(db, name),
+            start=start,
+            started_from=started_from,
         )
     )
     trajectory = out.trajectory

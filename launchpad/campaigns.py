@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from nft_fw import initial, labeldoc, step
 from nft_fw import model as mdl
 from nft_fw import prior as prior_mod
 from nft_fw import training as tr
+from nft_fw.amend import amend as amended
 from nft_fw.campaign import CampaignSpec, Prepared
 from nft_fw.launchpad import records
 from nft_fw.parents import LabelFailed, Parent, get_parent
@@ -315,3 +316,19 @@ def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ens
     every = [r for phase in ("nft", "relax", "md") for r in records.iterations(db, name, phase)]
     ensemble.meta.update(step.calibration_meta(every, name))
     return ensemble
+
+
+def amend(db: Database, name: str, settings: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Change the settings of campaign ``name`` for what it has not done yet
+    (:func:`nft_fw.amend.amend`); the change is kept in the campaign's ``amendments`` with
+    its time and the values before. Returns the changes."""
+    doc = records.get_campaign(db, name)
+    spec, changes = amended(doc["spec"], settings)
+    db[records.CAMPAIGNS].update_one(
+        {"_id": name},
+        {
+            "$set": {"spec": spec, "updated": records.now()},
+            "$push": {"amendments": {"time": records.now(), "changes": changes}},
+        },
+    )
+    return changes

@@ -563,6 +563,25 @@ class RelaxSpec(_Spec):
             "trajectory that may have run away from there; null: the whole trajectory."
         ),
     )
+    resume: Literal["start", "frontier"] = Field(
+        default="start",
+        description=(
+            "Where round r > 0 relaxes from: start (the target, every round) or frontier "
+            "(the frame of round r − 1 where δ first exceeded search_until, as MD continues "
+            "from its pause); with frontier a relaxation also stops at the first step after "
+            "its start above search_until, which it needs."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _frontier_needs_a_level(self) -> RelaxSpec:
+        if self.resume == "frontier" and self.search_until is None:
+            raise ValueError(
+                "relax.resume: frontier needs relax.search_until (the δ level, eV/Å, that "
+                "ends a relaxation and marks where the next round resumes); set it, or use "
+                "relax.resume: start"
+            )
+        return self
 
 
 class MDSpec(_Spec):

@@ -47,6 +47,7 @@ from nft_fw.step import (
     md_step,
     md_structure,
     nft_step,
+    relax_start,
     relax_step,
     request_atoms,
     target_forces,
@@ -241,7 +242,8 @@ def relax_locally(
     """The relaxation phase in this process, after :func:`run_locally`: relax the target
     with the kept model, and while the trajectory's largest δ is above the threshold and
     still falling, label chunks cut from the trajectory (frames after the start), retrain
-    and relax again from the same start. ``relax_spec``: a RelaxSpec (default: the
+    and relax again (from the same start, or with relax.resume: frontier from where δ first
+    exceeded relax.search_until). ``relax_spec``: a RelaxSpec (default: the
     campaign's ``relax`` or its defaults)."""
     prepared = result.prepared
     if relax_spec is not None:
@@ -258,12 +260,15 @@ def relax_locally(
     trajectories: list[Trajectory] = []
     blobs: list[bytes] = []
     number = 0
+    start: Atoms | None = None
+    started_from: dict[str, Any] | None = None
     while True:
         out = relax_step(
             RelaxInputs(
                 prepared, number, model, model_from, result.images, chunks,
                 history=result.history, rounds=rounds, true_start_forces=result.true_forces,
-                known=known.__contains__, features=result.features,
+                known=known.__contains__, features=result.features, start=start,
+                started_from=started_from,
             )
         )  # fmt: skip
         rounds.append(out.record)
@@ -275,6 +280,7 @@ def relax_locally(
             stop = out.stop
             break
         frames = [out.trajectory.frames[f] for f in out.searched]
+        start, started_from = relax_start(spec, out.record, frames)
         number += 1
         for request in out.requests:
             assert request.frame is not None

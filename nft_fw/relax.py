@@ -62,9 +62,11 @@ def relax(
     fmax: float = 0.05,
     max_steps: int = 200,
     optimizer: str = "fire",
+    stop_above: float | None = None,
 ) -> Trajectory:
     """Relax a copy of ``atoms`` with ``calc`` (an EnsembleCalculator) until the largest force
-    is below ``fmax`` eV/Å or ``max_steps`` steps; record every step."""
+    is below ``fmax`` eV/Å or ``max_steps`` steps, or (``stop_above``) at the first step after
+    the start whose largest δ exceeds that many eV/Å; record every step."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer {optimizer!r} is not one of {sorted(OPTIMIZERS)}")
     work = atoms.copy()
@@ -94,7 +96,12 @@ def relax(
 
     opt = OPTIMIZERS[optimizer](work, logfile=None)
     opt.attach(record, interval=1)
-    converged = bool(opt.run(fmax=fmax, steps=max_steps))
+    converged = False
+    for converged in opt.irun(fmax=fmax, steps=max_steps):
+        if stop_above is not None and len(steps) > 1 and steps[-1].max_uncertainty > stop_above:
+            converged = False
+            break
+    converged = bool(converged)
     return Trajectory(
         steps=steps, frames=frames, deltas=deltas, converged=converged, forces=all_forces
     )
@@ -109,10 +116,10 @@ def search_frames(n_frames: int, max_frames: int, last: int | None = None) -> li
     return sorted({int(x) for x in np.rint(np.linspace(0, end, max_frames))})
 
 
-def first_above(trajectory: Trajectory, level: float) -> int | None:
-    """The first step whose largest δ exceeds ``level`` eV/Å, or None."""
+def first_above(trajectory: Trajectory, level: float, after: int = 0) -> int | None:
+    """The first step from ``after`` on whose largest δ exceeds ``level`` eV/Å, or None."""
     for k, delta in enumerate(trajectory.deltas):
-        if float(np.max(delta)) > level:
+        if k >= after and float(np.max(delta)) > level:
             return k
     return None
 

@@ -713,6 +713,31 @@ class RelaxInputs:
     true_start_forces: np.ndarray | None = None
     known: Callable[[str], bool] = lambda _hash: False
     features: FeatureSource = chunk_features
+    start: Atoms | None = None
+    started_from: dict[str, Any] | None = None
+
+
+def relax_start(
+    spec: CampaignSpec, previous: Mapping[str, Any] | None, frames: Sequence[Atoms]
+) -> tuple[Atoms | None, dict[str, Any] | None]:
+    """Where a relax round starts, from the round before's record ``previous`` and its
+    stored frames (:func:`search_frames`' choice, the last one where δ first exceeded
+    ``relax.search_until`` when it did): with ``relax.resume: frontier`` that last frame
+    when the round before crossed the level, else the frame that round started from;
+    otherwise (and for round 0) the target (None). Returns the structure and what to
+    record."""
+    rs = relax_settings(spec)
+    if rs.resume != "frontier" or previous is None:
+        return None, None
+    frontier = previous.get("stopped_above")
+    until = previous.get("searched_until_step")
+    if frontier is None and until is not None and until < previous["n_steps"] - 1:
+        # a round that relaxed on past the level (relax.resume was start, then amended):
+        # its stored frames end at the first step above it
+        frontier = until
+    if frontier is not None:
+        return frames[-1].copy(), {"round": int(previous["iteration"]), "step": int(frontier)}
+    return frames[0].copy(), previous.get("started_from")
 
 
 @dataclasses.dataclass
@@ -797,14 +822,27 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
         ensemble, metrics = trained.ensemble, trained.metrics
         model_from = {"phase": "relax", "iteration": number}
     t_relax = time.perf_counter()
+    frontier = rs.resume == "frontier"
     trajectory = relax(
-        prepared.target, EnsembleCalculator(ensemble), rs.fmax, rs.max_steps, rs.optimizer
+        prepared.target if inputs.start is None else inputs.start,
+        EnsembleCalculator(ensemble),
+        rs.fmax,
+        rs.max_steps,
+        rs.optimizer,
+        stop_above=rs.search_until if frontier else None,
     )
     relax_s = time.perf_counter() - t_relax
-    validation = validate_relaxation(prepared, trajectory, inputs.true_start_forces)
+    # the stored parent forces are the target's: a resumed round's start is labelled anew
+    start_forces = inputs.true_start_forces if inputs.start is None else None
+    validation = validate_relaxation(prepared, trajectory, start_forces)
     # with relax.search_until, chunks come from where the model first leaves its data, not
     # from the rest of a trajectory that may have run away from there
-    until = None if rs.search_until is None else first_above(trajectory, rs.search_until)
+    # (a resumed relaxation moves at least one step: its start may lie above the level)
+    until = (
+        None
+        if rs.search_until is None
+        else first_above(trajectory, rs.search_until, after=1 if frontier else 0)
+    )
     searched = search_frames(len(trajectory.frames), rs.max_frames, until)
     rounds = list(inputs.rounds)
     uncertainties = [float(r["structure_uncertainty"]) for r in rounds]
@@ -832,6 +870,9 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     }
     if rs.search_until is not None:
         record["searched_until_step"] = searched[-1]
+    if frontier:
+        record["started_from"] = inputs.started_from
+        record["stopped_above"] = until
     record.update(
         calibration.figures([*inputs.history, *rounds], record, spec.nft.calibration_coverage)
     )

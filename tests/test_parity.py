@@ -32,6 +32,10 @@ def parity_campaign(baseline: str = "none") -> dict[str, Any]:
     # used to part (one honoured warm_start, the other did not)
     spec["training"]["warm_start"] = False
     spec["relax"] = dict(RELAX)
+    if baseline != "none":
+        # the second variant also resumes each relax round from where the round before
+        # first exceeded δ 1.3 (relax.resume: frontier; its start lies above that level)
+        spec["relax"].update(search_until=1.3, resume="frontier", max_rounds=3, patience=3)
     # a transfer target (relaxed with the kept model, no learning) and a short MD phase that
     # pauses once, labels, retrains and goes on
     spec["transfer"] = [
@@ -62,7 +66,13 @@ def _summary(
             for r in history
         ],
         "relax": [
-            (r["iteration"], r["n_steps"], r["new_chunks"], r["structure_uncertainty"])
+            (
+                r["iteration"],
+                r["n_steps"],
+                r["new_chunks"],
+                r["structure_uncertainty"],
+                r.get("started_from"),
+            )
             for r in rounds
         ],
         "transfer": [
@@ -169,7 +179,7 @@ def _assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
     for phase in ("nft", "relax"):
         assert len(a[phase]) == len(b[phase]), phase
         for ra, rb in zip(a[phase], b[phase], strict=True):
-            assert ra[:3] == rb[:3], (phase, ra, rb)
+            assert ra[:3] == rb[:3] and ra[4:] == rb[4:], (phase, ra, rb)
             assert ra[3] == pytest.approx(rb[3], rel=RTOL), (phase, ra, rb)
     for phase in ("transfer", "md"):
         assert [r[0] for r in a[phase]] == [r[0] for r in b[phase]], phase
@@ -215,11 +225,14 @@ def test_service_history_equals_the_local_one(
 def test_with_a_baseline_the_service_history_equals_the_local_one(
     local: dict[str, Any], db_server: Any, tmp_path: Path
 ) -> None:
-    """model.baseline: emt through both paths (the service's stored chunk features hold
-    geometry only; the residual force is formed where the local run forms it)."""
+    """model.baseline: emt and relax.resume: frontier through both paths (the service's
+    stored chunk features hold geometry only; the residual force is formed where the local
+    run forms it; a resumed round starts from the stored frame the local run kept)."""
     with_baseline = _local("emt", tmp_path)
     service = _service(db_server, tmp_path, 1, "emt")
     assert len(with_baseline["relax"]) >= 2
+    # rounds resumed from where the round before stopped (relax.resume: frontier)
+    assert with_baseline["relax"][1][4] == {"round": 0, "step": with_baseline["relax"][0][1] - 1}
     _assert_same(with_baseline, service)
     # and the baseline changed what the campaign did
     assert with_baseline["nft"][0][3] != pytest.approx(local["nft"][0][3], rel=1e-3)

@@ -207,3 +207,67 @@ def test_relax_search_until_takes_chunks_only_where_the_model_first_left_its_dat
     frames = [out.trajectories[0].frames[f] for f in first["frame_steps"]]
     cut_from = {cut(f, lb.centre, lb.radius).hash for f in frames for lb in labels}
     assert {lb.hash for lb in labels} <= cut_from
+
+
+def test_relax_resume_frontier_stops_at_the_level_and_continues_from_there():
+    """relax.resume: frontier — a round's relaxation ends at the first step above
+    relax.search_until, and the next round, retrained on chunks cut up to there, relaxes on
+    from that very frame (as MD continues from its pause)."""
+    from nft_fw import relax_locally, run_locally
+
+    relax_spec = {
+        "max_steps": 30, "chunks_per_round": 3, "max_rounds": 2, "patience": 5,
+        "search_until": 0.05, "resume": "frontier",
+    }  # fmt: skip
+    result = run_locally(tiny_campaign(relax=relax_spec), progress=False)
+    out = relax_locally(result, progress=False)
+    assert len(out.rounds) == 3
+    first, second = out.rounds[0], out.rounds[1]
+    until = first["stopped_above"]
+    # round 0 stopped where δ first exceeded the level: that frame is its last
+    assert until is not None and first["searched_until_step"] == until
+    assert first["n_steps"] == until + 1 and not first["converged"]
+    peaks = [float(d.max()) for d in out.trajectories[0].deltas]
+    assert peaks[-1] > 0.05 and all(p <= 0.05 for p in peaks[1:-1])
+    assert first["started_from"] is None
+    # round 1 starts from exactly that frame
+    assert second["started_from"] == {"round": 0, "step": until}
+    np.testing.assert_array_equal(
+        out.trajectories[1].frames[0].positions, out.trajectories[0].frames[-1].positions
+    )
+    # a round that did not stop at the level hands on its own start
+    third = out.rounds[2]
+    expected = (
+        {"round": 1, "step": second["stopped_above"]}
+        if second["stopped_above"] is not None
+        else second["started_from"]
+    )
+    assert third["started_from"] == expected
+    # without relax.search_until there is no frontier to resume from
+    from nft_fw.campaign import CampaignError, load_campaign
+
+    with pytest.raises(CampaignError, match=r"relax\.resume: frontier needs relax\.search_until"):
+        load_campaign(tiny_campaign(relax={"resume": "frontier"}))
+
+
+def test_relax_start_after_a_round_that_relaxed_on_past_the_level():
+    """A campaign amended to relax.resume: frontier after a round of the start mode resumes
+    from that round's frontier (its stored frames end there); a round that never crossed
+    hands on its own start; resume: start always relaxes the target."""
+    from ase import Atoms
+
+    from nft_fw.campaign import load_campaign
+    from nft_fw.step import relax_start
+
+    frames = [Atoms("Pt", positions=[[0, 0, x]]) for x in (0.0, 1.0, 2.0)]
+    frontier = load_campaign(tiny_campaign(relax={"search_until": 0.5, "resume": "frontier"}))
+    ran_on = {"iteration": 2, "n_steps": 301, "searched_until_step": 12, "started_from": None}
+    atoms, where = relax_start(frontier, ran_on, frames)
+    assert atoms is not None and atoms.positions[0, 2] == 2.0 and where == {"round": 2, "step": 12}
+    never = {"iteration": 3, "n_steps": 40, "searched_until_step": 39, "stopped_above": None,
+             "started_from": {"round": 2, "step": 12}}  # fmt: skip
+    atoms, where = relax_start(frontier, never, frames)
+    assert atoms is not None and atoms.positions[0, 2] == 0.0 and where == never["started_from"]
+    assert relax_start(frontier, None, frames) == (None, None)
+    start = load_campaign(tiny_campaign(relax={"search_until": 0.5}))
+    assert relax_start(start, ran_on, frames) == (None, None)

@@ -223,3 +223,51 @@ def test_follow_up_campaign_inherits_labels_and_model(finished: Any) -> None:
     assert len(campaigns.context(db, child.name).target) == 55
     # its own centres are chosen on its own target: none counts as chunked yet
     assert len(out.items) == child.nft.chunks_per_iteration
+
+
+def test_amend_changes_what_comes_next_and_refuses_the_rest(connection: Any) -> None:
+    """`nft-fw amend`: a submitted campaign's settings for what it has not done yet change,
+    kept with their old values; a setting stored data depend on, a phase the campaign lacks
+    and a combination the campaign file would refuse are refused naming the field."""
+    import subprocess
+    import sys
+
+    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.firetasks.submission import submit
+    from nft_fw.launchpad import campaigns, records
+
+    spec = relax_campaign()
+    spec["relax"]["search_until"] = 0.5
+    submit(connection.launchpad, prepare(load_campaign(spec)))
+    db = connection.launchpad.db
+
+    def amend(*sets: str) -> subprocess.CompletedProcess[str]:
+        args = [a for s in sets for a in ("--set", s)]
+        return subprocess.run(
+            [sys.executable, "-m", "nft_fw", "amend", NAME, *args, "--data-dir",
+             str(connection.server.data_dir), "--db-name", connection.db_name],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    ok = amend("relax.resume=frontier", "relax.max_rounds=7")
+    assert ok.returncode == 0, ok.stderr
+    assert "relax.resume 'start' → 'frontier'" in ok.stdout
+    stored = campaigns.stored_spec(records.get_campaign(db, NAME))
+    assert stored.relax is not None
+    assert (stored.relax.resume, stored.relax.max_rounds) == ("frontier", 7)
+    doc = records.get_campaign(db, NAME)
+    assert doc["amendments"][0]["changes"] == {
+        "relax.resume": ["start", "frontier"], "relax.max_rounds": [2, 7],
+    }  # fmt: skip
+    for sets, field in (
+        (("model.cutoff=5.0",), "model.cutoff"),
+        (("md.length_ps=2",), "md.length_ps"),
+        (("relax.search_until=null",), "relax.resume"),
+        (("relax.max_rounds=-1",), "relax.max_rounds"),
+        (("relaxmax_rounds=3",), "relaxmax_rounds"),
+    ):
+        bad = amend(*sets)
+        assert bad.returncode == 2 and field in bad.stderr, (sets, bad.stderr)
+    # nothing of the refused changes was stored
+    assert records.get_campaign(db, NAME)["spec"] == doc["spec"]
+    assert len(records.get_campaign(db, NAME)["amendments"]) == 1

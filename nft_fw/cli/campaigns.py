@@ -341,6 +341,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         conn.close()
 
 
+def cmd_amend(args: argparse.Namespace) -> int:
+    """Change settings of a submitted campaign for what it has not done yet."""
+    from nft_fw.amend import parse_settings
+    from nft_fw.campaign import CampaignError
+    from nft_fw.launchpad import campaigns
+
+    try:
+        settings = parse_settings(args.set)
+    except CampaignError as err:
+        raise UsageError(f"--set {err}") from err
+    if not settings:
+        raise UsageError("nothing to change: give --set SECTION.FIELD=VALUE")
+    with _reading(args) as conn, _campaign_errors():
+        try:
+            changes = campaigns.amend(conn.launchpad.db, args.name, settings)
+        except CampaignError as err:
+            raise UsageError(f"campaign {args.name}: {err}") from err
+    if args.json:
+        console.print_json(json.dumps({"campaign": args.name, "changes": changes}))
+        return EXIT_OK
+    for key, (before, after) in changes.items():
+        console.print(f"{args.name}: {key} {before!r} → {after!r}")
+    console.print("from the next Firework that starts (kept in the campaign's amendments)")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from nft_fw import md as md_mod
     from nft_fw.firetasks import kinds
@@ -635,7 +661,7 @@ def demo_next_steps(data_dir: Path, db_name: str, name: str) -> list[tuple[str, 
 
 
 def register(sub: Any) -> None:
-    """Add ``validate``, ``submit``, ``run``, ``status`` and ``demo`` to ``sub``."""
+    """Add ``validate``, ``submit``, ``run``, ``amend``, ``status`` and ``demo`` to ``sub``."""
     p = sub.add_parser("validate", help="check a campaign file (nothing is written)")
     p.add_argument("campaign", help="campaign YAML file")
     p.add_argument("--json", action="store_true")
@@ -654,6 +680,19 @@ def register(sub: Any) -> None:
     p.add_argument("--report-dir", metavar="DIR", help="plots and summary (./NAME-run/report)")
     _add_connection_options(p)
     p.set_defaults(func=cmd_run, compiles=True)
+
+    p = sub.add_parser(
+        "amend", help="change settings of a submitted campaign for what it has not done yet"
+    )
+    p.add_argument("name", help="the campaign")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="a setting to change (repeatable), e.g. relax.max_rounds=20; only settings that "
+        "decide what comes next (nft_fw.amend.AMENDABLE)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    _add_connection_options(p)
+    p.set_defaults(func=cmd_amend)
 
     p = sub.add_parser("status", help="campaigns: state, iteration, δ, labels, Fireworks")
     p.add_argument("name", nargs="?", help="one campaign (default: all)")

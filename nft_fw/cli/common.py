@@ -280,6 +280,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("nft-fw recover pt260-emt --lost-after 600",
          "re-queue its runs silent for 10 minutes"),
     ],
+    "amend": [
+        ("nft-fw amend pt140-gpaw --set relax.max_rounds=20", "more relax rounds than submitted"),
+        ("nft-fw amend pt140-gpaw --set relax.resume=frontier --set relax.search_until=0.5",
+         "later relax rounds resume from where δ first exceeded 0.5 eV/Å"),
+    ],
     "status": [
         ("nft-fw status", "every campaign"),
         ("nft-fw status pt260-emt --json", "one campaign, machine-readable"),
