@@ -32,6 +32,7 @@ from ase.calculators.emt import EMT
 from ase.optimize import FIRE
 from bson import ObjectId
 
+from nft_fw import report as nft_report
 from nft_fw.campaign import load_campaign, prepare
 from nft_fw.cli import run_campaign
 from nft_fw.launchpad import records, reports
@@ -60,7 +61,7 @@ def main() -> None:
         code = run_campaign(conn, prepared, args.workers, base / "workers", base / "report")
         wall = time.perf_counter() - t0
         db = conn.launchpad.db
-        summary = reports.summary(db, name)
+        summary = nft_report.summary(reports.gather(db, name))
         rounds = records.iterations(db, name, phase="relax")
         transfers = records.iterations(db, name, phase="transfer")
         kept = summary["relaxation"]["kept_round"]

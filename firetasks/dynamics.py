@@ -84,7 +84,7 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
             resume=resume,
             checkpoint=lambda r: dynamics.put_checkpoint(db, name, number, r),
             known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
-            features=campaigns.StoredFeatures(db, name),
+            features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
             true_forces=(lambda a: prepared.parent.label(a)[1])
             if m.true_force_check_every
             else None,

@@ -14,8 +14,10 @@ from ase import Atoms
 from fireworks import Workflow
 from pymongo.database import Database
 
+from nft_fw import report as nft_report
 from nft_fw.campaign import NEARSIGHTEDNESS, Prepared, PreparedNearsightedness
 from nft_fw.campaign import kind_of as prepared_kind
+from nft_fw.firetasks import nearsightedness as ns_tasks
 from nft_fw.firetasks.nearsightedness import NearsightednessLabelTask, NearsightednessReportTask
 from nft_fw.firetasks.nft import TASKS
 from nft_fw.launchpad import campaigns, labels, records, reports
@@ -59,7 +61,7 @@ KINDS: dict[str, Kind] = {
         label_phase=labels.phase,
         frames=labels.frames,
         progress=None,
-        report=reports.report,
+        report=lambda db, name, directory: nft_report.write(directory, reports.gather(db, name)),
     ),
     NEARSIGHTEDNESS: Kind(
         name=NEARSIGHTEDNESS,
@@ -71,7 +73,7 @@ KINDS: dict[str, Kind] = {
         label_phase=lambda doc: NEARSIGHTEDNESS,
         frames=ns_records.frames,
         progress=ns_records.status,
-        report=ns_records.report,
+        report=ns_tasks.report,
     ),
 }
 

@@ -63,7 +63,8 @@ def label_items(
     is recorded in ``nft_failures`` (never as a label); the other items are still labelled,
     then :class:`LabelError` is raised with the parent's errors, so the Firework fizzles.
     """
-    parent = campaigns.context(db, name).parent
+    prepared = campaigns.context(db, name)
+    parent = prepared.parent
     log_dir = (Path.cwd() if work_dir is None else Path(work_dir)) / "parent-logs"
     sources: dict[tuple[str, int], Atoms] = {}
     counts = {"new": 0, "existing": 0, "failed": 0}
@@ -74,7 +75,9 @@ def label_items(
             counts["existing"] += 1
             continue
         try:
-            doc = labeldoc.label_doc(name, parent, item, atoms, label_hash, fw_id, log_dir)
+            doc = labeldoc.label(
+                name, parent, prepared.prior, item, atoms, label_hash, fw_id, log_dir
+            )
         except LabelFailed as err:
             counts["failed"] += 1
             where = f"centre {item['centre']}" if item["kind"] == "chunk" else "initial image"
@@ -128,16 +131,16 @@ def take_prior(db: Database, name: str, items: list[dict[str, Any]]) -> list[dic
     prepared = campaigns.context(db, name)
     if prepared.prior is None:
         return items
-    parent_hash = prepared.parent.settings_hash
     sources: dict[tuple[str, int], Atoms] = {}
     rest, taken = [], 0
     for item in items:
         atoms, label_hash = _item_atoms(db, sources, item)
-        given = prior_mod.usable(prepared.prior, label_hash, item["kind"])
-        if given is None:
+        if prior_mod.usable(prepared.prior, label_hash, item["kind"]) is None:
             rest.append(item)
             continue
-        records.put_label(db, labeldoc.prior_doc(name, parent_hash, item, atoms, label_hash, given))
+        records.put_label(
+            db, labeldoc.label(name, prepared.parent, prepared.prior, item, atoms, label_hash)
+        )
         taken += 1
     if taken:
         log.info("campaign %s: %d labels from its prior labels, %d to label", name, taken,

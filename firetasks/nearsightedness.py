@@ -1,6 +1,6 @@
 """The FireTasks of a nearsightedness campaign: thin translators between Fireworks and
-:mod:`nft_fw.firetasks.labelling` (labels) and
-:mod:`nft_fw.launchpad.nearsightedness` (the stored analysis).
+:mod:`nft_fw.firetasks.labelling` (labels), the analysis of :mod:`nft_fw.nearsightedness`
+and its storage in :mod:`nft_fw.launchpad.nearsightedness`.
 
 Their import paths (``{{nft_fw.firetasks.nearsightedness.<Task>}}``) are stored in the
 database with every Firework: never rename or move them. Like the NFT tasks they need the
@@ -10,13 +10,52 @@ the whole (idempotent) body.
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from pathlib import Path
 from typing import Any, ClassVar
 
 from fireworks import FWAction, explicit_serialize
+from pymongo.database import Database
 
+from nft_fw import nearsightedness as analysis
 from nft_fw.firetasks import labelling
 from nft_fw.firetasks.nft import _CampaignTask
 from nft_fw.launchpad import nearsightedness as ns
+
+log = logging.getLogger(__name__)
+
+
+def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
+    """The report of campaign ``name``'s labels stored so far, written to ``directory``
+    (:func:`nft_fw.nearsightedness.write_report`)."""
+    stored = ns.stored_labels(db, name)
+    result, data = analysis.analyse_stored(stored)
+    return analysis.write_report(result, data, directory, stored.spec)
+
+
+def store_report(db: Database, name: str, fw_id: int | None = None) -> dict[str, Any]:
+    """Analyse the stored labels, keep the report's JSON, figure and page in GridFS and the
+    summary in the campaign record (state ``completed``); returns the summary."""
+    stored = ns.stored_labels(db, name)
+    result, data = analysis.analyse_stored(stored)
+    out = analysis.summary(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = analysis.write_report(result, data, tmp, stored.spec)
+        ns.store_report(db, name, paths, out, fw_id)
+    rec = out["recommended_radius_A"]
+    log.info(
+        "campaign %s fw %s: nearsightedness of %s: recommended radius %s (tolerance %g eV/Å, "
+        "reference %s), %d missing",
+        name,
+        fw_id,
+        out["parent"],
+        "none" if rec is None else f"{rec:g} Å",
+        out["tolerance_eV_per_A"],
+        out["reference"],
+        out["missing"],
+    )
+    return out
 
 
 @explicit_serialize
@@ -41,6 +80,6 @@ class NearsightednessReportTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        out = ns.store_report(self._db(), self["campaign"], getattr(self, "fw_id", None))
+        out = store_report(self._db(), self["campaign"], getattr(self, "fw_id", None))
         keys = ("recommended_radius_A", "reference", "tolerance_eV_per_A", "labels", "missing")
         return FWAction(stored_data={k: out[k] for k in keys})

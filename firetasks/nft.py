@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from fireworks import FiretaskBase, FWAction, explicit_serialize
 from pymongo.errors import ConnectionFailure
 
+from nft_fw import report as nft_report
 from nft_fw.firetasks import dynamics, labelling, relaxing, training
 from nft_fw.launchpad import campaigns, queue, records, relaxation, reports
 from nft_fw.workflows import campaign as shapes
@@ -266,15 +267,16 @@ class ReportTask(_CampaignTask):
                 f"see why with lpad get_fws -i {ids} -d more, fix the cause and rerun it with "
                 f"lpad rerun_fws -i {ids}: the campaign goes on from there and reports at its end"
             )
+        inputs = reports.gather(db, name)
         with tempfile.TemporaryDirectory() as tmp:
-            paths = reports.report(db, name, Path(tmp))
+            paths = nft_report.write(Path(tmp), inputs)
             files = {
                 key: str(
                     records.put_bytes(db, Path(p).read_bytes(), f"{name}/report/{Path(p).name}")
                 )
                 for key, p in paths.items()
             }
-        summary = reports.summary(db, name)
+        summary = nft_report.summary(inputs)
         records.update_campaign(db, name, state="completed", report_files=files, summary=summary)
         return FWAction(stored_data={"summary": summary})
 

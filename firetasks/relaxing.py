@@ -68,7 +68,7 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
             rounds=rounds,
             true_start_forces=training.validation_forces(db, name),
             known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
-            features=campaigns.StoredFeatures(db, name),
+            features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
             start=start,
             started_from=started_from,
         )

@@ -84,7 +84,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         previous_prediction=prediction,
         true_forces=validation_forces(db, name),
         failed_centres=campaigns.failed_nft_centres(db, name),
-        features=campaigns.StoredFeatures(db, name),
+        features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
     )
     t_loaded = time.perf_counter()
     out = step.nft_step(inputs)

@@ -7,20 +7,18 @@ wrap them; the CLI calls the read-only ones.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ase import Atoms
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import descriptors as desc
-from nft_fw import initial, labeldoc, step
+from nft_fw import initial, kept, labeldoc
 from nft_fw import model as mdl
 from nft_fw import prior as prior_mod
 from nft_fw import training as tr
@@ -229,46 +227,36 @@ def import_offline_labels(db: Database, name: str) -> int:
 
 
 # ----------------------------------------------------------------------------- training
-# The trainer Firework's body: load the NFT step's inputs from the database, call
-# nft_fw.step.nft_step, store its outputs. Nothing here computes.
+# What a trainer Firework loads and stores; it computes in nft_fw.step.
 
 
-class StoredFeatures:
-    """Chunk features computed once per chunk and descriptor settings and cached in the
-    database (``nft_features``; a derived cache: losing it costs only recomputation); a
-    :data:`nft_fw.step.FeatureSource`."""
+class FeatureStore:
+    """Chunk geometry features (G, K, species) by descriptor-settings hash and chunk hash in
+    the database (``nft_features``; a derived cache: losing it costs only recomputation);
+    the store behind :class:`nft_fw.step.CachedFeatures`."""
 
     def __init__(self, db: Database, name: str) -> None:
         self.db, self.name = db, name
 
-    def __call__(
-        self, labels: Sequence[step.ChunkLabel], spec: desc.DescriptorSpec, baseline: str = "none"
-    ) -> list[tr.ChunkFeatures]:
-        spec_hash = hashlib.sha256(json.dumps(spec.to_dict()).encode()).hexdigest()[:16]
-        cached = records.get_features(self.db, self.name, spec_hash, [lb.hash for lb in labels])
-        missing = [lb for lb in labels if lb.hash not in cached]
-        fresh = {f.id: f for f in step.chunk_features(missing, spec, baseline)}
-        for f in fresh.values():
-            records.put_features(self.db, self.name, spec_hash, f.id, f.g, f.k, f.species)
-        out = []
-        for lb in labels:
-            if lb.hash in fresh:
-                out.append(fresh[lb.hash])
-                continue
-            g, k, species = cached[lb.hash]
-            force = step.central_residual(lb, baseline)  # the cache holds geometry only
-            out.append(tr.ChunkFeatures(g=g, k=k, species=species, force=force, id=lb.hash))
-        return out
+    def get(
+        self, spec_hash: str, hashes: Sequence[str]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return records.get_features(self.db, self.name, spec_hash, hashes)
+
+    def put(
+        self, spec_hash: str, chunk_hash: str, g: np.ndarray, k: np.ndarray, species: np.ndarray
+    ) -> None:
+        records.put_features(self.db, self.name, spec_hash, chunk_hash, g, k, species)
 
 
 def stored_images(db: Database, name: str) -> list[tr.Image]:
     """The campaign's labelled initial images."""
-    return [records.image_label(d) for d in records.labels(db, name, kind="image")]
+    return [labeldoc.image_label(d) for d in records.labels(db, name, kind="image")]
 
 
-def stored_chunks(db: Database, name: str) -> list[step.ChunkLabel]:
+def stored_chunks(db: Database, name: str) -> list[labeldoc.ChunkLabel]:
     """Every chunk label of the campaign (NFT, relaxation and inherited ones)."""
-    return [records.chunk_label(d) for d in records.labels(db, name, kind="chunk")]
+    return [labeldoc.chunk_label(d) for d in records.labels(db, name, kind="chunk")]
 
 
 def load_model(db: Database, name: str, iteration: int) -> mdl.Ensemble | None:
@@ -299,12 +287,12 @@ def failed_nft_centres(db: Database, name: str) -> set[int]:
 
 
 def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
-    """The model of the kept NFT iteration (:func:`nft_fw.step.kept_iteration`) with the
+    """The model of the kept NFT iteration (:func:`nft_fw.kept.kept_iteration`) with the
     campaign's latest calibration of δ, and its record."""
     history = records.iterations(db, name)
     if not history:
         raise KeyError(f"campaign {name!r} has no trained iteration yet")
-    rec = history[step.kept_iteration(history, load_spec(db, name))]
+    rec = history[kept.kept_iteration(history, load_spec(db, name))]
     ensemble = mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(rec["model_file"])))
     return with_calibration(db, name, ensemble), rec
 
@@ -314,7 +302,7 @@ def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ens
     iterations, relax rounds, then MD segments (``meta.calibration``;
     :mod:`nft_fw.calibration`)."""
     every = [r for phase in ("nft", "relax", "md") for r in records.iterations(db, name, phase)]
-    ensemble.meta.update(step.calibration_meta(every, name))
+    ensemble.meta.update(kept.calibration_meta(every, name))
     return ensemble
 
 

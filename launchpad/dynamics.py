@@ -16,9 +16,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
+from nft_fw import kept as kept_mod
 from nft_fw import md as md_mod
 from nft_fw import model as mdl
-from nft_fw import step
 from nft_fw.launchpad import campaigns, records, relaxation
 
 PHASE = "md"
@@ -41,7 +41,7 @@ def relaxed_structure(db: Database, name: str) -> Any:
     rounds = records.iterations(db, name, phase="relax")
     if not rounds:
         return None
-    kept = rounds[step.kept_round(rounds, campaigns.load_spec(db, name))]
+    kept = rounds[kept_mod.kept_round(rounds, campaigns.load_spec(db, name))]
     return records.get_structure(db, ObjectId(kept["final_file"]))
 
 
@@ -60,7 +60,7 @@ def _checkpoint_doc(db: Database, name: str, number: int) -> dict[str, Any] | No
     return None
 
 
-def put_checkpoint(db: Database, name: str, number: int, resume: step.MDResume) -> None:
+def put_checkpoint(db: Database, name: str, number: int, resume: md_mod.MDResume) -> None:
     """Save segment ``number`` as it is now (the model once; state and frames each time,
     the previous checkpoint's files dropped after the new one is written)."""
     old = _checkpoint_doc(db, name, number)
@@ -101,7 +101,7 @@ def put_checkpoint(db: Database, name: str, number: int, resume: step.MDResume) 
                 records.delete_file(db, ObjectId(old[key]))
 
 
-def get_checkpoint(db: Database, name: str, number: int) -> step.MDResume | None:
+def get_checkpoint(db: Database, name: str, number: int) -> md_mod.MDResume | None:
     """Segment ``number``'s checkpoint, or None (it never started, or it ended)."""
     doc = _checkpoint_doc(db, name, number)
     if doc is None:
@@ -110,7 +110,7 @@ def get_checkpoint(db: Database, name: str, number: int) -> step.MDResume | None
     frames = records.get_structures(db, ObjectId(doc["frames_file"])) if doc["frames_file"] else []
     saved = md_mod.MDState.from_frame(records.get_structure(db, ObjectId(doc["state_file"])))
     segment = md_mod.segment_from(doc["segment"], frames, saved)
-    return step.MDResume(ensemble, doc.get("training"), doc.get("oos") or {}, segment)
+    return md_mod.MDResume(ensemble, doc.get("training"), doc.get("oos") or {}, segment)
 
 
 def checkpoint_model(db: Database, name: str, number: int) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +186,10 @@ def frames(db: Database, name: str) -> list[Atoms]:
 # ----------------------------------------------------------------------------- analysis
 
 
-def analyse(db: Database, name: str) -> tuple[ns.Nearsightedness, list[dict[str, Any]]]:
-    """The analysis from the labels stored so far, and the items still missing (each
-    ``{kind, centre, radius, hash, n_atoms, error}``; ``error`` is the parent's when it
-    failed, else why there is no label). Missing chunks are NaN in the result; without the
-    whole structure's label the reference is the largest chunk."""
+def stored_labels(db: Database, name: str) -> ns.StoredLabels:
+    """What the analysis of campaign ``name`` is made of, as stored so far: its plan, the
+    chunk labels, the whole structure's label when there is one, and each missing item
+    with the parent's error when it failed, else why there is no label."""
     doc = records.get_campaign(db, name)
     spec = NearsightednessSpec.model_validate(doc["spec"])
     parent = get_parent(spec.parent.name, spec.parent.params)
@@ -229,72 +227,43 @@ def analyse(db: Database, name: str) -> tuple[ns.Nearsightedness, list[dict[str,
     for d in plan.distinct():
         if d["hash"] not in central:
             missing.append({"kind": "chunk", **d, "error": why(d["hash"])})
-    result = ns.Nearsightedness.from_labels(
-        plan,
-        central,
-        full_forces,
-        full_seconds,
+    return ns.StoredLabels(
+        campaign=name,
+        spec=dict(doc.get("spec") or {}),
+        plan=plan,
+        central=central,
+        full_forces=full_forces,
+        full_seconds=full_seconds,
+        missing=missing,
         parent=parent.name,
         force_locality_A=parent.force_locality_A,
         structure_atoms=int(doc["n_atoms"]),
+        tolerance=spec.tolerance_eV_per_A,
+        full_requested=spec.full,
     )
-    return result, missing
 
 
-def report_data(db: Database, name: str) -> tuple[ns.Nearsightedness, dict[str, Any]]:
-    """The analysis from the stored labels and its report data
-    (:func:`nft_fw.nearsightedness.report_data`)."""
-    result, missing = analyse(db, name)
-    spec = load_spec(db, name)
-    data = ns.report_data(
-        result, spec.tolerance_eV_per_A, campaign=name, full_requested=spec.full, missing=missing
-    )
-    return result, data
-
-
-def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
-    """The report of the labels stored so far (:func:`nft_fw.nearsightedness.write_report`)."""
-    result, data = report_data(db, name)
-    spec = records.get_campaign(db, name).get("spec") or {}
-    return ns.write_report(result, data, directory, spec)
-
-
-def store_report(db: Database, name: str, fw_id: int | None = None) -> dict[str, Any]:
-    """Compute the analysis from the stored labels, keep its JSON and PNG in GridFS and the
-    summary in the campaign record (state ``completed``); returns the summary. A rerun
-    replaces the stored report."""
+def store_report(
+    db: Database, name: str, paths: dict[str, Path], summary: dict[str, Any], fw_id: int | None
+) -> None:
+    """Keep a written report (``paths``: its JSON, figure and page) in GridFS and its
+    ``summary`` in the campaign record (state ``completed``); a rerun replaces the stored
+    report."""
     doc = records.get_campaign(db, name)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = report(db, name, tmp)
-        data = json.loads(paths["json"].read_text(encoding="utf-8"))
-        files = {
-            key: str(
-                records.put_bytes(
-                    db, paths[key].read_bytes(), f"{name}/report/{paths[key].name}",
-                    kind="report", campaign=name,
-                )
+    files = {
+        key: str(
+            records.put_bytes(
+                db, paths[key].read_bytes(), f"{name}/report/{paths[key].name}",
+                kind="report", campaign=name,
             )
-            for key in REPORT_FILES
-        }  # fmt: skip
-    out = ns.summary(data)
+        )
+        for key in REPORT_FILES
+    }  # fmt: skip
     records.update_campaign(
-        db, name, state="completed", report_files=files, summary=out, report_fw_id=fw_id
+        db, name, state="completed", report_files=files, summary=summary, report_fw_id=fw_id
     )
     for old in (doc.get("report_files") or {}).values():
         records.delete_file(db, ObjectId(old))
-    rec = out["recommended_radius_A"]
-    log.info(
-        "campaign %s fw %s: nearsightedness of %s: recommended radius %s (tolerance %g eV/Å, "
-        "reference %s), %d missing",
-        name,
-        fw_id,
-        out["parent"],
-        "none" if rec is None else f"{rec:g} Å",
-        out["tolerance_eV_per_A"],
-        out["reference"],
-        out["missing"],
-    )
-    return out
 
 
 def status(db: Database, name: str) -> dict[str, Any]:

@@ -39,8 +39,6 @@ from pymongo.errors import DuplicateKeyError
 
 from nft_fw import atoms_io
 from nft_fw import campaign as campaign_spec
-from nft_fw.step import ChunkLabel
-from nft_fw.training import Image
 
 log = logging.getLogger(__name__)
 
@@ -310,31 +308,6 @@ def failures(db: Database, campaign: str) -> list[dict[str, Any]]:
 def label_atoms(doc: dict[str, Any]) -> Atoms:
     """The structure of a label document (:func:`nft_fw.atoms_io.from_doc`)."""
     return atoms_io.from_doc(doc)
-
-
-def image_label(doc: dict[str, Any]) -> Image:
-    """A stored label of a full image as the science core's training image."""
-    return Image(
-        atoms=label_atoms(doc),
-        energy=float(doc["energy"]),
-        forces=np.asarray(doc["forces"], dtype=float),
-        id=doc["hash"],
-    )
-
-
-def chunk_label(doc: dict[str, Any]) -> ChunkLabel:
-    """A stored chunk label as the science core's :class:`nft_fw.step.ChunkLabel`."""
-    return ChunkLabel(
-        centre=int(doc["centre"]),
-        iteration=int(doc["iteration"]),
-        hash=doc["hash"],
-        radius=float(doc["radius"]),
-        atoms=label_atoms(doc),
-        energy=float(doc["energy"]),
-        forces=np.asarray(doc["forces"], dtype=float),
-        seconds=float(doc.get("seconds") or 0.0),
-        phase=doc.get("phase", "nft"),
-    )
 
 
 # ----------------------------------------------------------------------------- features

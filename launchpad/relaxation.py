@@ -23,8 +23,8 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
+from nft_fw import kept
 from nft_fw import model as mdl
-from nft_fw import step
 from nft_fw.campaign import CampaignSpec
 from nft_fw.launchpad import campaigns, records
 
@@ -39,7 +39,7 @@ def _kept_round(db: Database, name: str) -> dict[str, Any] | None:
     rounds = records.iterations(db, name, phase="relax")
     if not rounds:
         return None
-    return rounds[step.kept_round(rounds, campaigns.load_spec(db, name))]
+    return rounds[kept.kept_round(rounds, campaigns.load_spec(db, name))]
 
 
 def relaxed_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:

@@ -1,16 +1,14 @@
 """A campaign's report: its records gathered from the database for :mod:`nft_fw.report`,
-which builds it."""
+which builds it (the callers: ``nft-fw report`` through :mod:`nft_fw.firetasks.kinds`, the
+report Firework)."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 from bson import ObjectId
 from pymongo.database import Database
 
+from nft_fw import kept as kept_mod
 from nft_fw import report as science
-from nft_fw import step
 from nft_fw.launchpad import campaigns, records
 
 
@@ -21,7 +19,7 @@ def gather(db: Database, name: str) -> science.ReportInputs:
     history = records.iterations(db, name)
     if not history:
         raise KeyError(f"campaign {name!r} has no trained iteration yet")
-    kept = history[step.kept_iteration(history, spec)]
+    kept = history[kept_mod.kept_iteration(history, spec)]
     reference = (
         records.get_array(db, ObjectId(doc["true_forces_file"]))
         if doc.get("true_forces_file")
@@ -41,13 +39,3 @@ def gather(db: Database, name: str) -> science.ReportInputs:
         delta=records.get_array(db, ObjectId(kept["delta_file"])),
         reference=reference,
     )
-
-
-def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
-    """The campaign's report written to ``directory`` (:func:`nft_fw.report.write`)."""
-    return science.write(directory, gather(db, name))
-
-
-def summary(db: Database, name: str) -> dict[str, Any]:
-    """The campaign's headline figures (:func:`nft_fw.report.summary`)."""
-    return science.summary(gather(db, name))

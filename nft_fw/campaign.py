@@ -525,11 +525,12 @@ class RelaxSpec(_Spec):
     chunks_per_round: int = Field(
         default=26, ge=1, le=10000, description="Chunks taken from one trajectory per retraining."
     )
-    selection: Literal["cur", "most_uncertain"] = Field(
+    selection: Literal["cur", "most_uncertain", "diverse"] = Field(
         default="cur",
         description=(
             "How trajectory chunks are chosen among atoms above the threshold: CUR on their "
-            "descriptors (diverse environments) or the most uncertain."
+            "descriptors (diverse environments), the most uncertain, or diverse (the most "
+            "uncertain first, then unlike each other, as md.selection)."
         ),
     )
     threshold: float | None = Field(

@@ -1,11 +1,15 @@
-"""Label documents: what a label Firework stores for a parent's result, built from the
-result alone (no database). :func:`label_doc` runs the parent (with its retry policy) on a
-campaign item's structure; :func:`prior_doc` is the same document for a label taken from a
-campaign's prior labels; :func:`nearsightedness_doc` a nearsightedness campaign's label.
+"""Labels: a chunk's label (:class:`ChunkLabel`), and the one way an item of a campaign is
+labelled — from the campaign's prior labels when they hold it, else by the parent
+(:func:`label`) — as the document a label Firework stores and the local runner converts
+(:func:`chunk_label`). Built from the result alone (no database). :func:`label_doc` runs the
+parent (with its retry policy) on an item's structure; :func:`prior_doc` is the same
+document for a label taken from the prior labels; :func:`nearsightedness_doc` a
+nearsightedness campaign's label.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 from typing import Any
@@ -14,9 +18,77 @@ import numpy as np
 from ase import Atoms
 
 from nft_fw import atoms_io
+from nft_fw import prior as prior_mod
 from nft_fw import training as tr
 from nft_fw.parents import Parent, SinglePoint
-from nft_fw.prior import PriorLabel
+from nft_fw.prior import PriorLabel, PriorLabels
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkLabel:
+    """A labelled chunk: the parent's energy (eV) and forces (n, 3) eV/Å on ``atoms``
+    (centre first); only ``forces[0]``, the centre's, is trained on. ``phase`` and
+    ``iteration``: the NFT iteration or relax round that asked for it; ``seconds``: what the
+    parent calculation took."""
+
+    centre: int
+    iteration: int
+    hash: str
+    radius: float
+    atoms: Atoms
+    energy: float
+    forces: np.ndarray
+    seconds: float = 0.0
+    phase: str = "nft"
+
+    @property
+    def central_force(self) -> np.ndarray:
+        return np.asarray(self.forces[0])
+
+
+def label(
+    name: str,
+    parent: Parent,
+    prior: PriorLabels | None,
+    item: dict[str, Any],
+    atoms: Atoms,
+    label_hash: str,
+    fw_id: int | None = None,
+    log_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The label document of an item (``kind`` image or chunk) whose structure is ``atoms``:
+    from the campaign's ``prior`` labels when they hold a usable one
+    (:func:`nft_fw.prior.usable`), else the parent's single point (:func:`label_doc`).
+    Raises LabelFailed."""
+    given = prior_mod.usable(prior, label_hash, item["kind"])
+    if given is not None:
+        return prior_doc(name, parent.settings_hash, item, atoms, label_hash, given)
+    return label_doc(name, parent, item, atoms, label_hash, fw_id, log_dir)
+
+
+def chunk_label(doc: dict[str, Any]) -> ChunkLabel:
+    """A chunk label document as a :class:`ChunkLabel`."""
+    return ChunkLabel(
+        centre=int(doc["centre"]),
+        iteration=int(doc["iteration"]),
+        hash=doc["hash"],
+        radius=float(doc["radius"]),
+        atoms=atoms_io.from_doc(doc),
+        energy=float(doc["energy"]),
+        forces=np.asarray(doc["forces"], dtype=float),
+        seconds=float(doc.get("seconds") or 0.0),
+        phase=doc.get("phase", "nft"),
+    )
+
+
+def image_label(doc: dict[str, Any]) -> tr.Image:
+    """A whole-structure label document as a training image."""
+    return tr.Image(
+        atoms=atoms_io.from_doc(doc),
+        energy=float(doc["energy"]),
+        forces=np.asarray(doc["forces"], dtype=float),
+        id=doc["hash"],
+    )
 
 
 def image_doc(

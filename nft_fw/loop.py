@@ -28,6 +28,7 @@ from nft_fw import training as tr
 from nft_fw.atoms_io import extxyz_text, read_extxyz_text
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignSpec, MDSpec, Prepared, RelaxSpec, load_campaign, prepare
+from nft_fw.kept import calibration_meta, kept_record
 from nft_fw.relax import Trajectory
 from nft_fw.step import (
     ChunkLabel,
@@ -37,9 +38,7 @@ from nft_fw.step import (
     Prediction,
     RelaxInputs,
     TransferInputs,
-    calibration_meta,
     initial_structures,
-    kept_record,
     label_chunk,
     label_structure,
     md_start,

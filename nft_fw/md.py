@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms, units
@@ -25,6 +25,9 @@ from ase.md.bussi import Bussi
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
+
+if TYPE_CHECKING:
+    from nft_fw.model import Ensemble
 
 INTEGRATORS = ("langevin", "bussi", "nve")
 STEP_INFO = "nft_md_step"  # info key of a saved state: the step count
@@ -312,3 +315,15 @@ def left_data(records: Sequence[Mapping[str, Any]]) -> str | None:
             "(md.out_of_pauses: continue): its forces there are not to be trusted"
         )
     return None
+
+
+@dataclasses.dataclass
+class MDResume:
+    """A segment cut off mid-way: its model (trained at the segment's start), the training
+    figures, the out-of-sample figures of its new chunks, and the segment so far (its log,
+    frames and the state it was saved in)."""
+
+    ensemble: Ensemble
+    metrics: dict[str, Any] | None
+    oos: dict[str, Any]
+    segment: Segment

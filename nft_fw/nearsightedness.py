@@ -418,6 +418,49 @@ def report_data(
     return _finite(data)
 
 
+@dataclasses.dataclass
+class StoredLabels:
+    """What a nearsightedness campaign's database holds for its analysis: the ``plan``,
+    the chunk labels stored so far (``central``: chunk hash → (central force, seconds)),
+    the whole structure's forces on the centres when labelled, the ``missing`` items
+    (``{kind, centre, radius, hash, n_atoms, error}``) and the campaign's settings."""
+
+    campaign: str
+    spec: dict[str, Any]
+    plan: ChunkPlan
+    central: dict[str, tuple[Sequence[float], float]]
+    full_forces: np.ndarray | None
+    full_seconds: float | None
+    missing: list[dict[str, Any]]
+    parent: str
+    force_locality_A: float | None
+    structure_atoms: int
+    tolerance: float
+    full_requested: bool
+
+
+def analyse_stored(stored: StoredLabels) -> tuple[Nearsightedness, dict[str, Any]]:
+    """The analysis of a campaign's stored labels and its report data (missing chunks are
+    NaN; without the whole structure's label the reference is the largest chunk)."""
+    result = Nearsightedness.from_labels(
+        stored.plan,
+        stored.central,
+        stored.full_forces,
+        stored.full_seconds,
+        parent=stored.parent,
+        force_locality_A=stored.force_locality_A,
+        structure_atoms=stored.structure_atoms,
+    )
+    data = report_data(
+        result,
+        stored.tolerance,
+        campaign=stored.campaign,
+        full_requested=stored.full_requested,
+        missing=stored.missing,
+    )
+    return result, data
+
+
 def write_report(
     result: Nearsightedness,
     data: Mapping[str, Any],

@@ -173,18 +173,20 @@ def trajectory_chunks(
     method: str,
     radius: float,
     known: Callable[[str], bool],
+    include_start: bool = False,
 ) -> list[tuple[int, Chunk]]:
     """Up to ``n`` (frame, chunk) pairs for the next retraining: chunks of ``radius`` Å around
     uncertain atoms of the ``searched`` frames after the start (the start is the NFT phase's
-    own target), best first by ``method``, skipping chunks whose hash is ``known`` (labelled
-    or failed) and repeats."""
+    own target; ``include_start`` for a relaxation resumed elsewhere), best first by
+    ``method``, skipping chunks whose hash is ``known`` (labelled or failed) and repeats."""
+    frames = list(searched) if include_start else list(searched[1:]) or list(searched)
     sites = uncertain_sites(
         trajectory,
         threshold,
         spec,
         3 * n,  # reserve for chunks that turn out to be known already
         method=method,
-        frames=list(searched[1:]) or list(searched),
+        frames=frames,
     )
     out: list[tuple[int, Chunk]] = []
     seen: set[str] = set()

@@ -17,7 +17,7 @@ import numpy as np
 
 from nft_fw import html_report, md_plots, plots, relax_plots
 from nft_fw.campaign import CampaignSpec
-from nft_fw.step import kept_record, kept_round
+from nft_fw.kept import kept_record, kept_round
 
 # the figures of report.html, in order, with their captions
 FIGURES = (
@@ -78,7 +78,7 @@ class ReportInputs:
 
 
 def trained_uncertainty(inputs: ReportInputs) -> float:
-    """The δ the kept model reaches on its own target (:func:`nft_fw.step.kept_record`)."""
+    """The δ the kept model reaches on its own target (:func:`nft_fw.kept.kept_record`)."""
     return float(kept_record(inputs.history, inputs.rounds, inputs.spec)["structure_uncertainty"])
 
 

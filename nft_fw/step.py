@@ -22,15 +22,17 @@ process, with one worker or with many.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from ase import Atoms
 
 from nft_fw import baseline as bl
-from nft_fw import calibration, decision
+from nft_fw import calibration, decision, labeldoc
 from nft_fw import chunks as chunk_mod
 from nft_fw import descriptors as desc
 from nft_fw import initial as init_mod
@@ -41,6 +43,9 @@ from nft_fw import training as tr
 from nft_fw import uncertainty as unc
 from nft_fw.calculator import EnsembleCalculator
 from nft_fw.campaign import CampaignSpec, MDSpec, ModelSpec, Prepared, RelaxSpec
+from nft_fw.kept import kept_iteration
+from nft_fw.labeldoc import ChunkLabel
+from nft_fw.md import MDResume
 from nft_fw.relax import Trajectory, first_above, relax, search_frames, trajectory_chunks
 
 # ----------------------------------------------------------------------------- set-up
@@ -204,28 +209,6 @@ def md_start(spec: CampaignSpec, atoms: Atoms) -> md_mod.MDState:
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkLabel:
-    """A labelled chunk: the parent's energy (eV) and forces (n, 3) eV/Å on ``atoms``
-    (centre first); only ``forces[0]``, the centre's, is trained on. ``phase`` and
-    ``iteration``: the NFT iteration or relax round that asked for it; ``seconds``: what the
-    parent calculation took."""
-
-    centre: int
-    iteration: int
-    hash: str
-    radius: float
-    atoms: Atoms
-    energy: float
-    forces: np.ndarray
-    seconds: float = 0.0
-    phase: str = "nft"
-
-    @property
-    def central_force(self) -> np.ndarray:
-        return np.asarray(self.forces[0])
-
-
-@dataclasses.dataclass(frozen=True)
 class ChunkRequest:
     """A chunk to label: ``radius`` Å around atom ``centre`` of the target (NFT) or of frame
     ``frame`` of the relaxation's searched frames (relax), for ``phase`` round ``iteration``."""
@@ -247,35 +230,24 @@ def cut_chunk(prepared: Prepared, centre: int, target: Atoms | None = None) -> c
 def label_chunk(
     prepared: Prepared, chunk: chunk_mod.Chunk, iteration: int, phase: str = "nft"
 ) -> ChunkLabel:
-    """Run the parent on a chunk (or take its label from the campaign's prior labels)."""
-    t0 = time.perf_counter()
-    given = prior_mod.usable(prepared.prior, chunk.hash, "chunk")
-    atoms = chunk.atoms
-    if given is not None:
-        atoms, energy, forces = given.structure(), float(given.energy or 0.0), given.forces.copy()
-    else:
-        energy, forces = prepared.parent.label(atoms)
-    return ChunkLabel(
-        centre=chunk.centre,
-        iteration=iteration,
-        hash=chunk.hash,
-        radius=chunk.radius,
-        atoms=atoms,
-        energy=energy,
-        forces=np.asarray(forces),
-        seconds=time.perf_counter() - t0,
-        phase=phase,
+    """A chunk's label from the campaign's prior labels or the parent
+    (:func:`nft_fw.labeldoc.label`, as a label Firework makes it)."""
+    item = {"kind": "chunk", "centre": chunk.centre, "radius": chunk.radius,
+            "iteration": iteration, "phase": phase, "source": None}  # fmt: skip
+    doc = labeldoc.label(
+        prepared.spec.name, prepared.parent, prepared.prior, item, chunk.atoms, chunk.hash
     )
+    return labeldoc.chunk_label(doc)
 
 
 def label_structure(prepared: Prepared, atoms: Atoms) -> tuple[float, np.ndarray]:
     """The parent's energy and forces of a whole structure (an initial image), from the
     campaign's prior labels when they hold it."""
-    given = prior_mod.usable(prepared.prior, chunk_mod.structure_id(atoms), "image")
-    if given is not None:
-        return float(given.energy or 0.0), given.forces.copy()
-    energy, forces = prepared.parent.label(atoms)
-    return energy, np.asarray(forces)
+    doc = labeldoc.label(
+        prepared.spec.name, prepared.parent, prepared.prior, {"kind": "image"}, atoms,
+        chunk_mod.structure_id(atoms),
+    )  # fmt: skip
+    return float(doc["energy"]), np.asarray(doc["forces"], dtype=float)
 
 
 def target_forces(prepared: Prepared) -> np.ndarray:
@@ -320,6 +292,47 @@ class FeatureMemo:
         for f in chunk_features(missing, spec, baseline):
             self._known[f.id, key] = f
         return [self._known[lb.hash, key] for lb in labels]
+
+
+class FeatureStore(Protocol):
+    """Where :class:`CachedFeatures` keeps chunk geometry features (G, K, species) by
+    descriptor-settings hash and chunk hash (the service: the database)."""
+
+    def get(
+        self, spec_hash: str, hashes: Sequence[str]
+    ) -> Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]: ...
+
+    def put(
+        self, spec_hash: str, chunk_hash: str, g: np.ndarray, k: np.ndarray, species: np.ndarray
+    ) -> None: ...
+
+
+class CachedFeatures:
+    """A :data:`FeatureSource` over a :class:`FeatureStore`: each chunk's features are
+    computed once per descriptor settings and kept in the store, which holds geometry only —
+    the force a chunk trains on (:func:`central_residual`) is formed here on every call."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    def __call__(
+        self, labels: Sequence[ChunkLabel], spec: desc.DescriptorSpec, baseline: str = "none"
+    ) -> list[tr.ChunkFeatures]:
+        spec_hash = hashlib.sha256(json.dumps(spec.to_dict()).encode()).hexdigest()[:16]
+        cached = self.store.get(spec_hash, [lb.hash for lb in labels])
+        missing = [lb for lb in labels if lb.hash not in cached]
+        fresh = {f.id: f for f in chunk_features(missing, spec, baseline)}
+        for f in fresh.values():
+            self.store.put(spec_hash, f.id, f.g, f.k, f.species)
+        out = []
+        for lb in labels:
+            if lb.hash in fresh:
+                out.append(fresh[lb.hash])
+                continue
+            g, k, species = cached[lb.hash]
+            force = central_residual(lb, baseline)
+            out.append(tr.ChunkFeatures(g=g, k=k, species=species, force=force, id=lb.hash))
+        return out
 
 
 def in_order(
@@ -429,34 +442,6 @@ def error_figures(
     return out
 
 
-def kept_iteration(history: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> int:
-    """The iteration whose model the campaign keeps: the latest within ``nft.best_tolerance``
-    of the lowest progress measure (:mod:`nft_fw.decision`)."""
-    return decision.best_iteration(
-        decision.progress(history, spec.nft.progress_measure), spec.nft.best_tolerance
-    )
-
-
-def kept_round(rounds: Sequence[Mapping[str, Any]], spec: CampaignSpec) -> int:
-    """The relax round whose model is kept: the latest whose largest δ along its relaxation
-    is within ``nft.best_tolerance`` of the lowest."""
-    return decision.best_iteration(
-        [r["structure_uncertainty"] for r in rounds], spec.nft.best_tolerance
-    )
-
-
-def kept_record(
-    history: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]], spec: CampaignSpec
-) -> Mapping[str, Any]:
-    """The record of the model the phases before MD keep: the kept relax round's when the
-    campaign relaxed, else the kept NFT iteration's. Its ``structure_uncertainty`` is the δ
-    that model reaches on its own target (the largest along its relaxation, or on the target),
-    the yardstick transfer targets are measured against."""
-    if rounds:
-        return rounds[kept_round(rounds, spec)]
-    return history[kept_iteration(history, spec)]
-
-
 def calibrate_record(
     record: dict[str, Any], result: Assessment, true_forces: np.ndarray | None
 ) -> None:
@@ -482,22 +467,6 @@ def threshold_values(history: Sequence[Mapping[str, Any]], spec: CampaignSpec) -
             for r in history
         ]
     return [float(r["structure_uncertainty"]) for r in history]
-
-
-def calibration_meta(history: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
-    """The calibration an exported model carries: the latest fitted on the campaign's
-    out-of-sample errors (``meta.calibration`` of the model file), or nothing."""
-    for r in reversed(history):
-        if "calibration_scale" in r:
-            cal = calibration.Calibration(
-                scale=float(r["calibration_scale"]),
-                coverage=float(r["calibration_coverage"]),
-                n_points=int(r["calibration_n"]),
-                source=f"campaign {name}, out-of-sample central forces up to "
-                f"{r.get('phase', 'nft')} iteration {r['iteration']}",
-            )
-            return {"calibration": cal.to_dict()}
-    return {}
 
 
 def selection_features(
@@ -894,6 +863,7 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
             rs.selection,
             prepared.chunk_radius_A,
             inputs.known,
+            include_start=inputs.start is not None,
         )
         position = {f: j for j, f in enumerate(searched)}
         requests = [
@@ -982,18 +952,6 @@ def request_atoms(request: ChunkRequest, source: Atoms) -> chunk_mod.Chunk:
 
 
 # ----------------------------------------------------------------------------- the MD step
-
-
-@dataclasses.dataclass
-class MDResume:
-    """A segment cut off mid-way: its model (trained at the segment's start), the training
-    figures, the out-of-sample figures of its new chunks, and the segment so far (its log,
-    frames and the state it was saved in)."""
-
-    ensemble: mdl.Ensemble
-    metrics: dict[str, Any] | None
-    oos: dict[str, Any]
-    segment: md_mod.Segment
 
 
 @dataclasses.dataclass

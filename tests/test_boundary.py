@@ -199,6 +199,92 @@ def test_launchpad_runs_no_parent_and_no_step() -> None:
     assert not hits, "\n".join(hits)
 
 
+# launchpad/ stores and finds, nothing else: from the science core it may use only the
+# spec, the types its documents hold, the converters between the two and the rules that say
+# which stored record is meant. Anything else — descriptors, training, a step, a report, a
+# relaxation — belongs to firetasks/ or the CLI, which load, call and store.
+LAUNCHPAD_MAY_USE: dict[str, set[str] | None] = {
+    "nft_fw.campaign": None,  # the spec (every name)
+    "nft_fw.amend": {"amend"},  # a change of the spec, validated as a whole
+    "nft_fw.atoms_io": {"extxyz_text", "read_extxyz_text", "from_doc", "to_doc"},
+    "nft_fw.labeldoc": {"ChunkLabel", "chunk_label", "image_label", "image_doc"},
+    "nft_fw.labelset": {"frame", "full_hash", "in_order"},
+    "nft_fw.model": {"Ensemble"},
+    "nft_fw.training": {"Image"},
+    "nft_fw.md": {"MDState", "MDResume", "segment_from"},
+    "nft_fw.prior": {"frames", "from_frames", "summary"},
+    "nft_fw.initial": {"from_file_frames"},
+    "nft_fw.kept": {"kept_iteration", "kept_round", "calibration_meta"},
+    "nft_fw.parents": {"get_parent", "Parent", "LabelFailed"},
+    "nft_fw.nearsightedness": {"ChunkPlan", "StoredLabels"},
+    "nft_fw.report": {"ReportInputs"},
+}
+
+
+def _core_names_used(path: Path) -> set[tuple[str, str]]:
+    """(module, name) for every science-core name a file uses: ``from nft_fw.x import a``,
+    and ``x.a`` for a module bound by ``from nft_fw import x`` or ``import nft_fw.x`` —
+    at the top or inside a function; a core module used as a whole counts as ``*``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    alias: dict[str, str] = {}
+    used: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nft_fw"):
+            if node.module == "nft_fw":
+                for a in node.names:
+                    alias[a.asname or a.name] = f"nft_fw.{a.name}"
+            elif not node.module.startswith(ROOMS):  # type: ignore[union-attr]
+                used |= {(node.module, a.name) for a in node.names}  # type: ignore[misc]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("nft_fw.") and not a.name.startswith(ROOMS):
+                    used.add((a.name, "*"))
+    attributes = {
+        id(n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id in alias and not alias[node.value.id].startswith(ROOMS):
+                used.add((alias[node.value.id], node.attr))
+        elif (
+            isinstance(node, ast.Name)
+            and node.id in alias
+            and id(node) not in attributes
+            and not alias[node.id].startswith(ROOMS)
+        ):
+            used.add((alias[node.id], "*"))
+    return used
+
+
+def test_launchpad_uses_only_the_spec_types_and_converters_of_the_core() -> None:
+    wrong = []
+    for module, path in _modules().items():
+        if _room(module) != "nft_fw.launchpad":
+            continue
+        for target, name in sorted(_core_names_used(path)):
+            allowed = LAUNCHPAD_MAY_USE.get(target, set())
+            if allowed is not None and name not in allowed:
+                wrong.append(f"{path.relative_to(ROOT)} uses {target}.{name}")
+    assert not wrong, "launchpad/ may not use these (move the work to firetasks/):\n" + (
+        "\n".join(wrong)
+    )
+
+
+def test_the_launchpad_allowlist_sees_what_it_must_refuse(tmp_path: Path) -> None:
+    """The check itself: each way of reaching a refused name is found."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from nft_fw import step\nfrom nft_fw.report import write\nimport nft_fw.relax\n"
+        "def f():\n    from nft_fw import descriptors as d\n    return step.fit, d\n",
+        encoding="utf-8",
+    )
+    used = _core_names_used(sample)
+    assert {("nft_fw.step", "fit"), ("nft_fw.report", "write"), ("nft_fw.relax", "*"),
+            ("nft_fw.descriptors", "*")} <= used  # fmt: skip
+
+
 # one registry of campaign kinds (nft_fw.firetasks.kinds): what a kind is is decided in
 # nft_fw/campaign.py (files and prepared campaigns) and in the kind's own storage module
 KIND_TESTS = re.compile(

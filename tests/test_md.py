@@ -198,15 +198,15 @@ def test_a_segment_resumed_from_its_checkpoint_records_the_uninterrupted_segment
     prepared = nft_result.prepared
     labels = [*nft_result.labels, *md_run.labels]
     previous = md_run.runs[1]  # segment 2 continues from where segment 1 paused
-    saved: list[step.MDResume] = []
+    saved: list[md.MDResume] = []
 
     class Killed(Exception):
         pass
 
-    def checkpoint(resume: step.MDResume) -> None:
+    def checkpoint(resume: md.MDResume) -> None:
         if resume.segment.n_rows > 20:  # after training and 20 steps: the worker dies
             saved.append(
-                step.MDResume(
+                md.MDResume(
                     mdl.Ensemble.from_bytes(resume.ensemble.to_bytes()),
                     copy.deepcopy(resume.metrics),
                     copy.deepcopy(resume.oos),

@@ -131,7 +131,7 @@ def _read_products(files: dict[str, Path]) -> dict[str, list[Any]]:
 def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") -> dict[str, Any]:
     from test_campaign_service import _cli
 
-    from nft_fw import step
+    from nft_fw import kept
     from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
     from nft_fw.launchpad import labels as label_export
@@ -158,7 +158,7 @@ def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") ->
             stop=doc["stop_reason"],
             kept=history[-1]["best_iteration"],
             relax_stop=doc["relax_stop_reason"],
-            kept_round=step.kept_round(rounds, prepared.spec),
+            kept_round=kept.kept_round(rounds, prepared.spec),
             frames=label_export.frames(db, NAME),
         )
         # what the phases made, written by `nft-fw export --structures` from the database

@@ -217,7 +217,7 @@ def test_relax_resume_frontier_stops_at_the_level_and_continues_from_there():
 
     relax_spec = {
         "max_steps": 30, "chunks_per_round": 3, "max_rounds": 2, "patience": 5,
-        "search_until": 0.05, "resume": "frontier",
+        "search_until": 0.05, "resume": "frontier", "selection": "diverse",
     }  # fmt: skip
     result = run_locally(tiny_campaign(relax=relax_spec), progress=False)
     out = relax_locally(result, progress=False)

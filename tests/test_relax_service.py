@@ -132,14 +132,14 @@ def test_trajectory_chunks_are_labelled_once_and_trained_on(finished: Any) -> No
 
 
 def test_transfer_targets_are_relaxed_and_flagged_by_the_rule(finished: Any) -> None:
-    from nft_fw import step
+    from nft_fw import kept as kept_mod
     from nft_fw.launchpad import campaigns, records
 
     conn, _, _, _ = finished
     db = conn.launchpad.db
     transfers = records.iterations(db, NAME, phase="transfer")
     assert [t["name"] for t in transfers] == ["ico55", "cubo55"]
-    kept = step.kept_record(
+    kept = kept_mod.kept_record(
         records.iterations(db, NAME), records.iterations(db, NAME, phase="relax"),
         campaigns.load_spec(db, NAME),
     )  # fmt: skip

@@ -440,7 +440,8 @@ def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
 
 def test_threshold_applies_to_the_calibrated_delta_when_asked() -> None:
     from nft_fw.campaign import CampaignSpec
-    from nft_fw.step import kept_iteration, threshold_values
+    from nft_fw.kept import kept_iteration
+    from nft_fw.step import threshold_values
 
     base = {
         "name": "t",

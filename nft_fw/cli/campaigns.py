@@ -284,7 +284,7 @@ def _stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
 
 def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_dir: Path) -> int:
     from nft_fw.firetasks import kinds
-    from nft_fw.launchpad import queue, records, reports
+    from nft_fw.launchpad import queue, records
 
     name = prepared.spec.name
     t0 = time.monotonic()
@@ -313,10 +313,10 @@ def run_campaign(conn: Any, prepared: Any, workers: int, work_dir: Path, report_
         f"{name}: {outcome}; stop: {doc.get('stop_reason')} ({doc.get('stop_detail')}); " + ended
     )
     if history:
-        _print_report(reports.report(db, name, report_dir))
+        _print_report(kind.report(db, name, report_dir))
         for child in records.follow_ups(db, name):
             if records.iterations(db, child):
-                _print_report(reports.report(db, child, report_dir / child), child)
+                _print_report(kind.report(db, child, report_dir / child), child)
     return EXIT_OK if outcome == "completed" else EXIT_FAILURE
 
 

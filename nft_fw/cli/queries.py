@@ -182,7 +182,7 @@ def _write_products(db: Any, name: str, directory: str) -> dict[str, Path]:
     stored campaign, written by :func:`nft_fw.products.write` (as the local runner's)."""
     from bson import ObjectId
 
-    from nft_fw import products, step
+    from nft_fw import kept, products
     from nft_fw.launchpad import campaigns, dynamics, records
 
     def structures(file_id: str) -> list[Any]:
@@ -197,7 +197,7 @@ def _write_products(db: Any, name: str, directory: str) -> dict[str, Path]:
         rounds=rounds,
         round_finals=[structures(r["final_file"])[0] for r in rounds],
         round_frames=[structures(r["frames_file"]) for r in rounds],
-        kept_round=step.kept_round(rounds, spec) if rounds else None,
+        kept_round=kept.kept_round(rounds, spec) if rounds else None,
         transfers=transfers,
         transfer_finals=[structures(r["final_file"])[0] for r in transfers],
         segments=segments,
