@@ -16,7 +16,9 @@ PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
 GPAW_VERSION=26.7.0
 APT_PACKAGES="libxc-dev libopenblas-dev libfftw3-dev"
-[ "$MODE" = dev ] && APT_PACKAGES="$APT_PACKAGES chromium-headless-shell"
+# dev: a headless Chromium (report page test) and Debian's LAMMPS with its Python module
+# (nft_fw.lammps; liblammps-dev holds the liblammps.so the module loads)
+[ "$MODE" = dev ] && APT_PACKAGES="$APT_PACKAGES chromium-headless-shell lammps python3-lammps liblammps-dev"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
 
 LOG=$(mktemp -t nft-fw-setup.XXXXXX)
@@ -107,6 +109,22 @@ for feature in libxc FFTW; do
     fi
 done
 say "GPAW has libxc and FFTW (gpaw info)" "$(elapsed "$t")"
+
+# 6. (dev) Debian's LAMMPS Python module, and only it, visible in the venv
+if [ "$MODE" = dev ]; then
+    t=$(date +%s.%N)
+    site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    mkdir -p "$VENV/lib/nft-fw-system"
+    ln -sfn /usr/lib/python3/dist-packages/lammps "$VENV/lib/nft-fw-system/lammps"
+    echo "$(cd "$VENV/lib/nft-fw-system" && pwd)" > "$site/nft-fw-system.pth"
+    if ! "$PY" -c 'import lammps; lammps.lammps(cmdargs=["-log", "none", "-screen", "none"]).close()' \
+        >> "$LOG" 2>&1; then
+        tail -n 20 "$LOG" >&2
+        printf '[setup] the lammps module does not load in %s (apt-get install lammps python3-lammps liblammps-dev)\n' "$VENV" >&2
+        exit 1
+    fi
+    say "LAMMPS $("$PY" -c 'import lammps; l = lammps.lammps(cmdargs=["-log", "none", "-screen", "none"]); print(l.version()); l.close()') Python module: linked into $VENV" "$(elapsed "$t")"
+fi
 
 versions=$("$PY" -c 'import gpaw, jax, fireworks; print(f"gpaw {gpaw.__version__}, jax {jax.__version__}, fireworks {fireworks.__version__}")')
 say "ready ($MODE): $versions" "$(elapsed "$T_ALL")"

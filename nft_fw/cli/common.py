@@ -297,6 +297,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("nft-fw labels pt260-emt", "every parent single point and its cost"),
         ("nft-fw labels pt260-emt --export pt260-labels.extxyz", "all of them as a data set"),
     ],
+    "lammps": [
+        ("nft-fw lammps nft_fw/examples/lammps/in.pt-nvt --model model/ --elements Pt "
+         "--structure particle.xyz --var temp 600",
+         "NVT in LAMMPS with the model, δ in the dump, halted when δ exceeds 1 eV/Å"),
+    ],
     "export": [("nft-fw export pt260-emt -o model/", "the kept model, for EnsembleCalculator")],
     "report": [("nft-fw report pt260-emt -o report/", "figures and summary")],
     "nearsightedness": [

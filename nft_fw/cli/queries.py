@@ -132,6 +132,28 @@ def _export_labels(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lammps(args: argparse.Namespace) -> int:
+    try:
+        from nft_fw.lammps import run_input
+    except ImportError as err:  # pragma: no cover - the set-up installs it
+        raise UsageError(
+            f"{err}: install Debian's lammps and python3-lammps (make setup-dev links them "
+            "into .venv)"
+        ) from err
+    try:
+        bridge = run_input(
+            args.input, args.model, args.elements, dict(args.var),
+            cmdargs=("-log", args.log or "none"), structure=args.structure,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise UsageError(str(err)) from err
+    console.print(
+        f"{args.input}: {bridge.calls} force calls with {args.model}; largest δ at the last "
+        f"{bridge.max_delta:.3f} eV/Å"
+    )
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from nft_fw.calculator import EnsembleCalculator
     from nft_fw.launchpad import relaxation
@@ -333,6 +355,28 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     _add_connection_options(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "lammps", help="run a LAMMPS input with an exported model attached (fix external)"
+    )
+    p.add_argument("input", help="LAMMPS input file (no pair_style; docs/lammps.md)")
+    p.add_argument(
+        "--model", required=True, metavar="DIR", help="an exported model (nft-fw export)"
+    )
+    p.add_argument(
+        "--elements", required=True, nargs="+", metavar="EL",
+        help="the element of each LAMMPS atom type, in type order",
+    )  # fmt: skip
+    p.add_argument(
+        "--structure", metavar="FILE",
+        help="a structure ASE reads, given to the input as the data file ${structure}",
+    )  # fmt: skip
+    p.add_argument(
+        "--var", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="an index-style variable, as lmp -var sets it (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--log", metavar="FILE", help="LAMMPS's log file (default: none)")
+    p.set_defaults(func=cmd_lammps, compiles=True)
 
     p = sub.add_parser("report", help="plots (PNG) and summary of a campaign")
     p.add_argument("name")
