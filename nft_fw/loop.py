@@ -487,6 +487,7 @@ def write_products(
     relaxed: RelaxResult | None = None,
     moved: TransferResult | None = None,
     run: MDResult | None = None,
+    fmt: str = "extxyz",
 ) -> dict[str, Path]:
     """What the phases run in this process made, as files (:func:`nft_fw.products.write`:
     relaxed structures, relaxation frames, transfer targets relaxed, the MD trajectory and
@@ -513,4 +514,4 @@ def write_products(
             segment_frames=[seg.frames for seg in run.runs],
             end_state=run.runs[-1].state,
         )
-    return products.write(directory, **kw)
+    return products.write(directory, fmt=fmt, **kw)

@@ -7,7 +7,9 @@ process and one read back from the database: both hand it the same records and s
 Every file is exact extended XYZ (:func:`nft_fw.atoms_io.write_extxyz`; ``ase.io.read(path,
 ":")`` reads it); per frame ``info`` holds ``nft_phase`` (``relax``, ``transfer``, ``md``),
 ``nft_number`` (round, transfer index or MD segment) and the figures named below, per atom
-``nft_delta`` the δ (eV/Å) where the run recorded it.
+``nft_delta`` the δ (eV/Å) where the run recorded it. With ``fmt="traj"`` the same frames
+go to ASE trajectory files (``.traj``: binary, exact); ASE's trajectory keeps only its own
+per-atom arrays, so ``nft_delta`` moves to ``info["nft_delta"]`` there.
 """
 
 from __future__ import annotations
@@ -17,11 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from ase import Atoms
+from ase.io import write as ase_write
 
 from nft_fw import atoms_io
 from nft_fw import md as md_mod
 
 Record = Mapping[str, Any]
+FORMATS = ("extxyz", "traj")
+#: per-atom arrays ASE's trajectory format keeps itself
+_TRAJ_ARRAYS = {"numbers", "positions", "momenta", "masses", "tags", "initial_charges",
+                "initial_magmoms"}  # fmt: skip
+
+
+def _for_traj(atoms: Atoms) -> Atoms:
+    """``atoms`` with the per-atom arrays a trajectory file would drop moved to ``info``."""
+    out = atoms.copy()
+    for name in list(out.arrays):
+        if name not in _TRAJ_ARRAYS:
+            out.info[name] = out.arrays.pop(name)
+    return out
 
 
 def _tagged(atoms: Atoms, phase: str, number: int, **info: Any) -> Atoms:
@@ -120,17 +136,25 @@ def write(
     segment_frames: Sequence[Sequence[Atoms]] = (),
     end_state: md_mod.MDState | None = None,
     kept_round: int | None = None,
+    fmt: str = "extxyz",
 ) -> dict[str, Path]:
     """Write what the campaign made into ``directory``; returns the files by what they hold:
     ``relaxed`` (the kept round's final structure), ``relax_rounds``, ``relax-<r>`` (round
     r's stored frames), ``transfers``, ``md`` (the trajectory) and ``md_end``. Phases the
-    campaign did not run write nothing."""
+    campaign did not run write nothing. ``fmt``: ``extxyz`` or ``traj`` (ASE trajectory)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
 
     def put(key: str, name: str, frames: Sequence[Atoms]) -> None:
-        if frames:
+        if not frames:
+            return
+        if fmt == "traj":
+            files[key] = directory / name.replace(".extxyz", ".traj")
+            ase_write(files[key], [_for_traj(a) for a in frames], format="traj")
+        else:
             files[key] = directory / name
             atoms_io.write_extxyz(files[key], list(frames))
 

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from test_campaign_service import small_campaign
 from test_relax_service import RELAX
@@ -168,6 +169,12 @@ def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") ->
             {p.stem: p for p in sorted((tmp / "products").glob("*.extxyz"))}
         )
         _assert_products_are_the_stored_data(db, out["products"], rounds, transfers, segments)
+        # the same as ASE trajectories (--format traj)
+        cli = _cli(conn, "export", NAME, "--structures", str(tmp / "traj"), "--format", "traj")
+        assert cli.returncode == 0, cli.stderr
+        _assert_traj_holds_the_extxyz(
+            out["products"], _read_products({p.stem: p for p in (tmp / "traj").glob("*.traj")})
+        )
         return out
     finally:
         conn.launchpad.connection.drop_database(conn.db_name)
@@ -259,6 +266,21 @@ def _assert_same_products(local: dict[str, list[Any]], service: dict[str, list[A
                 else:
                     assert v == fb.info[k], (key, k)
             assert abs(fa.positions - fb.positions).max() < 1e-9, key
+
+
+def _assert_traj_holds_the_extxyz(xyz: dict[str, list[Any]], traj: dict[str, list[Any]]) -> None:
+    """`--format traj` writes the same files as ASE trajectories: the same frames, positions
+    and momenta to the bit, the same info, and each per-atom array in ``info``."""
+    assert sorted(xyz) == sorted(traj)
+    for key in xyz:
+        assert len(xyz[key]) == len(traj[key]), key
+        for fa, fb in zip(xyz[key], traj[key], strict=True):
+            assert (fa.positions == fb.positions).all() and (fa.numbers == fb.numbers).all()
+            assert (fa.get_momenta() == fb.get_momenta()).all(), key
+            for k, v in fa.info.items():
+                assert np.all(fb.info[k] == v), (key, k)
+            if "nft_delta" in fa.arrays:
+                assert (np.asarray(fb.info["nft_delta"]) == fa.arrays["nft_delta"]).all(), key
 
 
 def _assert_products_are_the_stored_data(db: Any, products: dict[str, list[Any]], rounds: Any,

@@ -170,7 +170,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         return relaxation.final_model(db, args.name)
 
     if args.structures:
-        files = _with_campaign(args, lambda db: _write_products(db, args.name, args.structures))
+        files = _with_campaign(
+            args, lambda db: _write_products(db, args.name, args.structures, args.format)
+        )
         for key, path in files.items():
             console.print(f"{args.name}: {key} → {path}")
         if not files:
@@ -199,7 +201,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_products(db: Any, name: str, directory: str) -> dict[str, Path]:
+def _write_products(db: Any, name: str, directory: str, fmt: str) -> dict[str, Path]:
     """The relaxed structures, relaxation frames, transfer targets and MD trajectory of a
     stored campaign, written by :func:`nft_fw.products.write` (as the local runner's)."""
     from bson import ObjectId
@@ -225,6 +227,7 @@ def _write_products(db: Any, name: str, directory: str) -> dict[str, Path]:
         segments=segments,
         segment_frames=[structures(r["frames_file"]) for r in segments],
         end_state=dynamics.state(db, segments[-1]) if segments else None,
+        fmt=fmt,
     )
 
 
@@ -352,6 +355,10 @@ def register(sub: Any) -> None:
         help="what the phases made: relaxed structures (relaxed.extxyz, relaxed-rounds.extxyz), "
         "relaxation frames (relax-R.extxyz), relaxed transfer targets (transfers.extxyz), the "
         "MD trajectory (md.extxyz) and its end state (md-end.extxyz); docs/labels.md",
+    )  # fmt: skip
+    p.add_argument(
+        "--format", choices=("extxyz", "traj"), default="extxyz",
+        help="of the --structures files: extended XYZ (default) or ASE trajectory (.traj)",
     )  # fmt: skip
     _add_connection_options(p)
     p.set_defaults(func=cmd_export)
