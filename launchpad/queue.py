@@ -135,3 +135,32 @@ def labelling_rounds(lp: LaunchPad, name: str) -> list[dict[str, Any]]:
              "label_fireworks": len(states), "trainer": trainer["state"]}
         )  # fmt: skip
     return out
+
+
+def label_states(lp: LaunchPad, campaign: str) -> dict[str, int]:
+    """How many of the campaign's label Fireworks are in each FireWorks state."""
+    states: dict[str, int] = {}
+    for doc in lp.fireworks.find({"spec.campaign": campaign, "spec.nft_role": "label"},
+                                 {"state": 1}):  # fmt: skip
+        states[doc["state"]] = states.get(doc["state"], 0) + 1
+    return states
+
+
+def workers_seen(lp: LaunchPad, campaign: str) -> list[dict[str, Any]]:
+    """The hosts that ran the campaign's Fireworks: per host and FireWorker, launches run,
+    running now, and the last time one started or ended (FireWorks' launch times, UTC)."""
+    ids = [d["fw_id"] for d in lp.fireworks.find({"spec.campaign": campaign}, {"fw_id": 1})]
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    fields = {"host": 1, "fworker.name": 1, "state": 1, "time_start": 1, "time_end": 1, "_id": 0}
+    for doc in lp.launches.find({"fw_id": {"$in": ids}}, fields):
+        key = (str(doc.get("host") or "?"), str((doc.get("fworker") or {}).get("name") or "?"))
+        entry = seen.setdefault(
+            key, {"host": key[0], "fworker": key[1], "launches": 0, "running": 0, "last": None}
+        )
+        entry["launches"] += 1
+        entry["running"] += doc.get("state") == "RUNNING"
+        times = [t for t in (doc.get("time_start"), doc.get("time_end")) if t is not None]
+        if times:
+            last = max(str(t) for t in times)
+            entry["last"] = max(entry["last"] or "", last)
+    return sorted(seen.values(), key=lambda e: (e["host"], e["fworker"]))

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nft_fw.cli import campaigns, db, queries, workers
+from nft_fw.cli import campaigns, db, queries, serve, workers
 from nft_fw.cli.campaigns import demo_next_steps, run_campaign
 from nft_fw.cli.common import (
     EXAMPLES,
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers.register(sub)
     campaigns.register(sub)
     queries.register(sub)
+    serve.register(sub)
     return parser
 
 

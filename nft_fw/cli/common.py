@@ -285,6 +285,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("nft-fw amend pt140-gpaw --set relax.resume=frontier --set relax.search_until=0.5",
          "later relax rounds resume from where δ first exceeded 0.5 eV/Å"),
     ],
+    "serve": [
+        ("nft-fw serve", "the live page of every campaign at http://127.0.0.1:8750/"),
+        ("nft-fw serve --host 0.0.0.0 --password-env NFT_FW_PAGE",
+         "beyond this machine, with HTTP basic auth (the password in $NFT_FW_PAGE)"),
+    ],
     "status": [
         ("nft-fw status", "every campaign"),
         ("nft-fw status pt260-emt --json", "one campaign, machine-readable"),
