@@ -164,3 +164,31 @@ def workers_seen(lp: LaunchPad, campaign: str) -> list[dict[str, Any]]:
             last = max(str(t) for t in times)
             entry["last"] = max(entry["last"] or "", last)
     return sorted(seen.values(), key=lambda e: (e["host"], e["fworker"]))
+
+
+def running(lp: LaunchPad, campaign: str) -> list[dict[str, Any]]:
+    """The campaign's RUNNING Fireworks: id, name, role, and where and since when its
+    launch runs (host, FireWorker, ``time_start`` UTC)."""
+    out = []
+    for fw in lp.fireworks.find(
+        {"spec.campaign": campaign, "state": "RUNNING"},
+        {"fw_id": 1, "name": 1, "spec.nft_role": 1, "launches": 1},
+    ).sort("fw_id", 1):
+        launch = (
+            lp.launches.find_one(
+                {"launch_id": {"$in": fw.get("launches") or []}, "state": "RUNNING"},
+                {"host": 1, "fworker.name": 1, "time_start": 1},
+            )
+            or {}
+        )
+        out.append(
+            {
+                "fw_id": fw["fw_id"],
+                "name": fw.get("name"),
+                "role": (fw.get("spec") or {}).get("nft_role"),
+                "host": launch.get("host"),
+                "fworker": (launch.get("fworker") or {}).get("name"),
+                "time_start": launch.get("time_start"),
+            }
+        )
+    return out

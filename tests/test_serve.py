@@ -51,7 +51,7 @@ def test_the_live_page_shows_the_next_iteration_without_a_reload(
 ) -> None:
     from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.submission import submit
-    from nft_fw.launchpad import records
+    from nft_fw.launchpad import queue, records
 
     submit(connection.launchpad, prepare(load_campaign(small_campaign(NAME))))
     db = connection.launchpad.db
@@ -65,8 +65,27 @@ def test_the_live_page_shows_the_next_iteration_without_a_reload(
     page = None
     try:
         _wait("iteration 0", lambda: records.iterations(db, NAME), 300)
-        os.kill(worker.pid, signal.SIGSTOP)  # hold the campaign while the page opens
+
+        def held_in_a_label() -> bool:
+            """Stop the worker; keep it stopped if it is inside a label Firework."""
+            os.kill(worker.pid, signal.SIGSTOP)
+            if any(f["role"] == "label" for f in queue.running(connection.launchpad, NAME)):
+                return True
+            os.kill(worker.pid, signal.SIGCONT)
+            return False
+
+        # hold the campaign inside a label Firework of iteration 1 while the page opens
+        _wait("the worker inside a label Firework", held_in_a_label, 300, every=0.01)
         landed = len(records.iterations(db, NAME))
+        # nft-fw status names the running label Firework, its host and its age
+        status = subprocess.run(
+            [sys.executable, "-m", "nft_fw", "status", NAME, "--data-dir",
+             str(connection.server.data_dir), "--db-name", connection.db_name],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        said = " ".join(status.stdout.split())
+        assert status.returncode == 0 and f"{NAME}: running fw" in said, said
+        assert "(label) on" in said and " for " in said, said
         page = LivePage(f"http://{address}/campaign/{NAME}", tmp_path / "browser")
         _wait("the page's first drawing", lambda: page.evaluate("document.body.dataset.drawn"), 60)
         assert int(page.evaluate("document.body.dataset.records")) == landed

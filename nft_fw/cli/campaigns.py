@@ -192,8 +192,15 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
     db = conn.launchpad.db
     shown = -1
     seen: set[tuple[str, str, int]] = set()
+    labelling_shown: set[tuple[str, str, int, int]] = set()
     while True:
         family = [name, *records.follow_ups(db, name)]
+        for n in family:
+            for w in queue.labelling_rounds(conn.launchpad, n):
+                progress = (n, w["phase"], w["round"], w["label_fireworks_ended"])
+                if progress not in labelling_shown and w["label_fireworks"]:
+                    labelling_shown.add(progress)
+                    console.print(_labelling_line(db, n, w))
         for rec in records.phase_records(db, family, ("relax", "transfer", "md")):
             key = (rec["campaign"], rec["phase"], rec["iteration"])
             if key not in seen:
@@ -238,6 +245,28 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
         if procs and all(p.poll() is not None for p in procs):
             return "workers exited"
         time.sleep(1.0)
+
+
+def _labelling_line(db: Any, name: str, w: dict[str, Any]) -> str:
+    """A round's labels: ended of total, and an ETA from the median label time so far."""
+    import statistics
+
+    from nft_fw.launchpad import records
+
+    ended, total = w["label_fireworks_ended"], w["label_fireworks"]
+    seconds = [float(d["seconds"]) for d in records.labels(db, name) if (d.get("seconds") or 0) > 0]
+    line = f"{name} {w['phase']} round {w['round']}: label Fireworks {ended}/{total} ended"
+    if seconds and ended < total:
+        line += f", about {_duration(statistics.median(seconds) * (total - ended))} of labels left"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _phase_line(rec: dict[str, Any]) -> str:
@@ -422,6 +451,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     ],
                     "md_segment": doc.get("md_segment"),
                     "md_left_data": md_mod.left_data(records.phase_records(db, [name], ["md"])),
+                    "running": queue.running(conn.launchpad, name),
                 }
             )
     if args.json:
@@ -454,6 +484,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{w['label_fireworks_ended']}/{w['label_fireworks']} label Fireworks ended"
                 + ("" if w["trainer"] == "WAITING" else f", trainer {w['trainer']}")
             )
+        for f in r.get("running", []):
+            console.print(
+                f"{r['campaign']}: running fw {f['fw_id']} ({f['role'] or f['name']}) on "
+                f"{f['host'] or '?'} ({f['fworker'] or '?'}) for {_age(f['time_start'])}"
+            )
         for f in r["fizzled"]:
             err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
         for f in r["failed_labels"]:
@@ -473,6 +508,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         if r.get("kind") in PROGRESS_PRINTERS:
             PROGRESS_PRINTERS[r["kind"]](r["campaign"], r[r["kind"]])
     return EXIT_OK
+
+
+def _age(started: Any) -> str:
+    """How long ago a FireWorks launch time (UTC datetime or ISO text) was, in words."""
+    import datetime as dt
+
+    if started is None:
+        return "?"
+    if isinstance(started, str):
+        started = dt.datetime.fromisoformat(started)
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=dt.UTC)
+    return _duration((dt.datetime.now(dt.UTC) - started).total_seconds())
 
 
 def _progress_row(conn: Any, doc: dict[str, Any], kind: Any) -> dict[str, Any]:
