@@ -204,3 +204,39 @@ def test_the_tested_constraints_satisfy_the_declared_ranges() -> None:
         version = pins.get(canonicalize_name(req.name))
         assert version is not None, f"constraints.txt does not pin {req.name}"
         assert req.specifier.contains(version, prereleases=True), (text, version)
+
+
+def test_using_what_a_campaign_made_runs() -> None:
+    """docs/using.md: every nft-fw command parses, and the Python blocks that need only an
+    exported model run with the shipped one (the others read files the parity test writes
+    and reads back the same way)."""
+    import os
+    import re
+    import shlex
+    import tempfile
+
+    from nft_fw.cli import build_parser
+
+    text = (ROOT / "docs" / "using.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    commands = [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+        for line in block.splitlines()
+        if line.startswith("nft-fw ")
+    ]
+    assert len(commands) >= 6
+    for line in commands:
+        assert parser.parse_args(shlex.split(line)[1:]).func is not None, line
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    runnable = [b for b in blocks if "pt260-model" in b]
+    assert runnable
+    here = Path.cwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.symlink(ROOT / "bench" / "data" / "pt260-emt-model", Path(tmp) / "pt260-model")
+        os.chdir(tmp)
+        try:
+            for block in runnable:
+                exec(compile(block, "docs/using.md", "exec"), {})
+        finally:
+            os.chdir(here)
