@@ -12,9 +12,11 @@ campaign's workflow by returning ``FWAction(detours=…)`` (see
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -138,87 +140,116 @@ class LabelTask(_CampaignTask):
         return FWAction(stored_data=dict(counts))
 
 
+@dataclasses.dataclass
+class Round:
+    """What one step of a phase did, for :class:`_RoundTask`: the Firework's ``summary``,
+    the ``items`` to label in the next round of the same phase (None: the phase ended) and,
+    when it ended, what comes after it (``after(spec)``: a Workflow or None)."""
+
+    summary: dict[str, Any]
+    items: list[dict[str, Any]] | None
+    after: Callable[[Any], Any] | None = None
+
+
+class _RoundTask(_CampaignTask):
+    """The one body of the trainer, relax and MD Fireworks: load and run the phase's step
+    (:meth:`_step`, which stores its outputs), then append (once) the next round of the
+    same phase — its label Fireworks and the next step — or what comes after the phase."""
+
+    phase: ClassVar[str]
+    counter: ClassVar[str]  # the spec key holding the round's number
+
+    def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
+        raise NotImplementedError
+
+    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
+        db, name, n = self._db(), self["campaign"], int(self[self.counter])
+        fw_id = getattr(self, "fw_id", None)
+        out = self._step(db, name, n, fw_id)
+        spec = self._spec()
+        if out.items is not None:
+            items = labelling.round_items(db, name, out.items)
+            return self._append(
+                lambda: shapes.round_workflow(spec, self.phase, n + 1, items, TASKS, fw_id),
+                out.summary,
+            )
+        assert out.after is not None
+        after = out.after
+        return self._append(lambda: after(spec), out.summary)
+
+
 @explicit_serialize
-class TrainTask(_CampaignTask):
+class TrainTask(_RoundTask):
     """Train iteration ``iteration``, record it, and append what comes next (once): the next
     round, or when NFT stops the relaxation phase or the transfer relaxations."""
 
     required_params: ClassVar[list[str]] = ["campaign", "iteration"]
+    phase, counter = "nft", "iteration"
 
-    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        db, name, k = self._db(), self["campaign"], int(self["iteration"])
-        out = training.train(db, name, k, getattr(self, "fw_id", None))
+    def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
+        out = training.train(db, name, number, fw_id)
         summary: dict[str, Any] = {
-            "iteration": k,
+            "iteration": number,
             "structure_uncertainty": out.record["structure_uncertainty"],
             "decision": type(out.step).__name__,
         }
-        spec = self._spec()
         if out.items:
-            items = labelling.round_items(db, name, out.items)
-            return self._append(
-                lambda: shapes.round_workflow(spec, "nft", k + 1, items, TASKS, self.fw_id),
-                summary,
-            )
+            return Round(summary, out.items)
         summary["stop_reason"] = getattr(out.step, "reason", None)
-        if spec.relax is not None:
-            return self._append(lambda: shapes.relax_workflow(spec, TASKS, self.fw_id), summary)
-        return self._append(lambda: shapes.after_relaxation(spec, TASKS, self.fw_id), summary)
+        return Round(
+            summary,
+            None,
+            lambda spec: (
+                shapes.relax_workflow(spec, TASKS, fw_id)
+                if spec.relax is not None
+                else shapes.after_relaxation(spec, TASKS, fw_id)
+            ),
+        )
 
 
 @explicit_serialize
-class RelaxTask(_CampaignTask):
+class RelaxTask(_RoundTask):
     """Relax round ``round``: retrain on the labels so far (round ≥ 1), relax the target,
     record, then append (once) the next relax round (chunks from the trajectory) or, when
     retraining ends, the transfer relaxations."""
 
     required_params: ClassVar[list[str]] = ["campaign", "round"]
+    phase, counter = "relax", "round"
 
-    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        db, name, r = self._db(), self["campaign"], int(self["round"])
-        out = relaxing.relax_round(db, name, r, getattr(self, "fw_id", None))
+    def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
+        out = relaxing.relax_round(db, name, number, fw_id)
         summary: dict[str, Any] = {
-            "round": r,
+            "round": number,
             "trajectory_max_uncertainty": out.record["structure_uncertainty"],
             "steps": out.record["n_steps"],
         }
-        spec = self._spec()
         if out.stop is None:
-            items = labelling.round_items(db, name, out.items)
-            return self._append(
-                lambda: shapes.round_workflow(spec, "relax", r + 1, items, TASKS, self.fw_id),
-                summary,
-            )
+            return Round(summary, out.items)
         summary["stop_reason"] = out.stop.reason
-        return self._append(lambda: shapes.after_relaxation(spec, TASKS, self.fw_id), summary)
+        return Round(summary, None, lambda spec: shapes.after_relaxation(spec, TASKS, fw_id))
 
 
 @explicit_serialize
-class MDTask(_CampaignTask):
+class MDTask(_RoundTask):
     """MD segment ``segment``: retrain on the last pause's chunks (segment ≥ 1), continue the
     run from its saved state until its length or the next pause, record, then append (once)
     the next segment with the pause's label Fireworks or, at the run's end, the transfer
     relaxations. A checkpoint saved by a killed run of this Firework is continued."""
 
     required_params: ClassVar[list[str]] = ["campaign", "segment"]
+    phase, counter = "md", "segment"
 
-    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        db, name, s = self._db(), self["campaign"], int(self["segment"])
-        out = dynamics.md_segment(db, name, s, getattr(self, "fw_id", None))
+    def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
+        out = dynamics.md_segment(db, name, number, fw_id)
         summary: dict[str, Any] = {
-            "segment": s,
+            "segment": number,
             "steps": [out.record["start_step"], out.record["end_step"]],
             "max_uncertainty": out.record["structure_uncertainty"],
             "paused": out.record["paused"],
         }
-        spec = self._spec()
         if not out.finished:
-            items = labelling.round_items(db, name, out.items)
-            return self._append(
-                lambda: shapes.round_workflow(spec, "md", s + 1, items, TASKS, self.fw_id),
-                summary,
-            )
-        return self._append(lambda: shapes.transfer_workflow(spec, TASKS, self.fw_id), summary)
+            return Round(summary, out.items)
+        return Round(summary, None, lambda spec: shapes.transfer_workflow(spec, TASKS, fw_id))
 
 
 @explicit_serialize
