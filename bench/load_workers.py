@@ -1,0 +1,237 @@
+"""Many workers on one campaign: wall time, worker utilisation and where the idle time goes,
+database operations, server memory, and the model's true error — per number of workers W.
+
+    .venv/bin/python bench/load_workers.py --workers 4 8 16 32
+    .venv/bin/python bench/load_workers.py --workers 8 --chunks 8 --iterations 4 --json out.json
+
+The campaign: rattled Pt260, EMT parent that first sleeps as long as a shipped GPAW chunk
+label took × ``--scale`` (bench/load_parent.py: 2.2–36 s at 1/100, median 6 s), synchronous
+rounds of ``--chunks`` chunk labels (one label per Firework) and a trainer that waits for all
+of them. W real ``nft-fw worker --until-done`` processes (one thread each) against a fresh
+embedded server.
+
+Per W it prints: wall time; utilisation = Σ launch time / (W × wall); the idle worker-time
+split by what the campaign was doing at that moment — a trainer (or init/report) running
+("trainer"), label Fireworks READY but not taken ("queue"), labels still running with none
+left to take ("stragglers"), nothing running or ready ("other"); database operations
+(serverStatus opcounters) in all, per launch and per second; the median check-out latency
+(a Firework's READY time — its creation — to its launch's start, for label Fireworks); the
+server's peak resident memory; and the kept model's true-force MAE on the target (EMT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import load_parent  # noqa: E402,F401  (registers timed-emt in this process)
+
+from nft_fw.campaign import load_campaign, prepare  # noqa: E402
+from nft_fw.firetasks.submission import submit  # noqa: E402
+from nft_fw.launchpad import records, server  # noqa: E402
+from nft_fw.launchpad.connection import embedded  # noqa: E402
+
+
+def campaign(name: str, chunks: int, iterations: int, scale: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "target": {
+            "builder": {"kind": "octahedron", "element": "Pt", "length": 8, "cutoff": 3},
+            "rattle": {"stdev": 0.05, "seed": 0},
+        },
+        "parent": {"name": "timed-emt", "params": {"scale": scale, "seed": 0}},
+        "initial": {"generator": "bulk", "n_structures": 8, "n_candidates": 16},
+        "model": {"cutoff": 5.0, "hidden_layers": [16, 16], "ensemble_size": 4},
+        "training": {"initial_steps": 600, "steps_per_iteration": 300},
+        "nft": {
+            "chunks_per_iteration": chunks,
+            "max_iterations": iterations,
+            "patience": iterations + 1,
+            "threshold": 0.001,
+            "seed": 0,
+            "chunk_radius": 12.0,
+        },
+        "validation": {"true_forces": True},
+        "service": {"labels_per_firework": 1},
+    }
+
+
+def _utc(value: Any) -> float:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return float(value.timestamp())
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def analyse(lp: Any, name: str, workers: int, t0: float, t1: float) -> dict[str, Any]:
+    """Utilisation and idle time from FireWorks' own launch records."""
+    fws = {
+        d["fw_id"]: d
+        for d in lp.fireworks.find(
+            {"spec.campaign": name}, {"fw_id": 1, "spec.nft_role": 1, "created_on": 1}
+        )
+    }
+    launches = []
+    for doc in lp.launches.find({"fw_id": {"$in": list(fws)}}):
+        if doc.get("time_start") is None or doc.get("time_end") is None:
+            continue
+        role = fws[doc["fw_id"]].get("spec", {}).get("nft_role")
+        launches.append((_utc(doc["time_start"]), _utc(doc["time_end"]), role, doc["fw_id"]))
+    busy = sum(b - a for a, b, _, _ in launches)
+    wall = t1 - t0
+    label_start = {fw: a for a, _, role, fw in launches if role == "label"}
+    ready = [
+        (_utc(fws[fw]["created_on"]), start)
+        for fw, start in label_start.items()
+        if fws[fw].get("created_on") is not None
+    ]
+    latency = [max(0.0, start - made) for made, start in ready]
+    idle = {"trainer": 0.0, "queue": 0.0, "stragglers": 0.0, "other": 0.0}
+    step = 0.05
+    t = t0
+    while t < t1:
+        running = [role for a, b, role, _ in launches if a <= t < b]
+        n_idle = workers - len(running)
+        if n_idle > 0:
+            if any(r != "label" for r in running):
+                kind = "trainer"
+            elif any(made <= t < start for made, start in ready):
+                kind = "queue"
+            elif running:
+                kind = "stragglers"
+            else:
+                kind = "other"
+            idle[kind] += n_idle * step
+        t += step
+    return {
+        "wall_s": wall,
+        "launches": len(launches),
+        "utilisation": busy / (workers * wall),
+        "idle_worker_s": idle,
+        "checkout_latency_median_s": statistics.median(latency) if latency else None,
+    }
+
+
+def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    data_dir = base / f"db-{workers}"
+    name = f"load-{workers}"
+    server.start(data_dir)
+    conn = embedded(data_dir, db_name="bench_load", start=False)
+    try:
+        conn.launchpad.reset("", require_password=False)
+        submit(conn.launchpad, prepare(load_campaign(
+            campaign(name, args.chunks, args.iterations, args.scale))))  # fmt: skip
+        admin = conn.launchpad.db.client.admin
+        ops0 = admin.command("serverStatus")["opcounters"]
+        pid = int(admin.command("serverStatus")["pid"])
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        t0 = time.time()
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "load_worker.py"),
+                    "--data-dir",
+                    str(data_dir),
+                    "--db-name",
+                    "bench_load",
+                    "--until-done",
+                    "--name",
+                    f"w{k}",
+                    "--work-dir",
+                    str(base / f"work-{workers}" / f"w{k}"),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for k in range(workers)
+        ]
+        try:
+            for p in procs:
+                p.wait(timeout=args.timeout)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+        t1 = time.time()
+        ops1 = admin.command("serverStatus")["opcounters"]
+        ops = {k: ops1[k] - ops0.get(k, 0) for k in ops1}
+        out = analyse(conn.launchpad, name, workers, t0, t1)
+        history = records.iterations(conn.launchpad.db, name)
+        kept = min(history, key=lambda r: r["structure_uncertainty"]) if history else {}
+        total_ops = sum(ops.values())
+        out.update(
+            workers=workers,
+            chunks_per_iteration=args.chunks,
+            iterations=len(history),
+            labels=records.count_labels(conn.launchpad.db, name),
+            db_ops=ops,
+            db_ops_per_launch=total_ops / max(1, out["launches"]),
+            db_ops_per_s=total_ops / out["wall_s"],
+            server_peak_rss_MiB=_peak_rss_mib(pid),
+            true_force_mae_last=history[-1].get("true_force_mae") if history else None,
+            true_force_mae_kept=kept.get("true_force_mae"),
+        )
+        return out
+    finally:
+        conn.close(stop_server=False)
+        server.stop(data_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--chunks", type=int, default=32, help="chunks per iteration (32)")
+    parser.add_argument("--iterations", type=int, default=4, help="NFT iterations after 0")
+    parser.add_argument("--scale", type=float, default=0.01, help="label-time scale (1/100)")
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nft-fw-load-") as tmp:
+        for w in args.workers:
+            row = run(w, args, Path(tmp))
+            rows.append(row)
+            idle = row["idle_worker_s"]
+            print(
+                f"W={w:3d}: wall {row['wall_s']:6.0f} s, utilisation {row['utilisation']:.0%}, "
+                f"idle worker-s trainer {idle['trainer']:.0f} / queue {idle['queue']:.0f} / "
+                f"stragglers {idle['stragglers']:.0f} / other {idle['other']:.0f}; "
+                f"{row['launches']} launches, db ops {sum(row['db_ops'].values())} "
+                f"({row['db_ops_per_launch']:.0f}/launch, {row['db_ops_per_s']:.0f}/s), "
+                f"check-out latency {row['checkout_latency_median_s'] or 0:.2f} s, server peak "
+                f"{row['server_peak_rss_MiB'] or 0:.0f} MiB; {row['labels']} labels, "
+                f"true MAE last {row['true_force_mae_last'] or float('nan'):.3f} eV/Å",
+                flush=True,
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
