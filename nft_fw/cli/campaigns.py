@@ -224,11 +224,15 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
                 if "calibration_scale" in rec:
                     line += f", calibrated δ = {rec['calibration_scale']:.2f}·δ"
                 console.print(line)
-        states = [records.get_campaign(db, n)["state"] for n in family]
+        # the Fireworks' states first, the campaigns' after: the report task writes the
+        # campaign's state before its Firework turns COMPLETED, so read in this order a
+        # campaign whose Fireworks have all completed is seen completed too (read the other
+        # way, a report finishing in between looked like a stalled campaign)
         fw: dict[str, int] = {}
         for n in family:
             for k, v in queue.state_counts(conn.launchpad, n).items():
                 fw[k] = fw.get(k, 0) + v
+        states = [records.get_campaign(db, n)["state"] for n in family]
         active = sum(fw.get(s, 0) for s in ("READY", "RESERVED", "RUNNING", "WAITING"))
         # the report task marks the campaign completed just before its worker marks the
         # Firework COMPLETED: stopping the workers then would leave that Firework RUNNING;
