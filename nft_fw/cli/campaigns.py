@@ -260,8 +260,9 @@ def _labelling_line(db: Any, name: str, w: dict[str, Any]) -> str:
     ended, total = w["label_fireworks_ended"], w["label_fireworks"]
     seconds = [float(d["seconds"]) for d in records.labels(db, name) if (d.get("seconds") or 0) > 0]
     line = f"{name} {w['phase']} round {w['round']}: label Fireworks {ended}/{total} ended"
-    if seconds and ended < total:
-        line += f", about {_duration(statistics.median(seconds) * (total - ended))} of labels left"
+    left = statistics.median(seconds) * (total - ended) if seconds else 0.0
+    if left >= 1.0:  # EMT labels take milliseconds: no estimate worth printing
+        line += f", about {_duration(left)} of labels left"
     return line
 
 
