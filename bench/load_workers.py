@@ -182,6 +182,12 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         ops1 = admin.command("serverStatus")["opcounters"]
         ops = {k: ops1[k] - ops0.get(k, 0) for k in ops1}
         out = analyse(conn.launchpad, name, workers, t0, t1)
+        stats = conn.launchpad.db.command("dbStats")
+        out["db_stats"] = {k: stats.get(k) for k in ("objects", "dataSize", "storageSize")}
+        out["collections"] = {
+            c: {k: conn.launchpad.db.command("collStats", c).get(k) for k in ("count", "size")}
+            for c in sorted(conn.launchpad.db.list_collection_names())
+        }
         history = records.iterations(conn.launchpad.db, name)
         kept = min(history, key=lambda r: r["structure_uncertainty"]) if history else {}
         total_ops = sum(ops.values())
