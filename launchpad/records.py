@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import socket
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -269,6 +270,17 @@ def labels(db: Database, campaign: str, kind: str | None = None) -> list[dict[st
         .find(query)
         .sort([("iteration", ASCENDING), ("centre", ASCENDING), ("hash", ASCENDING)])
     )
+
+
+def median_label_seconds(db: Database, campaign: str) -> float | None:
+    """The median parent time of the campaign's own labels so far (labels taken from prior
+    labels cost nothing here and are left out), or None before the first."""
+    seconds = [
+        float(d["seconds"])
+        for d in db[LABELS].find({"campaign": campaign}, {"seconds": 1, "prior_campaign": 1})
+        if (d.get("seconds") or 0) > 0 and not d.get("prior_campaign")
+    ]
+    return statistics.median(seconds) if seconds else None
 
 
 def count_labels(db: Database, campaign: str) -> int:

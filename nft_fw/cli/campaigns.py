@@ -253,14 +253,12 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
 
 def _labelling_line(db: Any, name: str, w: dict[str, Any]) -> str:
     """A round's labels: ended of total, and an ETA from the median label time so far."""
-    import statistics
-
     from nft_fw.launchpad import records
 
     ended, total = w["label_fireworks_ended"], w["label_fireworks"]
-    seconds = [float(d["seconds"]) for d in records.labels(db, name) if (d.get("seconds") or 0) > 0]
     line = f"{name} {w['phase']} round {w['round']}: label Fireworks {ended}/{total} ended"
-    left = statistics.median(seconds) * (total - ended) if seconds else 0.0
+    median = records.median_label_seconds(db, name)
+    left = (median or 0.0) * (total - ended)
     if left >= 1.0:  # EMT labels take milliseconds: no estimate worth printing
         line += f", about {_duration(left)} of labels left"
     return line

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import base64
 import hmac
+import html
 import json
 import math
 import os
-import statistics
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -84,12 +84,7 @@ def campaign_snapshot(db: Any, lp: Any, name: str) -> dict[str, Any]:
     done = states.get("COMPLETED", 0)
     running = states.get("RUNNING", 0) + states.get("RESERVED", 0)
     waiting = states.get("READY", 0) + states.get("WAITING", 0)
-    seconds = [
-        float(d["seconds"])
-        for d in records.labels(db, name)
-        if _number(d.get("seconds")) and not d.get("prior_campaign")
-    ]
-    median = statistics.median(seconds) if seconds else None
+    median = records.median_label_seconds(db, name)
     workers = queue.workers_seen(lp, name)
     busy = max(1, running)
     eta = None if median is None else median * (running / 2 + waiting) / busy
@@ -241,12 +236,8 @@ draw(); setInterval(draw, @@REFRESH@@ * 1000);
 
 def _page(template: str, refresh: float, name: str = "") -> bytes:
     text = template.replace("@@STYLE@@", _STYLE).replace("@@REFRESH@@", f"{refresh:g}")
-    text = text.replace("@@JSON_NAME@@", json.dumps(name)).replace("@@NAME@@", _html(name))
+    text = text.replace("@@JSON_NAME@@", json.dumps(name)).replace("@@NAME@@", html.escape(name))
     return text.encode()
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def make_handler(
