@@ -39,7 +39,8 @@ def _item_atoms(
     if item["kind"] == "image":
         atoms = sources[src, index]
         return atoms, structure_id(atoms)
-    chunk = cut(sources[src, index], item["centre"], item["radius"])
+    # cut_centre: a prior label's chunk is cut again around its own atom 0 (its centre)
+    chunk = cut(sources[src, index], item.get("cut_centre", item["centre"]), item["radius"])
     return chunk.atoms, chunk.hash
 
 

@@ -80,6 +80,12 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
     )
     final_id = records.put_structures(db, [trajectory.final], f"{name}/relax/final-{number}.extxyz")
     record = {**out.record, "frames_file": str(frames_id), "final_file": str(final_id)}
+    given = [r for r in out.requests if r.given is not None]
+    if given:  # the prior labels' chunks of the next round: their label items cut from these
+        prior_id = records.put_structures(
+            db, [r.given for r in given], f"{name}/relax/prior-chunks-{number}.extxyz"
+        )
+        record["prior_chunks_file"] = str(prior_id)
     if number > 0:
         record["model_file"] = str(
             records.put_bytes(
@@ -92,7 +98,11 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
     record["fw_id"] = fw_id
     record["timings"] = {**out.record["timings"], "total_s": time.perf_counter() - t_start}
     records.put_iteration(db, record)
-    items = [training.chunk_item(r, str(frames_id)) for r in out.requests]
+    items = [training.chunk_item(r, str(frames_id)) for r in out.requests if r.given is None]
+    items += [
+        {**training.chunk_item(r, record["prior_chunks_file"]), "frame": j, "cut_centre": 0}
+        for j, r in enumerate(given)
+    ]
     if out.stop is not None:
         records.update_campaign(
             db,

@@ -282,8 +282,8 @@ def relax_locally(
         start, started_from = relax_start(spec, out.record, frames)
         number += 1
         for request in out.requests:
-            assert request.frame is not None
-            chunk = request_atoms(request, frames[request.frame])
+            source = None if request.frame is None else frames[request.frame]
+            chunk = request_atoms(request, source)
             if chunk.hash in known:
                 continue
             known.add(chunk.hash)

@@ -7,10 +7,11 @@ frame's ``nft_hash`` (or, for a whole structure, whose :func:`nft_fw.chunks.stru
 equals the frame's) takes the file's structure, energy and forces (the positions the parent
 computed, to the last bit, not the campaign's own cut of them). And while the file has NFT chunks
 of the campaign's own target for the next iteration, the campaign asks for those chunks
-rather than choosing its own (:func:`planned_requests`): a campaign with other model or
+rather than choosing its own (:func:`planned_centres`): a campaign with other model or
 training settings then spends the labels it was given before it pays for new ones, and the
 same campaign continued with a larger ``nft.max_iterations`` replays the exported run and
-labels only past its end.
+labels only past its end. Relax rounds do the same with the file's relaxation chunks of
+the next round (:func:`planned_relax_chunks`), taken as the parent computed them.
 
 The file is checked before anything is submitted (:func:`read`): every frame a label frame
 of an nft-fw export, its hash that of its structure, and its parent settings hash the
@@ -254,6 +255,22 @@ def planned_centres(
         if cut(target, lb.centre, lb.radius).hash == lb.hash:
             out.append((lb.centre, lb.radius))
     return sorted(out)
+
+
+def planned_relax_chunks(prior: PriorLabels | None, round_number: int) -> list[PriorLabel]:
+    """The prior file's relaxation chunks asked for by relax round ``round_number``, sorted by
+    centre and hash: a continued campaign's round takes these rather than cutting its own
+    (its trajectory may differ from the exported run's; the labels, and so the retrained
+    models, do not)."""
+    if prior is None:
+        return []
+    out = [
+        lb
+        for lb in prior.labels.values()
+        if lb.kind == "chunk" and lb.phase == "relax" and lb.number == round_number
+        and lb.radius is not None
+    ]  # fmt: skip
+    return sorted(out, key=lambda lb: (lb.centre if lb.centre is not None else -1, lb.hash))
 
 
 def summary(prior: PriorLabels | None) -> Mapping[str, object]:

@@ -211,13 +211,16 @@ def md_start(spec: CampaignSpec, atoms: Atoms) -> md_mod.MDState:
 @dataclasses.dataclass(frozen=True)
 class ChunkRequest:
     """A chunk to label: ``radius`` Å around atom ``centre`` of the target (NFT) or of frame
-    ``frame`` of the relaxation's searched frames (relax), for ``phase`` round ``iteration``."""
+    ``frame`` of the relaxation's searched frames (relax), for ``phase`` round ``iteration``.
+    ``given``: a chunk the prior labels hold (centre first), cut again around its atom 0
+    instead (``centre`` is where it was cut originally, as recorded)."""
 
     centre: int
     radius: float
     iteration: int
     phase: str = "nft"
     frame: int | None = None
+    given: Atoms | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def cut_chunk(prepared: Prepared, centre: int, target: Atoms | None = None) -> chunk_mod.Chunk:
@@ -853,7 +856,21 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
         tolerance=spec.nft.best_tolerance,
     )
     requests: list[ChunkRequest] = []
-    if stop is None:
+    planned = prior_mod.planned_relax_chunks(prepared.prior, number + 1)
+    if prepared.prior is not None:
+        record["next_from_prior"] = len(planned) if stop is None else 0
+    if stop is None and planned:  # the prior labels' chunks of the next round, before new ones
+        requests = [
+            ChunkRequest(
+                centre=int(lb.centre if lb.centre is not None else 0),
+                radius=float(lb.radius or prepared.chunk_radius_A),
+                iteration=number + 1,
+                phase="relax",
+                given=lb.structure(),
+            )
+            for lb in planned
+        ]
+    elif stop is None:
         chosen = trajectory_chunks(
             trajectory,
             searched,
@@ -945,9 +962,14 @@ def transfer_step(inputs: TransferInputs) -> TransferOutcome:
     return TransferOutcome(record, trajectory)
 
 
-def request_atoms(request: ChunkRequest, source: Atoms) -> chunk_mod.Chunk:
+def request_atoms(request: ChunkRequest, source: Atoms | None) -> chunk_mod.Chunk:
     """The chunk a request names, cut from ``source`` (the target for NFT; the searched
-    frame ``request.frame`` for relax)."""
+    frame ``request.frame`` for relax), or from the prior chunk it was given (around its atom
+    0, recorded at the original centre)."""
+    if request.given is not None:
+        chunk = chunk_mod.cut(request.given, 0, request.radius)
+        return dataclasses.replace(chunk, centre=request.centre)
+    assert source is not None
     return chunk_mod.cut(source, request.centre, request.radius)
 
 

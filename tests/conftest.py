@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,11 +132,18 @@ def _no_ambient_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def slurm_cluster(tmp_path: Path) -> Iterator[Any]:
+def slurm_cluster() -> Iterator[Any]:
     """A factory of real one-node SLURM clusters (tests/support/slurm.py): each call starts
-    munge, slurmctld and slurmd for a new cluster under ``tmp_path``; all are stopped after
-    the test, and the test fails if one of them had to be killed or is still running."""
+    munge, slurmctld and slurmd for a new cluster in a short folder under /tmp; all are
+    stopped (and their folders removed) after the test, and the test fails if one of them had
+    to be killed or is still running.
+
+    Not under ``tmp_path``: slurmstepd and munged make Unix sockets in the spool and munge
+    folders, and a socket path may not exceed 108 bytes — pytest's folder for a long test name
+    under ``/tmp/pytest-of-root/pytest-NNN/`` reaches 109 with slurmd's socket name, and the
+    job then dies before it starts."""
     import sys
+    import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
     import slurm
@@ -144,18 +152,25 @@ def slurm_cluster(tmp_path: Path) -> Iterator[Any]:
     if reason is not None:
         pytest.fail(f"no SLURM here: {reason}")
     started: list[Any] = []
+    roots: list[Path] = []
     counter = iter(range(1, 200))
 
     def start(name: str, **kwargs: Any) -> Any:
         if kwargs.get("netns"):
             kwargs.setdefault("subnet", (os.getpid() + next(counter)) % 250)
-        cluster = slurm.Cluster(tmp_path / f"slurm-{name}", name, **kwargs).start()
+        root = Path(tempfile.mkdtemp(prefix=f"slurm-{name}-", dir="/tmp"))
+        roots.append(root)
+        cluster = slurm.Cluster(root, name, **kwargs).start()
         started.append(cluster)
         return cluster
 
     yield start
     pids = [pid for c in started for pid in c.pids().values()]
-    killed = [f"{c.name}: {name}" for c in started for name in c.stop()]
-    assert not killed, f"daemons that ignored SIGTERM: {killed}"
-    alive = [pid for pid in pids if slurm._alive(pid)]
-    assert not alive, f"SLURM daemons still running after the test: {alive}"
+    try:
+        killed = [f"{c.name}: {name}" for c in started for name in c.stop()]
+        assert not killed, f"daemons that ignored SIGTERM: {killed}"
+        alive = [pid for pid in pids if slurm._alive(pid)]
+        assert not alive, f"SLURM daemons still running after the test: {alive}"
+    finally:
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)

@@ -244,6 +244,49 @@ def test_a_local_run_continued_from_its_labels_replays_it_and_labels_only_new_ch
     np.testing.assert_array_equal(b.true_forces, a.true_forces)
 
 
+def test_relax_rounds_continued_from_an_export_take_its_chunks_and_label_only_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_relax import tiny_campaign
+
+    from nft_fw import labelset, loop
+    from nft_fw.campaign import load_campaign
+
+    relax = {"max_steps": 12, "chunks_per_round": 3, "max_rounds": 2, "max_frames": 4,
+             "threshold": 0.001, "patience": 5}  # fmt: skip
+    first = tiny_campaign(name="relaxed", relax=relax)
+    a = loop.run_locally(load_campaign(first), progress=False)
+    ra = loop.relax_locally(a, progress=False)
+    assert [r["new_chunks"] for r in ra.rounds] == [0, 3, 3]
+    labelset.write(tmp_path / "a.extxyz", loop.label_frames(a, ra.labels))
+
+    calls: list[int] = []
+    prepare = loop.prepare
+    monkeypatch.setattr(loop, "prepare", lambda spec: _count_parent_calls(prepare(spec), calls))
+    # one round more, and another selection rule: the exported rounds' chunks are still the
+    # ones asked for (their labels, so their models, so their trajectories are the run's)
+    continued = tiny_campaign(name="relaxed", relax={**relax, "max_rounds": 3,
+                                                     "selection": "most_uncertain"})  # fmt: skip
+    continued["prior_labels"] = {"file": str(tmp_path / "a.extxyz")}
+    b = loop.run_locally(load_campaign(continued), progress=False)
+    rb = loop.relax_locally(b, progress=False)
+    assert [r["next_from_prior"] for r in rb.rounds[:3]] == [3, 3, 0]
+    keys = ("iteration", "n_chunks", "new_chunks", "structure_uncertainty", "n_steps")
+    assert [[r[k] for k in keys] for r in rb.rounds[:3]] == [[r[k] for k in keys]
+                                                             for r in ra.rounds]  # fmt: skip
+    exported = {lb.hash: lb for lb in ra.labels}
+    replayed = [lb for lb in rb.labels if lb.iteration <= 2]
+    assert {lb.hash for lb in replayed} == set(exported)
+    for lb in replayed:  # recorded where they were cut originally, the positions the parent had
+        assert lb.centre == exported[lb.hash].centre and lb.phase == "relax"
+        np.testing.assert_array_equal(lb.atoms.positions, exported[lb.hash].atoms.positions)
+    assert len(rb.rounds) == 4 and {lb.iteration for lb in rb.labels} == {1, 2, 3}
+    new = [lb for lb in rb.labels if lb.hash not in exported]
+    # NFT, images and the two exported rounds' chunks from the file: the parent labelled
+    # only the new round's chunks, each once
+    assert len(calls) == len(new) == 3 and {lb.iteration for lb in new} == {3}
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
@@ -259,8 +302,11 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
     conn.launchpad.reset("", require_password=False)
     try:
+        relax = {"max_steps": 12, "chunks_per_round": 3, "max_rounds": 1, "max_frames": 4,
+                 "threshold": 0.001, "patience": 5}  # fmt: skip
         first = small_campaign("first")
         first["nft"]["max_iterations"] = 1
+        first["relax"] = relax
         assert run_campaign(conn, prepare(load_campaign(first)), 1, tmp_path / "w1",
                             tmp_path / "r1") == 0  # fmt: skip
         out = _cli(conn, "labels", "first", "--export", str(tmp_path / "first.extxyz"))
@@ -269,6 +315,7 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
 
         continued = small_campaign("continued")
         continued["nft"]["max_iterations"] = 3
+        continued["relax"] = {**relax, "max_rounds": 2}  # one round past the export's
         continued["prior_labels"] = {"file": str(tmp_path / "first.extxyz")}
         assert run_campaign(conn, prepare(load_campaign(continued)), 2, tmp_path / "w2",
                             tmp_path / "r2") == 0  # fmt: skip
@@ -282,7 +329,21 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
         # nothing computed twice: no label of the first campaign computed again, no label
         # Firework ran for one, and each new chunk once
         assert not {d["hash"] for d in computed} & {f.info["nft_hash"] for f in exported}
-        assert computed and {d["iteration"] for d in computed} == {2, 3}
+        assert computed and {d["iteration"] for d in computed if d.get("phase") == "nft"} == {2, 3}
+        # the exported relax round's chunks were asked for again and taken from the file,
+        # recorded where they were cut; only the round past it labelled its own
+        exported_relax = {f.info["nft_hash"]: f for f in exported
+                          if f.info.get("nft_phase") == "relax"}  # fmt: skip
+        assert len(exported_relax) == 3
+        given_relax = [d for d in given if d.get("phase") == "relax"]
+        assert {d["hash"] for d in given_relax} == set(exported_relax)
+        for d in given_relax:
+            assert (
+                d["iteration"] == 1 and d["centre"] == exported_relax[d["hash"]].info["nft_centre"]
+            )
+        assert {d["iteration"] for d in computed if d.get("phase") == "relax"} == {2}
+        rounds = records.iterations(db, "continued", phase="relax")
+        assert [r["next_from_prior"] for r in rounds] == [3, 0, 0]
         assert len({d["hash"] for d in labels}) == len(labels)
         label_fws = conn.launchpad.fireworks.find(
             {"spec.campaign": "continued", "spec.nft_role": "label"}, {"spec._tasks": 1}
