@@ -142,10 +142,8 @@ def slurm_cluster() -> Iterator[Any]:
     folders, and a socket path may not exceed 108 bytes — pytest's folder for a long test name
     under ``/tmp/pytest-of-root/pytest-NNN/`` reaches 109 with slurmd's socket name, and the
     job then dies before it starts."""
-    import sys
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
     import slurm
 
     reason = slurm.missing()

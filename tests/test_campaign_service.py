@@ -10,34 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from service import cli
+from specs import small_campaign
 
 pytestmark = pytest.mark.integration
-
-
-def small_campaign(name: str) -> dict[str, Any]:
-    """A 79-atom particle and a small, fast model: 2 NFT iterations after the initial one."""
-    return {
-        "name": name,
-        "target": {
-            "builder": {"kind": "octahedron", "element": "Pt", "length": 5, "cutoff": 1},
-            "rattle": {"stdev": 0.1, "seed": 0},
-        },
-        "parent": {"name": "emt", "params": {}},
-        "initial": {"generator": "bulk", "n_structures": 6, "n_candidates": 12},
-        "model": {"cutoff": 5.0, "hidden_layers": [12], "ensemble_size": 4, "n_radial": 8},
-        "training": {"initial_steps": 200, "steps_per_iteration": 100},
-        "nft": {"chunks_per_iteration": 6, "max_iterations": 2, "patience": 5, "threshold": 0.01},
-        "validation": {"true_forces": True},
-        "service": {"labels_per_firework": 4},
-    }
-
-
-def _cli(conn: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nft_fw", *args, "--data-dir", str(conn.server.data_dir),
-         "--db-name", conn.db_name],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -209,12 +185,14 @@ def test_history_json_matches_the_records(finished: Any) -> None:
     from nft_fw.launchpad import records
 
     conn, _, _, _ = finished
-    out = _cli(conn, "history", "p79", "--json")
+    out = cli(conn, "history", "p79", "--json")
     assert out.returncode == 0, out.stderr
-    cli = json.loads(out.stdout)
+    printed = json.loads(out.stdout)
     stored = records.iterations(conn.launchpad.db, "p79")
-    assert [r["structure_uncertainty"] for r in cli] == [r["structure_uncertainty"] for r in stored]
-    assert [r["training"]["loss"] for r in cli] == [r["training"]["loss"] for r in stored]
+    assert [r["structure_uncertainty"] for r in printed] == [
+        r["structure_uncertainty"] for r in stored
+    ]
+    assert [r["training"]["loss"] for r in printed] == [r["training"]["loss"] for r in stored]
 
 
 def test_exported_labels_read_back_with_plain_ase_equal_to_the_database(
@@ -229,7 +207,7 @@ def test_exported_labels_read_back_with_plain_ase_equal_to_the_database(
     conn, _, _, _ = finished
     db = conn.launchpad.db
     path = tmp_path / "p79-labels.extxyz"
-    out = _cli(conn, "labels", "p79", "--export", str(path))
+    out = cli(conn, "labels", "p79", "--export", str(path))
     assert out.returncode == 0, out.stderr
     frames = {f.info["nft_hash"]: f for f in ase.io.read(path, ":")}
     stored = records.labels(db, "p79")
@@ -267,12 +245,12 @@ def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) ->
     from nft_fw.launchpad import campaigns, records
 
     conn, _, _, _ = finished
-    out = _cli(conn, "export", "p79", "-o", str(tmp_path / "model"))
+    out = cli(conn, "export", "p79", "-o", str(tmp_path / "model"))
     assert out.returncode == 0, out.stderr
     # an NFT-only campaign made no structures; asking for nothing is a usage error
-    made = _cli(conn, "export", "p79", "--structures", str(tmp_path / "made"))
+    made = cli(conn, "export", "p79", "--structures", str(tmp_path / "made"))
     assert made.returncode == 0 and "nothing to write" in made.stdout, made.stdout + made.stderr
-    neither = _cli(conn, "export", "p79")
+    neither = cli(conn, "export", "p79")
     assert neither.returncode != 0 and "--structures DIR" in neither.stderr
     calc = EnsembleCalculator.load(tmp_path / "model")
     atoms = campaigns.context(conn.launchpad.db, "p79").target
@@ -338,11 +316,11 @@ def test_rerun_label_firework_reruns_what_follows_once_and_label_worker_skips_tr
     lp.rerun_fw(fw["fw_id"])
     assert lp.get_fw_by_id(trainer["fw_id"]).state == "WAITING"  # rerun after its label
     work = ["--work-dir", str(tmp / "rerun")]  # launch directories go there, not the cwd
-    out = _cli(conn, "worker", "--category", "label", "--idle-timeout", "3", *work)
+    out = cli(conn, "worker", "--category", "label", "--idle-timeout", "3", *work)
     assert out.returncode == 0, out.stderr
     assert lp.get_fw_by_id(fw["fw_id"]).state == "COMPLETED"
     assert lp.get_fw_by_id(trainer["fw_id"]).state == "READY"  # left to a train worker
-    out = _cli(conn, "worker", "--until-done", "--idle-timeout", "3", *work)
+    out = cli(conn, "worker", "--until-done", "--idle-timeout", "3", *work)
     assert out.returncode == 0, out.stderr
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": "p79"})} == {"COMPLETED"}
     assert snapshot() == before
@@ -383,7 +361,7 @@ def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: 
     from nft_fw.launchpad import records
 
     conn, _, _, _ = finished
-    out = _cli(conn, "status", "--json")
+    out = cli(conn, "status", "--json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
     assert row["campaign"] == "p79" and row["state"] == "completed"
@@ -398,7 +376,7 @@ def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: 
     bad["nft"]["chunk_radius"] = -3.0
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
-    out = _cli(conn, "submit", str(path))
+    out = cli(conn, "submit", str(path))
     assert out.returncode == 2
     assert "nft.chunk_radius" in out.stderr
     after = (
@@ -406,7 +384,7 @@ def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: 
         conn.launchpad.fireworks.count_documents({}),
     )
     assert after == before
-    out = _cli(conn, "history", "no-such-campaign")
+    out = cli(conn, "history", "no-such-campaign")
     assert out.returncode == 2 and "no campaign named 'no-such-campaign'" in out.stderr
     # the message names the database and server it looked in (rich may wrap the line)
     said = " ".join(out.stderr.split())
@@ -444,7 +422,7 @@ def test_submit_names_the_database_its_workers_must_use(db_server: Any, tmp_path
     try:
         path = tmp_path / "hint.yaml"
         path.write_text(yaml.safe_dump(small_campaign("hinted")))
-        out = _cli(conn, "submit", str(path))
+        out = cli(conn, "submit", str(path))
         assert out.returncode == 0, out.stderr
         said = " ".join(out.stdout.split())
         hint = said.split("start workers with: nft-fw worker ", 1)[1]

@@ -17,7 +17,7 @@ from ase import Atoms
 from ase.cluster import Octahedron
 from ase.optimize import FIRE
 from scipy.spatial.transform import Rotation
-from test_campaign_service import small_campaign
+from specs import small_campaign
 
 from nft_fw import md, md_plots
 from nft_fw.atoms_io import extxyz_text, read_extxyz_text
@@ -253,7 +253,7 @@ def test_a_campaign_started_from_the_exported_labels_replays_its_md_without_the_
 ) -> None:
     """An exported model's labels (NFT and MD chunks) as prior_labels: the campaign retrains
     the same model from them and its MD phase cuts the same chunks, all from the file."""
-    from test_prior_labels import _count_parent_calls
+    from specs import count_parent_calls as _count_parent_calls
 
     from nft_fw import labelset, loop
 
@@ -331,7 +331,7 @@ def service(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.integration
 def test_the_service_runs_the_md_phase_as_the_local_runner_does(md_run, service) -> None:
-    from test_campaign_service import _cli
+    from service import cli as _cli
 
     from nft_fw.launchpad import records
 
@@ -425,7 +425,11 @@ def test_a_worker_killed_mid_segment_is_recovered_and_the_run_resumes(
     import time
     import uuid
 
-    from test_reliability import _cli, _submit, _wait, _worker, tiny
+    from service import cli as _cli
+    from service import submit as _submit
+    from service import wait as _wait
+    from service import worker as _worker
+    from specs import tiny
 
     from nft_fw.launchpad import records
 
@@ -469,7 +473,7 @@ def test_the_service_stops_md_out_of_pauses_as_the_local_runner_does(
     nft-fw status, the follower's line and the report."""
     import uuid
 
-    from test_campaign_service import _cli
+    from service import cli as _cli
 
     from nft_fw.campaign import prepare
     from nft_fw.cli import run_campaign

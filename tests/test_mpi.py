@@ -13,12 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import mpi_parent  # noqa: F401  (registers mpi-emt in this process)
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
-
-import mpi_parent  # noqa: F401  (registers mpi-emt in this process)
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from ase import Atoms
 from ase.calculators.emt import EMT
+from service import cli
 
 from nft_fw.parents import Parent, get_parent, register_parent
 
@@ -50,14 +51,6 @@ def ns_campaign(name: str, parent: str = "emt", **extra: Any) -> dict[str, Any]:
     return spec
 
 
-def _cli(conn: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nft_fw", *args, "--data-dir", str(conn.server.data_dir),
-         "--db-name", conn.db_name],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 def _worker(conn: Any, work_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "nft_fw", "worker", "--data-dir", str(conn.server.data_dir),
@@ -82,7 +75,7 @@ def finished(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     name = f"ns-{uuid.uuid4().hex[:6]}"
     path = tmp / "ns.yaml"
     path.write_text(yaml.safe_dump(ns_campaign(name)))
-    out = _cli(conn, "submit", str(path), "--json")
+    out = cli(conn, "submit", str(path), "--json")
     assert out.returncode == 0, out.stderr
     fw_ids = json.loads(out.stdout)["fw_ids"]
     worker = _worker(conn, tmp / "worker")
@@ -131,7 +124,7 @@ def test_every_firework_completes_and_the_report_is_stored(finished: Any) -> Non
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert _report(conn, name)["recommended_radius_A"] == summary["recommended_radius_A"]
     # the name is taken now: a second submit is refused and adds nothing
-    again = _cli(conn, "submit", str(path))
+    again = cli(conn, "submit", str(path))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert sorted(_states(lp, name)) == fw_ids
 
@@ -182,14 +175,14 @@ def test_labels_stay_out_of_training_and_are_distinct(finished: Any) -> None:
 
 def test_status_and_report_commands_show_the_campaign(finished: Any) -> None:
     conn, name, _, _, tmp = finished
-    out = _cli(conn, "status", name, "--json")
+    out = cli(conn, "status", name, "--json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
     assert row["state"] == "completed" and row["labels"] == row["nearsightedness"]["labels"]
     assert row["nearsightedness"]["planned_labels"] == row["labels"]
-    text = _cli(conn, "status", name)
+    text = cli(conn, "status", name)
     assert text.returncode == 0 and "recommended chunk radius" in text.stdout
-    report = _cli(conn, "report", name, "-o", str(tmp / "report"))
+    report = cli(conn, "report", name, "-o", str(tmp / "report"))
     assert report.returncode == 0, report.stderr
     data = json.loads((tmp / "report" / "nearsightedness.json").read_text())
     assert data["recommended_radius_A"] == _report(conn, name)["recommended_radius_A"]
@@ -200,16 +193,16 @@ def test_status_and_report_commands_show_the_campaign(finished: Any) -> None:
     assert seen["images"] == seen["decoded"] == 1 and seen["fetched"] == []
     assert seen["tables"] == [1 + len(data["radii_A"])]
     assert "recommended chunk radius" in seen["text"] and f"name: {name}" in seen["text"]
-    listed = _cli(conn, "labels", name, "--json")
+    listed = cli(conn, "labels", name, "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert len(rows) == row["labels"]
     assert {r["kind"] for r in rows} == {"chunk", "full"}
     assert {r["radius_A"] for r in rows if r["kind"] == "chunk"} <= set(RADII)
-    history = _cli(conn, "history", name, "--json")  # its result: the per-radius table
+    history = cli(conn, "history", name, "--json")  # its result: the per-radius table
     assert history.returncode == 0, history.stderr
     assert json.loads(history.stdout) == row["nearsightedness"]
-    export = _cli(conn, "export", name, "-o", str(tmp / "model"))
+    export = cli(conn, "export", name, "-o", str(tmp / "model"))
     assert export.returncode == 2 and "trains no model" in " ".join(export.stderr.split())
     assert not (tmp / "model").exists()
 
@@ -241,7 +234,7 @@ def test_bad_file_is_refused_before_the_database(
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(ns_campaign("bad", **change)))
-    out = _cli(connection, "submit", str(path))
+    out = cli(connection, "submit", str(path))
     assert out.returncode == 2
     assert f"{field}:" in out.stderr and "bad.yaml" in out.stderr
     db = connection.launchpad.db
@@ -249,7 +242,7 @@ def test_bad_file_is_refused_before_the_database(
     assert db["nft_campaigns"].count_documents({}) == 0
     assert "nft_ns_labels" not in db.list_collection_names()
     assert db["nft_files.files"].count_documents({}) == 0
-    assert _cli(connection, "validate", str(path)).returncode == 2
+    assert cli(connection, "validate", str(path)).returncode == 2
 
 
 class _BrokenEMT(EMT):

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_campaign_service import small_campaign
-from test_relax_service import RELAX
+from specs import RELAX, small_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +129,7 @@ def _read_products(files: dict[str, Path]) -> dict[str, list[Any]]:
 
 
 def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") -> dict[str, Any]:
-    from test_campaign_service import _cli
+    from service import cli as _cli
 
     from nft_fw import kept
     from nft_fw.campaign import load_campaign, prepare

@@ -8,14 +8,14 @@ training, and (integration) the real service with worker processes."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from test_campaign_service import _cli, small_campaign
+from service import cli
+from specs import count_parent_calls, small_campaign
 
 
 def _exported_chunks(path: Path, spec: dict[str, Any], centres: list[int]) -> Path:
@@ -191,19 +191,6 @@ def test_initial_file_takes_the_images_of_a_label_export(tmp_path: Path) -> None
         prepare(load_campaign(spec))
 
 
-def _count_parent_calls(prepared: Any, calls: list[int]) -> Any:
-    """The campaign with its parent counting the calculators it builds (one per label)."""
-    make = prepared.parent.make_calculator
-
-    def counted() -> Any:
-        calls.append(1)
-        return make()
-
-    return dataclasses.replace(
-        prepared, parent=dataclasses.replace(prepared.parent, make_calculator=counted)
-    )
-
-
 def _science(history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     keys = ("iteration", "n_chunks", "new_chunks", "structure_uncertainty", "mean_uncertainty",
             "true_force_mae", "best_iteration")  # fmt: skip
@@ -227,7 +214,7 @@ def test_a_local_run_continued_from_its_labels_replays_it_and_labels_only_new_ch
 
     calls: list[int] = []
     prepare = loop.prepare
-    monkeypatch.setattr(loop, "prepare", lambda spec: _count_parent_calls(prepare(spec), calls))
+    monkeypatch.setattr(loop, "prepare", lambda spec: count_parent_calls(prepare(spec), calls))
     continued = copy.deepcopy(longer)
     continued["prior_labels"] = {"file": str(tmp_path / "a.extxyz")}
     b = loop.run_locally(load_campaign(continued), progress=False)
@@ -247,14 +234,14 @@ def test_a_local_run_continued_from_its_labels_replays_it_and_labels_only_new_ch
 def test_relax_rounds_continued_from_an_export_take_its_chunks_and_label_only_new_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_relax import tiny_campaign
+    from specs import tiny
 
     from nft_fw import labelset, loop
     from nft_fw.campaign import load_campaign
 
     relax = {"max_steps": 12, "chunks_per_round": 3, "max_rounds": 2, "max_frames": 4,
              "threshold": 0.001, "patience": 5}  # fmt: skip
-    first = tiny_campaign(name="relaxed", relax=relax)
+    first = tiny(name="relaxed", relax=relax)
     a = loop.run_locally(load_campaign(first), progress=False)
     ra = loop.relax_locally(a, progress=False)
     assert [r["new_chunks"] for r in ra.rounds] == [0, 3, 3]
@@ -262,10 +249,10 @@ def test_relax_rounds_continued_from_an_export_take_its_chunks_and_label_only_ne
 
     calls: list[int] = []
     prepare = loop.prepare
-    monkeypatch.setattr(loop, "prepare", lambda spec: _count_parent_calls(prepare(spec), calls))
+    monkeypatch.setattr(loop, "prepare", lambda spec: count_parent_calls(prepare(spec), calls))
     # one round more, and another selection rule: the exported rounds' chunks are still the
     # ones asked for (their labels, so their models, so their trajectories are the run's)
-    continued = tiny_campaign(name="relaxed", relax={**relax, "max_rounds": 3,
+    continued = tiny(name="relaxed", relax={**relax, "max_rounds": 3,
                                                      "selection": "most_uncertain"})  # fmt: skip
     continued["prior_labels"] = {"file": str(tmp_path / "a.extxyz")}
     b = loop.run_locally(load_campaign(continued), progress=False)
@@ -309,7 +296,7 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
         first["relax"] = relax
         assert run_campaign(conn, prepare(load_campaign(first)), 1, tmp_path / "w1",
                             tmp_path / "r1") == 0  # fmt: skip
-        out = _cli(conn, "labels", "first", "--export", str(tmp_path / "first.extxyz"))
+        out = cli(conn, "labels", "first", "--export", str(tmp_path / "first.extxyz"))
         assert out.returncode == 0, out.stderr
         exported = labelset.read(tmp_path / "first.extxyz")
 

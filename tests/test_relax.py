@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.cluster import Octahedron
+from specs import tiny
 
 from nft_fw import descriptors as desc
 from nft_fw import model as mdl
@@ -101,28 +102,11 @@ def test_relax_stop_rules():
         relax_stop([], **rules)
 
 
-def tiny_campaign(**extra):
-    spec = {
-        "name": "tiny",
-        "target": {
-            "builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1},
-            "rattle": {"stdev": 0.1, "seed": 0},
-        },
-        "parent": {"name": "emt"},
-        "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
-        "model": {"cutoff": 4.5, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6},
-        "training": {"initial_steps": 100, "steps_per_iteration": 50},
-        "nft": {"chunks_per_iteration": 3, "max_iterations": 1, "threshold": 0.01},
-    }
-    spec.update(extra)
-    return spec
-
-
 def test_relax_locally_retrains_from_the_trajectory():
     from nft_fw import relax_locally, run_locally
 
     relax_spec = {"max_steps": 12, "chunks_per_round": 3, "max_rounds": 2, "max_frames": 4}
-    result = run_locally(tiny_campaign(relax=relax_spec), progress=False)
+    result = run_locally(tiny(relax=relax_spec), progress=False)
     out = relax_locally(result, progress=False)
     assert [r["iteration"] for r in out.rounds] == list(range(len(out.rounds)))
     assert len(out.rounds) == 3 and out.stop.reason in ("max_rounds", "patience")
@@ -142,7 +126,7 @@ def test_relax_locally_retrains_from_the_trajectory():
 def test_relax_and_transfer_fields_are_validated():
     from nft_fw.campaign import CampaignError, load_campaign, prepare
 
-    bad = tiny_campaign(
+    bad = tiny(
         relax={"optimizer": "newton", "fmax": -1},
         transfer=[
             {"name": "x", "builder": {"kind": "icosahedron", "element": "Cu", "shells": 2}},
@@ -164,9 +148,7 @@ def test_relax_and_transfer_fields_are_validated():
     assert "transfer.0.builder: has Cu, which the target (target.builder: Pt) lacks" in text
     assert "transfer.1.name: 'x' is already the name of transfer.0" in text
     assert "transfer.1.builder.shells: is not a parameter of kind 'cuboctahedron'" in text
-    good = tiny_campaign(
-        transfer=[{"builder": {"kind": "icosahedron", "element": "Pt", "shells": 3}}]
-    )
+    good = tiny(transfer=[{"builder": {"kind": "icosahedron", "element": "Pt", "shells": 3}}])
     prepared = prepare(load_campaign(good))
     assert [(name, len(a)) for name, a in prepared.transfers] == [("transfer-0", 55)]
 
@@ -192,7 +174,7 @@ def test_relax_search_until_takes_chunks_only_where_the_model_first_left_its_dat
     from nft_fw import relax_locally, run_locally
 
     relax_spec = {"max_steps": 30, "chunks_per_round": 3, "max_rounds": 1, "search_until": 0.05}
-    result = run_locally(tiny_campaign(relax=relax_spec), progress=False)
+    result = run_locally(tiny(relax=relax_spec), progress=False)
     out = relax_locally(result, progress=False)
     first = out.rounds[0]
     until = first["searched_until_step"]
@@ -219,7 +201,7 @@ def test_relax_resume_frontier_stops_at_the_level_and_continues_from_there():
         "max_steps": 30, "chunks_per_round": 3, "max_rounds": 2, "patience": 5,
         "search_until": 0.05, "resume": "frontier", "selection": "diverse",
     }  # fmt: skip
-    result = run_locally(tiny_campaign(relax=relax_spec), progress=False)
+    result = run_locally(tiny(relax=relax_spec), progress=False)
     out = relax_locally(result, progress=False)
     assert len(out.rounds) == 3
     first, second = out.rounds[0], out.rounds[1]
@@ -247,7 +229,7 @@ def test_relax_resume_frontier_stops_at_the_level_and_continues_from_there():
     from nft_fw.campaign import CampaignError, load_campaign
 
     with pytest.raises(CampaignError, match=r"relax\.resume: frontier needs relax\.search_until"):
-        load_campaign(tiny_campaign(relax={"resume": "frontier"}))
+        load_campaign(tiny(relax={"resume": "frontier"}))
 
 
 def test_relax_start_after_a_round_that_relaxed_on_past_the_level():
@@ -260,7 +242,7 @@ def test_relax_start_after_a_round_that_relaxed_on_past_the_level():
     from nft_fw.step import relax_start
 
     frames = [Atoms("Pt", positions=[[0, 0, x]]) for x in (0.0, 1.0, 2.0)]
-    frontier = load_campaign(tiny_campaign(relax={"search_until": 0.5, "resume": "frontier"}))
+    frontier = load_campaign(tiny(relax={"search_until": 0.5, "resume": "frontier"}))
     ran_on = {"iteration": 2, "n_steps": 301, "searched_until_step": 12, "started_from": None}
     atoms, where = relax_start(frontier, ran_on, frames)
     assert atoms is not None and atoms.positions[0, 2] == 2.0 and where == {"round": 2, "step": 12}
@@ -269,5 +251,5 @@ def test_relax_start_after_a_round_that_relaxed_on_past_the_level():
     atoms, where = relax_start(frontier, never, frames)
     assert atoms is not None and atoms.positions[0, 2] == 0.0 and where == never["started_from"]
     assert relax_start(frontier, None, frames) == (None, None)
-    start = load_campaign(tiny_campaign(relax={"search_until": 0.5}))
+    start = load_campaign(tiny(relax={"search_until": 0.5}))
     assert relax_start(start, ran_on, frames) == (None, None)

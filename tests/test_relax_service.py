@@ -10,20 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_campaign_service import _cli, small_campaign
+from service import cli as _cli
+from specs import RELAX, small_campaign
 
 pytestmark = pytest.mark.integration
 
 NAME = "r79"
-# a short relaxation phase on the small campaign: two retrainings at most
-RELAX = {
-    "fmax": 0.05,
-    "max_steps": 25,
-    "chunks_per_round": 4,
-    "max_rounds": 2,
-    "patience": 2,
-    "max_frames": 6,
-}
 
 
 def relax_campaign() -> dict[str, Any]:

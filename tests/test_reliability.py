@@ -18,74 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
-
 import slow_parent  # noqa: F401  (registers slow-emt in this process)
+import yaml
+from service import cli
+from service import submit as _submit
+from service import tail as _tail
+from service import wait as _wait
+from service import worker as _worker
+from specs import tiny
 
 pytestmark = pytest.mark.integration
-
-SUPPORT = Path(__file__).resolve().parent / "support"
-
-
-def tiny(name: str, parent: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": name,
-        "target": {
-            "builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1},
-            "rattle": {"stdev": 0.1, "seed": 0},
-        },
-        "parent": parent,
-        "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
-        "model": {"cutoff": 4.5, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6},
-        "training": {"initial_steps": 100, "steps_per_iteration": 50},
-        "nft": {"chunks_per_iteration": 3, "max_iterations": 1, "threshold": 0.01},
-        "service": {"labels_per_firework": 1},
-    }
-    spec.update(extra)
-    return spec
-
-
-def _worker(conn: Any, tmp: Path, *args: str) -> subprocess.Popen[bytes]:
-    """A worker process whose output goes to ``tmp``.log (``_tail`` shows it on failure)."""
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp.with_suffix(".log"), "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, str(SUPPORT / "worker.py"), "--data-dir", str(conn.server.data_dir),
-             "--db-name", conn.db_name, "--work-dir", str(tmp), *args],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-
-def _tail(tmp: Path, n: int = 40) -> str:
-    """The last lines of the log of the worker started on ``tmp``."""
-    lines = tmp.with_suffix(".log").read_text(errors="replace").splitlines()
-    return "\n".join(lines[-n:])
-
-
-def _cli(conn: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nft_fw", *args, "--data-dir", str(conn.server.data_dir),
-         "--db-name", conn.db_name],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def _submit(conn: Any, spec: dict[str, Any]) -> None:
-    from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.firetasks.submission import submit
-
-    submit(conn.launchpad, prepare(load_campaign(spec)))
 
 
 def _labels_are_distinct_and_complete(db: Any, name: str) -> list[dict[str, Any]]:
@@ -134,10 +76,10 @@ def test_worker_killed_mid_label_is_recovered_and_nothing_duplicates(
     victim.wait(timeout=10)
     assert lp.get_fw_by_id(running).state == "RUNNING"  # the database still believes it runs
 
-    early = json.loads(_cli(connection, "recover", name, "--lost-after", "30", "--json").stdout)
+    early = json.loads(cli(connection, "recover", name, "--lost-after", "30", "--json").stdout)
     assert early["lost_fw_ids"] == []  # not silent long enough yet
     time.sleep(3)
-    out = _cli(connection, "recover", name, "--lost-after", "2", "--json")
+    out = cli(connection, "recover", name, "--lost-after", "2", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["lost_fw_ids"] == [running]
     assert lp.get_fw_by_id(running).state == "READY"
@@ -327,7 +269,7 @@ def test_database_restart_mid_campaign_loses_nothing(
             # process left (its task may have finished: then the campaign went on), and one
             # whose worker lost the database in FireWorks' checkpoint after its task fizzled:
             # the operator's nft-fw recover re-queues both, and a worker finishes the campaign
-            out = _cli(conn, "recover", name, "--lost-after", "5", "--json")
+            out = cli(conn, "recover", name, "--lost-after", "5", "--json")
             assert out.returncode == 0, out.stderr
             found = json.loads(out.stdout)
             assert (
@@ -473,7 +415,7 @@ def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
     it1 = records.iterations(lp.db, name)[1]
     assert it1["n_chunks"] == sum(fate[i][2] == 1 for i in transient)
 
-    status = json.loads(_cli(connection, "status", name, "--json").stdout)[0]
+    status = json.loads(cli(connection, "status", name, "--json").stdout)[0]
     assert {f["hash"] for f in status["failed_labels"]} == failed
     assert {f["fw_id"] for f in status["fizzled"]} == failing
     assert all("injected parent failure" in f["error"] for f in status["failed_labels"])
@@ -515,7 +457,7 @@ def test_a_campaign_defused_and_reignited_with_lpad_finishes_with_every_label_on
     )
     assert idle.wait(timeout=120) == 0
     assert lp.launches.count_documents({}) == 3  # nothing ran while defused
-    status = json.loads(_cli(connection, "status", name, "--json").stdout)[0]
+    status = json.loads(cli(connection, "status", name, "--json").stdout)[0]
     assert status["labelling"] == [
         {"phase": "nft", "round": 0, "label_fireworks_ended": 2, "label_fireworks": 4,
          "trainer": "DEFUSED"}
@@ -773,16 +715,16 @@ def test_fireworks_left_waiting_on_completed_parents_are_made_ready_by_recover(
     # the fault: the root's completion was written, the update of its children was not
     lp.fireworks.update_many({"fw_id": {"$in": children}}, {"$set": {"state": "WAITING"}})
     _submit(connection, tiny(whole, {"name": "emt"}))
-    dry = _cli(connection, "recover", cut, "--dry-run", "--json")
+    dry = cli(connection, "recover", cut, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["stuck_waiting_fw_ids"] == children
     assert all(lp.get_fw_by_id(c).state == "WAITING" for c in children)
-    out = _cli(connection, "recover", cut, "--json")
+    out = cli(connection, "recover", cut, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["stuck_waiting_fw_ids"] == children
     assert all(lp.get_fw_by_id(c).state == "READY" for c in children)
     assert len(lp.get_fw_by_id(root).launches) == 1
-    untouched = _cli(connection, "recover", whole, "--json")
+    untouched = cli(connection, "recover", whole, "--json")
     assert json.loads(untouched.stdout)["stuck_waiting_fw_ids"] == []
     assert {d["state"] for d in lp.fireworks.find({"spec.campaign": whole})} == {
         "READY", "WAITING"}  # fmt: skip
@@ -805,10 +747,10 @@ def test_a_check_out_cut_off_before_its_launch_is_requeued_by_recover(
     # the fault: the reservation was written, the launch was not
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=120)
     lp.fireworks.update_one({"fw_id": root}, {"$set": {"state": "RESERVED", "updated_on": old}})
-    young = _cli(connection, "recover", cut, "--lost-after", "600", "--json")
+    young = cli(connection, "recover", cut, "--lost-after", "600", "--json")
     assert young.returncode == 0, young.stderr
     assert json.loads(young.stdout)["unstarted_checkout_fw_ids"] == []
-    dry = _cli(connection, "recover", cut, "--lost-after", "60", "--dry-run", "--json")
+    dry = cli(connection, "recover", cut, "--lost-after", "60", "--dry-run", "--json")
     assert json.loads(dry.stdout)["unstarted_checkout_fw_ids"] == [root]
     assert lp.get_fw_by_id(root).state == "RESERVED"
     # queue mode's reservation of the other campaign's first Firework holds a launch
@@ -816,7 +758,7 @@ def test_a_check_out_cut_off_before_its_launch_is_requeued_by_recover(
     fw, launch_id = lp.reserve_fw(FWorker(), str(tmp_path), fw_id=other)
     assert fw.fw_id == other and launch_id is not None
     lp.fireworks.update_one({"fw_id": other}, {"$set": {"updated_on": old}})
-    out = _cli(connection, "recover", "--lost-after", "60", "--json")
+    out = cli(connection, "recover", "--lost-after", "60", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["unstarted_checkout_fw_ids"] == [root]
     assert lp.get_fw_by_id(root).state == "READY"
@@ -853,12 +795,12 @@ def test_appended_fireworks_the_workflow_never_got_are_appended_again_by_recover
     assert appended
     # the fault: the workflow document as it was before the append reached it
     lp.workflows.replace_one({"_id": before["_id"]}, before)
-    dry = _cli(connection, "recover", name, "--dry-run", "--json")
+    dry = cli(connection, "recover", name, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     found = json.loads(dry.stdout)
     assert found["orphaned_fw_ids"] == appended and found["rerun_appender_fw_ids"] == [root]
     assert lp.fireworks.count_documents({"fw_id": {"$in": appended}}) == len(appended)
-    out = _cli(connection, "recover", name, "--json")
+    out = cli(connection, "recover", name, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["orphaned_fw_ids"] == appended
     assert lp.fireworks.count_documents({"fw_id": {"$in": appended}}) == 0
@@ -892,10 +834,10 @@ def test_a_check_out_cut_off_after_its_launch_is_requeued_by_recover(connection:
             {"state": "RUNNING", "created_on": old.isoformat(), "updated_on": old.isoformat()}]}},
     )  # fmt: skip
     lp.fireworks.update_one({"fw_id": root}, {"$set": {"launches": [], "updated_on": old}})
-    out = _cli(connection, "recover", name, "--lost-after", "60", "--json")
+    out = cli(connection, "recover", name, "--lost-after", "60", "--json")
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
     assert found["lost_fw_ids"] == [root] and launch_id in found["lost_launch_ids"]
     assert lp.get_fw_by_id(root).state == "READY"
-    again = _cli(connection, "recover", name, "--lost-after", "60", "--json")
+    again = cli(connection, "recover", name, "--lost-after", "60", "--json")
     assert json.loads(again.stdout)["lost_fw_ids"] == []  # nothing twice

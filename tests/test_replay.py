@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from test_campaign_service import small_campaign
+from specs import small_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("iteration", "n_chunks", "new_chunks", "structure_uncertainty", "mean_uncertainty",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_reliability import tiny
+from specs import tiny
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from browser import LivePage
-from test_campaign_service import small_campaign
+from specs import small_campaign
 
 pytestmark = pytest.mark.integration
 

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
-
 import slow_parent  # noqa: F401  (registers slow-emt in this process)
+import specs
+import yaml
+from service import submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -47,29 +46,9 @@ GUIDE_EDITS = {"queue", "account", "cpus_per_task", "mem", "walltime", "pre_rock
 
 
 def tiny(name: str, parent: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """A 38-atom EMT campaign: 4 bulk cells and 2 rounds of 2 chunks, a label per Firework."""
-    spec: dict[str, Any] = {
-        "name": name,
-        "target": {
-            "builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1},
-            "rattle": {"stdev": 0.1, "seed": 0},
-        },
-        "parent": parent or {"name": "emt", "params": {}},
-        "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
-        "model": {"cutoff": 4.5, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6},
-        "training": {"initial_steps": 100, "steps_per_iteration": 50},
-        "nft": {"chunks_per_iteration": 2, "max_iterations": 2, "threshold": 0.01},
-        "service": {"labels_per_firework": 1},
-    }
-    spec.update(extra)
-    return spec
-
-
-def _submit(conn: Any, spec: dict[str, Any]) -> None:
-    from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.firetasks.submission import submit
-
-    submit(conn.launchpad, prepare(load_campaign(spec)))
+    """The tiny campaign with 2 iterations of 2 chunks, a label per Firework."""
+    nft = {"chunks_per_iteration": 2, "max_iterations": 2, "threshold": 0.01}
+    return specs.tiny(name, parent or {"name": "emt", "params": {}}, **{"nft": nft, **extra})
 
 
 @dataclass
@@ -263,7 +242,7 @@ def test_labels_run_as_slurm_jobs_from_the_shipped_adapter(
         extra = ("-r",)
     site = login_node(tmp_path, cluster, connection.lp_file, "my_fworker_dft.yaml",
                       "my_qadapter_slurm.yaml", **edits)  # fmt: skip
-    _submit(connection, tiny(name))
+    submit(connection, tiny(name))
     trainer = worker(connection, tmp_path / "trainer", "--category", "train", "--name", "trainer")
     queue = qlaunch(site, "my_fworker_dft.yaml", "my_qadapter_slurm.yaml", *extra)
     try:
@@ -316,7 +295,7 @@ def test_two_clusters_one_for_labels_one_for_trainers(
     # a GPU cluster's request for a GPU is site-specific: this one has none
     site_b = login_node(tmp_path, b, connection.lp_file, "my_fworker_train.yaml",
                         "my_qadapter_slurm_gpu.yaml", gres=None)  # fmt: skip
-    _submit(connection, tiny(name))
+    submit(connection, tiny(name))
     queues = [
         qlaunch(site_a, "my_fworker_dft.yaml", "my_qadapter_slurm.yaml"),
         qlaunch(site_b, "my_fworker_train.yaml", "my_qadapter_slurm_gpu.yaml"),
@@ -389,7 +368,7 @@ def test_a_label_job_the_scheduler_ends_is_recovered_once(
     spec = tiny(name, {"name": "slow-emt", "params": {"flag": str(flag)}})
     spec["nft"]["max_iterations"] = 1
     spec["service"]["labels_per_firework"] = 4  # one label Firework per round
-    _submit(connection, spec)
+    submit(connection, spec)
     trainer = worker(connection, tmp_path / "trainer", "--category", "train", "--name", "trainer")
     queue = qlaunch(site, "my_fworker_dft.yaml", "my_qadapter_slurm.yaml")
     context = diagnostics(lp, name, site)
@@ -523,7 +502,7 @@ def test_a_campaign_completes_on_compute_nodes_that_cannot_reach_the_database(
     with socket.create_connection((host, port), timeout=5):  # the login node does
         pass
 
-    _submit(connection, tiny(name, service={"labels_per_firework": 1, "offline_labels": True}))
+    submit(connection, tiny(name, service={"labels_per_firework": 1, "offline_labels": True}))
     trainer = worker(connection, tmp_path / "trainer", "--category", "train", "--name", "trainer")
     queue = qlaunch(site, "my_fworker_dft.yaml", "my_qadapter_slurm_offline.yaml", "-r")
     context = diagnostics(lp, name, site)

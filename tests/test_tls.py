@@ -19,7 +19,7 @@ import pymongo
 import pytest
 import yaml
 from pymongo.errors import PyMongoError
-from test_reliability import tiny
+from specs import tiny
 
 from nft_fw.launchpad import server, tls
 
