@@ -20,9 +20,9 @@ Nothing read back is unpickled or evaluated.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as dt
+import functools
 import io
 import json
 import logging
@@ -34,6 +34,7 @@ from typing import Any
 import gridfs
 import numpy as np
 from ase import Atoms
+from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -111,25 +112,20 @@ def get_structures(db: Database, file_id: Any) -> list[Atoms]:
     return atoms_io.read_extxyz_text(get_bytes(db, file_id).decode())
 
 
-_STRUCTURE_CACHE: collections.OrderedDict[tuple[str, str], list[Atoms]] = collections.OrderedDict()
 STRUCTURE_CACHE_FILES = 8
+
+
+@functools.lru_cache(maxsize=STRUCTURE_CACHE_FILES)
+def _stored_frames(db: Database, file_id: str) -> tuple[Atoms, ...]:
+    return tuple(get_structures(db, ObjectId(file_id)))
 
 
 def get_structure(db: Database, file_id: Any, index: int = 0) -> Atoms:
     """A copy of structure ``index`` of a stored file. Stored files never change, so a worker
-    process keeps the last few it parsed: the label Fireworks of a round (one image of a
-    1,000-image initial set each, or chunks of one target) read and parse their file once
-    per worker, not once per Firework."""
-    key = (db.name, str(file_id))
-    frames = _STRUCTURE_CACHE.get(key)
-    if frames is None:
-        frames = get_structures(db, file_id)
-        _STRUCTURE_CACHE[key] = frames
-        while len(_STRUCTURE_CACHE) > STRUCTURE_CACHE_FILES:
-            _STRUCTURE_CACHE.popitem(last=False)
-    else:
-        _STRUCTURE_CACHE.move_to_end(key)
-    return frames[index].copy()
+    process keeps the last STRUCTURE_CACHE_FILES it parsed: the label Fireworks of a round
+    (one image of a 1,000-image initial set each, or chunks of one target) read and parse
+    their file once per worker, not once per Firework."""
+    return _stored_frames(db, str(file_id))[index].copy()
 
 
 def put_array(db: Database, array: np.ndarray, filename: str, **meta: Any) -> Any:

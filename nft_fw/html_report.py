@@ -3,8 +3,7 @@ tables, the stop, the campaign file. No script, no stylesheet or font from elsew
 opens from disk, offline, in any browser, and can be mailed as one file.
 
 The tables come from the same markdown the report writes to ``history.md`` (one source
-for both), converted by :func:`markdown_to_html`, which knows the little markdown the
-report uses: ``#`` headings, ``|`` tables, ``-`` lists and one-line paragraphs.
+for both), converted by :func:`markdown_to_html` (markdown-it-py).
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from markdown_it import MarkdownIt
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
@@ -37,50 +38,32 @@ def _escape(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _row(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table of right-aligned columns: the one table writer of the
+    reports (history.md, the nearsightedness report)."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---:" for _ in columns) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 def markdown_to_html(text: str, kept_iteration: int | None = None) -> str:
-    """The report's markdown as HTML (headings one level down: the page has its own h1).
-
-    A table row whose first cell is ``kept_iteration`` gets the class ``kept``."""
-    out: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].rstrip()
-        if not line:
-            i += 1
-        elif line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")) + 1, 6)
-            out.append(f"<h{level}>{_escape(line.lstrip('#').strip())}</h{level}>")
-            i += 1
-        elif line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append(lines[i])
-                i += 1
-            head, body = _row(block[0]), [_row(x) for x in block[2:]]
-            out.append("<table>")
-            out.append("<tr>" + "".join(f"<th>{_escape(c)}</th>" for c in head) + "</tr>")
-            for cells in body:
-                kept = kept_iteration is not None and cells[:1] == [str(kept_iteration)]
-                attr = ' class="kept"' if kept else ""
-                out.append(
-                    f"<tr{attr}>" + "".join(f"<td>{_escape(c)}</td>" for c in cells) + "</tr>"
-                )
-            out.append("</table>")
-        elif line.startswith("- "):
-            out.append("<ul>")
-            while i < len(lines) and lines[i].startswith("- "):
-                out.append(f"<li>{_escape(lines[i][2:].strip())}</li>")
-                i += 1
-            out.append("</ul>")
-        else:  # the report's prose is one statement per line
-            out.append(f"<p>{_escape(line.strip())}</p>")
-            i += 1
-    return "\n".join(out)
+    """The report's markdown as HTML (markdown-it-py, CommonMark with tables, raw HTML
+    escaped; headings one level down: the page has its own h1). A table row whose first
+    cell is ``kept_iteration`` gets the class ``kept``."""
+    tokens = _MARKDOWN.parse(text)
+    for i, token in enumerate(tokens):
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1:]) + 1, 6)}"
+        elif token.type == "tr_open" and kept_iteration is not None:
+            first = next(t for t in tokens[i:] if t.type == "inline")
+            if first.content.strip() == str(kept_iteration):
+                token.attrSet("class", "kept")
+    return str(_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {}))
 
 
 def _image(path: Path) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nft_fw import md as md_mod
+from nft_fw.html_report import markdown_table
 from nft_fw.plots import _figure, _fmt, _fmt_int, _save
 
 Records = Sequence[Mapping[str, Any]]
@@ -129,9 +130,6 @@ def summary(segments: Records) -> dict[str, Any]:
 def markdown(segments: Records) -> str:
     if not segments:
         return ""
-    head = "| " + " | ".join(MD_COLUMNS) + " |"
-    rule = "|" + "|".join("---:" for _ in MD_COLUMNS) + "|"
-    rows = ["| " + " | ".join(row) + " |" for row in md_table(segments)]
     s = summary(segments)
     return (
         "\n".join(
@@ -143,9 +141,7 @@ def markdown(segments: Records) -> str:
                 f"{s['chunks']} chunks labelled at them ({s['chunks_per_ps']:.2f} per ps)",
                 *([f"- **{s['left_data']}**"] if s["left_data"] else []),
                 "",
-                head,
-                rule,
-                *rows,
+                *markdown_table(MD_COLUMNS, md_table(segments)),
             ]
         )
         + "\n"

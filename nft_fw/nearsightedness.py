@@ -35,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nft_fw.chunks import cut
+from nft_fw.html_report import markdown_table
 from nft_fw.parents import Parent
 
 log = logging.getLogger(__name__)
@@ -498,7 +499,7 @@ def _cell(value: Any, spec: str) -> str:
     return "—" if value is None or value != value else format(value, spec)
 
 
-def markdown_table(data: Mapping[str, Any]) -> str:
+def radius_table(data: Mapping[str, Any]) -> str:
     """The per-radius table of a report (:func:`report_data`) as markdown."""
     rows = data["table"]
     refs = [r for r in ("full", "largest") if any(f"{r}_median" in row for row in rows)]
@@ -506,7 +507,7 @@ def markdown_table(data: Mapping[str, Any]) -> str:
     for ref in refs:
         what = "whole structure" if ref == "full" else "largest chunk"
         head += [f"vs {what}: median", "q1", "q3", "max (eV/Å)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    body = []
     for k, row in enumerate(rows):
         cells = [
             _cell(row["radius_A"], "g"),
@@ -519,8 +520,8 @@ def markdown_table(data: Mapping[str, Any]) -> str:
                 cells += ["—"] * 4
                 continue
             cells += [_cell(row.get(f"{ref}_{q}"), ".3f") for q in ("median", "q1", "q3", "max")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append(cells)
+    return "\n".join(markdown_table(head, body)) + "\n"
 
 
 def _write_html(
@@ -554,7 +555,7 @@ def _write_html(
         f"Nearsightedness {name}",
         facts,
         [("Central force against chunk radius: median, quartiles, max", figure)],
-        "## Per radius\n" + markdown_table(data),
+        "## Per radius\n" + radius_table(data),
         yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
     )
     path = directory / "report.html"

@@ -27,6 +27,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nft_fw.html_report import markdown_table
+
 FIGSIZE = (6.0, 4.5)  # inches
 DPI = 120  # → 720 × 540 px
 MISSING = "—"
@@ -430,9 +432,7 @@ def history_markdown(history: History, stop_reason: str | None = None) -> str:
     _require(history)
     name = history[0].get("campaign")
     lines = [f"# NFT campaign {name}" if name else "# NFT campaign", ""]
-    lines.append("| " + " | ".join(HISTORY_COLUMNS) + " |")
-    lines.append("|" + "|".join("---:" for _ in HISTORY_COLUMNS) + "|")
-    lines.extend("| " + " | ".join(row) + " |" for row in history_table(history))
+    lines += markdown_table(HISTORY_COLUMNS, history_table(history))
     lines.append("")
     lines.append(f"Kept iteration: {_best_iteration(history)}")
     if stop_reason:

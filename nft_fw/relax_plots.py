@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from nft_fw.html_report import markdown_table
 from nft_fw.plots import MISSING, _figure, _fmt, _fmt_int, _save
 
 Records = Sequence[Mapping[str, Any]]
@@ -156,25 +157,17 @@ def transfer_table(transfers: Records) -> list[list[str]]:
     ]
 
 
-def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---:" for _ in columns) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-
-
 def markdown(rounds: Records, transfers: Records, bill: Mapping[str, Any] | None) -> str:
     """Relaxation, transfer and parent-call sections for ``history.md``."""
     lines: list[str] = []
     if rounds:
-        lines += ["", "## Relaxation", "", *_markdown_table(RELAX_COLUMNS, relax_table(rounds))]
+        lines += ["", "## Relaxation", "", *markdown_table(RELAX_COLUMNS, relax_table(rounds))]
     if transfers:
         lines += [
             "",
             "## Transfer",
             "",
-            *_markdown_table(TRANSFER_COLUMNS, transfer_table(transfers)),
+            *markdown_table(TRANSFER_COLUMNS, transfer_table(transfers)),
         ]
     if bill:
         lines += ["", "## Parent calls", ""]

@@ -207,12 +207,17 @@ def test_a_worker_process_keeps_the_structure_files_it_parsed_last(connection: o
     ids = [
         records.put_structures(db, [Atoms("Pt", positions=[[0, 0, i]])], f"s{i}") for i in range(n)
     ]
+    cache = records._stored_frames
+    cache.cache_clear()
     first = records.get_structure(db, ids[0])
     first.positions[0, 2] = 99.0
     assert records.get_structure(db, ids[0]).positions[0, 2] == 0.0  # the kept one unchanged
+    assert cache.cache_info().misses == 1  # parsed once
     for file_id in ids[1:]:
         records.get_structure(db, file_id)
-    kept = {key for key in records._STRUCTURE_CACHE if key[0] == db.name}
-    assert len(kept) == records.STRUCTURE_CACHE_FILES
-    assert (db.name, str(ids[0])) not in kept  # the least recently used went first
+    assert cache.cache_info().currsize == records.STRUCTURE_CACHE_FILES
+    misses = cache.cache_info().misses
     assert records.get_structure(db, ids[-1]).positions[0, 2] == float(n - 1)
+    assert cache.cache_info().misses == misses  # kept
+    records.get_structure(db, ids[0])
+    assert cache.cache_info().misses == misses + 1  # the least recently used went first
