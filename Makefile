@@ -58,10 +58,10 @@ cluster-check:
 demo: setup
 	$(VENV)/bin/nft-fw demo
 
-# Regenerate the campaign-file reference from the models in nft_fw/campaign.py
+# Regenerate the campaign-file reference from the models in nft_fw/spec/campaign.py
 # (tests/test_docs.py fails while docs/campaign-file.md differs from it)
 docs: setup
-	$(PY) -m nft_fw.reference --write docs/campaign-file.md
+	$(PY) -m nft_fw.spec.reference --write docs/campaign-file.md
 
 format: setup-dev
 	$(VENV)/bin/ruff format .

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nft_fw.campaign import load_campaign, prepare
 from nft_fw.cli import run_campaign
 from nft_fw.firetasks.nft import TASK_SECONDS
 from nft_fw.launchpad import records
 from nft_fw.launchpad.connection import connect
+from nft_fw.spec.campaign import load_campaign, prepare
 
 HERE = Path(__file__).resolve().parent.parent
 

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from nft_fw import prior, replay
-from nft_fw.campaign import CampaignSpec, load_campaign, prepare
+from nft_fw.labels import prior
+from nft_fw.runners import replay
+from nft_fw.spec.campaign import CampaignSpec, load_campaign, prepare
 
 HERE = Path(__file__).resolve().parent.parent
 DATA = HERE / "bench" / "data"

@@ -27,12 +27,12 @@ from ase import Atoms
 from ase.cluster import Octahedron
 from dft_replay import apply_settings
 
-from nft_fw import replay
-from nft_fw import training as tr
-from nft_fw.calculator import EnsembleCalculator
-from nft_fw.campaign import CampaignSpec, load_campaign, prepare
-from nft_fw.relax import relax
-from nft_fw.step import fit
+from nft_fw.potential import training as tr
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.runners import replay
+from nft_fw.spec.campaign import CampaignSpec, load_campaign, prepare
+from nft_fw.steps.relax import relax
+from nft_fw.steps.step import fit
 
 HERE = Path(__file__).resolve().parent.parent
 CAMPAIGN = HERE / "nft_fw" / "examples" / "pt140-gpaw-relax.yaml"

@@ -64,8 +64,8 @@ def _reference(
 def _breakdown(db: Any, name: str, iteration: int, ref: Any) -> None:
     from ase.neighborlist import neighbor_list
 
-    from nft_fw.calculator import EnsembleCalculator
     from nft_fw.launchpad import campaigns
+    from nft_fw.potential.calculator import EnsembleCalculator
 
     atoms = ref.copy()
     atoms.calc = EnsembleCalculator(campaigns.load_model(db, name, iteration))
@@ -166,8 +166,8 @@ def main() -> None:
                 err = np.linalg.norm(predicted - true, axis=1)
                 row += f" {err.mean():.3f} | {err.max():.3f} | {np.mean(err <= delta):.0%} |"
             if files:
-                from nft_fw.calculator import EnsembleCalculator
                 from nft_fw.launchpad import campaigns
+                from nft_fw.potential.calculator import EnsembleCalculator
 
                 calc = EnsembleCalculator(campaigns.load_model(db, args.campaign, rec["iteration"]))
                 for _, ref in files:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nft_fw import step
-from nft_fw.campaign import load_campaign, prepare
-from nft_fw.chunks import cut
+from nft_fw.spec.campaign import load_campaign, prepare
+from nft_fw.steps import step
+from nft_fw.structures.chunks import cut
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "nft_fw" / "examples" / "pt38-gpaw.yaml"
 
@@ -80,7 +80,7 @@ def relabel(path: str, picks: list[int], variants: list[str]) -> None:
     import ase.io
     import yaml
 
-    from nft_fw.parents import get_parent
+    from nft_fw.parents.parent import get_parent
 
     frames = ase.io.read(path, ":")
     settings: list[tuple[str, dict]] = [("stored", {})]

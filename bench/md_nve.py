@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/md_nve.py [MODEL_DIR] [--timestep 2 5] [--ps 3]
 
-Velocity Verlet with the ensemble mean (nft_fw.md) from Octahedron(8, 3) Pt260 relaxed with
+Velocity Verlet with the ensemble mean (nft_fw.steps.md) from Octahedron(8, 3) Pt260 relaxed with
 the model (FIRE, fmax 0.05 eV/Å; as tests/test_md.py), velocities at 300 K, total and angular momentum removed; prints per time step the
 drift of the total energy (least-squares slope, eV/atom/ps), its standard deviation
 (eV/atom), the mean temperature over the second half and ms per step — and the same for ASE's
@@ -24,8 +24,8 @@ from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from ase.optimize import FIRE
 
-from nft_fw import md
-from nft_fw.calculator import EnsembleCalculator
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.steps import md
 
 HERE = Path(__file__).resolve().parent
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/md_on_the_fly.py [CAMPAIGN.yaml] [--set md.temperature_K=900 ...]
         [--big LENGTH] [--reference-every K] [--out FILE.json]
 
-Runs the campaign's NFT phase and then its MD phase in this process (nft_fw.loop:
+Runs the campaign's NFT phase and then its MD phase in this process (nft_fw.runners.local:
 run_locally, md_locally — the same steps the service runs), with the true force checked
 against the parent every 5 steps (md.true_force_check_every; EMT only),
 then the parent's own MD from the same start, thermostat and seed (ASE, the same
@@ -44,10 +44,10 @@ from ase.calculators.emt import EMT
 from ase.neighborlist import neighbor_list
 from scipy.spatial import cKDTree
 
-from nft_fw import md as md_mod
-from nft_fw import step
-from nft_fw.campaign import load_campaign
-from nft_fw.loop import md_locally, run_locally
+from nft_fw.runners.local import md_locally, run_locally
+from nft_fw.spec.campaign import load_campaign
+from nft_fw.steps import md as md_mod
+from nft_fw.steps import step
 
 HERE = Path(__file__).resolve().parent.parent
 RDF_MAX_A, RDF_BIN_A = 8.0, 0.05

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 from ase.cluster import Icosahedron, Octahedron
 
-from nft_fw.nearsightedness import Nearsightedness, nearsightedness, write
-from nft_fw.parents import get_parent
-from nft_fw.structures import rattle
+from nft_fw.parents.parent import get_parent
+from nft_fw.report.nearsightedness import write
+from nft_fw.steps.nearsightedness import Nearsightedness, nearsightedness
+from nft_fw.structures.particles import rattle
 
 
 def show(title: str, result: Nearsightedness, tolerance: float) -> None:

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nft_fw import decision, run_locally
-from nft_fw.campaign import CampaignSpec, load_campaign
+from nft_fw import run_locally
+from nft_fw.spec.campaign import CampaignSpec, load_campaign
+from nft_fw.steps import decision
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -108,7 +109,7 @@ def main() -> None:
         f"{len(result.labels)} chunks; wall {wall:.0f} s"
     )
     if args.transfer:
-        from nft_fw.structures import build_nanoparticle, rattle
+        from nft_fw.structures.particles import build_nanoparticle, rattle
 
         for shells in (5, 8):
             atoms = rattle(

@@ -32,11 +32,11 @@ from ase.calculators.emt import EMT
 from ase.optimize import FIRE
 from bson import ObjectId
 
-from nft_fw import report as nft_report
-from nft_fw.campaign import load_campaign, prepare
 from nft_fw.cli import run_campaign
 from nft_fw.launchpad import records, reports
 from nft_fw.launchpad.connection import embedded
+from nft_fw.report import summary as nft_report
+from nft_fw.spec.campaign import load_campaign, prepare
 
 HERE = Path(__file__).resolve().parent.parent
 

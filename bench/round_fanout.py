@@ -33,10 +33,10 @@ import bson
 from fireworks import FWorker
 from fireworks.core.rocket_launcher import launch_rocket
 
-from nft_fw.campaign import load_campaign, prepare
 from nft_fw.firetasks.submission import submit
 from nft_fw.launchpad import records
 from nft_fw.launchpad.connection import connect
+from nft_fw.spec.campaign import load_campaign, prepare
 
 
 def campaign(name: str, n: int, max_label_fireworks: int = 64) -> dict[str, Any]:

@@ -46,7 +46,7 @@ if kind == "emt":
 else:
     import jax
     from nft_fw import descriptors as desc, model as mdl
-    from nft_fw.calculator import EnsembleCalculator
+    from nft_fw.potential.calculator import EnsembleCalculator
     spec = desc.DescriptorSpec.default(["Pt"], 6.0)
     arch = mdl.Architecture((25, 25), 10)
     params = mdl.init_params(arch, spec.elements, spec.n_features, jax.random.PRNGKey(0))
@@ -75,7 +75,7 @@ print(json.dumps({"first": first, "median": float(np.median(times)), "fresh": fr
 TRAIN = r"""
 import json, time
 from nft_fw import loop, step, training
-from nft_fw.campaign import example_campaign, load_campaign, prepare
+from nft_fw.spec.campaign import example_campaign, load_campaign, prepare
 spec = load_campaign(example_campaign())
 prepared = prepare(spec)
 images = loop.initial_images(prepared)
@@ -102,7 +102,7 @@ import jax
 from ase.cluster import Octahedron
 from ase.optimize import FIRE
 from nft_fw import descriptors as desc, model as mdl
-from nft_fw.calculator import EnsembleCalculator
+from nft_fw.potential.calculator import EnsembleCalculator
 which, steps = sys.argv[1], int(sys.argv[2])
 if which == "pt1415":
     atoms = Octahedron("Pt", 15, 7, latticeconstant=3.92)  # cuboctahedron, 1,415 atoms

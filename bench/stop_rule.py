@@ -1,7 +1,7 @@
 """The stopping rule and the kept model, measured: campaigns run to their iteration cap with no
 early stop (true forces on), then every rule is applied to the recorded histories as the
 campaign would have applied it iteration by iteration (a rule is a pure function of the
-history: nft_fw.decision). Per campaign and rule: where it stops, the chunks it used, the
+history: nft_fw.steps.decision). Per campaign and rule: where it stops, the chunks it used, the
 kept iteration and its true-force MAE against the best of the iterations it ran.
 
     .venv/bin/python bench/stop_rule.py                        # EMT demo seeds 0 1 2, alloy, slab
@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nft_fw import decision, step
-from nft_fw.campaign import CampaignSpec, load_campaign
+from nft_fw.spec.campaign import CampaignSpec, load_campaign
+from nft_fw.steps import decision, step
 
 HERE = Path(__file__).resolve().parent.parent
 EXAMPLES = HERE / "nft_fw" / "examples"

@@ -14,14 +14,14 @@ from ase import Atoms
 from fireworks import Workflow
 from pymongo.database import Database
 
-from nft_fw import report as nft_report
-from nft_fw.campaign import NEARSIGHTEDNESS, Prepared, PreparedNearsightedness
-from nft_fw.campaign import kind_of as prepared_kind
 from nft_fw.firetasks import nearsightedness as ns_tasks
 from nft_fw.firetasks.nearsightedness import NearsightednessLabelTask, NearsightednessReportTask
 from nft_fw.firetasks.nft import TASKS
 from nft_fw.launchpad import campaigns, labels, records, reports
 from nft_fw.launchpad import nearsightedness as ns_records
+from nft_fw.report import summary as nft_report
+from nft_fw.spec.campaign import NEARSIGHTEDNESS, Prepared, PreparedNearsightedness
+from nft_fw.spec.campaign import kind_of as prepared_kind
 from nft_fw.workflows import campaign as nft_shapes
 from nft_fw.workflows import nearsightedness as ns_shapes
 
@@ -33,7 +33,7 @@ class Kind:
     ``register`` writes its record (refusing a name already taken before anything is
     written) and ``workflow`` shapes its Fireworks; ``labels`` are its stored label
     documents, ``label_phase`` the phase a listing shows for one of them, ``frames`` all its
-    labels as export frames (:mod:`nft_fw.labelset`), ``progress`` what it has done so far
+    labels as export frames (:mod:`nft_fw.labels.files`), ``progress`` what it has done so far
     beyond iteration records (None: it trains, and its iteration records say it),
     ``report`` writes its report files into a directory."""
 

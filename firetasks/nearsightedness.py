@@ -1,5 +1,5 @@
 """The FireTasks of a nearsightedness campaign: thin translators between Fireworks and
-:mod:`nft_fw.firetasks.labelling` (labels), the analysis of :mod:`nft_fw.nearsightedness`
+:mod:`nft_fw.firetasks.labels` (labels), the analysis of :mod:`nft_fw.steps.nearsightedness`
 and its storage in :mod:`nft_fw.launchpad.nearsightedness`.
 
 Their import paths (``{{nft_fw.firetasks.nearsightedness.<Task>}}``) are stored in the
@@ -18,20 +18,21 @@ from typing import Any, ClassVar
 from fireworks import FWAction, explicit_serialize
 from pymongo.database import Database
 
-from nft_fw import nearsightedness as analysis
-from nft_fw.firetasks import labelling
+from nft_fw.firetasks import labels as labelling
 from nft_fw.firetasks.nft import _CampaignTask
 from nft_fw.launchpad import nearsightedness as ns
+from nft_fw.report import nearsightedness as ns_report
+from nft_fw.steps import nearsightedness as analysis
 
 log = logging.getLogger(__name__)
 
 
 def report(db: Database, name: str, directory: str | Path) -> dict[str, Path]:
     """The report of campaign ``name``'s labels stored so far, written to ``directory``
-    (:func:`nft_fw.nearsightedness.write_report`)."""
+    (:func:`nft_fw.report.nearsightedness.write_report`)."""
     stored = ns.stored_labels(db, name)
     result, data = analysis.analyse_stored(stored)
-    return analysis.write_report(result, data, directory, stored.spec)
+    return ns_report.write_report(result, data, directory, stored.spec)
 
 
 def store_report(db: Database, name: str, fw_id: int | None = None) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def store_report(db: Database, name: str, fw_id: int | None = None) -> dict[str,
     result, data = analysis.analyse_stored(stored)
     out = analysis.summary(data)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = analysis.write_report(result, data, tmp, stored.spec)
+        paths = ns_report.write_report(result, data, tmp, stored.spec)
         ns.store_report(db, name, paths, out, fw_id)
     rec = out["recommended_radius_A"]
     log.info(

@@ -1,6 +1,6 @@
 """The FireTasks of an NFT campaign: thin translators between Fireworks and
-:mod:`nft_fw.firetasks.training`, :mod:`nft_fw.firetasks.labelling` and
-:mod:`nft_fw.firetasks.relaxing`.
+:mod:`nft_fw.firetasks.iteration`, :mod:`nft_fw.firetasks.labels` and
+:mod:`nft_fw.firetasks.relax`.
 
 Their import paths (``{{nft_fw.firetasks.nft.<Task>}}``) are stored in the database with
 every Firework: never rename or move them. Every task needs the LaunchPad
@@ -23,9 +23,13 @@ from typing import Any, ClassVar
 from fireworks import FiretaskBase, FWAction, explicit_serialize
 from pymongo.errors import ConnectionFailure
 
-from nft_fw import report as nft_report
-from nft_fw.firetasks import dynamics, labelling, relaxing, training
-from nft_fw.launchpad import campaigns, queue, records, relaxation, reports
+from nft_fw.firetasks import iteration as training
+from nft_fw.firetasks import labels as labelling
+from nft_fw.firetasks import md as dynamics
+from nft_fw.firetasks import relax as relaxing
+from nft_fw.launchpad import campaigns, queue, records, reports
+from nft_fw.launchpad import relax as relaxation
+from nft_fw.report import summary as nft_report
 from nft_fw.workflows import campaign as shapes
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from fireworks import LaunchPad
 
-from nft_fw.campaign import Prepared, PreparedNearsightedness
 from nft_fw.firetasks import kinds
 from nft_fw.launchpad import queue
+from nft_fw.spec.campaign import Prepared, PreparedNearsightedness
 
 
 def submit(lp: LaunchPad, prepared: Prepared | PreparedNearsightedness) -> list[int]:

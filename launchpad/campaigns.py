@@ -18,14 +18,16 @@ from ase import Atoms
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import initial, kept, labeldoc
-from nft_fw import model as mdl
-from nft_fw import prior as prior_mod
-from nft_fw import training as tr
-from nft_fw.amend import amend as amended
-from nft_fw.campaign import CampaignSpec, Prepared
+from nft_fw.labels import label as labeldoc
+from nft_fw.labels import prior as prior_mod
 from nft_fw.launchpad import records
-from nft_fw.parents import LabelFailed, Parent, get_parent
+from nft_fw.parents.parent import LabelFailed, Parent, get_parent
+from nft_fw.potential import model as mdl
+from nft_fw.potential import training as tr
+from nft_fw.spec.amend import amend as amended
+from nft_fw.spec.campaign import CampaignSpec, Prepared
+from nft_fw.steps import kept
+from nft_fw.structures import initial
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +229,13 @@ def import_offline_labels(db: Database, name: str) -> int:
 
 
 # ----------------------------------------------------------------------------- training
-# What a trainer Firework loads and stores; it computes in nft_fw.step.
+# What a trainer Firework loads and stores; it computes in nft_fw.steps.step.
 
 
 class FeatureStore:
     """Chunk geometry features (G, K, species) by descriptor-settings hash and chunk hash in
     the database (``nft_features``; a derived cache: losing it costs only recomputation);
-    the store behind :class:`nft_fw.step.CachedFeatures`."""
+    the store behind :class:`nft_fw.steps.step.CachedFeatures`."""
 
     def __init__(self, db: Database, name: str) -> None:
         self.db, self.name = db, name
@@ -267,7 +269,7 @@ def load_model(db: Database, name: str, iteration: int) -> mdl.Ensemble | None:
 
 
 def inherited_model(db: Database, name: str) -> mdl.Ensemble | None:
-    """The model a follow-up campaign starts from (see :mod:`nft_fw.launchpad.relaxation`)."""
+    """The model a follow-up campaign starts from (see :mod:`nft_fw.launchpad.relax`)."""
     doc = records.get_campaign(db, name)
     if not doc.get("inherited_model_file"):
         return None
@@ -287,7 +289,7 @@ def failed_nft_centres(db: Database, name: str) -> set[int]:
 
 
 def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
-    """The model of the kept NFT iteration (:func:`nft_fw.kept.kept_iteration`) with the
+    """The model of the kept NFT iteration (:func:`nft_fw.steps.kept.kept_iteration`) with the
     campaign's latest calibration of δ, and its record."""
     history = records.iterations(db, name)
     if not history:
@@ -300,7 +302,7 @@ def best_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
 def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ensemble:
     """``ensemble`` carrying the latest calibration of δ its campaign recorded, NFT
     iterations, relax rounds, then MD segments (``meta.calibration``;
-    :mod:`nft_fw.calibration`)."""
+    :mod:`nft_fw.potential.calibration`)."""
     every = [r for phase in ("nft", "relax", "md") for r in records.iterations(db, name, phase)]
     ensemble.meta.update(kept.calibration_meta(every, name))
     return ensemble
@@ -308,7 +310,7 @@ def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ens
 
 def amend(db: Database, name: str, settings: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Change the settings of campaign ``name`` for what it has not done yet
-    (:func:`nft_fw.amend.amend`); the change is kept in the campaign's ``amendments`` with
+    (:func:`nft_fw.spec.amend.amend`); the change is kept in the campaign's ``amendments`` with
     its time and the values before. Returns the changes."""
     doc = records.get_campaign(db, name)
     spec, changes = amended(doc["spec"], settings)

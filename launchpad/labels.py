@@ -1,5 +1,5 @@
 """Every label of an NFT campaign gathered from the database as label frames
-(:mod:`nft_fw.labelset`): initial images, NFT and relaxation chunks, labels inherited by a
+(:mod:`nft_fw.labels.files`): initial images, NFT and relaxation chunks, labels inherited by a
 follow-up campaign, and the whole-target validation label (a nearsightedness campaign's:
 ``nft_fw.launchpad.nearsightedness.frames``)."""
 
@@ -11,13 +11,14 @@ from ase import Atoms
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import atoms_io, labelset
+from nft_fw.labels import files as labelset
 from nft_fw.launchpad import records
+from nft_fw.structures import atoms_io
 
 
 def frames(db: Database, name: str) -> list[Atoms]:
     """The NFT campaign's labels as frames, in the order of every export
-    (:func:`nft_fw.labelset.in_order`)."""
+    (:func:`nft_fw.labels.files.in_order`)."""
     doc = records.get_campaign(db, name)
     if records.kind(doc) != "nft":
         raise KeyError(f"campaign {name!r} is a {records.kind(doc)} campaign, not an NFT one")

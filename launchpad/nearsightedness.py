@@ -4,7 +4,7 @@ A campaign file with ``kind: nearsightedness`` asks how far the parent's force o
 reaches (Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104 (2022), Fig. 2): chunks of each
 radius around each centre are labelled by FireWorks workers, then one Firework compares
 their central forces with the whole structure's and with the largest chunk's
-(:class:`nft_fw.nearsightedness.Nearsightedness`).
+(:class:`nft_fw.steps.nearsightedness.Nearsightedness`).
 
 Storage:
 
@@ -36,11 +36,13 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from nft_fw import atoms_io, labelset
-from nft_fw import nearsightedness as ns
-from nft_fw.campaign import NEARSIGHTEDNESS, NearsightednessSpec, PreparedNearsightedness
+from nft_fw.labels import files as labelset
 from nft_fw.launchpad import records
-from nft_fw.parents import get_parent
+from nft_fw.parents.parent import get_parent
+from nft_fw.spec.campaign import NEARSIGHTEDNESS, NearsightednessSpec, PreparedNearsightedness
+from nft_fw.steps import nearsightedness as ns
+from nft_fw.structures import atoms_io
+from nft_fw.structures.chunks import ChunkPlan
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,8 @@ def target(db: Database, file_id: str) -> Atoms:
     return atoms
 
 
-def _plan(db: Database, doc: dict[str, Any]) -> ns.ChunkPlan:
-    return ns.ChunkPlan.from_dict(json.loads(records.get_bytes(db, ObjectId(doc["plan_file"]))))
+def _plan(db: Database, doc: dict[str, Any]) -> ChunkPlan:
+    return ChunkPlan.from_dict(json.loads(records.get_bytes(db, ObjectId(doc["plan_file"]))))
 
 
 def full_hash(doc: dict[str, Any]) -> str:
@@ -152,7 +154,7 @@ def labels(db: Database, campaign: str) -> list[dict[str, Any]]:
 
 
 def frames(db: Database, name: str) -> list[Atoms]:
-    """The campaign's labels as export frames (:mod:`nft_fw.labelset`): its chunks, and the
+    """The campaign's labels as export frames (:mod:`nft_fw.labels.files`): its chunks, and the
     whole structure when it was labelled, all of phase ``nearsightedness``."""
     doc = records.get_campaign(db, name)
     if not is_nearsightedness(doc):

@@ -39,8 +39,8 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from nft_fw import atoms_io
-from nft_fw import campaign as campaign_spec
+from nft_fw.spec import campaign as campaign_spec
+from nft_fw.structures import atoms_io
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def delete_file(db: Database, file_id: Any) -> None:
 
 
 def put_structures(db: Database, frames: Sequence[Atoms], filename: str, **meta: Any) -> Any:
-    """Store structures as extended XYZ with exact floats (:func:`nft_fw.atoms_io.write_extxyz`):
+    """Store structures as extended XYZ with exact floats (:func:`nft_fw.structures.atoms_io.write_extxyz`):
     a worker reads back the very structure the submitter built."""
     text = atoms_io.extxyz_text(list(frames))
     return put_bytes(db, text.encode(), filename, kind="structures", **meta)
@@ -151,7 +151,7 @@ class OldLayoutError(RuntimeError):
 
 
 def kind(doc: dict[str, Any]) -> str:
-    """The kind of a stored campaign (one of ``nft_fw.campaign.CAMPAIGN_KINDS``): NFT
+    """The kind of a stored campaign (one of ``nft_fw.spec.campaign.CAMPAIGN_KINDS``): NFT
     campaign records carry no ``kind`` field."""
     return str(doc.get("kind") or "nft")
 
@@ -314,7 +314,7 @@ def failures(db: Database, campaign: str) -> list[dict[str, Any]]:
 
 
 def label_atoms(doc: dict[str, Any]) -> Atoms:
-    """The structure of a label document (:func:`nft_fw.atoms_io.from_doc`)."""
+    """The structure of a label document (:func:`nft_fw.structures.atoms_io.from_doc`)."""
     return atoms_io.from_doc(doc)
 
 

@@ -1,4 +1,4 @@
-"""A campaign's report: its records gathered from the database for :mod:`nft_fw.report`,
+"""A campaign's report: its records gathered from the database for :mod:`nft_fw.report.summary`,
 which builds it (the callers: ``nft-fw report`` through :mod:`nft_fw.firetasks.kinds`, the
 report Firework)."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw import kept as kept_mod
-from nft_fw import report as science
 from nft_fw.launchpad import campaigns, records
+from nft_fw.report import summary as science
+from nft_fw.steps import kept as kept_mod
 
 
 def gather(db: Database, name: str) -> science.ReportInputs:

@@ -17,9 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nft_fw.calculator import EnsembleCalculator
-    from nft_fw.campaign import CampaignError, CampaignSpec, load_campaign
-    from nft_fw.loop import (
+    from nft_fw.potential.calculator import EnsembleCalculator
+    from nft_fw.runners.local import (
         LocalResult,
         MDResult,
         RelaxResult,
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
         run_locally,
         transfer_locally,
     )
+    from nft_fw.spec.campaign import CampaignError, CampaignSpec, load_campaign
 
 __all__ = [
     "CampaignError",
@@ -46,18 +46,18 @@ __all__ = [
 ]
 
 _LAZY = {
-    "EnsembleCalculator": "nft_fw.calculator",
-    "CampaignError": "nft_fw.campaign",
-    "CampaignSpec": "nft_fw.campaign",
-    "load_campaign": "nft_fw.campaign",
-    "LocalResult": "nft_fw.loop",
-    "run_locally": "nft_fw.loop",
-    "RelaxResult": "nft_fw.loop",
-    "relax_locally": "nft_fw.loop",
-    "TransferResult": "nft_fw.loop",
-    "transfer_locally": "nft_fw.loop",
-    "MDResult": "nft_fw.loop",
-    "md_locally": "nft_fw.loop",
+    "EnsembleCalculator": "nft_fw.potential.calculator",
+    "CampaignError": "nft_fw.spec.campaign",
+    "CampaignSpec": "nft_fw.spec.campaign",
+    "load_campaign": "nft_fw.spec.campaign",
+    "LocalResult": "nft_fw.runners.local",
+    "run_locally": "nft_fw.runners.local",
+    "RelaxResult": "nft_fw.runners.local",
+    "relax_locally": "nft_fw.runners.local",
+    "TransferResult": "nft_fw.runners.local",
+    "transfer_locally": "nft_fw.runners.local",
+    "MDResult": "nft_fw.runners.local",
+    "md_locally": "nft_fw.runners.local",
 }
 
 

@@ -17,7 +17,7 @@ VENV=${VENV:-.venv}
 GPAW_VERSION=26.7.0
 APT_PACKAGES="libxc-dev libopenblas-dev libfftw3-dev"
 # dev: a headless Chromium (report page test) and Debian's LAMMPS with its Python module
-# (nft_fw.lammps; liblammps-dev holds the liblammps.so the module loads)
+# (nft_fw.potential.lammps; liblammps-dev holds the liblammps.so the module loads)
 [ "$MODE" = dev ] && APT_PACKAGES="$APT_PACKAGES chromium-headless-shell lammps python3-lammps liblammps-dev"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
 

@@ -17,7 +17,7 @@ from ase.io import write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nft_fw.campaign import CampaignError, example_campaign, load_campaign, prepare
+from nft_fw.spec.campaign import CampaignError, example_campaign, load_campaign, prepare
 
 BASE = example_campaign()
 BASE["relax"] = {"fmax": 0.05, "max_steps": 200}

@@ -11,12 +11,12 @@ from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 from ase.cluster import Octahedron
 
-from nft_fw import baseline as bl
-from nft_fw import model as mdl
-from nft_fw.calculator import EnsembleCalculator
-from nft_fw.campaign import CampaignError, load_campaign, prepare
-from nft_fw.chunks import cut
-from nft_fw.parents import Parent, get_parent, register_parent
+from nft_fw.parents.parent import Parent, get_parent, register_parent
+from nft_fw.potential import baseline as bl
+from nft_fw.potential import model as mdl
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.spec.campaign import CampaignError, load_campaign, prepare
+from nft_fw.structures.chunks import cut
 
 
 def _campaign(**model: object) -> dict[str, object]:
@@ -48,7 +48,7 @@ def test_over_its_own_parent_the_networks_learn_the_rest_and_the_model_is_the_pa
     forces and the images' energies and forces less EMT's on the same atoms), and the model
     is EMT plus what the networks still output: closer to the parent on the target than the
     bare networks trained on the same labels, by a wide margin."""
-    from nft_fw.step import chunk_features, residual_images
+    from nft_fw.steps.step import chunk_features, residual_images
 
     bare, delta = campaigns["none"], campaigns["emt"]
     assert [len(r.labels) for r in (bare, delta)] == [3, 3]
@@ -156,7 +156,7 @@ def test_a_baseline_that_lacks_an_element_of_the_target_is_refused_naming_the_fi
 
 
 def test_a_model_continues_only_with_its_own_baseline(campaigns):
-    from nft_fw.step import fit
+    from nft_fw.steps.step import fit
 
     result = campaigns["none"]
     prepared = prepare(load_campaign(_campaign(baseline="emt")))

@@ -128,6 +128,42 @@ def test_each_room_imports_only_what_it_may() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+# the core's rooms (nft_fw/ subpackages), lowest first: each imports only rooms before it
+# (docs/layout.md draws them)
+CORE_LAYERS = (
+    "nft_fw.potential",
+    "nft_fw.structures",
+    "nft_fw.parents",
+    "nft_fw.labels",
+    "nft_fw.spec",
+    "nft_fw.steps",
+    "nft_fw.report",
+    "nft_fw.runners",
+)
+
+
+def _layer(module: str) -> str | None:
+    return next((r for r in CORE_LAYERS if module == r or module.startswith(r + ".")), None)
+
+
+def test_the_core_is_in_rooms_each_importing_only_the_rooms_below_it() -> None:
+    modules = _modules()
+    loose = [m for m in modules if _room(m) == "core" and m != "nft_fw" and _layer(m) is None
+             and not m.startswith("nft_fw.examples")]  # fmt: skip
+    assert not loose, f"core modules outside the rooms of CORE_LAYERS: {loose}"
+    wrong = []
+    for module, targets in _graph().items():
+        layer = _layer(module)
+        if layer is None:
+            continue
+        below = CORE_LAYERS[: CORE_LAYERS.index(layer) + 1]
+        for target in sorted(targets):
+            other = _layer(target)
+            if other is not None and other not in below:
+                wrong.append(f"{module} imports {target} ({other} is not below {layer})")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_no_import_cycles_not_even_inside_functions() -> None:
     graph = _graph()
     index: dict[str, int] = {}
@@ -204,20 +240,21 @@ def test_launchpad_runs_no_parent_and_no_step() -> None:
 # which stored record is meant. Anything else — descriptors, training, a step, a report, a
 # relaxation — belongs to firetasks/ or the CLI, which load, call and store.
 LAUNCHPAD_MAY_USE: dict[str, set[str] | None] = {
-    "nft_fw.campaign": None,  # the spec (every name)
-    "nft_fw.amend": {"amend"},  # a change of the spec, validated as a whole
-    "nft_fw.atoms_io": {"extxyz_text", "read_extxyz_text", "from_doc", "to_doc"},
-    "nft_fw.labeldoc": {"ChunkLabel", "chunk_label", "image_label", "image_doc"},
-    "nft_fw.labelset": {"frame", "full_hash", "in_order"},
-    "nft_fw.model": {"Ensemble"},
-    "nft_fw.training": {"Image"},
-    "nft_fw.md": {"MDState", "MDResume", "segment_from"},
-    "nft_fw.prior": {"frames", "from_frames", "summary"},
-    "nft_fw.initial": {"from_file_frames"},
-    "nft_fw.kept": {"kept_iteration", "kept_round", "calibration_meta"},
-    "nft_fw.parents": {"get_parent", "Parent", "LabelFailed"},
-    "nft_fw.nearsightedness": {"ChunkPlan", "StoredLabels"},
-    "nft_fw.report": {"ReportInputs"},
+    "nft_fw.spec.campaign": None,  # the spec (every name)
+    "nft_fw.spec.amend": {"amend"},  # a change of the spec, validated as a whole
+    "nft_fw.structures.atoms_io": {"extxyz_text", "read_extxyz_text", "from_doc", "to_doc"},
+    "nft_fw.labels.label": {"ChunkLabel", "chunk_label", "image_label", "image_doc"},
+    "nft_fw.labels.files": {"frame", "full_hash", "in_order"},
+    "nft_fw.potential.model": {"Ensemble"},
+    "nft_fw.potential.training": {"Image"},
+    "nft_fw.steps.md": {"MDState", "MDResume", "segment_from"},
+    "nft_fw.labels.prior": {"frames", "from_frames", "summary"},
+    "nft_fw.structures.initial": {"from_file_frames"},
+    "nft_fw.steps.kept": {"kept_iteration", "kept_round", "calibration_meta"},
+    "nft_fw.parents.parent": {"get_parent", "Parent", "LabelFailed"},
+    "nft_fw.steps.nearsightedness": {"StoredLabels"},
+    "nft_fw.structures.chunks": {"ChunkPlan"},
+    "nft_fw.report.summary": {"ReportInputs"},
 }
 
 
@@ -226,15 +263,17 @@ def _core_names_used(path: Path) -> set[tuple[str, str]]:
     and ``x.a`` for a module bound by ``from nft_fw import x`` or ``import nft_fw.x`` —
     at the top or inside a function; a core module used as a whole counts as ``*``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    modules = set(_modules())
     alias: dict[str, str] = {}
     used: set[tuple[str, str]] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nft_fw"):
-            if node.module == "nft_fw":
-                for a in node.names:
-                    alias[a.asname or a.name] = f"nft_fw.{a.name}"
-            elif not node.module.startswith(ROOMS):  # type: ignore[union-attr]
-                used |= {(node.module, a.name) for a in node.names}  # type: ignore[misc]
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                if node.module == "nft_fw" or full in modules:  # a module bound to a name
+                    alias[a.asname or a.name] = full
+                elif not node.module.startswith(ROOMS):  # type: ignore[union-attr]
+                    used.add((node.module, a.name))  # type: ignore[arg-type]
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith("nft_fw.") and not a.name.startswith(ROOMS):
@@ -276,28 +315,33 @@ def test_the_launchpad_allowlist_sees_what_it_must_refuse(tmp_path: Path) -> Non
     """The check itself: each way of reaching a refused name is found."""
     sample = tmp_path / "sample.py"
     sample.write_text(
-        "from nft_fw import step\nfrom nft_fw.report import write\nimport nft_fw.relax\n"
-        "def f():\n    from nft_fw import descriptors as d\n    return step.fit, d\n",
+        "from nft_fw.steps import step\nfrom nft_fw.report.summary import write\n"
+        "import nft_fw.steps.relax\n"
+        "def f():\n    from nft_fw.potential import descriptors as d\n    return step.fit, d\n",
         encoding="utf-8",
     )
     used = _core_names_used(sample)
-    assert {("nft_fw.step", "fit"), ("nft_fw.report", "write"), ("nft_fw.relax", "*"),
-            ("nft_fw.descriptors", "*")} <= used  # fmt: skip
+    assert {("nft_fw.steps.step", "fit"), ("nft_fw.report.summary", "write"), ("nft_fw.steps.relax", "*"),
+            ("nft_fw.potential.descriptors", "*")} <= used  # fmt: skip
 
 
 # one registry of campaign kinds (nft_fw.firetasks.kinds): what a kind is is decided in
-# nft_fw/campaign.py (files and prepared campaigns) and in the kind's own storage module
+# nft_fw/spec/campaign.py (files and prepared campaigns) and in the kind's own storage module
 KIND_TESTS = re.compile(
     r"is_nearsightedness\(|isinstance\([^)]*(PreparedNearsightedness|NearsightednessSpec)\)|"
     r"[\"']kind[\"']\)\s*==|==\s*[\"']nearsightedness[\"']"
 )
-KIND_DECIDERS = {"nft_fw.campaign", "nft_fw.launchpad.nearsightedness", "nft_fw.launchpad.records"}
+KIND_DECIDERS = {
+    "nft_fw.spec.campaign",
+    "nft_fw.launchpad.nearsightedness",
+    "nft_fw.launchpad.records",
+}
 
 
 def test_campaign_kinds_are_dispatched_from_one_registry() -> None:
-    from nft_fw.campaign import CAMPAIGN_KINDS
     from nft_fw.cli.campaigns import PROGRESS_PRINTERS, VALIDATORS
     from nft_fw.firetasks.kinds import KINDS
+    from nft_fw.spec.campaign import CAMPAIGN_KINDS
 
     assert tuple(KINDS) == CAMPAIGN_KINDS
     assert set(VALIDATORS) == set(CAMPAIGN_KINDS)

@@ -17,7 +17,8 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from nft_fw.campaign import (
+from nft_fw.parents.parent import Parent, ParentError, get_parent, register_parent
+from nft_fw.spec.campaign import (
     BuilderSpec,
     CampaignError,
     CampaignSpec,
@@ -25,8 +26,7 @@ from nft_fw.campaign import (
     load_campaign,
     prepare,
 )
-from nft_fw.parents import Parent, ParentError, get_parent, register_parent
-from nft_fw.structures import KINDS, build_nanoparticle
+from nft_fw.structures.particles import KINDS, build_nanoparticle
 
 # --- the parent registry -----------------------------------------------------------------------
 
@@ -53,7 +53,7 @@ def test_label_matches_emt_single_point() -> None:
 def test_settings_hash_is_stable_across_processes_and_sensitive_to_params() -> None:
     here = get_parent("emt", {"asap_cutoff": True}).settings_hash
     code = (
-        "from nft_fw.parents import get_parent;"
+        "from nft_fw.parents.parent import get_parent;"
         "print(get_parent('emt', {'asap_cutoff': True}).settings_hash)"
     )
     there = subprocess.run(
@@ -158,7 +158,7 @@ def test_short_chunk_radius_allowed_explicitly_warns(caplog: pytest.LogCaptureFi
     spec = load_campaign(
         _with(lambda s: s["nft"].update(chunk_radius=8.0, allow_short_chunks=True))
     )
-    with caplog.at_level(logging.WARNING, logger="nft_fw.campaign"):
+    with caplog.at_level(logging.WARNING, logger="nft_fw.spec.campaign"):
         prepared = prepare(spec)
     assert prepared.chunk_radius_A == 8.0
     assert any("below 2·model.cutoff = 12 Å" in w for w in prepared.warnings)
@@ -359,8 +359,8 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
 
 
 def test_campaign_stored_by_0_2_keeps_its_max_delta_rule() -> None:
-    from nft_fw.campaign import load_campaign
     from nft_fw.launchpad.campaigns import stored_spec
+    from nft_fw.spec.campaign import load_campaign
 
     data = load_campaign(example_campaign()).model_dump(mode="json")
     assert data["nft"]["progress_measure"] == "mean_delta" and data["nft"]["min_gain"] == 0.02

@@ -21,9 +21,9 @@ def finished(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Run the small campaign once with `nft-fw run`'s own code and two worker processes."""
     import uuid
 
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     tmp = tmp_path_factory.mktemp("campaign")
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
@@ -155,7 +155,7 @@ def test_labels_are_distinct_chunks_and_match_the_history(finished: Any) -> None
 def test_history_tables_fit_the_terminal_and_wide_shows_every_column(finished: Any) -> None:
     import os
 
-    from nft_fw import plots
+    from nft_fw.report import plots
 
     conn, _, _, _ = finished
 
@@ -241,8 +241,8 @@ def test_exported_labels_read_back_with_plain_ase_equal_to_the_database(
 def test_exported_model_reproduces_the_trainer(finished: Any, tmp_path: Path) -> None:
     from bson import ObjectId
 
-    from nft_fw.calculator import EnsembleCalculator
     from nft_fw.launchpad import campaigns, records
+    from nft_fw.potential.calculator import EnsembleCalculator
 
     conn, _, _, _ = finished
     out = cli(conn, "export", "p79", "-o", str(tmp_path / "model"))
@@ -394,9 +394,9 @@ def test_status_json_and_bad_submission_writes_nothing(finished: Any, tmp_path: 
 def test_submit_to_a_brand_new_database(db_server: Any) -> None:
     import uuid
 
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     conn = embedded(db_server.data_dir, db_name=f"fresh_{uuid.uuid4().hex[:8]}", start=False)
     try:

@@ -244,7 +244,7 @@ def test_env_example_sets_every_variable_compose_uses_and_no_password() -> None:
 
 def test_docker_check_campaign_is_valid_and_small() -> None:
     """make docker-check's campaign (docker/check/p79-emt.yaml): valid, EMT, a few rounds."""
-    from nft_fw.campaign import load_campaign
+    from nft_fw.spec.campaign import load_campaign
 
     spec = load_campaign(DOCKER / "check" / "p79-emt.yaml")
     assert spec.name == "p79-emt" and spec.parent.name == "emt"

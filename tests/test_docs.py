@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from nft_fw.campaign import CampaignSpec
+from nft_fw.spec.campaign import CampaignSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -35,12 +35,12 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def test_campaign_file_reference_is_generated_from_the_models() -> None:
-    from nft_fw.reference import campaign_file_reference
+    from nft_fw.spec.reference import campaign_file_reference
 
     assert CAMPAIGN_FILE.read_text() == campaign_file_reference(), (
-        "docs/campaign-file.md differs from what nft_fw/reference.py generates from the "
+        "docs/campaign-file.md differs from what nft_fw/spec/reference.py generates from the "
         "campaign models; regenerate it with `make docs` "
-        "(.venv/bin/python -m nft_fw.reference --write docs/campaign-file.md)"
+        "(.venv/bin/python -m nft_fw.spec.reference --write docs/campaign-file.md)"
     )
 
 
@@ -55,7 +55,7 @@ def test_campaign_file_reference_documents_every_campaign_field() -> None:
 
 
 def test_campaign_file_reference_documents_every_nearsightedness_campaign_field() -> None:
-    from nft_fw.campaign import NearsightednessSpec
+    from nft_fw.spec.campaign import NearsightednessSpec
 
     text = CAMPAIGN_FILE.read_text()
     start = text.index("## Nearsightedness campaign files")

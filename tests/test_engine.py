@@ -16,10 +16,10 @@ from ase.build import bulk
 from ase.cluster import Octahedron
 from numpy.polynomial import legendre
 
-from nft_fw import descriptors as desc
-from nft_fw import model as mdl
-from nft_fw import neighbours as nbl
-from nft_fw.calculator import EnsembleCalculator
+from nft_fw.potential import descriptors as desc
+from nft_fw.potential import model as mdl
+from nft_fw.potential import neighbours as nbl
+from nft_fw.potential.calculator import EnsembleCalculator
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
 
@@ -97,7 +97,7 @@ def test_factorised_angular_functions_equal_the_triple_sum(x64):
 
 
 def test_harmonics_obey_the_addition_theorem():
-    from nft_fw import harmonics
+    from nft_fw.potential import harmonics
 
     rng = np.random.default_rng(0)
     u, v = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in rng.normal(size=(2, 20, 3)))

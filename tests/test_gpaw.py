@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nft_fw.campaign import CampaignError, load_campaign
-from nft_fw.parents import ParentError, get_parent
+from nft_fw.parents.parent import ParentError, get_parent
+from nft_fw.spec.campaign import CampaignError, load_campaign
 
 TINY = {
     "mode": "lcao",
@@ -143,9 +143,9 @@ def _initial_file(tmp: Path) -> Path:
 def _run(db_server: Any, tmp: Path, spec: dict[str, Any]) -> tuple[Any, int]:
     import uuid
 
-    from nft_fw.campaign import prepare
     from nft_fw.cli import run_campaign
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import prepare
 
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
     conn.launchpad.reset("", require_password=False)

@@ -16,8 +16,8 @@ from ase.cluster import Octahedron
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
-from nft_fw.calculator import EnsembleCalculator
-from nft_fw.lammps import attach
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.potential.lammps import attach
 
 MODEL = Path(__file__).resolve().parent.parent / "bench" / "data" / "pt260-emt-model"
 DT_FS = 2.0

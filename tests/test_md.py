@@ -19,10 +19,11 @@ from ase.optimize import FIRE
 from scipy.spatial.transform import Rotation
 from specs import small_campaign
 
-from nft_fw import md, md_plots
-from nft_fw.atoms_io import extxyz_text, read_extxyz_text
-from nft_fw.calculator import EnsembleCalculator
-from nft_fw.campaign import CampaignError, load_campaign
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.report import md_plots
+from nft_fw.spec.campaign import CampaignError, load_campaign
+from nft_fw.steps import md
+from nft_fw.structures.atoms_io import extxyz_text, read_extxyz_text
 
 # the kept model of the NFT phase of nft_fw/examples/pt260-md-emt.yaml (bench/data/README.md)
 MODEL = Path(__file__).resolve().parent.parent / "bench/data/pt260-emt-model"
@@ -153,7 +154,7 @@ def nft_result() -> Any:
 
 @pytest.fixture(scope="module")
 def md_run(nft_result: Any) -> Any:
-    from nft_fw.loop import md_locally
+    from nft_fw.runners.local import md_locally
 
     return md_locally(nft_result, progress=False)
 
@@ -191,9 +192,9 @@ def test_the_md_phase_pauses_labels_its_frames_and_continues_where_it_paused(md_
 def test_a_segment_resumed_from_its_checkpoint_records_the_uninterrupted_segment(
     nft_result, md_run
 ) -> None:
-    from nft_fw import model as mdl
-    from nft_fw import step
-    from nft_fw.loop import stored_state
+    from nft_fw.potential import model as mdl
+    from nft_fw.runners.local import stored_state
+    from nft_fw.steps import step
 
     prepared = nft_result.prepared
     labels = [*nft_result.labels, *md_run.labels]
@@ -255,7 +256,8 @@ def test_a_campaign_started_from_the_exported_labels_replays_its_md_without_the_
     the same model from them and its MD phase cuts the same chunks, all from the file."""
     from specs import count_parent_calls as _count_parent_calls
 
-    from nft_fw import labelset, loop
+    from nft_fw.labels import files as labelset
+    from nft_fw.runners import local as loop
 
     labelset.write(tmp_path / "md.extxyz", loop.label_frames(nft_result, md_run.labels))
     calls: list[int] = []
@@ -282,8 +284,8 @@ STOP = {**{k: v for k, v in MD.items() if k != "out_of_pauses"}, "max_pauses": 1
 
 @pytest.fixture(scope="module")
 def md_stopped(nft_result: Any) -> Any:
-    from nft_fw.campaign import MDSpec
-    from nft_fw.loop import md_locally
+    from nft_fw.runners.local import md_locally
+    from nft_fw.spec.campaign import MDSpec
 
     return md_locally(nft_result, md_spec=MDSpec(**STOP), progress=False)
 
@@ -314,9 +316,9 @@ def service(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The same campaign through the service: a real server and one worker process."""
     import uuid
 
-    from nft_fw.campaign import prepare
     from nft_fw.cli import run_campaign
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import prepare
 
     tmp = tmp_path_factory.mktemp("md-service")
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
@@ -378,8 +380,9 @@ def test_a_killed_md_firework_resumes_from_its_checkpoint(service, monkeypatch) 
     """The last segment is run again, its first run killed after a checkpoint (an injected
     fault): the rerun continues from the checkpoint and records what the segment recorded,
     labelling nothing again."""
-    from nft_fw.firetasks import dynamics as task
-    from nft_fw.launchpad import dynamics, records
+    from nft_fw.firetasks import md as task
+    from nft_fw.launchpad import md as dynamics
+    from nft_fw.launchpad import records
 
     conn, code, _ = service
     assert code == 0
@@ -475,11 +478,11 @@ def test_the_service_stops_md_out_of_pauses_as_the_local_runner_does(
 
     from service import cli as _cli
 
-    from nft_fw.campaign import prepare
     from nft_fw.cli import run_campaign
     from nft_fw.cli.campaigns import _phase_line
     from nft_fw.launchpad import records
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import prepare
 
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
     conn.launchpad.reset("", require_password=False)
@@ -511,7 +514,7 @@ def test_the_service_stops_md_out_of_pauses_as_the_local_runner_does(
 def test_the_md_start_structure_is_chosen_by_one_rule() -> None:
     """md.structure: target, relaxed (the kept round's final structure) or a transfer
     target's name; what is missing is named (the runner and the Firework both ask this)."""
-    from nft_fw import step
+    from nft_fw.steps import step
 
     spec = small_campaign("md-start")
     spec["transfer"] = [{"name": "big", "builder": {"kind": "octahedron", "element": "Pt",

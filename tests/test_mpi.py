@@ -38,9 +38,9 @@ def test_two_rank_worker_shares_each_collective_label(
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
 
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import records
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     assert MPIEXEC.exists(), "make setup installs mpiexec (PyPI mpich) into .venv/bin"
     lp = connection.launchpad
@@ -94,7 +94,7 @@ def test_gpaw_on_several_ranks_without_mpi_in_its_c_extension_is_refused(tmp_pat
     script = (
         "import os, sys\n"
         "from ase import Atoms\n"
-        "from nft_fw.parents import get_parent, LabelFailed\n"
+        "from nft_fw.parents.parent import get_parent, LabelFailed\n"
         "p = get_parent('gpaw', {'mode': 'lcao', 'basis': 'sz(dzp)', 'h': 0.3})\n"
         "try:\n"
         "    p.single_point(Atoms('Pt2', positions=[[0, 0, 0], [2.5, 0, 0]]))\n"

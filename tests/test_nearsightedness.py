@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from ase.cluster import Octahedron
 
-from nft_fw.nearsightedness import nearsightedness, write
-from nft_fw.parents import get_parent
-from nft_fw.structures import rattle
+from nft_fw.parents.parent import get_parent
+from nft_fw.report.nearsightedness import write
+from nft_fw.steps.nearsightedness import nearsightedness
+from nft_fw.structures.particles import rattle
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "nft_fw" / "examples" / "pt260-emt.yaml"
 RADII = [4.0, 6.0, 8.0, 10.0, 12.0, 14.0]

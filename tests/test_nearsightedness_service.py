@@ -18,7 +18,7 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 from service import cli
 
-from nft_fw.parents import Parent, get_parent, register_parent
+from nft_fw.parents.parent import Parent, get_parent, register_parent
 
 pytestmark = pytest.mark.integration
 
@@ -130,8 +130,8 @@ def test_every_firework_completes_and_the_report_is_stored(finished: Any) -> Non
 
 
 def test_stored_deviations_equal_the_in_process_analysis(finished: Any) -> None:
-    from nft_fw.campaign import load_any_campaign, prepare_any
-    from nft_fw.nearsightedness import nearsightedness
+    from nft_fw.spec.campaign import load_any_campaign, prepare_any
+    from nft_fw.steps.nearsightedness import nearsightedness
 
     conn, name, path, _, _ = finished
     prepared = prepare_any(load_any_campaign(path))
@@ -275,10 +275,10 @@ def test_a_failed_chunk_is_recorded_and_the_analysis_reports_it_missing(
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import rapidfire
 
-    from nft_fw.campaign import load_any_campaign, prepare_any
     from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import nearsightedness as ns
     from nft_fw.launchpad import records
+    from nft_fw.spec.campaign import load_any_campaign, prepare_any
 
     lp, db = connection.launchpad, connection.launchpad.db
     prepared = prepare_any(load_any_campaign(ns_campaign("broken", parent="ns-broken-emt")))
@@ -311,17 +311,17 @@ def test_a_failed_chunk_is_recorded_and_the_analysis_reports_it_missing(
 
 
 def _local(prepared: Any) -> Any:
-    from nft_fw.nearsightedness import nearsightedness
+    from nft_fw.steps.nearsightedness import nearsightedness
 
     return nearsightedness(prepared.target, get_parent("emt"), CENTRES, RADII, full=True)
 
 
 def test_tasks_round_trip_and_the_example_validates() -> None:
-    from nft_fw.campaign import load_any_campaign, prepare_any
     from nft_fw.firetasks.nearsightedness import (
         NearsightednessLabelTask,
         NearsightednessReportTask,
     )
+    from nft_fw.spec.campaign import load_any_campaign, prepare_any
 
     for task in (
         NearsightednessLabelTask(campaign="c", items=[{"kind": "full"}]),

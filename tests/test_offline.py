@@ -132,10 +132,10 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
     """A registered EMT campaign (a 79-atom Pt particle) and one round of three chunk labels
     laid out the way a trainer appends them: one label Firework, then the trainer.
     Returns the items and the label Firework's id."""
-    from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.firetasks import labelling
+    from nft_fw.firetasks import labels as labelling
     from nft_fw.firetasks.nft import TASKS
     from nft_fw.launchpad import campaigns, queue, records
+    from nft_fw.spec.campaign import load_campaign, prepare
     from nft_fw.workflows.campaign import round_workflow
 
     spec = {
@@ -169,9 +169,9 @@ def _assert_labels_once(db: Any, name: str, items: list[dict]) -> None:
     """Each item labelled exactly once, with EMT's force on the chunk's central atom."""
     from ase.calculators.emt import EMT
 
-    from nft_fw.chunks import cut
     from nft_fw.launchpad.campaigns import context
     from nft_fw.launchpad.records import LABELS
+    from nft_fw.structures.chunks import cut
 
     target = context(db, name).target  # as stored: what every worker cuts chunks from
 

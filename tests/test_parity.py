@@ -1,6 +1,6 @@
 """One campaign, three ways: in one process (run_locally, relax_locally, transfer_locally,
 md_locally), through the service with one worker, and with two. The NFT iteration, the relax
-round, the transfer and the MD segment are each one function (nft_fw.step), so the three
+round, the transfer and the MD segment are each one function (nft_fw.steps.step), so the three
 histories must agree: the same chunk centres per iteration, round and segment, the same
 counts, structure uncertainties equal (to 1e-12 relative: stored structures are exact, so
 the service computes on the very numbers the local run does), the same stop reasons and
@@ -100,8 +100,8 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def _local(baseline: str, tmp: Path) -> dict[str, Any]:
     from nft_fw import md_locally, relax_locally, run_locally, transfer_locally
-    from nft_fw.campaign import load_campaign
-    from nft_fw.loop import label_frames, write_products
+    from nft_fw.runners.local import label_frames, write_products
+    from nft_fw.spec.campaign import load_campaign
 
     result = run_locally(load_campaign(parity_campaign(baseline)), progress=False)
     relaxed = relax_locally(result, progress=False)
@@ -131,12 +131,12 @@ def _read_products(files: dict[str, Path]) -> dict[str, list[Any]]:
 def _service(db_server: Any, tmp: Path, workers: int, baseline: str = "none") -> dict[str, Any]:
     from service import cli as _cli
 
-    from nft_fw import kept
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
     from nft_fw.launchpad import labels as label_export
     from nft_fw.launchpad import records
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import load_campaign, prepare
+    from nft_fw.steps import kept
 
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
     conn.launchpad.reset("", require_password=False)
@@ -288,8 +288,9 @@ def _assert_products_are_the_stored_data(db: Any, products: dict[str, list[Any]]
     import numpy as np
     from bson import ObjectId
 
-    from nft_fw import md
-    from nft_fw.launchpad import dynamics, records
+    from nft_fw.launchpad import md as dynamics
+    from nft_fw.launchpad import records
+    from nft_fw.steps import md
 
     def stored(file_id: str) -> list[Any]:
         return records.get_structures(db, ObjectId(file_id))

@@ -28,10 +28,10 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_200_fireworks_once(
 ) -> None:
     from fireworks import Firework, Workflow
 
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.smoke import SumTask
     from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import records
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     lp = connection.launchpad
     name = f"plain-{uuid.uuid4().hex[:6]}"

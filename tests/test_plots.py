@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from nft_fw import plots
+from nft_fw.report import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WIDTH, HEIGHT = 720, 540  # 6 × 4.5 in at 120 dpi
@@ -198,7 +198,7 @@ def test_write_report_rejects_half_the_forces(tmp_path: Path, forces) -> None:
 
 
 def test_relax_table_shows_the_out_of_sample_error_and_the_scale() -> None:
-    from nft_fw import relax_plots
+    from nft_fw.report import relax_plots
 
     rounds = [
         {"iteration": 0, "n_chunks": 260, "new_chunks": 0, "n_steps": 39, "converged": True,

@@ -20,9 +20,9 @@ from specs import count_parent_calls, small_campaign
 
 def _exported_chunks(path: Path, spec: dict[str, Any], centres: list[int]) -> Path:
     """An export-shaped file of EMT chunk labels of the campaign's target (no training)."""
-    from nft_fw import labelset
-    from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.chunks import cut
+    from nft_fw.labels import files as labelset
+    from nft_fw.spec.campaign import load_campaign, prepare
+    from nft_fw.structures.chunks import cut
 
     prepared = prepare(load_campaign(spec))
     frames = []
@@ -48,8 +48,8 @@ def _spec_with_prior(path: Path, **prior: Any) -> dict[str, Any]:
 
 
 def test_prior_labels_plan_the_next_iterations_chunks(tmp_path: Path) -> None:
-    from nft_fw import prior
-    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.labels import prior
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [3, 11, 40])
     prepared = prepare(load_campaign(_spec_with_prior(path)))
@@ -71,9 +71,10 @@ def test_a_prior_chunk_label_trains_on_the_positions_the_parent_computed(
 ) -> None:
     """The file's chunk, not the campaign's own cut of the same environment: the two may
     differ below the hash's rounding (a target stored less exactly by an older release)."""
-    from nft_fw import labelset, step
-    from nft_fw.campaign import load_campaign, prepare
-    from nft_fw.chunks import cut
+    from nft_fw.labels import files as labelset
+    from nft_fw.spec.campaign import load_campaign, prepare
+    from nft_fw.steps import step
+    from nft_fw.structures.chunks import cut
 
     path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [7])
     (frame,) = labelset.read(path)
@@ -93,7 +94,7 @@ def test_a_prior_chunk_label_trains_on_the_positions_the_parent_computed(
 def test_prior_labels_of_other_parent_settings_are_refused_unless_accepted(
     tmp_path: Path,
 ) -> None:
-    from nft_fw.campaign import CampaignError, load_campaign, prepare
+    from nft_fw.spec.campaign import CampaignError, load_campaign, prepare
 
     path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [3])
     spec = _spec_with_prior(path)
@@ -113,7 +114,8 @@ def test_a_label_whose_stored_hash_predates_the_hash_rule_counts_by_its_own_sett
     """A file exported by a release that hashed a setting since left out of the hash (GPAW's
     mixer before 0.4.1) is the campaign's when its own nft_parent_params hash to the
     campaign's hash now; settings that differ in what they compute are still refused."""
-    from nft_fw import labelset, prior
+    from nft_fw.labels import files as labelset
+    from nft_fw.labels import prior
 
     path = _exported_chunks(tmp_path / "p.extxyz", small_campaign("earlier"), [3, 11])
     frames = labelset.read(path)
@@ -141,8 +143,8 @@ def test_a_prior_file_that_is_no_export_or_was_edited_is_refused(tmp_path: Path)
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
-    from nft_fw import labelset
-    from nft_fw.campaign import CampaignError, load_campaign, prepare
+    from nft_fw.labels import files as labelset
+    from nft_fw.spec.campaign import CampaignError, load_campaign, prepare
 
     plain = bulk("Pt", "fcc", a=3.92, cubic=True)
     plain.calc = EMT()
@@ -162,9 +164,9 @@ def test_a_prior_file_that_is_no_export_or_was_edited_is_refused(tmp_path: Path)
 
 
 def test_initial_file_takes_the_images_of_a_label_export(tmp_path: Path) -> None:
-    from nft_fw import labelset
-    from nft_fw.campaign import CampaignError, load_campaign, prepare
-    from nft_fw.loop import initial_images
+    from nft_fw.labels import files as labelset
+    from nft_fw.runners.local import initial_images
+    from nft_fw.spec.campaign import CampaignError, load_campaign, prepare
 
     earlier = prepare(load_campaign(small_campaign("earlier")))
     images = initial_images(earlier)
@@ -200,8 +202,9 @@ def _science(history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def test_a_local_run_continued_from_its_labels_replays_it_and_labels_only_new_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nft_fw import labelset, loop
-    from nft_fw.campaign import load_campaign
+    from nft_fw.labels import files as labelset
+    from nft_fw.runners import local as loop
+    from nft_fw.spec.campaign import load_campaign
 
     first = small_campaign("earlier")
     first["nft"]["max_iterations"] = 1
@@ -236,8 +239,9 @@ def test_relax_rounds_continued_from_an_export_take_its_chunks_and_label_only_ne
 ) -> None:
     from specs import tiny
 
-    from nft_fw import labelset, loop
-    from nft_fw.campaign import load_campaign
+    from nft_fw.labels import files as labelset
+    from nft_fw.runners import local as loop
+    from nft_fw.spec.campaign import load_campaign
 
     relax = {"max_steps": 12, "chunks_per_round": 3, "max_rounds": 2, "max_frames": 4,
              "threshold": 0.001, "patience": 5}  # fmt: skip
@@ -279,12 +283,13 @@ def test_relax_rounds_continued_from_an_export_take_its_chunks_and_label_only_ne
 def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
     db_server: Any, tmp_path: Path
 ) -> None:
-    from nft_fw import labelset, loop
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
-    from nft_fw.firetasks import training
+    from nft_fw.firetasks import iteration as training
+    from nft_fw.labels import files as labelset
     from nft_fw.launchpad import records
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.runners import local as loop
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
     conn.launchpad.reset("", require_password=False)
@@ -363,11 +368,11 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
 def test_one_rule_says_which_prior_label_replaces_a_parent_call() -> None:
     """prior.usable: the label under the key, of the kind asked for, with an energy — what
     the local runner (step.label_chunk, label_structure) and the label Fireworks
-    (firetasks.labelling.take_prior) both ask."""
+    (firetasks.labels.take_prior) both ask."""
     import numpy as np
     from ase import Atoms
 
-    from nft_fw import prior
+    from nft_fw.labels import prior
 
     def label(kind: str, energy: float | None) -> prior.PriorLabel:
         return prior.PriorLabel(

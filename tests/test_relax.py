@@ -7,10 +7,10 @@ import pytest
 from ase.cluster import Octahedron
 from specs import tiny
 
-from nft_fw import descriptors as desc
-from nft_fw import model as mdl
-from nft_fw.calculator import EnsembleCalculator
-from nft_fw.relax import relax, uncertain_sites
+from nft_fw.potential import descriptors as desc
+from nft_fw.potential import model as mdl
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.steps.relax import relax, uncertain_sites
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def setup():
     that its energy surface has a minimum near the cluster's (a random network need not)."""
     from ase.calculators.emt import EMT
 
-    from nft_fw import training
+    from nft_fw.potential import training
 
     atoms = Octahedron("Pt", 4, 1, latticeconstant=3.92)
     atoms.positions += np.random.default_rng(0).normal(0, 0.05, atoms.positions.shape)
@@ -65,7 +65,7 @@ def test_uncertain_sites_are_above_threshold_and_distinct(setup):
 
 
 def test_search_frames_are_even_and_keep_both_ends():
-    from nft_fw.relax import search_frames
+    from nft_fw.steps.relax import search_frames
 
     assert search_frames(4, 10) == [0, 1, 2, 3]
     frames = search_frames(101, 5)
@@ -88,7 +88,7 @@ def test_most_uncertain_takes_each_atom_once_and_only_searched_frames(setup):
 
 
 def test_relax_stop_rules():
-    from nft_fw.decision import relax_stop
+    from nft_fw.steps.decision import relax_stop
 
     rules = {"threshold": 0.1, "patience": 2, "max_rounds": 5}
     assert relax_stop([0.5], **rules) is None
@@ -124,7 +124,7 @@ def test_relax_locally_retrains_from_the_trajectory():
 
 
 def test_relax_and_transfer_fields_are_validated():
-    from nft_fw.campaign import CampaignError, load_campaign, prepare
+    from nft_fw.spec.campaign import CampaignError, load_campaign, prepare
 
     bad = tiny(
         relax={"optimizer": "newton", "fmax": -1},
@@ -154,7 +154,7 @@ def test_relax_and_transfer_fields_are_validated():
 
 
 def test_search_frames_end_where_asked_and_first_above_finds_the_frontier(setup):
-    from nft_fw.relax import first_above, search_frames
+    from nft_fw.steps.relax import first_above, search_frames
 
     assert search_frames(10, 25) == list(range(10))
     assert search_frames(301, 5) == [0, 75, 150, 225, 300]
@@ -184,7 +184,7 @@ def test_relax_search_until_takes_chunks_only_where_the_model_first_left_its_dat
     # round 1's chunks were cut from frames at or before that step
     labels = [lb for lb in out.labels if lb.iteration == 1]
     assert labels and all(lb.phase == "relax" for lb in labels)
-    from nft_fw.chunks import cut
+    from nft_fw.structures.chunks import cut
 
     frames = [out.trajectories[0].frames[f] for f in first["frame_steps"]]
     cut_from = {cut(f, lb.centre, lb.radius).hash for f in frames for lb in labels}
@@ -226,7 +226,7 @@ def test_relax_resume_frontier_stops_at_the_level_and_continues_from_there():
     )
     assert third["started_from"] == expected
     # without relax.search_until there is no frontier to resume from
-    from nft_fw.campaign import CampaignError, load_campaign
+    from nft_fw.spec.campaign import CampaignError, load_campaign
 
     with pytest.raises(CampaignError, match=r"relax\.resume: frontier needs relax\.search_until"):
         load_campaign(tiny(relax={"resume": "frontier"}))
@@ -238,8 +238,8 @@ def test_relax_start_after_a_round_that_relaxed_on_past_the_level():
     hands on its own start; resume: start always relaxes the target."""
     from ase import Atoms
 
-    from nft_fw.campaign import load_campaign
-    from nft_fw.step import relax_start
+    from nft_fw.spec.campaign import load_campaign
+    from nft_fw.steps.step import relax_start
 
     frames = [Atoms("Pt", positions=[[0, 0, x]]) for x in (0.0, 1.0, 2.0)]
     frontier = load_campaign(tiny(relax={"search_until": 0.5, "resume": "frontier"}))

@@ -38,9 +38,9 @@ def relax_campaign() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def finished(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
     from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     tmp = tmp_path_factory.mktemp("relax")
     conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
@@ -53,8 +53,8 @@ def finished(db_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_relax_rounds_run_as_fireworks_and_stop_by_the_rule(finished: Any) -> None:
-    from nft_fw import decision
     from nft_fw.launchpad import records
+    from nft_fw.steps import decision
 
     conn, _, code, _ = finished
     assert code == 0
@@ -100,7 +100,7 @@ def test_trajectory_chunks_are_labelled_once_and_trained_on(finished: Any) -> No
         # out of sample: round r−1's model on the centres of the chunks it chose
         from bson import ObjectId
 
-        from nft_fw import model as mdl
+        from nft_fw.potential import model as mdl
 
         before = rounds[r["iteration"] - 1]
         ens = mdl.Ensemble.from_bytes(records.get_bytes(db, ObjectId(before["model_file"])))
@@ -124,8 +124,8 @@ def test_trajectory_chunks_are_labelled_once_and_trained_on(finished: Any) -> No
 
 
 def test_transfer_targets_are_relaxed_and_flagged_by_the_rule(finished: Any) -> None:
-    from nft_fw import kept as kept_mod
     from nft_fw.launchpad import campaigns, records
+    from nft_fw.steps import kept as kept_mod
 
     conn, _, _, _ = finished
     db = conn.launchpad.db
@@ -170,8 +170,9 @@ def test_report_has_the_relaxation_figures_and_the_parent_call_bill(finished: An
 
 
 def test_history_phases_and_export_of_the_final_model(finished: Any, tmp_path: Path) -> None:
-    from nft_fw.calculator import EnsembleCalculator
-    from nft_fw.launchpad import campaigns, records, relaxation
+    from nft_fw.launchpad import campaigns, records
+    from nft_fw.launchpad import relax as relaxation
+    from nft_fw.potential.calculator import EnsembleCalculator
 
     conn, _, _, _ = finished
     db = conn.launchpad.db
@@ -194,8 +195,9 @@ def test_history_phases_and_export_of_the_final_model(finished: Any, tmp_path: P
 
 
 def test_follow_up_campaign_inherits_labels_and_model(finished: Any) -> None:
-    from nft_fw.firetasks import training
-    from nft_fw.launchpad import campaigns, records, relaxation
+    from nft_fw.firetasks import iteration as training
+    from nft_fw.launchpad import campaigns, records
+    from nft_fw.launchpad import relax as relaxation
 
     conn, _, _, _ = finished
     db = conn.launchpad.db
@@ -224,9 +226,9 @@ def test_amend_changes_what_comes_next_and_refuses_the_rest(connection: Any) -> 
     import subprocess
     import sys
 
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import campaigns, records
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     spec = relax_campaign()
     spec["relax"]["search_until"] = 0.5

@@ -362,7 +362,7 @@ def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
     and the trainer goes on with the rest."""
     import flaky_parent
 
-    from nft_fw.firetasks import labelling
+    from nft_fw.firetasks import labels as labelling
     from nft_fw.launchpad import records
 
     lp = connection.launchpad

@@ -1,4 +1,4 @@
-"""Replay (nft_fw.replay, bench/dft_replay.py): NFT training re-run on exported labels alone
+"""Replay (nft_fw.runners.replay, bench/dft_replay.py): NFT training re-run on exported labels alone
 gives the campaign's own history with the same settings, never calls the parent, and its
 noise floor and cross-validation measure what they say. Real EMT, real training."""
 
@@ -24,8 +24,9 @@ KEYS = ("iteration", "n_chunks", "new_chunks", "structure_uncertainty", "mean_un
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    from nft_fw import labelset, loop
-    from nft_fw.campaign import load_campaign
+    from nft_fw.labels import files as labelset
+    from nft_fw.runners import local as loop
+    from nft_fw.spec.campaign import load_campaign
 
     spec = small_campaign("replayed")
     result = loop.run_locally(load_campaign(spec), progress=False)
@@ -35,8 +36,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 def _inputs(path: Path, spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-    from nft_fw import prior, replay
-    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.labels import prior
+    from nft_fw.runners import replay
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     prepared = prepare(load_campaign(spec))
     labels = prior.read(path, prepared.parent.settings_hash)
@@ -58,7 +60,7 @@ def _inputs(path: Path, spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
 
 @pytest.mark.integration
 def test_replay_with_the_campaign_settings_gives_its_history(exported: Any) -> None:
-    from nft_fw import replay
+    from nft_fw.runners import replay
 
     result, path = exported
     prepared, images, chunks, refs = _inputs(path, small_campaign("replayed"))
@@ -76,7 +78,7 @@ def test_replay_with_the_campaign_settings_gives_its_history(exported: Any) -> N
 
 @pytest.mark.integration
 def test_replay_with_other_settings_trains_on_the_same_chunks(exported: Any) -> None:
-    from nft_fw import replay
+    from nft_fw.runners import replay
 
     result, path = exported
     other = copy.deepcopy(small_campaign("replayed"))
@@ -91,7 +93,7 @@ def test_replay_with_other_settings_trains_on_the_same_chunks(exported: Any) -> 
 
 @pytest.mark.integration
 def test_noise_floor_is_each_central_force_against_the_whole_structure(exported: Any) -> None:
-    from nft_fw import replay
+    from nft_fw.runners import replay
 
     result, path = exported
     _, _, chunks, (ref,) = _inputs(path, small_campaign("replayed"))
@@ -106,7 +108,7 @@ def test_noise_floor_is_each_central_force_against_the_whole_structure(exported:
 
 @pytest.mark.integration
 def test_cross_validation_scores_held_out_chunks(exported: Any) -> None:
-    from nft_fw import replay
+    from nft_fw.runners import replay
 
     _, path = exported
     prepared, images, chunks, _ = _inputs(path, small_campaign("replayed"))
@@ -137,7 +139,8 @@ def test_the_replay_command_prints_the_table_and_the_noise_floor(exported: Any) 
 def test_the_shipped_gpaw_noise_floor_is_the_one_documented() -> None:
     """docs/gpaw.md quotes the noise floor of the shipped Pt140 labels: recomputed from the
     shipped files (no DFT), the figure holds."""
-    from nft_fw import prior, replay
+    from nft_fw.labels import prior
+    from nft_fw.runners import replay
 
     data = ROOT / "bench" / "data"
     labels = prior.read(data / "pt140-gpaw-labels.extxyz", "", accept_parent_mismatch=True)

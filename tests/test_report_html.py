@@ -7,7 +7,7 @@ from pathlib import Path
 
 from browser import render
 
-from nft_fw import html_report
+from nft_fw.report import page as html_report
 
 # a 1×1 PNG
 PIXEL = base64.b64decode(

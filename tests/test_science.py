@@ -13,10 +13,12 @@ from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from scipy.spatial.transform import Rotation
 
-from nft_fw import chunks, decision, initial, training, uncertainty
-from nft_fw import descriptors as desc
-from nft_fw import model as mdl
-from nft_fw.calculator import EnsembleCalculator
+from nft_fw.potential import descriptors as desc
+from nft_fw.potential import model as mdl
+from nft_fw.potential import training, uncertainty
+from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.steps import decision
+from nft_fw.structures import chunks, initial
 
 
 def _emt(atoms):
@@ -336,7 +338,7 @@ def test_a_campaign_that_states_its_accuracy_stops_when_the_evidence_says_so() -
 def test_a_stated_accuracy_with_a_dft_parent_warns_what_the_estimate_cannot_see() -> None:
     import yaml
 
-    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     root = Path(__file__).resolve().parent.parent / "nft_fw" / "examples"
     data = yaml.safe_load((root / "pt140-gpaw.yaml").read_text())
@@ -363,7 +365,7 @@ def test_diverse_centres_skip_near_copies_of_a_picked_environment() -> None:
 
 
 def test_calibration_covers_the_stated_fraction_and_predicts_the_next_points() -> None:
-    from nft_fw import calibration
+    from nft_fw.potential import calibration
 
     rng = np.random.default_rng(0)
     deltas = rng.uniform(0.1, 1.0, 400)
@@ -400,7 +402,7 @@ def test_calibration_covers_the_stated_fraction_and_predicts_the_next_points() -
 
 
 def test_calculator_carries_the_calibration(tmp_path) -> None:
-    from nft_fw.calibration import Calibration
+    from nft_fw.potential.calibration import Calibration
 
     ens, _ = _tiny_training(0)
     plain = EnsembleCalculator(ens)
@@ -421,7 +423,7 @@ def test_calculator_carries_the_calibration(tmp_path) -> None:
 
 
 def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
-    from nft_fw.step import out_of_sample
+    from nft_fw.steps.step import out_of_sample
 
     predicted = np.zeros((5, 3))
     predicted[2] = [1.0, 0.0, 0.0]
@@ -439,9 +441,9 @@ def test_out_of_sample_figures_use_the_previous_forces_at_the_centres() -> None:
 
 
 def test_threshold_applies_to_the_calibrated_delta_when_asked() -> None:
-    from nft_fw.campaign import CampaignSpec
-    from nft_fw.kept import kept_iteration
-    from nft_fw.step import threshold_values
+    from nft_fw.spec.campaign import CampaignSpec
+    from nft_fw.steps.kept import kept_iteration
+    from nft_fw.steps.step import threshold_values
 
     base = {
         "name": "t",

@@ -60,9 +60,9 @@ def test_db_start_auth_requires_a_login(auth_server: Any) -> None:
 
 @pytest.mark.slow
 def test_no_credentials_in_anything_a_campaign_writes(auth_server: Any, tmp_path: Path) -> None:
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.cli import run_campaign
     from nft_fw.launchpad.connection import from_uri
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     _, info = auth_server
     uri = f"mongodb://nft:{PASSWORD}@{info['address']}/?authSource=admin"

@@ -49,9 +49,9 @@ def _serve(conn: Any, *extra: str, env: dict[str, str] | None = None) -> tuple[A
 def test_the_live_page_shows_the_next_iteration_without_a_reload(
     connection: Any, tmp_path: Path
 ) -> None:
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.submission import submit
     from nft_fw.launchpad import queue, records
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     submit(connection.launchpad, prepare(load_campaign(small_campaign(NAME))))
     db = connection.launchpad.db

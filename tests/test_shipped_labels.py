@@ -13,9 +13,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "nft_fw" / "examples"
 
 
 def test_the_whole_particle_reference_is_the_example_target_labelled_by_gpaw() -> None:
-    from nft_fw.campaign import load_campaign
-    from nft_fw.parents import get_parent
-    from nft_fw.structures import build_nanoparticle, rattle
+    from nft_fw.parents.parent import get_parent
+    from nft_fw.spec.campaign import load_campaign
+    from nft_fw.structures.particles import build_nanoparticle, rattle
 
     frames = ase.io.read(DATA / "pt140-gpaw-reference.extxyz", ":")
     (full,) = [f for f in frames if f.info["nft_kind"] == "full"]
@@ -55,7 +55,7 @@ def test_the_whole_particle_reference_is_the_example_target_labelled_by_gpaw() -
 def test_the_continuation_takes_every_shipped_label_under_its_own_mixer() -> None:
     """pt140-gpaw-continue.yaml labels with GPAW's Pulay mixer where the shipped labels used
     the default one: the mixer is not in the settings hash, so each of them is its own."""
-    from nft_fw.campaign import load_campaign, prepare
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     frames = ase.io.read(DATA / "pt140-gpaw-labels.extxyz", ":")
     assert {"mixer" in f.info["nft_parent_params"] for f in frames} == {False}
@@ -69,8 +69,8 @@ def test_the_continuation_takes_every_shipped_label_under_its_own_mixer() -> Non
 
 
 def test_the_campaign_labels_are_the_example_campaigns() -> None:
-    from nft_fw.campaign import load_campaign
-    from nft_fw.parents import get_parent
+    from nft_fw.parents.parent import get_parent
+    from nft_fw.spec.campaign import load_campaign
 
     spec = load_campaign(EXAMPLES / "pt140-gpaw.yaml")
     frames = ase.io.read(DATA / "pt140-gpaw-labels.extxyz", ":")
@@ -98,8 +98,8 @@ def test_the_campaign_labels_are_the_example_campaigns() -> None:
 
 
 def test_the_second_reference_is_the_seed_1_particle_with_the_campaigns_parent() -> None:
-    from nft_fw.campaign import load_any_campaign, load_campaign, prepare_nearsightedness
-    from nft_fw.parents import get_parent
+    from nft_fw.parents.parent import get_parent
+    from nft_fw.spec.campaign import load_any_campaign, load_campaign, prepare_nearsightedness
 
     frames = ase.io.read(DATA / "pt140-gpaw-reference-seed1.extxyz", ":")
     (full,) = [f for f in frames if f.info["nft_kind"] == "full"]

@@ -11,7 +11,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.cluster import Octahedron
 
-from nft_fw.structures import (
+from nft_fw.structures.particles import (
     StructureError,
     build_nanoparticle,
     rattle,
@@ -209,7 +209,7 @@ def test_extxyz_written_by_nft_fw_reads_back_exactly_with_plain_ase() -> None:
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from nft_fw import atoms_io
+    from nft_fw.structures import atoms_io
 
     rng = np.random.default_rng(7)
     cluster = Octahedron("Pt", 4, 1)
@@ -243,7 +243,7 @@ def test_extxyz_written_by_nft_fw_reads_back_exactly_with_plain_ase() -> None:
 def test_atoms_document_round_trips_through_json_exactly() -> None:
     import json
 
-    from nft_fw import atoms_io
+    from nft_fw.structures import atoms_io
 
     atoms = bulk("Pt", cubic=True)
     atoms.rattle(0.1, seed=2)
@@ -258,7 +258,7 @@ def test_atoms_document_round_trips_through_json_exactly() -> None:
 
 
 def test_label_frames_mark_the_trained_atoms_and_refuse_unknown_kinds(tmp_path: Path) -> None:
-    from nft_fw import labelset
+    from nft_fw.labels import files as labelset
 
     chunk = Octahedron("Pt", 3, 1)
     forces = np.random.default_rng(0).normal(size=(len(chunk), 3))

@@ -39,7 +39,7 @@ from typing import Any
 
 from fireworks import FiretaskBase, Firework, Workflow
 
-from nft_fw.campaign import LAYOUT, CampaignSpec, label_category, labels_per_firework
+from nft_fw.spec.campaign import LAYOUT, CampaignSpec, label_category, labels_per_firework
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _spec(campaign: CampaignSpec, role: str, category: str, priority: int, **ext
 
 def _round_batch(campaign: CampaignSpec, n_items: int) -> int:
     """Items per label Firework for a round of ``n_items``: the campaign's
-    (:func:`nft_fw.campaign.labels_per_firework`), raised so that the round has at most
+    (:func:`nft_fw.spec.campaign.labels_per_firework`), raised so that the round has at most
     ``service.max_label_fireworks`` label Fireworks."""
     base = labels_per_firework(campaign)
     return max(base, -(-n_items // campaign.service.max_label_fireworks))

@@ -19,14 +19,14 @@ from typing import Any
 
 from fireworks import FiretaskBase, Firework, Workflow
 
-from nft_fw.campaign import (
+from nft_fw.spec.campaign import (
     NEARSIGHTEDNESS,
     NearsightednessSpec,
     PreparedNearsightedness,
     analysis_category,
     label_category,
 )
-from nft_fw.nearsightedness import FULL_ITEM, plan_items
+from nft_fw.steps.nearsightedness import FULL_ITEM, plan_items
 from nft_fw.workflows.campaign import LABEL_PRIORITY, TRAIN_PRIORITY
 
 # the whole structure is the longest single calculation: start it before the chunks

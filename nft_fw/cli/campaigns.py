@@ -15,7 +15,6 @@ from typing import Any
 
 from rich.table import Table
 
-from nft_fw.campaign import NEARSIGHTEDNESS
 from nft_fw.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -31,6 +30,7 @@ from nft_fw.cli.common import (
     console,
     err_console,
 )
+from nft_fw.spec.campaign import NEARSIGHTEDNESS
 
 # ---------------------------------------------------------------- campaigns
 
@@ -73,14 +73,14 @@ def _validate_nearsightedness(args: argparse.Namespace, prepared: Any) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from nft_fw.campaign import kind_of
+    from nft_fw.spec.campaign import kind_of
 
     prepared = _load(args.campaign)
     return VALIDATORS[kind_of(prepared)](args, prepared)
 
 
 def _md_summary(spec: Any) -> dict[str, Any] | None:
-    from nft_fw import step
+    from nft_fw.steps import step
 
     if spec.md is None:
         return None
@@ -273,7 +273,7 @@ def _duration(seconds: float) -> str:
 
 
 def _phase_line(rec: dict[str, Any]) -> str:
-    from nft_fw import md as md_mod
+    from nft_fw.steps import md as md_mod
 
     name = rec["campaign"]
     if rec["phase"] == "md":
@@ -375,9 +375,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_amend(args: argparse.Namespace) -> int:
     """Change settings of a submitted campaign for what it has not done yet."""
-    from nft_fw.amend import parse_settings
-    from nft_fw.campaign import CampaignError
     from nft_fw.launchpad import campaigns
+    from nft_fw.spec.amend import parse_settings
+    from nft_fw.spec.campaign import CampaignError
 
     try:
         settings = parse_settings(args.set)
@@ -400,9 +400,9 @@ def cmd_amend(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from nft_fw import md as md_mod
     from nft_fw.firetasks import kinds
     from nft_fw.launchpad import queue, records
+    from nft_fw.steps import md as md_mod
 
     with _reading(args) as conn, _campaign_errors():
         db = conn.launchpad.db
@@ -630,11 +630,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     independent check of the exported model against EMT on the whole particle."""
     from ase.calculators.emt import EMT
 
-    from nft_fw.calculator import EnsembleCalculator
     from nft_fw.firetasks import kinds
     from nft_fw.launchpad import campaigns
     from nft_fw.launchpad.connection import connect
-    from nft_fw.step import error_figures
+    from nft_fw.potential.calculator import EnsembleCalculator
+    from nft_fw.steps.step import error_figures
 
     campaign = args.campaign or str(EXAMPLES_DIR / "pt260-emt.yaml")
     prepared = _load(campaign)
@@ -739,7 +739,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
         help="a setting to change (repeatable), e.g. relax.max_rounds=20; only settings that "
-        "decide what comes next (nft_fw.amend.AMENDABLE)",
+        "decide what comes next (nft_fw.spec.amend.AMENDABLE)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true")
     _add_connection_options(p)

@@ -175,7 +175,7 @@ def _print_tables(tables: Sequence[tuple[Table, int | None]]) -> None:
 def _load(path: str) -> Any:
     """Validate and prepare a campaign file of any kind (NFT, or ``kind: nearsightedness``);
     bad input becomes a UsageError (exit 2)."""
-    from nft_fw.campaign import CampaignError, load_any_campaign, prepare_any
+    from nft_fw.spec.campaign import CampaignError, load_any_campaign, prepare_any
 
     try:
         return prepare_any(load_any_campaign(path))
@@ -193,7 +193,7 @@ def _campaign_errors() -> Iterator[None]:
 
 
 def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
-    from nft_fw.model import ModelFormatError
+    from nft_fw.potential.model import ModelFormatError
 
     with _reading(args) as conn:
         try:
@@ -227,7 +227,7 @@ TRANSFER_OPTIONAL = (
 def _phase_tables(
     name: str, history: list[dict[str, Any]], wide: bool = False
 ) -> list[tuple[Table, int | None]]:
-    from nft_fw import md_plots, plots, relax_plots
+    from nft_fw.report import md_plots, plots, relax_plots
 
     tables = []
     for phase, title, columns, rows, optional in (

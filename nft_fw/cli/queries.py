@@ -117,8 +117,8 @@ def _export_labels(args: argparse.Namespace) -> int:
     """``nft-fw labels NAME --export FILE``: every label as exact extended XYZ."""
     from collections import Counter
 
-    from nft_fw import labelset
     from nft_fw.firetasks import kinds
+    from nft_fw.labels import files as labelset
 
     frames = _with_campaign(args, lambda db: kinds.of_campaign(db, args.name).frames(db, args.name))
     path = Path(args.export)
@@ -134,7 +134,7 @@ def _export_labels(args: argparse.Namespace) -> int:
 
 def cmd_lammps(args: argparse.Namespace) -> int:
     try:
-        from nft_fw.lammps import run_input
+        from nft_fw.potential.lammps import run_input
     except ImportError as err:  # pragma: no cover - the set-up installs it
         raise UsageError(
             f"{err}: install Debian's lammps and python3-lammps (make setup-dev links them "
@@ -155,8 +155,8 @@ def cmd_lammps(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nft_fw.calculator import EnsembleCalculator
-    from nft_fw.launchpad import relaxation
+    from nft_fw.launchpad import relax as relaxation
+    from nft_fw.potential.calculator import EnsembleCalculator
 
     def get(db: Any) -> Any:
         from nft_fw.firetasks import kinds
@@ -203,11 +203,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _write_products(db: Any, name: str, directory: str, fmt: str) -> dict[str, Path]:
     """The relaxed structures, relaxation frames, transfer targets and MD trajectory of a
-    stored campaign, written by :func:`nft_fw.products.write` (as the local runner's)."""
+    stored campaign, written by :func:`nft_fw.runners.products.write` (as the local runner's)."""
     from bson import ObjectId
 
-    from nft_fw import kept, products
-    from nft_fw.launchpad import campaigns, dynamics, records
+    from nft_fw.launchpad import campaigns, records
+    from nft_fw.launchpad import md as dynamics
+    from nft_fw.runners import products
+    from nft_fw.steps import kept
 
     def structures(file_id: str) -> list[Any]:
         return records.get_structures(db, ObjectId(file_id))
@@ -240,7 +242,9 @@ def _numbers(text: str, kind: type, what: str) -> list[Any]:
 
 def cmd_nearsightedness(args: argparse.Namespace) -> int:
 
-    from nft_fw import nearsightedness as ns
+    from nft_fw.report import nearsightedness as ns_report
+    from nft_fw.steps import nearsightedness as ns
+    from nft_fw.structures.chunks import random_centres
 
     prepared = _load(args.campaign)
     atoms = prepared.target
@@ -250,13 +254,13 @@ def cmd_nearsightedness(args: argparse.Namespace) -> int:
     elif args.centres:
         centres = _numbers(args.centres, int, "--centres")
     else:
-        centres = ns.random_centres(len(atoms), args.n_centres, args.seed)
+        centres = random_centres(len(atoms), args.n_centres, args.seed)
     try:
         result = ns.nearsightedness(atoms, prepared.parent, centres, radii, full=not args.no_full)
     except ValueError as err:
         raise UsageError(str(err)) from err
     out = Path(args.out or f"{prepared.spec.name}-nearsightedness")
-    paths = ns.write(result, out, args.tolerance, prepared.spec.name)
+    paths = ns_report.write(result, out, args.tolerance, prepared.spec.name)
     data = result.to_dict(args.tolerance)
     if args.json:
         console.print_json(

@@ -22,8 +22,8 @@ from nft_fw.cli.common import (
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from nft_fw import parallel
-    from nft_fw.parents import get_parent
+    from nft_fw.parents import parallel
+    from nft_fw.parents.parent import get_parent
 
     ranks = parallel.launched_ranks()
     if ranks > 1:

@@ -14,7 +14,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.emt import EMT
 
-from nft_fw.parents import Parent, get_parent, register_parent
+from nft_fw.parents.parent import Parent, get_parent, register_parent
 
 
 def bucket(atoms: Atoms) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ase.calculators.emt import EMT
 
-from nft_fw.parents import Parent, get_parent, register_parent
+from nft_fw.parents.parent import Parent, get_parent, register_parent
 
 
 class CollectiveEMT(EMT):

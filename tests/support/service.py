@@ -49,7 +49,7 @@ def wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 def submit(conn: Any, spec: dict[str, Any]) -> None:
-    from nft_fw.campaign import load_campaign, prepare
     from nft_fw.firetasks.submission import submit as submit_campaign
+    from nft_fw.spec.campaign import load_campaign, prepare
 
     submit_campaign(conn.launchpad, prepare(load_campaign(spec)))

@@ -1,4 +1,4 @@
-"""Campaign files for the tests, as dicts for nft_fw.campaign.load_campaign: the small
+"""Campaign files for the tests, as dicts for nft_fw.spec.campaign.load_campaign: the small
 79-atom campaign the service and parity tests share and the tiny 44-atom one of the fast and
 fault tests."""
 

@@ -1,0 +1,156 @@
+"""What the init and trainer Fireworks of an NFT campaign do: load the step's inputs from the
+database, call the science core (:func:`nft_fw.steps.step.nft_step`), store its outputs and name
+the next label items. Nothing here computes beyond that; nothing here stores but through
+:mod:`nft_fw.launchpad`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from bson import ObjectId
+from pymongo.database import Database
+
+from nft_fw.launchpad import campaigns, records
+from nft_fw.steps import decision, step
+
+log = logging.getLogger(__name__)
+
+
+def initial_items(db: Database, name: str) -> list[dict[str, Any]]:
+    """Generate the initial structures (unless a labelled file was given), store them, and
+    return the label items for round 0."""
+    prepared = campaigns.context(db, name)
+    records.update_campaign(db, name, state="running", iteration=None)
+    if prepared.spec.initial.file is not None:
+        return []
+    if records.get_campaign(db, name).get("inherited_from"):
+        return []  # a follow-up campaign starts with its parent campaign's labels
+    structures = step.initial_structures(prepared)
+    file_id = records.put_structures(db, structures, f"{name}/initial.extxyz")
+    records.update_campaign(db, name, initial_file=str(file_id))
+    return [{"kind": "image", "source": str(file_id), "index": i} for i in range(len(structures))]
+
+
+def validation_forces(db: Database, name: str) -> np.ndarray | None:
+    """The parent's forces on the whole target (computed once, kept in GridFS)."""
+    doc = records.get_campaign(db, name)
+    if not doc["spec"]["validation"]["true_forces"]:
+        return None
+    if doc.get("true_forces_file"):
+        return records.get_array(db, ObjectId(doc["true_forces_file"]))
+    prepared = campaigns.context(db, name)
+    forces = step.target_forces(prepared)
+    file_id = records.put_array(db, forces, f"{name}/true_forces.npy")
+    records.update_campaign(db, name, true_forces_file=str(file_id))
+    return forces
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    record: dict[str, Any]
+    step: decision.Continue | decision.Stop
+    items: list[dict[str, Any]]
+
+
+def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
+    """NFT iteration ``iteration`` (:func:`nft_fw.steps.step.nft_step`) on every label of the
+    campaign so far: record it and decide. Rerunning it replaces the record and the model
+    of that iteration."""
+    t_start = time.perf_counter()
+    campaigns.import_offline_labels(db, name)
+    prepared = campaigns.context(db, name)
+    previous = campaigns.load_model(db, name, iteration - 1) if iteration > 0 else None
+    if previous is None and iteration == 0:
+        previous = campaigns.inherited_model(db, name)
+    history = [r for r in records.iterations(db, name) if r["iteration"] < iteration]
+    prediction = None
+    if history:
+        prediction = step.Prediction(
+            records.get_array(db, ObjectId(history[-1]["forces_file"])),
+            records.get_array(db, ObjectId(history[-1]["delta_file"])),
+        )
+    inputs = step.NFTInputs(
+        prepared,
+        iteration,
+        campaigns.stored_images(db, name),
+        campaigns.stored_chunks(db, name),
+        previous=previous,
+        history=history,
+        previous_prediction=prediction,
+        true_forces=validation_forces(db, name),
+        failed_centres=campaigns.failed_nft_centres(db, name),
+        features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
+    )
+    t_loaded = time.perf_counter()
+    out = step.nft_step(inputs)
+
+    model_id = records.put_bytes(
+        db, out.ensemble.to_bytes(), f"{name}/nft/model-{iteration}.nftm", kind="model"
+    )
+    delta_id = records.put_array(db, out.assessment.delta, f"{name}/nft/delta-{iteration}.npy")
+    forces_id = records.put_array(
+        db, out.assessment.mean_forces, f"{name}/nft/forces-{iteration}.npy"
+    )
+    for old in records.iterations(db, name):
+        if old["iteration"] == iteration:  # a rerun: drop the files of the replaced record
+            for key in ("model_file", "delta_file", "forces_file"):
+                if old.get(key):
+                    records.delete_file(db, ObjectId(old[key]))
+    record = {
+        **out.record,
+        "model_file": str(model_id),
+        "delta_file": str(delta_id),
+        "forces_file": str(forces_id),
+        "fw_id": fw_id,
+    }
+    record["timings"] = {
+        "gather_s": t_loaded - t_start,
+        **out.record["timings"],
+        "total_s": time.perf_counter() - t_start,
+    }
+    records.put_iteration(db, record)
+    items: list[dict[str, Any]] = []
+    if isinstance(out.decision, decision.Continue):
+        records.update_campaign(db, name, state="running", iteration=iteration)
+        source = records.get_campaign(db, name)["target_file"]
+        items = [chunk_item(r, source) for r in out.requests]
+    else:
+        records.update_campaign(
+            db,
+            name,
+            state="trained",
+            iteration=iteration,
+            best_iteration=out.decision.best_iteration,
+            stop_reason=out.decision.reason,
+            stop_detail=out.decision.detail,
+        )
+    log.info(
+        "campaign %s iteration %d (fw %s): δ max %.3f eV/Å, %s",
+        name,
+        iteration,
+        fw_id,
+        record["structure_uncertainty"],
+        type(out.decision).__name__,
+    )
+    return TrainOutcome(record=record, step=out.decision, items=items)
+
+
+def chunk_item(request: step.ChunkRequest, source: str) -> dict[str, Any]:
+    """The label item of a chunk request: its chunk is cut from stored structure ``source``
+    (frame ``request.frame`` of it, for relaxation chunks)."""
+    item: dict[str, Any] = {
+        "kind": "chunk",
+        "source": source,
+        "centre": request.centre,
+        "radius": request.radius,
+        "iteration": request.iteration,
+        "phase": request.phase,
+    }
+    if request.frame is not None:
+        item["frame"] = request.frame
+    return item
