@@ -160,7 +160,7 @@ def main() -> None:
     for assignment in args.set:
         _set(data, assignment)
     spec = load_campaign(data)
-    m = step.md_spec(spec)
+    m = spec.md_spec
     t0 = time.perf_counter()
     result = run_locally(spec, progress=False, save_to=args.save_model)
     nft_s = time.perf_counter() - t0
@@ -171,9 +171,9 @@ def main() -> None:
     segments = run.segments
     atoms0 = run.runs[0].frames[0]
     n_atoms = len(atoms0)
-    total = step.md_total_steps(spec)
+    total = spec.md_total_steps
     length_ps = total * m.timestep_fs / 1000.0
-    threshold = step.md_threshold(spec)
+    threshold = spec.md_threshold
     pauses = sum(1 for s in segments if s["paused"])
     labels = len(run.labels)
 

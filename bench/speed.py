@@ -85,7 +85,7 @@ labels = [step.label_chunk(prepared, step.cut_chunk(prepared, c), 1) for c in ra
 t0 = time.perf_counter()
 feats = step.chunk_features(labels, ens.spec)
 t_feat = time.perf_counter() - t0
-cfg = step.train_config(spec, 1)
+cfg = spec.train_config(1)
 runs = []
 for _ in range(2):
     t0 = time.perf_counter()

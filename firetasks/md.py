@@ -70,7 +70,7 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
         )  # fmt: skip
     parent_hash = prepared.parent.settings_hash
     failed = {d["hash"] for d in records.failures(db, name) if d["parent_hash"] == parent_hash}
-    m = step.md_spec(spec)
+    m = spec.md_spec
     out = step.md_step(
         step.MDInputs(
             prepared,

@@ -80,16 +80,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _md_summary(spec: Any) -> dict[str, Any] | None:
-    from nft_fw.steps import step
 
     if spec.md is None:
         return None
     return {
         **spec.md.model_dump(mode="json", include={"integrator", "temperature_K", "timestep_fs",
                                                    "length_ps", "max_pauses"}),
-        "steps": step.md_total_steps(spec),
-        "structure": step.md_structure(spec),
-        "threshold": step.md_threshold(spec),
+        "steps": spec.md_total_steps,
+        "structure": spec.md_structure,
+        "threshold": spec.md_threshold,
     }  # fmt: skip
 
 

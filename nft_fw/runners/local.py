@@ -43,7 +43,6 @@ from nft_fw.steps.step import (
     md_start,
     md_start_structure,
     md_step,
-    md_structure,
     nft_step,
     relax_start,
     relax_step,
@@ -407,7 +406,7 @@ def md_locally(
         prepared = dataclasses.replace(prepared, spec=spec)
     spec = prepared.spec
     show: Progress | None = _rich_progress_md() if progress is True else (progress or None)
-    if md_structure(spec) == "relaxed" and relaxed is None:
+    if spec.md_structure == "relaxed" and relaxed is None:
         raise ValueError("md.structure is relaxed: pass the relax_locally result")
     atoms = md_start_structure(
         spec,

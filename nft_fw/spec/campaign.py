@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
 from ase import Atoms
@@ -58,6 +58,11 @@ from nft_fw.structures.particles import (
     validate_atoms,
     vegard_lattice_constant,
 )
+
+if TYPE_CHECKING:  # imported where used: loading a campaign file needs no JAX
+    from nft_fw.potential.descriptors import DescriptorSpec
+    from nft_fw.potential.model import Architecture
+    from nft_fw.potential.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +306,24 @@ class ModelSpec(_Spec):
         "is the ensemble's alone. emt: ASE's EMT (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O). "
         "What it does for robustness: docs/gpaw.md, 'A baseline under the network'.",
     )
+
+    def descriptor_spec(self, elements: Sequence[str]) -> DescriptorSpec:
+        """The descriptor these settings give for ``elements``."""
+        from nft_fw.potential.descriptors import DescriptorSpec
+
+        return DescriptorSpec.default(
+            elements,
+            cutoff=self.cutoff,
+            n_radial=self.n_radial,
+            g5_eta=tuple(self.angular_etas),
+            g5_zeta=tuple(self.angular_zetas),
+        )
+
+    @property
+    def architecture(self) -> Architecture:
+        from nft_fw.potential.model import Architecture
+
+        return Architecture(tuple(self.hidden_layers), self.ensemble_size, self.activation)
 
 
 #: Training fields of nft-fw 0.1 that are gone, and why.
@@ -809,11 +832,9 @@ class CampaignSpec(_Spec):
                         "or run the MD on target",
                     )
                 )
-        # the pause level as the MD phase resolves it (nft_fw.steps.step.md_threshold): a null
-        # md.threshold falls back to relax.threshold, then nft.threshold
-        pause = self.md and (
-            self.md.threshold or (self.relax and self.relax.threshold) or self.nft.threshold
-        )
+        # the pause level as the MD phase resolves it: a null md.threshold falls back to
+        # relax.threshold, then nft.threshold
+        pause = self.md_threshold if self.md is not None else None
         if self.md is not None and pause and (self.md.candidate_threshold or 0.0) > pause:
             errors.append(
                 (
@@ -844,6 +865,66 @@ class CampaignSpec(_Spec):
         if errors:
             raise CampaignError.from_errors(errors)
         return self
+
+    # ------------------------------------------------------------ settings as the phases use them
+
+    def train_config(self, iteration: int) -> TrainConfig:
+        """The optimiser's settings for NFT iteration or relax/MD round ``iteration``: the
+        first training (or every one without warm starts) runs ``initial_steps``."""
+        from nft_fw.potential.training import TrainConfig
+
+        t = self.training
+        first = iteration == 0 or not t.warm_start
+        return TrainConfig(
+            steps=t.initial_steps if first else t.steps_per_iteration,
+            learning_rate=t.learning_rate,
+            final_learning_rate=t.final_learning_rate,
+            batches=t.batches_per_step,
+            energy_weight=t.energy_weight,
+            force_weight=t.force_weight,
+            bootstrap=t.bootstrap,
+            seed=self.nft.seed + 1000 * iteration,
+        )
+
+    @property
+    def relax_settings(self) -> RelaxSpec:
+        """The relaxation's settings (the defaults for a campaign without a relax section:
+        its transfer targets are relaxed with them)."""
+        return self.relax if self.relax is not None else RelaxSpec()
+
+    @property
+    def relax_threshold(self) -> float:
+        """δ the relax rounds aim below: relax.threshold, else nft.threshold."""
+        return self.relax_settings.threshold or self.nft.threshold
+
+    @property
+    def md_spec(self) -> MDSpec:
+        """The MD phase's settings; ValueError for a campaign without one."""
+        if self.md is None:
+            raise ValueError(f"campaign {self.name} has no MD phase (md: null)")
+        return self.md
+
+    @property
+    def md_threshold(self) -> float:
+        """δ at which the MD pauses: md.threshold, else the relax rounds' threshold."""
+        return self.md_spec.threshold or self.relax_threshold
+
+    @property
+    def md_candidate_threshold(self) -> float:
+        """δ above which an atom may be a chunk centre at a pause (default half the
+        threshold)."""
+        return self.md_spec.candidate_threshold or 0.5 * self.md_threshold
+
+    @property
+    def md_total_steps(self) -> int:
+        """The run's length in steps: md.length_ps over md.timestep_fs, rounded."""
+        m = self.md_spec
+        return max(1, round(m.length_ps * 1000.0 / m.timestep_fs))
+
+    @property
+    def md_structure(self) -> str:
+        """What the MD runs on: target, relaxed or a transfer target's name."""
+        return self.md_spec.structure or ("relaxed" if self.relax is not None else "target")
 
     def to_yaml(self) -> str:
         """The spec as YAML that :func:`load_campaign` reads back to an equal spec."""

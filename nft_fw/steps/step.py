@@ -41,7 +41,7 @@ from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
 from nft_fw.potential import uncertainty as unc
 from nft_fw.potential.calculator import EnsembleCalculator
-from nft_fw.spec.campaign import CampaignSpec, MDSpec, ModelSpec, Prepared, RelaxSpec
+from nft_fw.spec.campaign import CampaignSpec, Prepared
 from nft_fw.steps import decision
 from nft_fw.steps import md as md_mod
 from nft_fw.steps.kept import kept_iteration
@@ -51,20 +51,6 @@ from nft_fw.structures import chunks as chunk_mod
 from nft_fw.structures import initial as init_mod
 
 # ----------------------------------------------------------------------------- set-up
-
-
-def descriptor_spec(model: ModelSpec, elements: Sequence[str]) -> desc.DescriptorSpec:
-    return desc.DescriptorSpec.default(
-        elements,
-        cutoff=model.cutoff,
-        n_radial=model.n_radial,
-        g5_eta=tuple(model.angular_etas),
-        g5_zeta=tuple(model.angular_zetas),
-    )
-
-
-def architecture(model: ModelSpec) -> mdl.Architecture:
-    return mdl.Architecture(tuple(model.hidden_layers), model.ensemble_size, model.activation)
 
 
 def composition(prepared: Prepared) -> dict[str, float]:
@@ -87,7 +73,7 @@ def initial_structures(prepared: Prepared) -> list[Atoms]:
         seed=spec.initial.seed,
     )
     return init_mod.select(
-        cands, spec.initial.n_structures, descriptor_spec(spec.model, prepared.elements)
+        cands, spec.initial.n_structures, spec.model.descriptor_spec(prepared.elements)
     )
 
 
@@ -96,8 +82,8 @@ def fresh_ensemble(prepared: Prepared, images: Sequence[tr.Image]) -> mdl.Ensemb
     to what is left of them after the model's baseline)."""
     spec = prepared.spec
     ensemble = tr.make_ensemble(
-        descriptor_spec(spec.model, prepared.elements),
-        architecture(spec.model),
+        spec.model.descriptor_spec(prepared.elements),
+        spec.model.architecture,
         residual_images(images, spec.model.baseline),
         unlabelled=[prepared.target],
         seed=spec.nft.seed,
@@ -117,62 +103,12 @@ def residual_images(images: Sequence[tr.Image], baseline: str) -> list[tr.Image]
     return out
 
 
-def train_config(spec: CampaignSpec, iteration: int) -> tr.TrainConfig:
-    t = spec.training
-    first = iteration == 0 or not t.warm_start
-    return tr.TrainConfig(
-        steps=t.initial_steps if first else t.steps_per_iteration,
-        learning_rate=t.learning_rate,
-        final_learning_rate=t.final_learning_rate,
-        batches=t.batches_per_step,
-        energy_weight=t.energy_weight,
-        force_weight=t.force_weight,
-        bootstrap=t.bootstrap,
-        seed=spec.nft.seed + 1000 * iteration,
-    )
-
-
-def relax_settings(spec: CampaignSpec) -> RelaxSpec:
-    return spec.relax if spec.relax is not None else RelaxSpec()
-
-
-def relax_threshold(spec: CampaignSpec) -> float:
-    return relax_settings(spec).threshold or spec.nft.threshold
-
-
-def md_spec(spec: CampaignSpec) -> MDSpec:
-    if spec.md is None:
-        raise ValueError(f"campaign {spec.name} has no MD phase (md: null)")
-    return spec.md
-
-
 def md_settings(spec: CampaignSpec) -> md_mod.MDSettings:
-    m = md_spec(spec)
+    m = spec.md_spec
     return md_mod.MDSettings(m.integrator, m.temperature_K, m.timestep_fs, m.thermostat_time_fs)
 
 
-def md_threshold(spec: CampaignSpec) -> float:
-    return md_spec(spec).threshold or relax_threshold(spec)
-
-
 MD_CALIBRATION_POINTS = 50  # out-of-sample points the MD phase's calibration of δ is fitted on
-
-
-def md_candidate_threshold(spec: CampaignSpec) -> float:
-    """δ above which an atom may be a chunk centre at a pause (default half the threshold)."""
-    return md_spec(spec).candidate_threshold or 0.5 * md_threshold(spec)
-
-
-def md_total_steps(spec: CampaignSpec) -> int:
-    """The run's length in steps: md.length_ps over md.timestep_fs, rounded."""
-    m = md_spec(spec)
-    return max(1, round(m.length_ps * 1000.0 / m.timestep_fs))
-
-
-def md_structure(spec: CampaignSpec) -> str:
-    """What the MD runs on: target, relaxed or a transfer target's name."""
-    m = md_spec(spec)
-    return m.structure or ("relaxed" if spec.relax is not None else "target")
 
 
 def md_start_structure(
@@ -184,7 +120,7 @@ def md_start_structure(
     """The structure the MD starts from (``md.structure``): the target, the kept relax
     round's final structure (``relaxed()``; None when no round ran) or the transfer target
     of that name (``transfer(name)``; None when there is none)."""
-    which = md_structure(spec)
+    which = spec.md_structure
     if which == "target":
         return target
     if which == "relaxed":
@@ -203,7 +139,7 @@ def md_start_structure(
 
 def md_start(spec: CampaignSpec, atoms: Atoms) -> md_mod.MDState:
     """Step 0 of the MD phase on ``atoms``: Maxwell–Boltzmann velocities, seeded."""
-    m = md_spec(spec)
+    m = spec.md_spec
     return md_mod.start(atoms, md_settings(spec), spec.nft.seed if m.seed is None else m.seed)
 
 
@@ -373,7 +309,7 @@ def fit(
 ) -> Fit:
     """Train on every label, warm-started from ``previous`` when given and the campaign
     allows it (``training.warm_start``), else from a fresh ensemble; ``config_iteration``
-    picks the step count and seed (:func:`train_config`)."""
+    picks the step count and seed (:meth:`CampaignSpec.train_config`)."""
     spec = prepared.spec
     if not images:
         raise RuntimeError(
@@ -396,7 +332,7 @@ def fit(
     feats = features(chunks, ensemble.spec, ensemble.baseline)
     arrays = tr.image_arrays(residual_images(images, ensemble.baseline), ensemble.spec)
     t_feat = time.perf_counter() - t0
-    ensemble, metrics = tr.train(ensemble, arrays, feats, train_config(spec, config_iteration))
+    ensemble, metrics = tr.train(ensemble, arrays, feats, spec.train_config(config_iteration))
     return Fit(ensemble, metrics, t_feat)
 
 
@@ -700,7 +636,7 @@ def relax_start(
     when the round before crossed the level, else the frame that round started from;
     otherwise (and for round 0) the target (None). Returns the structure and what to
     record."""
-    rs = relax_settings(spec)
+    rs = spec.relax_settings
     if rs.resume != "frontier" or previous is None:
         return None, None
     frontier = previous.get("stopped_above")
@@ -775,8 +711,8 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     frames after the start."""
     prepared, number = inputs.prepared, inputs.number
     spec = prepared.spec
-    rs = relax_settings(spec)
-    threshold = relax_threshold(spec)
+    rs = spec.relax_settings
+    threshold = spec.relax_threshold
     metrics: dict[str, Any] | None = None
     oos: dict[str, Any] = {}
     ensemble = inputs.model
@@ -932,7 +868,7 @@ def transfer_step(inputs: TransferInputs) -> TransferOutcome:
     flagged: its largest δ ≥ FLAG_RATIO × the trained target's, at the start or at the
     relaxed end (a rattled start is unfamiliar to any model, a shape stays so)."""
     spec = inputs.prepared.spec
-    rs = relax_settings(spec)
+    rs = spec.relax_settings
     t0 = time.perf_counter()
     trajectory = relax(
         inputs.atoms, EnsembleCalculator(inputs.model), rs.fmax, rs.max_steps, rs.optimizer
@@ -1032,10 +968,10 @@ def md_step(inputs: MDInputs) -> MDOutcome:
     to its length unwatched and counts its steps above the threshold."""
     prepared, number = inputs.prepared, inputs.number
     spec = prepared.spec
-    m = md_spec(spec)
+    m = spec.md_spec
     settings = md_settings(spec)
-    threshold = md_threshold(spec)
-    total = md_total_steps(spec)
+    threshold = spec.md_threshold
+    total = spec.md_total_steps
     md_chunks = [c for c in inputs.chunks if c.phase == "md"]
     new = sorted((c for c in md_chunks if c.iteration == number), key=lambda c: (c.centre, c.hash))
     t_train = time.perf_counter()
@@ -1127,7 +1063,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         "steps_above_threshold": above,
         "pauses_left": max(0, m.max_pauses - number - int(paused)),
         "threshold": threshold,
-        "candidate_threshold": md_candidate_threshold(spec),
+        "candidate_threshold": spec.md_candidate_threshold,
         "delta_scale": scale,
         "structure_uncertainty": segment.max_uncertainty,
         "start_max_uncertainty": float(log["max_delta"][0]),
@@ -1169,7 +1105,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         chosen = trajectory_chunks(
             trajectory,
             list(range(len(segment.frames))),
-            md_candidate_threshold(spec),
+            spec.md_candidate_threshold,
             ensemble.spec,
             m.chunks_per_pause,
             m.selection,
