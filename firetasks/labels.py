@@ -18,6 +18,7 @@ from pymongo.database import Database
 
 from nft_fw.labels import label as labeldoc
 from nft_fw.labels import prior as prior_mod
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.launchpad import nearsightedness as ns_store
 from nft_fw.parents.parent import LabelFailed, get_parent
@@ -86,7 +87,7 @@ def label_items(
             errors.append(f"{where} (hash {label_hash[:12]}): {err}")
             campaigns.record_failure(
                 db, name, parent, item, atoms, label_hash, err, fw_id,
-                phase=item.get("phase", "nft"), iteration=item.get("iteration", 0),
+                phase=item.get("phase", Phase.NFT), iteration=item.get("iteration", 0),
             )  # fmt: skip
             log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
             continue

@@ -15,6 +15,7 @@ from typing import Any
 from pymongo.database import Database
 
 from nft_fw.firetasks import iteration as training
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.launchpad import md as dynamics
 from nft_fw.launchpad import relax as relaxation
@@ -60,7 +61,7 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
             )
         source = before[-1]
         model = relaxation.load(db, source)
-        model_from = {"phase": "md", "iteration": number - 1}
+        model_from = {"phase": Phase.MD, "iteration": number - 1}
         start = dynamics.state(db, source)
     resume = dynamics.get_checkpoint(db, name, number)
     if resume is not None:
@@ -81,7 +82,7 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
             campaigns.stored_images(db, name),
             campaigns.stored_chunks(db, name),
             history=records.iterations(db, name),
-            rounds=records.iterations(db, name, phase="relax"),
+            rounds=records.iterations(db, name, phase=Phase.RELAX),
             segments=before,
             resume=resume,
             checkpoint=lambda r: dynamics.put_checkpoint(db, name, number, r),
@@ -92,14 +93,14 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
             else None,
         )
     )
-    relaxation.replace_files(db, name, "md", number)
+    relaxation.replace_files(db, name, Phase.MD, number)
     seg = out.segment
     frames_id = records.put_structures(db, seg.frames, f"{name}/md/frames-{number}.extxyz")
     state_id = records.put_structures(
         db, [seg.state.to_frame()], f"{name}/md/state-{number}.extxyz"
     )
     record = {**out.record, "frames_file": str(frames_id), "state_file": str(state_id)}
-    trained = out.record["model_from"] == {"phase": "md", "iteration": number}
+    trained = out.record["model_from"] == {"phase": Phase.MD, "iteration": number}
     if trained:
         record["model_file"] = dynamics.checkpoint_model(db, name, number) or str(
             records.put_bytes(

@@ -27,6 +27,7 @@ from nft_fw.firetasks import iteration as training
 from nft_fw.firetasks import labels as labelling
 from nft_fw.firetasks import md as dynamics
 from nft_fw.firetasks import relax as relaxing
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, queue, records, reports
 from nft_fw.launchpad import relax as relaxation
 from nft_fw.report import summary as nft_report
@@ -116,7 +117,7 @@ class InitTask(_CampaignTask):
         items = labelling.round_items(db, name, training.initial_items(db, name))
         spec = self._spec()
         return self._append(
-            lambda: shapes.round_workflow(spec, "nft", 0, items, TASKS, self.fw_id),
+            lambda: shapes.round_workflow(spec, Phase.NFT, 0, items, TASKS, self.fw_id),
             {"initial_structures": len(items)},
         )
 
@@ -188,7 +189,7 @@ class TrainTask(_RoundTask):
     round, or when NFT stops the relaxation phase or the transfer relaxations."""
 
     required_params: ClassVar[list[str]] = ["campaign", "iteration"]
-    phase, counter = "nft", "iteration"
+    phase, counter = Phase.NFT, "iteration"
 
     def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
         out = training.train(db, name, number, fw_id)
@@ -218,7 +219,7 @@ class RelaxTask(_RoundTask):
     retraining ends, the transfer relaxations."""
 
     required_params: ClassVar[list[str]] = ["campaign", "round"]
-    phase, counter = "relax", "round"
+    phase, counter = Phase.RELAX, "round"
 
     def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
         out = relaxing.relax_round(db, name, number, fw_id)
@@ -241,7 +242,7 @@ class MDTask(_RoundTask):
     relaxations. A checkpoint saved by a killed run of this Firework is continued."""
 
     required_params: ClassVar[list[str]] = ["campaign", "segment"]
-    phase, counter = "md", "segment"
+    phase, counter = Phase.MD, "segment"
 
     def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
         out = dynamics.md_segment(db, name, number, fw_id)

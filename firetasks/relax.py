@@ -16,6 +16,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from nft_fw.firetasks import iteration as training
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.launchpad import relax as relaxation
 from nft_fw.steps import decision, step
@@ -39,17 +40,17 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
     t_start = time.perf_counter()
     campaigns.import_offline_labels(db, name)
     prepared = campaigns.context(db, name)
-    rounds = [r for r in records.iterations(db, name, "relax") if r["iteration"] < number]
+    rounds = [r for r in records.iterations(db, name, Phase.RELAX) if r["iteration"] < number]
     if number == 0:
         model, source = campaigns.best_model(db, name)
-        model_from = {"phase": "nft", "iteration": source["iteration"]}
+        model_from = {"phase": Phase.NFT, "iteration": source["iteration"]}
     else:
         if not rounds or rounds[-1]["iteration"] != number - 1:
             raise RuntimeError(
                 f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
             )
         model = relaxation.load(db, rounds[-1])
-        model_from = {"phase": "relax", "iteration": number - 1}
+        model_from = {"phase": Phase.RELAX, "iteration": number - 1}
     start, started_from = None, None
     if number > 0 and prepared.spec.relax is not None and prepared.spec.relax.resume != "start":
         frames = records.get_structures(db, ObjectId(rounds[-1]["frames_file"]))
@@ -75,7 +76,7 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
         )
     )
     trajectory = out.trajectory
-    relaxation.replace_files(db, name, "relax", number)
+    relaxation.replace_files(db, name, Phase.RELAX, number)
     frames_id = records.put_structures(
         db, [trajectory.frames[f] for f in out.searched], f"{name}/relax/frames-{number}.extxyz"
     )
@@ -138,7 +139,7 @@ def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> d
     out = step.transfer_step(
         step.TransferInputs(prepared, index, entry["name"], atoms, ensemble, source)
     )
-    relaxation.replace_files(db, name, "transfer", index)
+    relaxation.replace_files(db, name, Phase.TRANSFER, index)
     final_id = records.put_structures(
         db, [out.trajectory.final], f"{name}/transfer/{entry['name']}-final.extxyz"
     )

@@ -20,6 +20,7 @@ from pymongo.database import Database
 
 from nft_fw.labels import label as labeldoc
 from nft_fw.labels import prior as prior_mod
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import records
 from nft_fw.parents.parent import LabelFailed, Parent, get_parent
 from nft_fw.potential import model as mdl
@@ -281,7 +282,7 @@ def failed_nft_centres(db: Database, name: str) -> set[int]:
     return {
         int(d["centre"])
         for d in records.failures(db, name)
-        if d["kind"] == "chunk" and d.get("phase", "nft") == "nft"
+        if d["kind"] == "chunk" and d.get("phase", Phase.NFT) == Phase.NFT
     }
 
 
@@ -303,7 +304,11 @@ def with_calibration(db: Database, name: str, ensemble: mdl.Ensemble) -> mdl.Ens
     """``ensemble`` carrying the latest calibration of δ its campaign recorded, NFT
     iterations, relax rounds, then MD segments (``meta.calibration``;
     :mod:`nft_fw.potential.calibration`)."""
-    every = [r for phase in ("nft", "relax", "md") for r in records.iterations(db, name, phase)]
+    every = [
+        r
+        for phase in (Phase.NFT, Phase.RELAX, Phase.MD)
+        for r in records.iterations(db, name, phase)
+    ]
     ensemble.meta.update(kept.calibration_meta(every, name))
     return ensemble
 

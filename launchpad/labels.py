@@ -12,6 +12,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from nft_fw.labels import files as labelset
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import records
 from nft_fw.structures import atoms_io
 
@@ -56,8 +57,8 @@ def phase(doc: dict[str, Any]) -> str:
     chunk's ``nft``, ``relax`` or ``md`` (NFT iteration, relaxation round and MD segment
     numbers overlap: the phase tells them apart)."""
     if doc["kind"] == "image":
-        return "inherited" if doc.get("inherited_from") else "initial"
-    return str(doc.get("phase", "nft"))
+        return "inherited" if doc.get("inherited_from") else Phase.INITIAL
+    return str(doc.get("phase", Phase.NFT))
 
 
 def _cost(doc: dict[str, Any]) -> dict[str, Any]:

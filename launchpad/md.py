@@ -16,13 +16,14 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.launchpad import relax as relaxation
 from nft_fw.potential import model as mdl
 from nft_fw.steps import kept as kept_mod
 from nft_fw.steps import md as md_mod
 
-PHASE = "md"
+PHASE = Phase.MD
 CHECKPOINT = "md_checkpoint"
 
 
@@ -39,7 +40,7 @@ def state(db: Database, record: dict[str, Any]) -> md_mod.MDState:
 
 def relaxed_structure(db: Database, name: str) -> Any:
     """The kept relax round's final structure, or None when no relax round ran."""
-    rounds = records.iterations(db, name, phase="relax")
+    rounds = records.iterations(db, name, phase=Phase.RELAX)
     if not rounds:
         return None
     kept = rounds[kept_mod.kept_round(rounds, campaigns.load_spec(db, name))]

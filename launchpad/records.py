@@ -39,6 +39,7 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from nft_fw.labels.phase import Phase
 from nft_fw.spec import campaign as campaign_spec
 from nft_fw.structures import atoms_io
 
@@ -378,7 +379,7 @@ def delete_iteration(db: Database, campaign: str, phase: str, iteration: int) ->
     db[ITERATIONS].delete_one({"campaign": campaign, "phase": phase, "iteration": iteration})
 
 
-def iterations(db: Database, campaign: str, phase: str | None = "nft") -> list[dict[str, Any]]:
+def iterations(db: Database, campaign: str, phase: str | None = Phase.NFT) -> list[dict[str, Any]]:
     query: dict[str, Any] = {"campaign": campaign}
     if phase is not None:
         query["phase"] = phase

@@ -23,6 +23,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.potential import model as mdl
 from nft_fw.spec.campaign import CampaignSpec
@@ -36,7 +37,7 @@ def load(db: Database, record: dict[str, Any]) -> mdl.Ensemble:
 
 
 def _kept_round(db: Database, name: str) -> dict[str, Any] | None:
-    rounds = records.iterations(db, name, phase="relax")
+    rounds = records.iterations(db, name, phase=Phase.RELAX)
     if not rounds:
         return None
     return rounds[kept.kept_round(rounds, campaigns.load_spec(db, name))]
@@ -54,7 +55,7 @@ def relaxed_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]
 def final_model(db: Database, name: str) -> tuple[mdl.Ensemble, dict[str, Any]]:
     """The campaign's model: the last MD segment's if it ran MD (trained on every label,
     those of its pauses included), else :func:`relaxed_model`."""
-    segments = records.iterations(db, name, phase="md")
+    segments = records.iterations(db, name, phase=Phase.MD)
     if not segments:
         return relaxed_model(db, name)
     rec = segments[-1]

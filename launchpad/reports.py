@@ -7,6 +7,7 @@ from __future__ import annotations
 from bson import ObjectId
 from pymongo.database import Database
 
+from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.report import summary as science
 from nft_fw.steps import kept as kept_mod
@@ -31,9 +32,9 @@ def gather(db: Database, name: str) -> science.ReportInputs:
         doc=doc,
         spec=spec,
         history=history,
-        rounds=records.iterations(db, name, phase="relax"),
-        transfers=records.iterations(db, name, phase="transfer"),
-        segments=records.iterations(db, name, phase="md"),
+        rounds=records.iterations(db, name, phase=Phase.RELAX),
+        transfers=records.iterations(db, name, phase=Phase.TRANSFER),
+        segments=records.iterations(db, name, phase=Phase.MD),
         labels=list(db[records.LABELS].find({"campaign": name}, label_fields)),
         predicted=records.get_array(db, ObjectId(kept["forces_file"])),
         delta=records.get_array(db, ObjectId(kept["delta_file"])),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     )
     from nft_fw.spec.campaign import CampaignError, CampaignSpec, load_campaign
 
+
 __all__ = [
     "CampaignError",
     "CampaignSpec",

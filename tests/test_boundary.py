@@ -241,6 +241,7 @@ def test_launchpad_runs_no_parent_and_no_step() -> None:
 # relaxation — belongs to firetasks/ or the CLI, which load, call and store.
 LAUNCHPAD_MAY_USE: dict[str, set[str] | None] = {
     "nft_fw.spec.campaign": None,  # the spec (every name)
+    "nft_fw.labels.phase": None,  # the phases' names
     "nft_fw.spec.amend": {"amend"},  # a change of the spec, validated as a whole
     "nft_fw.structures.atoms_io": {"extxyz_text", "read_extxyz_text", "from_doc", "to_doc"},
     "nft_fw.labels.label": {"ChunkLabel", "chunk_label", "image_label", "image_doc"},

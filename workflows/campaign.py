@@ -39,6 +39,7 @@ from typing import Any
 
 from fireworks import FiretaskBase, Firework, Workflow
 
+from nft_fw.labels.phase import Phase
 from nft_fw.spec.campaign import LAYOUT, CampaignSpec, label_category, labels_per_firework
 
 
@@ -151,9 +152,9 @@ def round_workflow(
     """Round ``number`` of ``phase`` ("nft", "relax" or "md"): label Fireworks for
     ``items`` and the trainer depending on all of them (with no items, the trainer alone)."""
     labels = _label_fireworks(campaign, phase, number, items, appended_by, tasks)
-    if phase == "relax":
+    if phase == Phase.RELAX:
         task = tasks.relax(campaign=campaign.name, round=number)
-    elif phase == "md":
+    elif phase == Phase.MD:
         task = tasks.md(campaign=campaign.name, segment=number)
     else:
         task = tasks.train(campaign=campaign.name, iteration=number)

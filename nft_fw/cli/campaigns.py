@@ -30,6 +30,7 @@ from nft_fw.cli.common import (
     console,
     err_console,
 )
+from nft_fw.labels.phase import Phase
 from nft_fw.spec.campaign import NEARSIGHTEDNESS
 
 # ---------------------------------------------------------------- campaigns
@@ -200,7 +201,7 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
                 if progress not in labelling_shown and w["label_fireworks"]:
                     labelling_shown.add(progress)
                     console.print(_labelling_line(db, n, w))
-        for rec in records.phase_records(db, family, ("relax", "transfer", "md")):
+        for rec in records.phase_records(db, family, (Phase.RELAX, Phase.TRANSFER, Phase.MD)):
             key = (rec["campaign"], rec["phase"], rec["iteration"])
             if key not in seen:
                 seen.add(key)
@@ -275,14 +276,14 @@ def _phase_line(rec: dict[str, Any]) -> str:
     from nft_fw.steps import md as md_mod
 
     name = rec["campaign"]
-    if rec["phase"] == "md":
+    if rec["phase"] == Phase.MD:
         return (
             f"{name} MD segment {rec['iteration']}: steps {rec['start_step']}–{rec['end_step']} "
             f"({rec['start_ps']:.3f}–{rec['end_ps']:.3f} ps), +{rec['new_chunks']} chunks, δ max "
             f"{rec['structure_uncertainty']:.3f} eV/Å, T {rec['mean_temperature_K']:.0f} K, "
             + md_mod.ending(rec)
         )
-    if rec["phase"] == "relax":
+    if rec["phase"] == Phase.RELAX:
         line = (
             f"{name} relax round {rec['iteration']}: chunks {rec['n_chunks']} "
             f"(+{rec['new_chunks']} from trajectories), {rec['n_steps']} steps, δ max along "
@@ -448,11 +449,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "relax_stop_reason": doc.get("relax_stop_reason"),
                     "flagged_transfers": [
                         r["name"]
-                        for r in records.iterations(db, name, phase="transfer")
+                        for r in records.iterations(db, name, phase=Phase.TRANSFER)
                         if r.get("flagged")
                     ],
                     "md_segment": doc.get("md_segment"),
-                    "md_left_data": md_mod.left_data(records.phase_records(db, [name], ["md"])),
+                    "md_left_data": md_mod.left_data(records.phase_records(db, [name], [Phase.MD])),
                     "running": queue.running(conn.launchpad, name),
                 }
             )

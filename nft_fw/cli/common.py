@@ -16,6 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from nft_fw.labels.phase import Phase
+
 logger = logging.getLogger("nft_fw.cli")
 # Piped output (logs, CI) is 120 columns wide unless $COLUMNS says otherwise; tables leave
 # out the columns that do not fit (_fitted), so no cell is ever cut.
@@ -204,7 +206,7 @@ def _with_campaign(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
             raise UsageError(f"{getattr(args, 'name', 'campaign')}: {err}") from err
 
 
-PHASES = ("nft", "relax", "md", "transfer")
+PHASES = (Phase.NFT, Phase.RELAX, Phase.MD, Phase.TRANSFER)
 
 
 # columns a narrow terminal leaves out first (--wide shows every column)
@@ -231,11 +233,11 @@ def _phase_tables(
 
     tables = []
     for phase, title, columns, rows, optional in (
-        ("nft", "NFT iterations", plots.HISTORY_COLUMNS, plots.history_table, HISTORY_OPTIONAL),
-        ("relax", "relax", relax_plots.RELAX_COLUMNS, relax_plots.relax_table, RELAX_OPTIONAL),
-        ("md", "MD segments", md_plots.MD_COLUMNS, md_plots.md_table, MD_OPTIONAL),
+        (Phase.NFT, "NFT iterations", plots.HISTORY_COLUMNS, plots.history_table, HISTORY_OPTIONAL),
+        (Phase.RELAX, "relax", relax_plots.RELAX_COLUMNS, relax_plots.relax_table, RELAX_OPTIONAL),
+        (Phase.MD, "MD segments", md_plots.MD_COLUMNS, md_plots.md_table, MD_OPTIONAL),
         (
-            "transfer", "transfer", relax_plots.TRANSFER_COLUMNS, relax_plots.transfer_table,
+            Phase.TRANSFER, "transfer", relax_plots.TRANSFER_COLUMNS, relax_plots.transfer_table,
             TRANSFER_OPTIONAL,
         ),
     ):  # fmt: skip

@@ -22,6 +22,7 @@ from nft_fw.cli.common import (
     console,
     err_console,
 )
+from nft_fw.labels.phase import Phase
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -214,9 +215,9 @@ def _write_products(db: Any, name: str, directory: str, fmt: str) -> dict[str, P
     def structures(file_id: str) -> list[Any]:
         return records.get_structures(db, ObjectId(file_id))
 
-    rounds = records.iterations(db, name, phase="relax")
-    transfers = records.iterations(db, name, phase="transfer")
-    segments = records.iterations(db, name, phase="md")
+    rounds = records.iterations(db, name, phase=Phase.RELAX)
+    transfers = records.iterations(db, name, phase=Phase.TRANSFER)
+    segments = records.iterations(db, name, phase=Phase.MD)
     spec = campaigns.load_spec(db, name)
     return products.write(
         directory,
@@ -324,7 +325,7 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument(
         "--phase",
-        choices=["all", "nft", "relax", "md", "transfer"],
+        choices=["all", Phase.NFT, Phase.RELAX, Phase.MD, Phase.TRANSFER],
         default="all",
         help="which records: NFT iterations, relax rounds, MD segments, transfer targets "
         "(default all)",

@@ -26,11 +26,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from nft_fw.cli.common import EXIT_OK, UsageError, _add_connection_options, _open, console
+from nft_fw.labels.phase import Phase
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 USER = "nft-fw"
 #: the record fields a page shows, by phase
-PHASES = ("nft", "relax", "md", "transfer")
+PHASES = (Phase.NFT, Phase.RELAX, Phase.MD, Phase.TRANSFER)
 
 
 def _number(value: Any) -> float | None:

@@ -36,11 +36,13 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from nft_fw.labels.phase import Phase
 from nft_fw.structures import atoms_io
 from nft_fw.structures.chunks import structure_id
 
 KINDS = ("image", "chunk", "full")
-PHASES = ("initial", "nft", "relax", "md", "inherited", "validation", "nearsightedness")
+PHASES = (Phase.INITIAL, Phase.NFT, Phase.RELAX, Phase.MD, "inherited", "validation",
+          "nearsightedness")  # fmt: skip
 
 
 def frame(
@@ -100,7 +102,8 @@ def frame(
 
 
 #: The order of an export's frames by phase (images and chunks alike).
-PHASE_ORDER = ("initial", "inherited", "nft", "relax", "md", "validation", "nearsightedness")
+PHASE_ORDER = (Phase.INITIAL, "inherited", Phase.NFT, Phase.RELAX, Phase.MD, "validation",
+               "nearsightedness")  # fmt: skip
 
 
 def in_order(frames: Iterable[Atoms]) -> list[Atoms]:

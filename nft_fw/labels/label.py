@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from nft_fw.labels import prior as prior_mod
+from nft_fw.labels.phase import Phase
 from nft_fw.labels.prior import PriorLabel, PriorLabels
 from nft_fw.parents.parent import Parent, SinglePoint
 from nft_fw.potential import training as tr
@@ -39,7 +40,7 @@ class ChunkLabel:
     energy: float
     forces: np.ndarray
     seconds: float = 0.0
-    phase: str = "nft"
+    phase: Phase = Phase.NFT
 
     @property
     def central_force(self) -> np.ndarray:
@@ -77,7 +78,7 @@ def chunk_label(doc: dict[str, Any]) -> ChunkLabel:
         energy=float(doc["energy"]),
         forces=np.asarray(doc["forces"], dtype=float),
         seconds=float(doc.get("seconds") or 0.0),
-        phase=doc.get("phase", "nft"),
+        phase=Phase(doc.get("phase", Phase.NFT)),
     )
 
 
@@ -137,7 +138,7 @@ def chunk_doc(
         "hash": label_hash,
         "parent_hash": parent_hash,
         "kind": "chunk",
-        "phase": item.get("phase", "nft"),
+        "phase": item.get("phase", Phase.NFT),
         "iteration": item["iteration"],
         "centre": item["centre"],
         "source": item["source"],

@@ -29,6 +29,7 @@ import numpy as np
 from ase import Atoms
 
 from nft_fw.labels import files as labelset
+from nft_fw.labels.phase import Phase
 from nft_fw.structures.chunks import chunk_hash, cut, structure_id
 
 
@@ -248,7 +249,7 @@ def planned_centres(
         return []
     out = []
     for lb in prior.labels.values():
-        if lb.kind != "chunk" or lb.phase != "nft" or lb.number != iteration:
+        if lb.kind != "chunk" or lb.phase != Phase.NFT or lb.number != iteration:
             continue
         if lb.centre is None or lb.radius is None or not 0 <= lb.centre < len(target):
             continue
@@ -267,7 +268,7 @@ def planned_relax_chunks(prior: PriorLabels | None, round_number: int) -> list[P
     out = [
         lb
         for lb in prior.labels.values()
-        if lb.kind == "chunk" and lb.phase == "relax" and lb.number == round_number
+        if lb.kind == "chunk" and lb.phase == Phase.RELAX and lb.number == round_number
         and lb.radius is not None
     ]  # fmt: skip
     return sorted(out, key=lambda lb: (lb.centre if lb.centre is not None else -1, lb.hash))

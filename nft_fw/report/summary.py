@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nft_fw.labels.phase import Phase
 from nft_fw.report import md_plots, plots, relax_plots
 from nft_fw.report import page as html_report
 from nft_fw.spec.campaign import CampaignSpec
@@ -89,9 +90,11 @@ def parent_call_bill(inputs: ReportInputs) -> dict[str, Any]:
     Chen, Peterson, J. Chem. Phys. 156, 064104 (2022))."""
     own = [d for d in inputs.labels if not d.get("inherited_from") and "prior_campaign" not in d]
     images = sum(1 for d in own if d["kind"] == "image")
-    nft_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase", "nft") == "nft")
-    relax_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == "relax")
-    md_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == "md")
+    nft_chunks = sum(
+        1 for d in own if d["kind"] == "chunk" and d.get("phase", Phase.NFT) == Phase.NFT
+    )
+    relax_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == Phase.RELAX)
+    md_chunks = sum(1 for d in own if d["kind"] == "chunk" and d.get("phase") == Phase.MD)
     out: dict[str, Any] = {
         "initial_images": images,
         "nft_chunks": nft_chunks,

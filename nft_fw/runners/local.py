@@ -21,6 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from nft_fw.labels import files as labelset
+from nft_fw.labels.phase import Phase
 from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
 from nft_fw.potential.calculator import EnsembleCalculator
@@ -193,7 +194,7 @@ def label_frames(result: LocalResult, extra: Sequence[ChunkLabel] = ()) -> list[
     }
     out = [
         labelset.frame(
-            image.atoms, kind="image", phase="initial", number=0, forces=image.forces,
+            image.atoms, kind="image", phase=Phase.INITIAL, number=0, forces=image.forces,
             energy=image.energy, label_hash=image.id, **common,
         )
         for image in result.images
@@ -251,7 +252,7 @@ def relax_locally(
     spec = prepared.spec
     show: Progress | None = _rich_progress_relax() if progress is True else (progress or None)
     model = result.calculator.ensemble
-    model_from = {"phase": "nft", "iteration": result.best_iteration}
+    model_from = {"phase": Phase.NFT, "iteration": result.best_iteration}
     chunks = list(result.labels)
     known = {lb.hash for lb in chunks}
     labels: list[ChunkLabel] = []
@@ -287,11 +288,11 @@ def relax_locally(
             if chunk.hash in known:
                 continue
             known.add(chunk.hash)
-            label = label_chunk(prepared, chunk, number, phase="relax")
+            label = label_chunk(prepared, chunk, number, phase=Phase.RELAX)
             labels.append(label)
             chunks.append(label)
         model = mdl.Ensemble.from_bytes(blobs[-1])
-        model_from = {"phase": "relax", "iteration": number - 1}
+        model_from = {"phase": Phase.RELAX, "iteration": number - 1}
     kept = mdl.Ensemble.from_bytes(blobs[stop.best_iteration])
     kept.meta.update(calibration_meta([*result.history, *rounds], spec.name))
     return RelaxResult(
@@ -416,11 +417,11 @@ def md_locally(
     )
     if relaxed is not None:
         model, rounds = relaxed.calculator.ensemble, relaxed.rounds
-        model_from = {"phase": "relax", "iteration": relaxed.kept_round}
+        model_from = {"phase": Phase.RELAX, "iteration": relaxed.kept_round}
         chunks = [*result.labels, *relaxed.labels]
     else:
         model, rounds = result.calculator.ensemble, []
-        model_from = {"phase": "nft", "iteration": result.best_iteration}
+        model_from = {"phase": Phase.NFT, "iteration": result.best_iteration}
         chunks = list(result.labels)
     known = {lb.hash for lb in chunks}
     check = (
@@ -454,11 +455,11 @@ def md_locally(
             if chunk.hash in known:
                 continue
             known.add(chunk.hash)
-            label = label_chunk(prepared, chunk, number, phase="md")
+            label = label_chunk(prepared, chunk, number, phase=Phase.MD)
             labels.append(label)
             chunks.append(label)
         model = mdl.Ensemble.from_bytes(out.ensemble.to_bytes())
-        model_from = {"phase": "md", "iteration": number - 1}
+        model_from = {"phase": Phase.MD, "iteration": number - 1}
         state = stored_state(out.segment.state)
     return MDResult(segments, runs, EnsembleCalculator(out.ensemble), labels)
 

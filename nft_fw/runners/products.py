@@ -21,6 +21,7 @@ from typing import Any
 from ase import Atoms
 from ase.io import write as ase_write
 
+from nft_fw.labels.phase import Phase
 from nft_fw.steps import md as md_mod
 from nft_fw.structures import atoms_io
 
@@ -53,7 +54,7 @@ def relaxed_frames(rounds: Sequence[Record], finals: Sequence[Atoms]) -> list[At
     figures: steps, whether it converged, the model's last largest force and δ."""
     return [
         _tagged(
-            atoms, "relax", r["iteration"], n_steps=int(r["n_steps"]),
+            atoms, Phase.RELAX, r["iteration"], n_steps=int(r["n_steps"]),
             converged=bool(r["converged"]), fmax=float(r["final_fmax"]),
             max_delta=float(r["final_max_uncertainty"]),
             energy=float(r["steps"][-1]["energy"]) if r.get("steps") else None,
@@ -66,7 +67,7 @@ def transfer_frames(transfers: Sequence[Record], finals: Sequence[Atoms]) -> lis
     """The relaxed structure of every transfer target, named, with whether it was flagged."""
     return [
         _tagged(
-            atoms, "transfer", r["iteration"], name=str(r["name"]),
+            atoms, Phase.TRANSFER, r["iteration"], name=str(r["name"]),
             n_steps=int(r["n_steps"]), converged=bool(r["converged"]),
             fmax=float(r["final_fmax"]), max_delta=float(r["final_max_uncertainty"]),
             flagged=bool(r["flagged"]), flagged_at_end=bool(r["flagged_at_end"]),
@@ -81,7 +82,7 @@ def relax_trajectory_frames(record: Record, frames: Sequence[Atoms]) -> list[Ato
     steps = record["steps"]
     return [
         _tagged(
-            atoms, "relax", record["iteration"], step=int(k),
+            atoms, Phase.RELAX, record["iteration"], step=int(k),
             energy=float(steps[k]["energy"]), fmax=float(steps[k]["fmax"]),
             max_delta=float(steps[k]["max_uncertainty"]),
         )
@@ -104,7 +105,7 @@ def md_trajectory_frames(
         for step, atoms in zip(record["frame_steps"], stored, strict=True):
             row = int(step) - first
             frame = _tagged(
-                atoms, "md", record["iteration"], step=int(step), time_ps=int(step) * dt,
+                atoms, Phase.MD, record["iteration"], step=int(step), time_ps=int(step) * dt,
                 potential_energy=float(log["potential_energy"][row]),
                 kinetic_energy=float(log["kinetic_energy"][row]),
                 temperature_K=float(log["temperature_K"][row]),

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from nft_fw.labels.phase import Phase
 from nft_fw.labels.prior import PriorLabel, PriorLabels
 from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
@@ -75,13 +76,15 @@ def _chunk(lb: PriorLabel) -> ChunkLabel:
         energy=float(lb.energy or 0.0),
         forces=lb.forces.copy(),
         seconds=float(lb.seconds or 0.0),
-        phase="nft",
+        phase=Phase.NFT,
     )
 
 
 def nft_chunks(prior: PriorLabels) -> list[ChunkLabel]:
     """The NFT chunks of a label file (relaxation and other chunks left out)."""
-    return [_chunk(lb) for lb in prior.labels.values() if lb.kind == "chunk" and lb.phase == "nft"]
+    return [
+        _chunk(lb) for lb in prior.labels.values() if lb.kind == "chunk" and lb.phase == Phase.NFT
+    ]
 
 
 def references(prior: PriorLabels, name: str) -> list[Reference]:

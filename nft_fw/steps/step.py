@@ -34,6 +34,7 @@ from ase import Atoms
 from nft_fw.labels import label as labeldoc
 from nft_fw.labels import prior as prior_mod
 from nft_fw.labels.label import ChunkLabel
+from nft_fw.labels.phase import Phase
 from nft_fw.potential import baseline as bl
 from nft_fw.potential import calibration
 from nft_fw.potential import descriptors as desc
@@ -156,7 +157,7 @@ class ChunkRequest:
     centre: int
     radius: float
     iteration: int
-    phase: str = "nft"
+    phase: Phase = Phase.NFT
     frame: int | None = None
     given: Atoms | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -169,7 +170,7 @@ def cut_chunk(prepared: Prepared, centre: int, target: Atoms | None = None) -> c
 
 
 def label_chunk(
-    prepared: Prepared, chunk: chunk_mod.Chunk, iteration: int, phase: str = "nft"
+    prepared: Prepared, chunk: chunk_mod.Chunk, iteration: int, phase: str = Phase.NFT
 ) -> ChunkLabel:
     """A chunk's label from the campaign's prior labels or the parent
     (:func:`nft_fw.labels.label.label`, as a label Firework makes it)."""
@@ -528,7 +529,7 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     )  # fmt: skip
     ensemble, metrics = trained.ensemble, trained.metrics
     result = assess(ensemble, prepared.target, inputs.true_forces)
-    nft_chunks = [c for c in inputs.chunks if c.phase == "nft"]
+    nft_chunks = [c for c in inputs.chunks if c.phase == Phase.NFT]
     new = sorted((c for c in nft_chunks if c.iteration == k), key=lambda c: (c.centre, c.hash))
     oos: dict[str, Any] = {}
     if inputs.previous_prediction is not None:
@@ -541,7 +542,7 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     history = list(inputs.history)
     record: dict[str, Any] = {
         "campaign": spec.name,
-        "phase": "nft",
+        "phase": Phase.NFT,
         "iteration": k,
         "n_labels": len(inputs.chunks) + len(inputs.images),
         "n_images": len(inputs.images),
@@ -717,7 +718,7 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     oos: dict[str, Any] = {}
     ensemble = inputs.model
     model_from = dict(inputs.model_from)
-    relax_chunks = [c for c in inputs.chunks if c.phase == "relax"]
+    relax_chunks = [c for c in inputs.chunks if c.phase == Phase.RELAX]
     new = sorted(
         (c for c in relax_chunks if c.iteration == number), key=lambda c: (c.centre, c.hash)
     )
@@ -730,7 +731,7 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
             inputs.features,
         )  # fmt: skip
         ensemble, metrics = trained.ensemble, trained.metrics
-        model_from = {"phase": "relax", "iteration": number}
+        model_from = {"phase": Phase.RELAX, "iteration": number}
     t_relax = time.perf_counter()
     frontier = rs.resume == "frontier"
     trajectory = relax(
@@ -760,7 +761,7 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     best = decision.best_iteration(uncertainties, spec.nft.best_tolerance)
     record: dict[str, Any] = {
         "campaign": spec.name,
-        "phase": "relax",
+        "phase": Phase.RELAX,
         "iteration": number,
         "n_labels": len(inputs.images) + len(inputs.chunks),
         "n_images": len(inputs.images),
@@ -803,7 +804,7 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
                 centre=int(lb.centre if lb.centre is not None else 0),
                 radius=float(lb.radius or prepared.chunk_radius_A),
                 iteration=number + 1,
-                phase="relax",
+                phase=Phase.RELAX,
                 given=lb.structure(),
             )
             for lb in planned
@@ -826,7 +827,7 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
                 centre=chunk.centre,
                 radius=prepared.chunk_radius_A,
                 iteration=number + 1,
-                phase="relax",
+                phase=Phase.RELAX,
                 frame=position[f],
             )
             for f, chunk in chosen
@@ -879,7 +880,7 @@ def transfer_step(inputs: TransferInputs) -> TransferOutcome:
     figures = trajectory_figures(trajectory)
     record: dict[str, Any] = {
         "campaign": spec.name,
-        "phase": "transfer",
+        "phase": Phase.TRANSFER,
         "iteration": inputs.index,
         "name": inputs.name,
         "n_atoms": len(inputs.atoms),
@@ -972,12 +973,14 @@ def md_step(inputs: MDInputs) -> MDOutcome:
     settings = md_settings(spec)
     threshold = spec.md_threshold
     total = spec.md_total_steps
-    md_chunks = [c for c in inputs.chunks if c.phase == "md"]
+    md_chunks = [c for c in inputs.chunks if c.phase == Phase.MD]
     new = sorted((c for c in md_chunks if c.iteration == number), key=lambda c: (c.centre, c.hash))
     t_train = time.perf_counter()
     if inputs.resume is not None:
         ensemble, metrics, oos = inputs.resume.ensemble, inputs.resume.metrics, inputs.resume.oos
-        model_from = {"phase": "md", "iteration": number} if metrics else dict(inputs.model_from)
+        model_from = (
+            {"phase": Phase.MD, "iteration": number} if metrics else dict(inputs.model_from)
+        )
     else:
         ensemble, metrics, oos, model_from = inputs.model, None, {}, dict(inputs.model_from)
         if number > 0 and new:
@@ -988,7 +991,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
                 prepared, inputs.images, inputs.chunks, inputs.model, number, inputs.features
             )
             ensemble, metrics = trained.ensemble, trained.metrics
-            model_from = {"phase": "md", "iteration": number}
+            model_from = {"phase": Phase.MD, "iteration": number}
     train_s = time.perf_counter() - t_train
     before = [*inputs.history, *inputs.rounds, *inputs.segments]
     coverage = spec.nft.calibration_coverage
@@ -1039,7 +1042,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
     reached = int(steps[-1]) >= total
     record: dict[str, Any] = {
         "campaign": spec.name,
-        "phase": "md",
+        "phase": Phase.MD,
         "iteration": number,
         "n_atoms": n_atoms,
         "n_labels": len(inputs.images) + len(inputs.chunks),
@@ -1117,7 +1120,7 @@ def md_step(inputs: MDInputs) -> MDOutcome:
                 centre=chunk.centre,
                 radius=prepared.chunk_radius_A,
                 iteration=number + 1,
-                phase="md",
+                phase=Phase.MD,
                 frame=f,
             )
             for f, chunk in chosen
