@@ -705,6 +705,69 @@ def trajectory_figures(trajectory: Trajectory) -> dict[str, Any]:
     }
 
 
+def _relax_model(
+    inputs: RelaxInputs, new: Sequence[ChunkLabel]
+) -> tuple[mdl.Ensemble, dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
+    """The model a relax round relaxes with (ensemble, training metrics, the previous
+    model's error on the new chunks, where it came from): round 0 the one it was given,
+    later rounds retrained from it on every label."""
+    number = inputs.number
+    if number == 0:
+        return inputs.model, None, {}, dict(inputs.model_from)
+    oos = chunk_out_of_sample(inputs.model, [c.atoms for c in new], [c.central_force for c in new])
+    trained = fit(
+        inputs.prepared, inputs.images, inputs.chunks, inputs.model, max(number, 1),
+        inputs.features,
+    )  # fmt: skip
+    return trained.ensemble, trained.metrics, oos, {"phase": Phase.RELAX, "iteration": number}
+
+
+def _relax_requests(
+    inputs: RelaxInputs,
+    planned: Sequence[prior_mod.PriorLabel],
+    trajectory: Trajectory,
+    searched: list[int],
+    ensemble: mdl.Ensemble,
+) -> list[ChunkRequest]:
+    """The chunks the next round trains on: the prior labels' chunks of that round when
+    the file holds them, else chunks around uncertain atoms of the searched frames."""
+    prepared, number = inputs.prepared, inputs.number
+    if planned:
+        return [
+            ChunkRequest(
+                centre=int(lb.centre if lb.centre is not None else 0),
+                radius=float(lb.radius or prepared.chunk_radius_A),
+                iteration=number + 1,
+                phase=Phase.RELAX,
+                given=lb.structure(),
+            )
+            for lb in planned
+        ]
+    rs = prepared.spec.relax_settings
+    chosen = trajectory_chunks(
+        trajectory,
+        searched,
+        prepared.spec.relax_threshold,
+        ensemble.spec,
+        rs.chunks_per_round,
+        rs.selection,
+        prepared.chunk_radius_A,
+        inputs.known,
+        include_start=inputs.start is not None,
+    )
+    position = {f: j for j, f in enumerate(searched)}
+    return [
+        ChunkRequest(
+            centre=chunk.centre,
+            radius=prepared.chunk_radius_A,
+            iteration=number + 1,
+            phase=Phase.RELAX,
+            frame=position[f],
+        )
+        for f, chunk in chosen
+    ]
+
+
 def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     """One relax round: (from round 1 on) retrain on every label starting from the previous
     round's model, relax the target, record, and while the largest δ along the trajectory
@@ -714,24 +777,11 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     spec = prepared.spec
     rs = spec.relax_settings
     threshold = spec.relax_threshold
-    metrics: dict[str, Any] | None = None
-    oos: dict[str, Any] = {}
-    ensemble = inputs.model
-    model_from = dict(inputs.model_from)
     relax_chunks = [c for c in inputs.chunks if c.phase == Phase.RELAX]
     new = sorted(
         (c for c in relax_chunks if c.iteration == number), key=lambda c: (c.centre, c.hash)
     )
-    if number > 0:
-        oos = chunk_out_of_sample(
-            inputs.model, [c.atoms for c in new], [c.central_force for c in new]
-        )
-        trained = fit(
-            prepared, inputs.images, inputs.chunks, inputs.model, max(number, 1),
-            inputs.features,
-        )  # fmt: skip
-        ensemble, metrics = trained.ensemble, trained.metrics
-        model_from = {"phase": Phase.RELAX, "iteration": number}
+    ensemble, metrics, oos, model_from = _relax_model(inputs, new)
     t_relax = time.perf_counter()
     frontier = rs.resume == "frontier"
     trajectory = relax(
@@ -798,40 +848,8 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     planned = prior_mod.planned_relax_chunks(prepared.prior, number + 1)
     if prepared.prior is not None:
         record["next_from_prior"] = len(planned) if stop is None else 0
-    if stop is None and planned:  # the prior labels' chunks of the next round, before new ones
-        requests = [
-            ChunkRequest(
-                centre=int(lb.centre if lb.centre is not None else 0),
-                radius=float(lb.radius or prepared.chunk_radius_A),
-                iteration=number + 1,
-                phase=Phase.RELAX,
-                given=lb.structure(),
-            )
-            for lb in planned
-        ]
-    elif stop is None:
-        chosen = trajectory_chunks(
-            trajectory,
-            searched,
-            threshold,
-            ensemble.spec,
-            rs.chunks_per_round,
-            rs.selection,
-            prepared.chunk_radius_A,
-            inputs.known,
-            include_start=inputs.start is not None,
-        )
-        position = {f: j for j, f in enumerate(searched)}
-        requests = [
-            ChunkRequest(
-                centre=chunk.centre,
-                radius=prepared.chunk_radius_A,
-                iteration=number + 1,
-                phase=Phase.RELAX,
-                frame=position[f],
-            )
-            for f, chunk in chosen
-        ]
+    if stop is None:
+        requests = _relax_requests(inputs, planned, trajectory, searched, ensemble)
         if not requests:
             stop = decision.Stop(
                 "exhausted", "no unlabelled trajectory atom above the threshold", best
@@ -959,78 +977,62 @@ class MDOutcome:
     finished: bool
 
 
-def md_step(inputs: MDInputs) -> MDOutcome:
-    """One MD segment: (from segment 1 on, with new chunks) retrain on every label starting
-    from the previous segment's model, continue the run from the saved state until its
-    length or the first step whose largest δ (calibrated, when a calibration exists)
-    exceeds the threshold, record, and at a pause name chunks around the uncertain atoms of
-    the segment's frames (most uncertain and unlike each other). With no pause left, that
-    step ends the phase (``stopped``), or with ``md.out_of_pauses: continue`` the run goes
-    to its length unwatched and counts its steps above the threshold."""
-    prepared, number = inputs.prepared, inputs.number
-    spec = prepared.spec
-    m = spec.md_spec
-    settings = md_settings(spec)
-    threshold = spec.md_threshold
-    total = spec.md_total_steps
-    md_chunks = [c for c in inputs.chunks if c.phase == Phase.MD]
-    new = sorted((c for c in md_chunks if c.iteration == number), key=lambda c: (c.centre, c.hash))
+@dataclasses.dataclass
+class _MDModel:
+    """The model an MD segment runs with and where it came from: resumed from a checkpoint,
+    retrained on the segment's new chunks, or the previous segment's unchanged."""
+
+    ensemble: mdl.Ensemble
+    metrics: dict[str, Any] | None
+    oos: dict[str, Any]
+    model_from: dict[str, Any]
+    train_s: float
+
+
+def _md_model(inputs: MDInputs, new: Sequence[ChunkLabel]) -> _MDModel:
+    """Resume the checkpointed model, or (from segment 1 on, with new chunks) score the
+    previous model on them and retrain from it."""
+    number = inputs.number
     t_train = time.perf_counter()
     if inputs.resume is not None:
-        ensemble, metrics, oos = inputs.resume.ensemble, inputs.resume.metrics, inputs.resume.oos
+        metrics = inputs.resume.metrics
         model_from = (
             {"phase": Phase.MD, "iteration": number} if metrics else dict(inputs.model_from)
         )
-    else:
-        ensemble, metrics, oos, model_from = inputs.model, None, {}, dict(inputs.model_from)
-        if number > 0 and new:
-            oos = chunk_out_of_sample(
-                inputs.model, [c.atoms for c in new], [c.central_force for c in new]
-            )
-            trained = fit(
-                prepared, inputs.images, inputs.chunks, inputs.model, number, inputs.features
-            )
-            ensemble, metrics = trained.ensemble, trained.metrics
-            model_from = {"phase": Phase.MD, "iteration": number}
-    train_s = time.perf_counter() - t_train
-    before = [*inputs.history, *inputs.rounds, *inputs.segments]
-    coverage = spec.nft.calibration_coverage
-    cal = calibration.figures(before, oos, coverage)
-    # a pause adds a few points: the δ watched is calibrated on the latest MD_CALIBRATION_POINTS
-    fitted = calibration.latest_points([*before, oos], coverage, MD_CALIBRATION_POINTS)
-    scale = 1.0 if fitted is None else fitted
+        return _MDModel(inputs.resume.ensemble, metrics, inputs.resume.oos, model_from,
+                        time.perf_counter() - t_train)  # fmt: skip
+    ensemble, metrics, oos, model_from = inputs.model, None, {}, dict(inputs.model_from)
+    if number > 0 and new:
+        oos = chunk_out_of_sample(
+            inputs.model, [c.atoms for c in new], [c.central_force for c in new]
+        )
+        trained = fit(
+            inputs.prepared, inputs.images, inputs.chunks, inputs.model, number, inputs.features
+        )
+        ensemble, metrics = trained.ensemble, trained.metrics
+        model_from = {"phase": Phase.MD, "iteration": number}
+    return _MDModel(ensemble, metrics, oos, model_from, time.perf_counter() - t_train)
+
+
+def _md_record(
+    inputs: MDInputs,
+    model: _MDModel,
+    segment: md_mod.Segment,
+    new_chunks: int,
+    *,
+    scale: float,
+    cal: dict[str, Any],
+    watched: bool,
+    md_s: float,
+    resumed_from: int | None,
+) -> dict[str, Any]:
+    """The segment's record: where it started and ended, why it ended, δ and temperature
+    along it, the model it ran with and the true-force checks."""
+    prepared, number = inputs.prepared, inputs.number
+    spec = prepared.spec
+    m = spec.md_spec
+    threshold, total = spec.md_threshold, spec.md_total_steps
     may_pause = number < m.max_pauses
-    # with no pause left δ is still watched unless md.out_of_pauses says to go on regardless
-    watched = may_pause or m.out_of_pauses == "stop"
-
-    def save(segment: md_mod.Segment) -> None:
-        if inputs.checkpoint is not None:
-            inputs.checkpoint(MDResume(ensemble, metrics, oos, segment))
-
-    so_far = inputs.resume.segment if inputs.resume is not None else None
-    state = so_far.state if so_far is not None else inputs.start
-    resumed_from = state.step if so_far is not None else None
-    if so_far is None:
-        so_far = md_mod.empty_segment(state)
-        save(so_far)  # a worker killed from here on does not train again
-        so_far = None
-    t_md = time.perf_counter()
-    segment = md_mod.run(
-        state,
-        EnsembleCalculator(ensemble),
-        settings,
-        total,
-        threshold=threshold if watched else None,
-        scale=scale,
-        frame_every=m.frame_every,
-        so_far=so_far,
-        checkpoint=save,
-        checkpoint_every=m.checkpoint_every,
-        true_forces=inputs.true_forces if m.true_force_check_every else None,
-        check_every=m.true_force_check_every or 0,
-    )
-    # the true-force checks (validation) are the parent's time, not the MD's
-    md_s = time.perf_counter() - t_md - sum(segment.checks.get("seconds", []))
     log = segment.log
     n_atoms = len(inputs.start.atoms)
     steps = log["step"]
@@ -1048,8 +1050,8 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         "n_labels": len(inputs.images) + len(inputs.chunks),
         "n_images": len(inputs.images),
         "n_chunks": len(inputs.chunks),
-        "md_chunks": len(md_chunks),
-        "new_chunks": len(new),
+        "md_chunks": sum(1 for c in inputs.chunks if c.phase == Phase.MD),
+        "new_chunks": new_chunks,
         "integrator": m.integrator,
         "temperature_K": m.temperature_K,
         "timestep_fs": m.timestep_fs,
@@ -1074,12 +1076,14 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         "mean_uncertainty": float(np.mean(log["mean_delta"])),
         "mean_temperature_K": float(np.mean(log["temperature_K"][1:] or log["temperature_K"])),
         "mean_potential_energy_per_atom": float(np.mean(log["potential_energy"]) / n_atoms),
-        **oos,
+        **model.oos,
         **cal,
-        "model_from": model_from,
-        "training": metrics,
+        "model_from": model.model_from,
+        "training": model.metrics,
         "timings": {
-            "train_s": (metrics or {}).get("seconds", 0.0) if inputs.resume else train_s,
+            "train_s": (model.metrics or {}).get("seconds", 0.0)
+            if inputs.resume
+            else model.train_s,
             "md_s": md_s,
             "ms_per_step": 1000.0 * md_s / max(1, len(steps) - 1),
         },
@@ -1092,38 +1096,114 @@ def md_step(inputs: MDInputs) -> MDOutcome:
         record["true_force_max_error"] = float(err.max())
         record["true_force_mae_mean"] = float(np.mean(segment.checks["mae"]))
         record["fraction_checks_above_threshold"] = float(np.mean(err > threshold))
-    requests: list[ChunkRequest] = []
     if stopped:
         record["stop_step"] = int(steps[-1])
         record["stop_atom"] = int(log["max_atom"][-1])
     if paused:
         record["pause_step"] = int(steps[-1])
         record["pause_atom"] = int(log["max_atom"][-1])
-        trajectory = Trajectory(
-            steps=[],
-            frames=segment.frames,
-            deltas=[np.asarray(f.arrays[md_mod.DELTA_ARRAY]) for f in segment.frames],
-            converged=False,
+    return record
+
+
+def _pause_requests(
+    inputs: MDInputs, ensemble: mdl.Ensemble, segment: md_mod.Segment
+) -> list[ChunkRequest]:
+    """The chunks a pause asks for: around uncertain atoms of the segment's frames (most
+    uncertain and unlike each other, md.selection)."""
+    prepared = inputs.prepared
+    spec = prepared.spec
+    m = spec.md_spec
+    trajectory = Trajectory(
+        steps=[],
+        frames=segment.frames,
+        deltas=[np.asarray(f.arrays[md_mod.DELTA_ARRAY]) for f in segment.frames],
+        converged=False,
+    )
+    chosen = trajectory_chunks(
+        trajectory,
+        list(range(len(segment.frames))),
+        spec.md_candidate_threshold,
+        ensemble.spec,
+        m.chunks_per_pause,
+        m.selection,
+        prepared.chunk_radius_A,
+        inputs.known,
+    )
+    return [
+        ChunkRequest(
+            centre=chunk.centre,
+            radius=prepared.chunk_radius_A,
+            iteration=inputs.number + 1,
+            phase=Phase.MD,
+            frame=f,
         )
-        chosen = trajectory_chunks(
-            trajectory,
-            list(range(len(segment.frames))),
-            spec.md_candidate_threshold,
-            ensemble.spec,
-            m.chunks_per_pause,
-            m.selection,
-            prepared.chunk_radius_A,
-            inputs.known,
-        )
-        requests = [
-            ChunkRequest(
-                centre=chunk.centre,
-                radius=prepared.chunk_radius_A,
-                iteration=number + 1,
-                phase=Phase.MD,
-                frame=f,
-            )
-            for f, chunk in chosen
-        ]
+        for f, chunk in chosen
+    ]
+
+
+def md_step(inputs: MDInputs) -> MDOutcome:
+    """One MD segment: (from segment 1 on, with new chunks) retrain on every label starting
+    from the previous segment's model, continue the run from the saved state until its
+    length or the first step whose largest δ (calibrated, when a calibration exists)
+    exceeds the threshold, record, and at a pause name chunks around the uncertain atoms of
+    the segment's frames (most uncertain and unlike each other). With no pause left, that
+    step ends the phase (``stopped``), or with ``md.out_of_pauses: continue`` the run goes
+    to its length unwatched and counts its steps above the threshold."""
+    prepared, number = inputs.prepared, inputs.number
+    spec = prepared.spec
+    m = spec.md_spec
+    new = sorted(
+        (c for c in inputs.chunks if c.phase == Phase.MD and c.iteration == number),
+        key=lambda c: (c.centre, c.hash),
+    )
+    model = _md_model(inputs, new)
+    before = [*inputs.history, *inputs.rounds, *inputs.segments]
+    coverage = spec.nft.calibration_coverage
+    cal = calibration.figures(before, model.oos, coverage)
+    # a pause adds a few points: the δ watched is calibrated on the latest MD_CALIBRATION_POINTS
+    fitted = calibration.latest_points([*before, model.oos], coverage, MD_CALIBRATION_POINTS)
+    scale = 1.0 if fitted is None else fitted
+    may_pause = number < m.max_pauses
+    # with no pause left δ is still watched unless md.out_of_pauses says to go on regardless
+    watched = may_pause or m.out_of_pauses == "stop"
+
+    def save(segment: md_mod.Segment) -> None:
+        if inputs.checkpoint is not None:
+            inputs.checkpoint(MDResume(model.ensemble, model.metrics, model.oos, segment))
+
+    so_far = inputs.resume.segment if inputs.resume is not None else None
+    state = so_far.state if so_far is not None else inputs.start
+    # the run moves the saved segment on: where it resumed from is read now
+    resumed_from = state.step if so_far is not None else None
+    if so_far is None:
+        so_far = md_mod.empty_segment(state)
+        save(so_far)  # a worker killed from here on does not train again
+        so_far = None
+    t_md = time.perf_counter()
+    segment = md_mod.run(
+        state,
+        EnsembleCalculator(model.ensemble),
+        md_settings(spec),
+        spec.md_total_steps,
+        threshold=spec.md_threshold if watched else None,
+        scale=scale,
+        frame_every=m.frame_every,
+        so_far=so_far,
+        checkpoint=save,
+        checkpoint_every=m.checkpoint_every,
+        true_forces=inputs.true_forces if m.true_force_check_every else None,
+        check_every=m.true_force_check_every or 0,
+    )
+    # the true-force checks (validation) are the parent's time, not the MD's
+    md_s = time.perf_counter() - t_md - sum(segment.checks.get("seconds", []))
+    record = _md_record(
+        inputs, model, segment, len(new), scale=scale, cal=cal, watched=watched, md_s=md_s,
+        resumed_from=resumed_from,
+    )  # fmt: skip
+    requests: list[ChunkRequest] = []
+    if record["paused"]:
+        requests = _pause_requests(inputs, model.ensemble, segment)
         record["requested_chunks"] = len(requests)
-    return MDOutcome(record, ensemble, segment, requests, finished=reached or stopped)
+    return MDOutcome(
+        record, model.ensemble, segment, requests, finished=record["finished"] or record["stopped"]
+    )
