@@ -1140,10 +1140,11 @@ def _target_field(target: Any) -> str:
     return "target.builder" if getattr(target, "builder", None) is not None else "target.file"
 
 
-def _prepare(spec: CampaignSpec) -> Prepared:
-    parent = get_parent(spec.parent.name, spec.parent.params, field="parent")
-    target = build_target(spec.target, parent, "target", spec.name)
-    elements = set(target.get_chemical_symbols())
+def _transfer_targets(
+    spec: CampaignSpec, parent: Parent, elements: set[str]
+) -> list[tuple[str, Atoms]]:
+    """(name, atoms) of each transfer target, refused when it holds an element the target
+    lacks (the model has no network for it)."""
     transfers: list[tuple[str, Atoms]] = []
     for k, t in enumerate(spec.transfer):
         atoms = build_target(t, parent, f"transfer.{k}", spec.name)
@@ -1156,67 +1157,70 @@ def _prepare(spec: CampaignSpec) -> Prepared:
                 "transfer only to the target's elements, or change the target",
             )
         transfers.append((t.name or f"transfer-{k}", atoms))
+    return transfers
 
-    frames = None
-    if spec.initial.file is not None:
-        frames = read_frames(spec.initial.file, field="initial.file")
-        if any("nft_kind" in f.info for f in frames):  # an nft-fw label export
-            frames = [f for f in frames if f.info.get("nft_kind") == "image"]
-            if not frames:
-                raise CampaignError(
-                    "initial.file",
-                    "is a label export without initial images (nft_kind: image); give its "
-                    "chunks as prior_labels.file, and initial images here",
-                )
-        for k, frame in enumerate(frames):
-            try:
-                validate_atoms(frame, "initial.file", parent.supported_elements)
-            except StructureError as err:
-                raise CampaignError("initial.file", f"frame {k}: {err.message}") from err
-            results = frame.calc.results if isinstance(frame.calc, SinglePointCalculator) else {}
-            missing = [p for p in ("energy", "forces") if p not in results]
-            if missing:
-                raise CampaignError(
-                    "initial.file",
-                    f"frame {k} has no {' or '.join(missing)}; the initial file must hold "
-                    "structures labelled by the parent (e.g. extxyz written after a single "
-                    "point), or use initial.generator: bulk",
-                )
-            elements |= set(frame.get_chemical_symbols())
 
-    prior = None
-    if spec.prior_labels is not None:
-        try:
-            prior = read_prior(
-                spec.prior_labels.file,
-                parent.settings_hash,
-                spec.prior_labels.accept_parent_mismatch,
-                rehash=lambda name, params: get_parent(name, dict(params)).settings_hash,
+def _initial_frames(path: Path, parent: Parent) -> list[Atoms]:
+    """The labelled initial structures of ``initial.file`` (a label export's images only),
+    each checked for the parent's elements and its energy and forces."""
+    frames = read_frames(path, field="initial.file")
+    if any("nft_kind" in f.info for f in frames):  # an nft-fw label export
+        frames = [f for f in frames if f.info.get("nft_kind") == "image"]
+        if not frames:
+            raise CampaignError(
+                "initial.file",
+                "is a label export without initial images (nft_kind: image); give its "
+                "chunks as prior_labels.file, and initial images here",
             )
-        except PriorError as err:
-            raise CampaignError(err.field, err.message) from err
-        for lb in prior.labels.values():
-            try:
-                validate_atoms(lb.atoms, "prior_labels.file", parent.supported_elements)
-            except StructureError as err:
-                raise CampaignError("prior_labels.file", err.message) from err
-            unseen = sorted(set(lb.atoms.get_chemical_symbols()) - elements)
-            if unseen and lb.kind != "image":
-                raise CampaignError(
-                    "prior_labels.file",
-                    f"a {lb.kind} label holds {', '.join(unseen)}, which the target lacks; "
-                    "import labels of this target's elements only",
-                )
-
-    if spec.model.baseline != "none":
-        missing = baseline_mod.unsupported(spec.model.baseline, sorted(elements))
+    for k, frame in enumerate(frames):
+        try:
+            validate_atoms(frame, "initial.file", parent.supported_elements)
+        except StructureError as err:
+            raise CampaignError("initial.file", f"frame {k}: {err.message}") from err
+        results = frame.calc.results if isinstance(frame.calc, SinglePointCalculator) else {}
+        missing = [p for p in ("energy", "forces") if p not in results]
         if missing:
             raise CampaignError(
-                "model.baseline",
-                f"the {spec.model.baseline} baseline has no parameters for "
-                f"{', '.join(missing)}; use model.baseline: none for these elements",
+                "initial.file",
+                f"frame {k} has no {' or '.join(missing)}; the initial file must hold "
+                "structures labelled by the parent (e.g. extxyz written after a single "
+                "point), or use initial.generator: bulk",
             )
-    chunk_radius = spec.nft.chunk_radius or 2.0 * spec.model.cutoff
+    return frames
+
+
+def _prior_labels(spec: CampaignSpec, parent: Parent, elements: set[str]) -> PriorLabels | None:
+    """The prior label file read and checked against the parent's settings and the
+    campaign's elements (None without one)."""
+    if spec.prior_labels is None:
+        return None
+    try:
+        prior = read_prior(
+            spec.prior_labels.file,
+            parent.settings_hash,
+            spec.prior_labels.accept_parent_mismatch,
+            rehash=lambda name, params: get_parent(name, dict(params)).settings_hash,
+        )
+    except PriorError as err:
+        raise CampaignError(err.field, err.message) from err
+    for lb in prior.labels.values():
+        try:
+            validate_atoms(lb.atoms, "prior_labels.file", parent.supported_elements)
+        except StructureError as err:
+            raise CampaignError("prior_labels.file", err.message) from err
+        unseen = sorted(set(lb.atoms.get_chemical_symbols()) - elements)
+        if unseen and lb.kind != "image":
+            raise CampaignError(
+                "prior_labels.file",
+                f"a {lb.kind} label holds {', '.join(unseen)}, which the target lacks; "
+                "import labels of this target's elements only",
+            )
+    return prior
+
+
+def _prepare_warnings(spec: CampaignSpec, parent: Parent, chunk_radius: float) -> list[str]:
+    """What the campaign may run with but should know: chunks shorter than the model's or
+    the parent's reach, and an error target that a DFT parent's chunks cannot vouch for."""
     warnings: list[str] = []
     if chunk_radius < 2.0 * spec.model.cutoff:  # only with nft.allow_short_chunks
         warnings.append(
@@ -1237,6 +1241,30 @@ def _prepare(spec: CampaignSpec) -> Prepared:
             "structure; on Pt140 GPAW it put 0.115 eV/Å on a model 0.266 from the whole "
             "particle (docs/training.md). Check the kept model on a whole-structure label"
         )
+    return warnings
+
+
+def _prepare(spec: CampaignSpec) -> Prepared:
+    parent = get_parent(spec.parent.name, spec.parent.params, field="parent")
+    target = build_target(spec.target, parent, "target", spec.name)
+    elements = set(target.get_chemical_symbols())
+    transfers = _transfer_targets(spec, parent, elements)
+    frames = None
+    if spec.initial.file is not None:
+        frames = _initial_frames(spec.initial.file, parent)
+        for frame in frames:
+            elements |= set(frame.get_chemical_symbols())
+    prior = _prior_labels(spec, parent, elements)
+    if spec.model.baseline != "none":
+        missing = baseline_mod.unsupported(spec.model.baseline, sorted(elements))
+        if missing:
+            raise CampaignError(
+                "model.baseline",
+                f"the {spec.model.baseline} baseline has no parameters for "
+                f"{', '.join(missing)}; use model.baseline: none for these elements",
+            )
+    chunk_radius = spec.nft.chunk_radius or 2.0 * spec.model.cutoff
+    warnings = _prepare_warnings(spec, parent, chunk_radius)
     for message in warnings:
         log.warning("campaign %s: %s", spec.name, message)
     return Prepared(
