@@ -183,6 +183,48 @@ def label_offline(
 # ----------------------------------------------------------------------------- nearsightedness
 
 
+def _nearsightedness_item(
+    name: str, doc: dict[str, Any], structure: Atoms, item: dict[str, Any], fw_id: int | None
+) -> tuple[Atoms, str, str, str]:
+    """An item's structure, label hash, description and log tag: the chunk cut from the
+    stored target (its hash checked against the plan's), or the whole structure."""
+    if item["kind"] != "chunk":
+        return structure, ns_store.full_hash(doc), "the whole structure", "full"
+    chunk = cut(structure, int(item["centre"]), float(item["radius"]))
+    if chunk.hash != item["hash"]:
+        raise RuntimeError(
+            f"campaign {name} fw {fw_id}: the chunk of centre {item['centre']} radius "
+            f"{item['radius']} Å cut from the stored target has hash "
+            f"{chunk.hash[:12]}, the plan says {item['hash'][:12]}: the stored "
+            "target changed; submit the campaign again under a new name"
+        )
+    return (
+        chunk.atoms,
+        chunk.hash,
+        f"centre {item['centre']} radius {item['radius']:g} Å",
+        chunk.hash[:16],
+    )
+
+
+def _store_nearsightedness_label(
+    db: Database, name: str, item: dict[str, Any], new: dict[str, Any], forces: Any
+) -> bool:
+    """Store a nearsightedness label (the whole structure's every force in GridFS, the
+    parent's log); False when another worker stored it meanwhile (this one's files are
+    dropped)."""
+    if item["kind"] != "chunk":  # every atom's force of the whole structure: in GridFS
+        new["forces_file"] = str(
+            records.put_array(db, np.asarray(forces, dtype=float), f"{name}/full-forces.npy")
+        )
+    new["log_file"] = campaigns.store_parent_log(db, name, new.get("log_path"), new["hash"])
+    if ns_store.put_label(db, new):
+        return True
+    for key in ("forces_file", "log_file"):
+        if new.get(key):
+            records.delete_file(db, ObjectId(new[key]))
+    return False
+
+
 def label_nearsightedness_items(
     db: Database,
     name: str,
@@ -208,25 +250,7 @@ def label_nearsightedness_items(
     counts = {"new": 0, "existing": 0, "failed": 0}
     errors: list[str] = []
     for item in items:
-        if item["kind"] == "chunk":
-            chunk = cut(structure, int(item["centre"]), float(item["radius"]))
-            atoms, label_hash = chunk.atoms, chunk.hash
-            if label_hash != item["hash"]:
-                raise RuntimeError(
-                    f"campaign {name} fw {fw_id}: the chunk of centre {item['centre']} radius "
-                    f"{item['radius']} Å cut from the stored target has hash "
-                    f"{label_hash[:12]}, the plan says {item['hash'][:12]}: the stored "
-                    "target changed; submit the campaign again under a new name"
-                )
-            where = f"centre {item['centre']} radius {item['radius']:g} Å"
-            tag = label_hash[:16]
-        else:
-            atoms, label_hash, where, tag = (
-                structure,
-                ns_store.full_hash(doc),
-                "the whole structure",
-                "full",
-            )
+        atoms, label_hash, where, tag = _nearsightedness_item(name, doc, structure, item, fw_id)
         if ns_store.has_label(db, name, label_hash, parent.settings_hash):
             counts["existing"] += 1
             continue
@@ -252,20 +276,10 @@ def label_nearsightedness_items(
         new = labeldoc.nearsightedness_doc(
             name, item, atoms, label_hash, parent, result, centres, fw_id
         )
-        if item["kind"] != "chunk":  # every atom's force of the whole structure: in GridFS
-            new["forces_file"] = str(
-                records.put_array(db, np.asarray(result.forces, dtype=float),
-                                  f"{name}/full-forces.npy")
-            )  # fmt: skip
-        new["log_file"] = campaigns.store_parent_log(db, name, new.get("log_path"), label_hash)
-        if ns_store.put_label(db, new):
-            counts["new"] += 1
+        stored = _store_nearsightedness_label(db, name, item, new, result.forces)
+        counts["new" if stored else "existing"] += 1
+        if stored:
             records.clear_failure(db, name, label_hash, parent.settings_hash)
-        else:  # another worker stored it meanwhile: drop this one's files
-            counts["existing"] += 1
-            for key in ("forces_file", "log_file"):
-                if new.get(key):
-                    records.delete_file(db, ObjectId(new[key]))
     log.info("campaign %s fw %s: nearsightedness labels %s", name, fw_id, counts)
     if errors:
         raise LabelError(

@@ -19,6 +19,8 @@ from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.launchpad import md as dynamics
 from nft_fw.launchpad import relax as relaxation
+from nft_fw.potential import model as mdl
+from nft_fw.spec.campaign import Prepared
 from nft_fw.steps import md as md_mod
 from nft_fw.steps import step
 
@@ -35,6 +37,56 @@ class SegmentOutcome:
     items: list[dict[str, Any]]
 
 
+def _segment_start(
+    db: Database, name: str, number: int, prepared: Prepared, before: list[dict[str, Any]]
+) -> tuple[mdl.Ensemble, dict[str, Any], dict[str, Any], md_mod.MDState]:
+    """The model a segment starts with, its record (where it came from), ``model_from`` and
+    the MD state: for segment 0 the phases' kept model on the MD structure at step 0, later
+    the segment before's model and saved state."""
+    spec = prepared.spec
+    if number == 0:
+        model, source = relaxation.relaxed_model(db, name)
+        atoms = step.md_start_structure(
+            spec,
+            prepared.target,
+            lambda: dynamics.relaxed_structure(db, name),
+            lambda which: dynamics.transfer_structure(db, name, which),
+        )
+        model_from = {"phase": source["phase"], "iteration": source["iteration"]}
+        return model, source, model_from, step.md_start(spec, atoms)
+    if not before or before[-1]["iteration"] != number - 1:
+        raise RuntimeError(
+            f"campaign {name}: MD segment {number - 1} has no record; rerun its Firework"
+        )
+    source = before[-1]
+    model_from = {"phase": Phase.MD, "iteration": number - 1}
+    return relaxation.load(db, source), source, model_from, dynamics.state(db, source)
+
+
+def _store_segment(
+    db: Database, name: str, number: int, out: step.MDOutcome, source: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """Store the segment's frames, end state and model (or point at the unchanged one) and
+    return its record (not yet written) and the id of its frames file."""
+    relaxation.replace_files(db, name, Phase.MD, number)
+    seg = out.segment
+    frames_id = records.put_structures(db, seg.frames, f"{name}/md/frames-{number}.extxyz")
+    state_id = records.put_structures(
+        db, [seg.state.to_frame()], f"{name}/md/state-{number}.extxyz"
+    )
+    record = {**out.record, "frames_file": str(frames_id), "state_file": str(state_id)}
+    if out.record["model_from"] == {"phase": Phase.MD, "iteration": number}:  # trained here
+        record["model_file"] = dynamics.checkpoint_model(db, name, number) or str(
+            records.put_bytes(
+                db, out.ensemble.to_bytes(), f"{name}/md/model-{number}.nftm", kind="model"
+            )
+        )
+    else:  # the model of the segment or phase before, unchanged: the record points at it
+        record["model_file"] = source["model_file"]
+        record["shared_files"] = ["model_file"]
+    return record, str(frames_id)
+
+
 def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -> SegmentOutcome:
     """MD segment ``number``: continue the run from where segment ``number`` − 1 paused (or,
     for segment 0, from step 0 on the MD structure), retraining first on the pause's chunks;
@@ -42,27 +94,8 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
     t_start = time.perf_counter()
     campaigns.import_offline_labels(db, name)
     prepared = campaigns.context(db, name)
-    spec = prepared.spec
     before = dynamics.segments(db, name, before=number)
-    if number == 0:
-        model, source = relaxation.relaxed_model(db, name)
-        model_from = {"phase": source["phase"], "iteration": source["iteration"]}
-        atoms = step.md_start_structure(
-            spec,
-            prepared.target,
-            lambda: dynamics.relaxed_structure(db, name),
-            lambda which: dynamics.transfer_structure(db, name, which),
-        )
-        start = step.md_start(spec, atoms)
-    else:
-        if not before or before[-1]["iteration"] != number - 1:
-            raise RuntimeError(
-                f"campaign {name}: MD segment {number - 1} has no record; rerun its Firework"
-            )
-        source = before[-1]
-        model = relaxation.load(db, source)
-        model_from = {"phase": Phase.MD, "iteration": number - 1}
-        start = dynamics.state(db, source)
+    model, source, model_from, start = _segment_start(db, name, number, prepared, before)
     resume = dynamics.get_checkpoint(db, name, number)
     if resume is not None:
         log.info(
@@ -71,7 +104,6 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
         )  # fmt: skip
     parent_hash = prepared.parent.settings_hash
     failed = {d["hash"] for d in records.failures(db, name) if d["parent_hash"] == parent_hash}
-    m = spec.md_spec
     out = step.md_step(
         step.MDInputs(
             prepared,
@@ -89,32 +121,17 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
             known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
             features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
             true_forces=(lambda a: prepared.parent.label(a)[1])
-            if m.true_force_check_every
+            if prepared.spec.md_spec.true_force_check_every
             else None,
         )
     )
-    relaxation.replace_files(db, name, Phase.MD, number)
-    seg = out.segment
-    frames_id = records.put_structures(db, seg.frames, f"{name}/md/frames-{number}.extxyz")
-    state_id = records.put_structures(
-        db, [seg.state.to_frame()], f"{name}/md/state-{number}.extxyz"
-    )
-    record = {**out.record, "frames_file": str(frames_id), "state_file": str(state_id)}
-    trained = out.record["model_from"] == {"phase": Phase.MD, "iteration": number}
-    if trained:
-        record["model_file"] = dynamics.checkpoint_model(db, name, number) or str(
-            records.put_bytes(
-                db, out.ensemble.to_bytes(), f"{name}/md/model-{number}.nftm", kind="model"
-            )
-        )
-    else:  # the model of the segment or phase before, unchanged: the record points at it
-        record["model_file"] = source["model_file"]
-        record["shared_files"] = ["model_file"]
+    record, frames_id = _store_segment(db, name, number, out, source)
     record["fw_id"] = fw_id
     record["timings"] = {**out.record["timings"], "total_s": time.perf_counter() - t_start}
     records.put_iteration(db, record)
+    trained = out.record["model_from"] == {"phase": Phase.MD, "iteration": number}
     dynamics.drop_checkpoint(db, name, number, keep_model=trained)
-    items = [training.chunk_item(r, str(frames_id)) for r in out.requests]
+    items = [training.chunk_item(r, frames_id) for r in out.requests]
     if record["stopped"]:  # δ above the threshold with no pause left: the phase ends
         records.update_campaign(
             db, name, state="md-stopped", md_segment=number, md_stop_reason="out_of_pauses"

@@ -19,6 +19,7 @@ from nft_fw.firetasks import iteration as training
 from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.launchpad import relax as relaxation
+from nft_fw.potential import model as mdl
 from nft_fw.steps import decision, step
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,58 @@ class RoundOutcome:
     items: list[dict[str, Any]]
 
 
+def _round_model(
+    db: Database, name: str, number: int, rounds: list[dict[str, Any]]
+) -> tuple[mdl.Ensemble, dict[str, Any] | None, dict[str, Any]]:
+    """The model a round starts from, the record it came from (round 0: the NFT phase's
+    kept iteration) and ``model_from``."""
+    if number == 0:
+        model, source = campaigns.best_model(db, name)
+        return model, source, {"phase": Phase.NFT, "iteration": source["iteration"]}
+    if not rounds or rounds[-1]["iteration"] != number - 1:
+        raise RuntimeError(
+            f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
+        )
+    model_from = {"phase": Phase.RELAX, "iteration": number - 1}
+    return relaxation.load(db, rounds[-1]), None, model_from
+
+
+def _store_round(
+    db: Database, name: str, number: int, out: step.RelaxOutcome, source: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Store the round's searched frames, relaxed structure, model (round 0: point at the
+    NFT phase's) and the prior chunks it asked for; return its record (not yet written) and
+    the label items of the next round."""
+    trajectory = out.trajectory
+    relaxation.replace_files(db, name, Phase.RELAX, number)
+    frames_id = records.put_structures(
+        db, [trajectory.frames[f] for f in out.searched], f"{name}/relax/frames-{number}.extxyz"
+    )
+    final_id = records.put_structures(db, [trajectory.final], f"{name}/relax/final-{number}.extxyz")
+    record = {**out.record, "frames_file": str(frames_id), "final_file": str(final_id)}
+    given = [r for r in out.requests if r.given is not None]
+    if given:  # the prior labels' chunks of the next round: their label items cut from these
+        prior_id = records.put_structures(
+            db, [r.given for r in given], f"{name}/relax/prior-chunks-{number}.extxyz"
+        )
+        record["prior_chunks_file"] = str(prior_id)
+    if source is None:
+        record["model_file"] = str(
+            records.put_bytes(
+                db, out.ensemble.to_bytes(), f"{name}/relax/model-{number}.nftm", kind="model"
+            )
+        )
+    else:  # round 0 relaxes with the NFT phase's model: its record points at that file
+        record["model_file"] = source["model_file"]
+        record["shared_files"] = ["model_file"]
+    items = [training.chunk_item(r, str(frames_id)) for r in out.requests if r.given is None]
+    items += [
+        {**training.chunk_item(r, record["prior_chunks_file"]), "frame": j, "cut_centre": 0}
+        for j, r in enumerate(given)
+    ]
+    return record, items
+
+
 def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) -> RoundOutcome:
     """Relax round ``number`` (:func:`nft_fw.steps.step.relax_step`): for r > 0 retrain on all
     labels starting from round r−1's model, relax the target, record, and choose the chunks
@@ -41,16 +94,7 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
     campaigns.import_offline_labels(db, name)
     prepared = campaigns.context(db, name)
     rounds = [r for r in records.iterations(db, name, Phase.RELAX) if r["iteration"] < number]
-    if number == 0:
-        model, source = campaigns.best_model(db, name)
-        model_from = {"phase": Phase.NFT, "iteration": source["iteration"]}
-    else:
-        if not rounds or rounds[-1]["iteration"] != number - 1:
-            raise RuntimeError(
-                f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
-            )
-        model = relaxation.load(db, rounds[-1])
-        model_from = {"phase": Phase.RELAX, "iteration": number - 1}
+    model, source, model_from = _round_model(db, name, number, rounds)
     start, started_from = None, None
     if number > 0 and prepared.spec.relax is not None and prepared.spec.relax.resume != "start":
         frames = records.get_structures(db, ObjectId(rounds[-1]["frames_file"]))
@@ -75,36 +119,10 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
             started_from=started_from,
         )
     )
-    trajectory = out.trajectory
-    relaxation.replace_files(db, name, Phase.RELAX, number)
-    frames_id = records.put_structures(
-        db, [trajectory.frames[f] for f in out.searched], f"{name}/relax/frames-{number}.extxyz"
-    )
-    final_id = records.put_structures(db, [trajectory.final], f"{name}/relax/final-{number}.extxyz")
-    record = {**out.record, "frames_file": str(frames_id), "final_file": str(final_id)}
-    given = [r for r in out.requests if r.given is not None]
-    if given:  # the prior labels' chunks of the next round: their label items cut from these
-        prior_id = records.put_structures(
-            db, [r.given for r in given], f"{name}/relax/prior-chunks-{number}.extxyz"
-        )
-        record["prior_chunks_file"] = str(prior_id)
-    if number > 0:
-        record["model_file"] = str(
-            records.put_bytes(
-                db, out.ensemble.to_bytes(), f"{name}/relax/model-{number}.nftm", kind="model"
-            )
-        )
-    else:  # round 0 relaxes with the NFT phase's model: its record points at that file
-        record["model_file"] = source["model_file"]
-        record["shared_files"] = ["model_file"]
+    record, items = _store_round(db, name, number, out, source)
     record["fw_id"] = fw_id
     record["timings"] = {**out.record["timings"], "total_s": time.perf_counter() - t_start}
     records.put_iteration(db, record)
-    items = [training.chunk_item(r, str(frames_id)) for r in out.requests if r.given is None]
-    items += [
-        {**training.chunk_item(r, record["prior_chunks_file"]), "frame": j, "cut_centre": 0}
-        for j, r in enumerate(given)
-    ]
     if out.stop is not None:
         records.update_campaign(
             db,
@@ -120,8 +138,8 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
         "campaign %s relax round %d: %d steps, trajectory δ max %.3f eV/Å, %s",
         name,
         number,
-        len(trajectory.steps),
-        trajectory.max_uncertainty,
+        len(out.trajectory.steps),
+        out.trajectory.max_uncertainty,
         out.stop.reason if out.stop else f"{len(items)} chunks",
     )
     return RoundOutcome(record=record, stop=out.stop, items=items)

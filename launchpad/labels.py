@@ -57,7 +57,7 @@ def phase(doc: dict[str, Any]) -> str:
     chunk's ``nft``, ``relax`` or ``md`` (NFT iteration, relaxation round and MD segment
     numbers overlap: the phase tells them apart)."""
     if doc["kind"] == "image":
-        return "inherited" if doc.get("inherited_from") else Phase.INITIAL
+        return Phase.INHERITED if doc.get("inherited_from") else Phase.INITIAL
     return str(doc.get("phase", Phase.NFT))
 
 

@@ -143,5 +143,5 @@ def _copy_labels(db: Database, name: str, child: str) -> None:
         copy["campaign"] = child
         copy["inherited_from"] = name
         if copy["kind"] == "chunk":
-            copy["phase"] = "inherited"  # its centre indexes the parent's structures
+            copy["phase"] = Phase.INHERITED  # its centre indexes the parent's structures
         records.put_label(db, copy)

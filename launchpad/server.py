@@ -314,57 +314,80 @@ def start(
     with _locked(data_dir):
         running = status(data_dir)
         if running is not None:
-            if not _wait_ready(running, timeout_s):
-                raise ServerError(
-                    f"a server process (pid {running.pid}) owns {data_dir} but does not answer "
-                    f"on {running.address}; stop it with 'nft-fw db stop --data-dir {data_dir}'"
-                )
+            _check_answers(running, data_dir, timeout_s)
             return running, False
         port = port or free_port(host)
         cmd = _server_command(data_dir, host, port, auth, tls_cert_file, tls_key_file, cache_size)
-        log = open(data_dir / LOG_FILE, "ab")  # noqa: SIM115 (owned by the child)
-        # A new session: the server outlives a Ctrl-C in the terminal that
-        # started it and is stopped explicitly (stop()).
-        proc = subprocess.Popen(
-            cmd,
-            cwd=data_dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        proc = _spawn(cmd, data_dir)
         info = _info(
             host, port, proc.pid, data_dir, auth, tls_cert_file, tls_key_file, tls_ca_file,
             local_host, public_host,
         )  # fmt: skip
-        if not _wait_ready(info, timeout_s, proc=proc):
-            _terminate(proc.pid, grace_s=5)
-            tail = _log_tail(data_dir)
-            hint = (
-                f" With TLS, check that the certificate names {info.client_host} and is signed "
-                f"by {info.tls_ca_file or 'a CA in the system trust store'}."
-                if info.tls
-                else ""
-            )
-            raise ServerError(
-                f"the embedded server did not answer on {info.address} within {timeout_s:.0f} s."
-                f"{hint} Its log ({data_dir / LOG_FILE}) ends with:\n{tail}"
-            )
+        _wait_started(info, proc, data_dir, timeout_s)
         (data_dir / STATE_FILE).write_text(json.dumps(dataclasses.asdict(info)))
-        logger.info(
-            "embedded server pid %d listening on %s (data %s, auth %s, TLS %s)",
-            proc.pid, info.address, cmd[cmd.index("--storage-path") + 1],
-            "on" if auth else "off", "on" if info.tls else "off",
-        )  # fmt: skip
-        if not auth and not is_loopback(host):
-            logger.warning(
-                "the embedded server on %s accepts anyone who reaches port %d WITHOUT A LOGIN "
-                "(insecure_no_auth_on_network): every campaign, label and model in it can be "
-                "read, changed and deleted from the network",
-                host, port,
-            )  # fmt: skip
+        _log_started(info, cmd, auth)
         return info, True
+
+
+def _check_answers(running: ServerInfo, data_dir: Path, timeout_s: float) -> None:
+    """Wait for the server already running on ``data_dir`` to answer; ServerError if not."""
+    if not _wait_ready(running, timeout_s):
+        raise ServerError(
+            f"a server process (pid {running.pid}) owns {data_dir} but does not answer "
+            f"on {running.address}; stop it with 'nft-fw db stop --data-dir {data_dir}'"
+        )
+
+
+def _spawn(cmd: list[str], data_dir: Path) -> subprocess.Popen[bytes]:
+    """Launch the server command in its own session, logging to ``data_dir``'s server log."""
+    log = open(data_dir / LOG_FILE, "ab")  # noqa: SIM115 (owned by the child)
+    # A new session: the server outlives a Ctrl-C in the terminal that
+    # started it and is stopped explicitly (stop()).
+    proc = subprocess.Popen(
+        cmd,
+        cwd=data_dir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    return proc
+
+
+def _wait_started(
+    info: ServerInfo, proc: subprocess.Popen[bytes], data_dir: Path, timeout_s: float
+) -> None:
+    """Wait for a server just started to answer; stop it and raise ServerError if it does not."""
+    if not _wait_ready(info, timeout_s, proc=proc):
+        _terminate(proc.pid, grace_s=5)
+        tail = _log_tail(data_dir)
+        hint = (
+            f" With TLS, check that the certificate names {info.client_host} and is signed "
+            f"by {info.tls_ca_file or 'a CA in the system trust store'}."
+            if info.tls
+            else ""
+        )
+        raise ServerError(
+            f"the embedded server did not answer on {info.address} within {timeout_s:.0f} s."
+            f"{hint} Its log ({data_dir / LOG_FILE}) ends with:\n{tail}"
+        )
+
+
+def _log_started(info: ServerInfo, cmd: list[str], auth: bool) -> None:
+    """Log where a server just started listens, warning when it accepts anyone."""
+    logger.info(
+        "embedded server pid %d listening on %s (data %s, auth %s, TLS %s)",
+        info.pid, info.address, cmd[cmd.index("--storage-path") + 1],
+        "on" if auth else "off", "on" if info.tls else "off",
+    )  # fmt: skip
+    if not auth and not is_loopback(info.host):
+        logger.warning(
+            "the embedded server on %s accepts anyone who reaches port %d WITHOUT A LOGIN "
+            "(insecure_no_auth_on_network): every campaign, label and model in it can be "
+            "read, changed and deleted from the network",
+            info.host, info.port,
+        )  # fmt: skip
 
 
 def serve(

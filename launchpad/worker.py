@@ -19,6 +19,7 @@ import re
 import socket
 import time
 from pathlib import Path
+from typing import Literal
 
 from fireworks import FWorker, LaunchPad
 from fireworks.core.rocket_launcher import launch_rocket
@@ -369,12 +370,37 @@ def run_worker(
     ``lock_takeover_s``: a workflow lock
     waited on this long is taken over (:func:`take_over_locks_after`).
     """
+    _set_ping_time(ping_s)
+    _check_limits(max_launches, idle_timeout_s)
+    if fworker is None:
+        fworker = make_fworker(category, name)
+    take_over_locks_after(lock_takeover_s)
+    root = Path(work_dir or os.getcwd()).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    logger.info(
+        "worker %s started (category %r, dir %s)", fworker.name, fworker.category or "any", root
+    )
+    launches, reason = _poll_and_launch(
+        lp, fworker, root, start, max_launches, idle_timeout_s, poll_s, db_wait_s, until_done
+    )
+    report = WorkerReport(fworker.name, launches, reason, time.monotonic() - start)
+    logger.info("worker %s stopped after %d launches (%s)", report.name, launches, reason)
+    return report
+
+
+def _set_ping_time(ping_s: float | None) -> None:
+    """Make a running Firework ping the database every ``ping_s`` s (None: FireWorks' own)."""
     if ping_s is not None:
         if ping_s <= 0:
             raise ValueError(f"ping_s is {ping_s}; it must be > 0 seconds")
         import fireworks.core.rocket as rocket
 
         rocket.PING_TIME_SECS = ping_s  # read by the rocket's ping thread at each wait
+
+
+def _check_limits(max_launches: int | None, idle_timeout_s: float | None) -> None:
+    """Refuse a launch budget below 1 or a negative idle timeout."""
     if max_launches is not None and max_launches < 1:
         raise ValueError(
             f"max_launches is {max_launches}; it must be at least 1 (or None for no limit)"
@@ -383,16 +409,22 @@ def run_worker(
         raise ValueError(
             f"idle_timeout_s is {idle_timeout_s}; it must be >= 0 (or None to wait forever)"
         )
-    if fworker is None:
-        fworker = make_fworker(category, name)
-    take_over_locks_after(lock_takeover_s)
-    root = Path(work_dir or os.getcwd()).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    start = last_work = time.monotonic()
+
+
+def _poll_and_launch(
+    lp: LaunchPad,
+    fworker: FWorker,
+    root: Path,
+    started: float,
+    max_launches: int | None,
+    idle_timeout_s: float | None,
+    poll_s: float,
+    db_wait_s: float,
+    until_done: bool,
+) -> tuple[int, str]:
+    """The worker loop of :func:`run_worker`: (launches, the reason it stopped)."""
+    last_work = started
     launches = 0
-    logger.info(
-        "worker %s started (category %r, dir %s)", fworker.name, fworker.category or "any", root
-    )
     down_since: float | None = None
     backoff = 1.0
     ran = False
@@ -410,81 +442,102 @@ def run_worker(
             if until_done:  # successive looks only: a launch in between starts over
                 quiet_polls = 0 if runnable or work_can_come(lp) else quiet_polls + 1
         except ConnectionFailure as err:
-            now = time.monotonic()
             down_since = down_since or asked
-            if now - down_since >= db_wait_s:
-                raise DatabaseLost(now - down_since, err) from None
-            logger.warning(
-                "worker %s: database unreachable (%.0f s so far), retrying in %.0f s",
-                fworker.name,
-                now - down_since,
-                backoff,
-            )
-            time.sleep(backoff)
-            backoff = min(2 * backoff, 30.0)
+            backoff = _wait_for_database(fworker.name, down_since, backoff, db_wait_s, err)
             continue
         down_since, backoff = None, 1.0
         if lost_in_launch:
-            try:
-                # a lock held for STALE_LOCK_S is no live refresh (those take well under a
-                # second): release it, or every worker of the campaign waits FireWorks'
-                # 5 minutes for it at each check-out and check-in
-                release_stale_locks(lp, None, wait_s=STALE_LOCK_S)
-                lost_in_launch = False
-            except ConnectionFailure:
+            if not _release_locks_left_behind(lp):
                 continue
+            lost_in_launch = False
         if runnable:
             launcher_dir = create_datestamp_dir(str(root), logger, prefix="launcher_")
-            cwd = os.getcwd()
-            os.chdir(launcher_dir)
-            try:
-                ran = launch_rocket(lp, fworker)
-            except (ConnectionFailure, RuntimeError) as err:
-                # the database went away inside FireWorks' own bookkeeping (checkout, launch
-                # record, workflow refresh, which re-raises it as a RuntimeError): a Firework
-                # it had checked out is re-queued by nft-fw recover; the next poll waits for
-                # the database like any other outage
-                lost = _connection_failure(err)
-                orphan = ORPHAN.search(str(err)) if isinstance(err, RuntimeError) else None
-                if lost is None and orphan is not None:
-                    # checked out a Firework no workflow lists (an append cut off by a
-                    # database outage): it cannot run; nft-fw recover deletes it and reruns
-                    # the Firework that appended it
-                    logger.warning(
-                        "worker %s: Firework %s is in no workflow (an append cut off by a "
-                        "lost database); run nft-fw recover to append it again",
-                        fworker.name,
-                        orphan.group(1),
-                    )
-                    ran = False
-                    continue
-                if lost is None:
-                    raise
-                lost_in_launch = True
-                logger.warning(
-                    "worker %s: database connection lost during a launch (%s)",
-                    fworker.name,
-                    type(lost).__name__,
-                )
-                ran = False
-            finally:
-                os.chdir(cwd)
+            outcome = _launch_in(lp, fworker, launcher_dir)
+            ran = outcome == "ran"
+            if outcome == "orphan":
+                continue
+            lost_in_launch = outcome == "lost"
             if ran:
                 launches += 1
                 last_work = time.monotonic()
             elif not os.listdir(launcher_dir):
                 os.rmdir(launcher_dir)  # another worker claimed it first
             if max_launches is not None and launches >= max_launches:
-                reason = "max launches"
-                break
+                return launches, "max launches"
             continue
         if idle_timeout_s is not None and time.monotonic() - last_work >= idle_timeout_s:
-            reason = "idle timeout"
-            break
+            return launches, "idle timeout"
         if quiet_polls >= 2:  # two looks a poll apart: no completion in between
-            reason = "no work can come"
-            break
+            return launches, "no work can come"
         time.sleep(poll_s)
-    report = WorkerReport(fworker.name, launches, reason, time.monotonic() - start)
-    logger.info("worker %s stopped after %d launches (%s)", report.name, launches, reason)
-    return report
+
+
+def _wait_for_database(
+    name: str, down_since: float, backoff: float, db_wait_s: float, err: ConnectionFailure
+) -> float:
+    """Sleep ``backoff`` s before asking an unreachable database again; the next backoff."""
+    now = time.monotonic()
+    if now - down_since >= db_wait_s:
+        raise DatabaseLost(now - down_since, err) from None
+    logger.warning(
+        "worker %s: database unreachable (%.0f s so far), retrying in %.0f s",
+        name,
+        now - down_since,
+        backoff,
+    )
+    time.sleep(backoff)
+    return min(2 * backoff, 30.0)
+
+
+def _release_locks_left_behind(lp: LaunchPad) -> bool:
+    """Release workflow locks a launch cut off by the database left; False if it is away."""
+    try:
+        # a lock held for STALE_LOCK_S is no live refresh (those take well under a
+        # second): release it, or every worker of the campaign waits FireWorks'
+        # 5 minutes for it at each check-out and check-in
+        release_stale_locks(lp, None, wait_s=STALE_LOCK_S)
+    except ConnectionFailure:
+        return False
+    return True
+
+
+# what came of one launch attempt: a Firework ran (completed or fizzled); none was checked out
+# (another worker took it first); the database went away in FireWorks' bookkeeping; or the
+# Firework checked out is in no workflow
+_LaunchOutcome = Literal["ran", "none", "lost", "orphan"]
+
+
+def _launch_in(lp: LaunchPad, fworker: FWorker, launcher_dir: str) -> _LaunchOutcome:
+    """Run one Firework in ``launcher_dir``: "ran", "none", "lost" or "orphan" (see above)."""
+    cwd = os.getcwd()
+    os.chdir(launcher_dir)
+    try:
+        return "ran" if launch_rocket(lp, fworker) else "none"
+    except (ConnectionFailure, RuntimeError) as err:
+        # the database went away inside FireWorks' own bookkeeping (checkout, launch
+        # record, workflow refresh, which re-raises it as a RuntimeError): a Firework
+        # it had checked out is re-queued by nft-fw recover; the next poll waits for
+        # the database like any other outage
+        lost = _connection_failure(err)
+        orphan = ORPHAN.search(str(err)) if isinstance(err, RuntimeError) else None
+        if lost is None and orphan is not None:
+            # checked out a Firework no workflow lists (an append cut off by a
+            # database outage): it cannot run; nft-fw recover deletes it and reruns
+            # the Firework that appended it
+            logger.warning(
+                "worker %s: Firework %s is in no workflow (an append cut off by a "
+                "lost database); run nft-fw recover to append it again",
+                fworker.name,
+                orphan.group(1),
+            )
+            return "orphan"
+        if lost is None:
+            raise
+        logger.warning(
+            "worker %s: database connection lost during a launch (%s)",
+            fworker.name,
+            type(lost).__name__,
+        )
+        return "lost"
+    finally:
+        os.chdir(cwd)

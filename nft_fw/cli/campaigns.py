@@ -401,65 +401,84 @@ def cmd_amend(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from nft_fw.firetasks import kinds
-    from nft_fw.launchpad import queue, records
-    from nft_fw.steps import md as md_mod
+    from nft_fw.launchpad import records
 
     with _reading(args) as conn, _campaign_errors():
         db = conn.launchpad.db
         docs = [records.get_campaign(db, args.name)] if args.name else records.list_campaigns(db)
         rows = []
         for doc in docs:
-            name = doc["_id"]
             kind = kinds.of_record(doc)
             if not kind.trains:
                 rows.append(_progress_row(conn, doc, kind))
                 continue
-            history = records.iterations(db, name)
-            last = history[-1] if history else {}
-            failed = queue.fireworks(
-                conn.launchpad, name, states=("FIZZLED",), fields=("fw_id", "name")
-            )
-            failed_chunks = [
-                {
-                    "kind": d["kind"],
-                    "phase": d.get("phase"),
-                    "iteration": d.get("iteration"),
-                    "centre": d.get("centre"),
-                    "hash": d["hash"],
-                    "fw_id": d.get("fw_id"),
-                    "error": d.get("error"),
-                }
-                for d in records.failures(db, name)
-            ]
-            waiting = queue.labelling_rounds(conn.launchpad, name)
-            rows.append(
-                {
-                    "campaign": name,
-                    "state": doc.get("state"),
-                    "labelling": waiting,
-                    "iteration": last.get("iteration"),
-                    "structure_uncertainty": last.get("structure_uncertainty"),
-                    "best_iteration": last.get("best_iteration"),
-                    "labels": records.count_labels(db, name),
-                    "fireworks": queue.state_counts(conn.launchpad, name),
-                    "fizzled": failed,
-                    "failed_labels": failed_chunks,
-                    "stop_reason": doc.get("stop_reason"),
-                    "relax_round": doc.get("relax_round"),
-                    "relax_stop_reason": doc.get("relax_stop_reason"),
-                    "flagged_transfers": [
-                        r["name"]
-                        for r in records.iterations(db, name, phase=Phase.TRANSFER)
-                        if r.get("flagged")
-                    ],
-                    "md_segment": doc.get("md_segment"),
-                    "md_left_data": md_mod.left_data(records.phase_records(db, [name], [Phase.MD])),
-                    "running": queue.running(conn.launchpad, name),
-                }
-            )
+            rows.append(_training_row(conn, doc))
     if args.json:
         console.print_json(json.dumps(rows, default=str))
         return EXIT_OK
+    _print_status_table(rows)
+    for r in rows:
+        _print_status_lines(r)
+    return EXIT_OK
+
+
+def _training_row(conn: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """The status row of a training campaign: its iteration, labels, Fireworks and failures."""
+    from nft_fw.launchpad import queue, records
+    from nft_fw.steps import md as md_mod
+
+    db = conn.launchpad.db
+    name = doc["_id"]
+    history = records.iterations(db, name)
+    last = history[-1] if history else {}
+    failed = queue.fireworks(conn.launchpad, name, states=("FIZZLED",), fields=("fw_id", "name"))
+    failed_chunks = _failed_labels(db, name)
+    waiting = queue.labelling_rounds(conn.launchpad, name)
+    return {
+        "campaign": name,
+        "state": doc.get("state"),
+        "labelling": waiting,
+        "iteration": last.get("iteration"),
+        "structure_uncertainty": last.get("structure_uncertainty"),
+        "best_iteration": last.get("best_iteration"),
+        "labels": records.count_labels(db, name),
+        "fireworks": queue.state_counts(conn.launchpad, name),
+        "fizzled": failed,
+        "failed_labels": failed_chunks,
+        "stop_reason": doc.get("stop_reason"),
+        "relax_round": doc.get("relax_round"),
+        "relax_stop_reason": doc.get("relax_stop_reason"),
+        "flagged_transfers": [
+            r["name"]
+            for r in records.iterations(db, name, phase=Phase.TRANSFER)
+            if r.get("flagged")
+        ],
+        "md_segment": doc.get("md_segment"),
+        "md_left_data": md_mod.left_data(records.phase_records(db, [name], [Phase.MD])),
+        "running": queue.running(conn.launchpad, name),
+    }
+
+
+def _failed_labels(db: Any, name: str) -> list[dict[str, Any]]:
+    """The campaign's recorded label failures, in the fields ``status`` shows."""
+    from nft_fw.launchpad import records
+
+    return [
+        {
+            "kind": d["kind"],
+            "phase": d.get("phase"),
+            "iteration": d.get("iteration"),
+            "centre": d.get("centre"),
+            "hash": d["hash"],
+            "fw_id": d.get("fw_id"),
+            "error": d.get("error"),
+        }
+        for d in records.failures(db, name)
+    ]
+
+
+def _print_status_table(rows: list[dict[str, Any]]) -> None:
+    """Print the one-line-per-campaign table of ``nft-fw status``."""
     table = Table(title="campaigns")
     columns = ("campaign", "state", "iteration", "δ max (eV/Å)", "best", "relax", "labels")
     for col in (*columns, "Fireworks"):
@@ -480,37 +499,39 @@ def cmd_status(args: argparse.Namespace) -> int:
             ", ".join(f"{k} {v}" for k, v in sorted(r["fireworks"].items())),
         )
     console.print(table)
-    for r in rows:
-        for w in r["labelling"]:
-            console.print(
-                f"{r['campaign']}: {w['phase']} round {w['round']} labelling, "
-                f"{w['label_fireworks_ended']}/{w['label_fireworks']} label Fireworks ended"
-                + ("" if w["trainer"] == "WAITING" else f", trainer {w['trainer']}")
-            )
-        for f in r.get("running", []):
-            console.print(
-                f"{r['campaign']}: running fw {f['fw_id']} ({f['role'] or f['name']}) on "
-                f"{f['host'] or '?'} ({f['fworker'] or '?'}) for {_age(f['time_start'])}"
-            )
-        for f in r["fizzled"]:
-            err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
-        for f in r["failed_labels"]:
-            where = f"centre {f['centre']}" if f["kind"] == "chunk" else "initial image"
-            err_console.print(
-                f"[red]failed label[/red] {r['campaign']}: {f['phase']} iteration "
-                f"{f['iteration']} {where} (fw {f['fw_id']}, hash {f['hash'][:12]}): "
-                f"{f['error']}"
-            )
-        if r.get("md_left_data"):
-            err_console.print(f"[red]left its data[/red] {r['campaign']}: {r['md_left_data']}")
-        for t in r["flagged_transfers"]:
-            console.print(
-                f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "
-                "trained target's (see nft-fw history --phase transfer)"
-            )
-        if r.get("kind") in PROGRESS_PRINTERS:
-            PROGRESS_PRINTERS[r["kind"]](r["campaign"], r[r["kind"]])
-    return EXIT_OK
+
+
+def _print_status_lines(r: dict[str, Any]) -> None:
+    """Print one campaign's labelling, running Fireworks, failures and progress below the table."""
+    for w in r["labelling"]:
+        console.print(
+            f"{r['campaign']}: {w['phase']} round {w['round']} labelling, "
+            f"{w['label_fireworks_ended']}/{w['label_fireworks']} label Fireworks ended"
+            + ("" if w["trainer"] == "WAITING" else f", trainer {w['trainer']}")
+        )
+    for f in r.get("running", []):
+        console.print(
+            f"{r['campaign']}: running fw {f['fw_id']} ({f['role'] or f['name']}) on "
+            f"{f['host'] or '?'} ({f['fworker'] or '?'}) for {_age(f['time_start'])}"
+        )
+    for f in r["fizzled"]:
+        err_console.print(f"[red]fizzled[/red] {r['campaign']}: fw {f['fw_id']} {f['name']}")
+    for f in r["failed_labels"]:
+        where = f"centre {f['centre']}" if f["kind"] == "chunk" else "initial image"
+        err_console.print(
+            f"[red]failed label[/red] {r['campaign']}: {f['phase']} iteration "
+            f"{f['iteration']} {where} (fw {f['fw_id']}, hash {f['hash'][:12]}): "
+            f"{f['error']}"
+        )
+    if r.get("md_left_data"):
+        err_console.print(f"[red]left its data[/red] {r['campaign']}: {r['md_left_data']}")
+    for t in r["flagged_transfers"]:
+        console.print(
+            f"[yellow]flagged[/yellow] {r['campaign']}: transfer target {t} has δ ≥ 2× the "
+            "trained target's (see nft-fw history --phase transfer)"
+        )
+    if r.get("kind") in PROGRESS_PRINTERS:
+        PROGRESS_PRINTERS[r["kind"]](r["campaign"], r[r["kind"]])
 
 
 def _age(started: Any) -> str:

@@ -89,6 +89,34 @@ def cmd_db_start(args: argparse.Namespace) -> int:
     _db_start_checks(args)
     want_tls = bool(args.tls or args.tls_cert)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else server.default_data_dir()
+    running = _running_server(args, data_dir, want_tls)
+    username, password = _login(args, data_dir, running)
+    files, local_host = _tls_files(args, data_dir) if running is None else (None, None)
+    _warn_exposure(args, want_tls)
+    options = _server_options(args, files, local_host)
+    if args.foreground:
+        err_console.print(
+            f"embedded server for {data_dir} in the foreground on {args.host}:"
+            f"{args.port or 'a free port'} ({'login required' if args.auth else 'NO LOGIN'}, "
+            f"{'TLS' if files else 'no TLS'}); it stops on SIGTERM"
+        )
+        server.serve(data_dir, **options)
+    info, started = server.start(data_dir, **options)
+    if args.auth and not info.auth:
+        raise UsageError(
+            f"the embedded server for {info.data_dir} already runs without authentication; "
+            "stop it (nft-fw db stop) and start it again with --auth"
+        )
+    conn = embedded(info.data_dir, args.db_name, start=False, username=username, password=password)
+    conn.close(stop_server=False)
+    _print_db_started(args, info, started)
+    return EXIT_OK
+
+
+def _running_server(args: argparse.Namespace, data_dir: Path, want_tls: bool) -> Any:
+    """The server already running on ``data_dir`` (or None), refusing one that conflicts."""
+    from nft_fw.launchpad import server
+
     if args.foreground:
         # a container's volume or a service's directory may hold the record of a server
         # that died with its container; its pid can be this very process now
@@ -105,6 +133,13 @@ def cmd_db_start(args: argparse.Namespace) -> int:
             f"the embedded server for {running.data_dir} already runs without TLS; "
             "stop it (nft-fw db stop) and start it again with --tls"
         )
+    return running
+
+
+def _login(args: argparse.Namespace, data_dir: Path, running: Any) -> tuple[str | None, str | None]:
+    """The --auth user and password (None, None without --auth), created on a new server."""
+    from nft_fw.launchpad import server
+
     username = password = None
     if args.auth:
         username = args.user
@@ -122,7 +157,13 @@ def cmd_db_start(args: argparse.Namespace) -> int:
             raise UsageError("the database password must have at least 8 characters")
         if running is None:
             server.create_user(data_dir, username, password, None)
-    files, local_host = _tls_files(args, data_dir) if running is None else (None, None)
+    return username, password
+
+
+def _warn_exposure(args: argparse.Namespace, want_tls: bool) -> None:
+    """Warn about a database on the network without a login, or with a login but no TLS."""
+    from nft_fw.launchpad import server
+
     if args.insecure_no_auth_on_network and not args.auth and not server.is_loopback(args.host):
         err_console.print(
             f"[bold red]WARNING:[/bold red] the database listens on {args.host} WITHOUT A LOGIN "
@@ -134,7 +175,11 @@ def cmd_db_start(args: argparse.Namespace) -> int:
             f"[yellow]note:[/yellow] the database listens on {args.host} without TLS: labels, "
             "models and Fireworks cross the network in clear text; add --tls"
         )
-    options: dict[str, Any] = {
+
+
+def _server_options(args: argparse.Namespace, files: Any, local_host: str | None) -> dict[str, Any]:
+    """The keyword arguments of ``server.start`` / ``server.serve`` for these options."""
+    return {
         "host": args.host,
         "port": args.port,
         "auth": args.auth,
@@ -144,21 +189,10 @@ def cmd_db_start(args: argparse.Namespace) -> int:
         "local_host": local_host,
         "insecure_no_auth_on_network": args.insecure_no_auth_on_network,
     }
-    if args.foreground:
-        err_console.print(
-            f"embedded server for {data_dir} in the foreground on {args.host}:"
-            f"{args.port or 'a free port'} ({'login required' if args.auth else 'NO LOGIN'}, "
-            f"{'TLS' if files else 'no TLS'}); it stops on SIGTERM"
-        )
-        server.serve(data_dir, **options)
-    info, started = server.start(data_dir, **options)
-    if args.auth and not info.auth:
-        raise UsageError(
-            f"the embedded server for {info.data_dir} already runs without authentication; "
-            "stop it (nft-fw db stop) and start it again with --auth"
-        )
-    conn = embedded(info.data_dir, args.db_name, start=False, username=username, password=password)
-    conn.close(stop_server=False)
+
+
+def _print_db_started(args: argparse.Namespace, info: Any, started: bool) -> None:
+    """Print where the server listens and how workers reach it (a JSON object with --json)."""
     lp_file = Path(info.data_dir) / "my_launchpad.yaml"
     payload = {
         "address": info.address,
@@ -172,27 +206,23 @@ def cmd_db_start(args: argparse.Namespace) -> int:
     }
     if args.json:
         console.print_json(json.dumps(payload))
-    else:
-        verb = "started" if started else "already running"
-        security = ", ".join(
-            [
-                "login required" if info.auth else "NO LOGIN",
-                "TLS" if info.tls else "no TLS",
-            ]
-        )
+        return
+    verb = "started" if started else "already running"
+    security = ", ".join(
+        [
+            "login required" if info.auth else "NO LOGIN",
+            "TLS" if info.tls else "no TLS",
+        ]
+    )
+    console.print(
+        f"embedded server {verb}: {info.address} ({security}; pid {info.pid}, data {info.data_dir})"
+    )
+    if info.tls_ca_file:
         console.print(
-            f"embedded server {verb}: {info.address} ({security}; pid {info.pid}, "
-            f"data {info.data_dir})"
+            f"other machines: copy {lp_file} and {info.tls_ca_file} (the CA certificate; "
+            "its key stays here) and set tlsCAFile in the copy to where the CA file lies"
         )
-        if info.tls_ca_file:
-            console.print(
-                f"other machines: copy {lp_file} and {info.tls_ca_file} (the CA certificate; "
-                "its key stays here) and set tlsCAFile in the copy to where the CA file lies"
-            )
-        console.print(
-            f"workers: nft-fw worker --launchpad {lp_file} [--category C | --fworker FILE]"
-        )
-    return EXIT_OK
+    console.print(f"workers: nft-fw worker --launchpad {lp_file} [--category C | --fworker FILE]")
 
 
 def cmd_db_stop(args: argparse.Namespace) -> int:

@@ -116,40 +116,47 @@ def cmd_recover(args: argparse.Namespace) -> int:
     appended Fireworks the workflow never got)."""
     conn = _open(args, start_embedded=False)
     try:
-        query = {"spec.campaign": args.name} if args.name else None
-        if args.name:
-            from nft_fw.launchpad import records
-
-            records.get_campaign(conn.launchpad.db, args.name)
-        from nft_fw.launchpad.worker import (
-            fizzled_by_lost_database,
-            refresh_stuck_waiting,
-            release_stale_locks,
-            repair_orphans,
-            requeue_cut_off_checkouts,
-            rerun_lost_runs,
-        )
-
-        unlocked = release_stale_locks(conn.launchpad, query, dry_run=args.dry_run)
-        # before lost runs: an orphan a worker checked out looks like one, and FireWorks
-        # cannot rerun a Firework that no workflow lists
-        orphans, appenders = repair_orphans(conn.launchpad, query, dry_run=args.dry_run)
-        unstarted = requeue_cut_off_checkouts(
-            conn.launchpad, query, older_than_s=args.lost_after, dry_run=args.dry_run
-        )
-        lost_launches, lost_fws, inconsistent = rerun_lost_runs(
-            conn.launchpad, args.lost_after, query, dry_run=args.dry_run
-        )
-
-        cut_off = fizzled_by_lost_database(conn.launchpad, query)
-        for fw_id in [] if args.dry_run else cut_off:
-            conn.launchpad.rerun_fw(fw_id)
-        stuck = refresh_stuck_waiting(conn.launchpad, query, dry_run=args.dry_run)
+        out = _recover(conn, args)
     except KeyError as err:
         raise UsageError(err.args[0]) from err
     finally:
         conn.close(stop_server=False)
-    out = {
+    _print_recovery(args, out)
+    return EXIT_OK
+
+
+def _recover(conn: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Run every repair of ``nft-fw recover`` in order; what each found, by JSON key."""
+    query = {"spec.campaign": args.name} if args.name else None
+    if args.name:
+        from nft_fw.launchpad import records
+
+        records.get_campaign(conn.launchpad.db, args.name)
+    from nft_fw.launchpad.worker import (
+        fizzled_by_lost_database,
+        refresh_stuck_waiting,
+        release_stale_locks,
+        repair_orphans,
+        requeue_cut_off_checkouts,
+        rerun_lost_runs,
+    )
+
+    unlocked = release_stale_locks(conn.launchpad, query, dry_run=args.dry_run)
+    # before lost runs: an orphan a worker checked out looks like one, and FireWorks
+    # cannot rerun a Firework that no workflow lists
+    orphans, appenders = repair_orphans(conn.launchpad, query, dry_run=args.dry_run)
+    unstarted = requeue_cut_off_checkouts(
+        conn.launchpad, query, older_than_s=args.lost_after, dry_run=args.dry_run
+    )
+    lost_launches, lost_fws, inconsistent = rerun_lost_runs(
+        conn.launchpad, args.lost_after, query, dry_run=args.dry_run
+    )
+
+    cut_off = fizzled_by_lost_database(conn.launchpad, query)
+    for fw_id in [] if args.dry_run else cut_off:
+        conn.launchpad.rerun_fw(fw_id)
+    stuck = refresh_stuck_waiting(conn.launchpad, query, dry_run=args.dry_run)
+    return {
         "lost_fw_ids": sorted(lost_fws),
         "lost_launch_ids": sorted(lost_launches),
         "inconsistent_fw_ids": sorted(inconsistent),
@@ -161,11 +168,15 @@ def cmd_recover(args: argparse.Namespace) -> int:
         "rerun_appender_fw_ids": appenders,
         "requeued": not args.dry_run,
     }
+
+
+def _print_recovery(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """Print what ``nft-fw recover`` found and did (the JSON object with --json)."""
     if args.json:
         console.print_json(json.dumps(out))
-    elif lost_fws:
+    elif out["lost_fw_ids"]:
         verb = "found (dry run)" if args.dry_run else "re-queued"
-        console.print(f"lost runs {verb}: Fireworks {', '.join(map(str, sorted(lost_fws)))}")
+        console.print(f"lost runs {verb}: Fireworks {', '.join(map(str, out['lost_fw_ids']))}")
     else:
         console.print(f"no run silent for more than {args.lost_after:g} s")
 
@@ -174,8 +185,12 @@ def cmd_recover(args: argparse.Namespace) -> int:
             verb = "found (dry run)" if args.dry_run else done
             console.print(f"{what}, {verb}: {prefix}{', '.join(map(str, ids))}")
 
+    unlocked, inconsistent = out["unlocked_workflow_fw_ids"], out["inconsistent_fw_ids"]
+    orphans, appenders = out["orphaned_fw_ids"], out["rerun_appender_fw_ids"]
+    stuck, cut_off = out["stuck_waiting_fw_ids"], out["database_fizzled_fw_ids"]
+    unstarted = out["unstarted_checkout_fw_ids"]
     say(unlocked, "workflows left locked by a lost connection", "unlocked")
-    say(sorted(inconsistent), "runs that completed while their workflow was not updated",
+    say(inconsistent, "runs that completed while their workflow was not updated",
         "brought up to date")  # fmt: skip
     if orphans and not args.json:
         again = "to rerun" if args.dry_run else "rerun"
@@ -187,7 +202,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
         prefix="")  # fmt: skip
     say(cut_off, "fizzled on a lost database connection", "re-queued")
     say(unstarted, "checked out but never started (a check-out cut off)", "re-queued")
-    return EXIT_OK
 
 
 def register(sub: Any) -> None:

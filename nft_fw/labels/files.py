@@ -41,7 +41,7 @@ from nft_fw.structures import atoms_io
 from nft_fw.structures.chunks import structure_id
 
 KINDS = ("image", "chunk", "full")
-PHASES = (Phase.INITIAL, Phase.NFT, Phase.RELAX, Phase.MD, "inherited", "validation",
+PHASES = (Phase.INITIAL, Phase.NFT, Phase.RELAX, Phase.MD, Phase.INHERITED, "validation",
           "nearsightedness")  # fmt: skip
 
 
@@ -102,7 +102,7 @@ def frame(
 
 
 #: The order of an export's frames by phase (images and chunks alike).
-PHASE_ORDER = (Phase.INITIAL, "inherited", Phase.NFT, Phase.RELAX, Phase.MD, "validation",
+PHASE_ORDER = (Phase.INITIAL, Phase.INHERITED, Phase.NFT, Phase.RELAX, Phase.MD, "validation",
                "nearsightedness")  # fmt: skip
 
 
