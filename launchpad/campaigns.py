@@ -40,15 +40,10 @@ def load_spec(db: Database, name: str) -> CampaignSpec:
 
 
 def stored_spec(doc: dict[str, Any]) -> CampaignSpec:
-    """The campaign file a campaign was submitted with. A campaign submitted by nft-fw 0.2
-    (its stored nft section has no progress_measure) keeps the rule it started with: patience
-    and the kept model by the largest δ, no minimum gain."""
-    data = dict(doc["spec"])
-    nft = dict(data.get("nft") or {})
-    if "progress_measure" not in nft:
-        nft.update(progress_measure="max_delta", min_gain=0.0)
-        data["nft"] = nft
-    return CampaignSpec.model_validate(data)
+    """The campaign file a campaign was submitted with (refused, naming ``nft-fw db
+    migrate``, when stored under an older schema)."""
+    records.require_schema(doc)
+    return CampaignSpec.model_validate(doc["spec"])
 
 
 def require_parent_hash(db: Database, doc: dict[str, Any]) -> None:

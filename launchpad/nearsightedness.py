@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.io.jsonio import decode
 from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.database import Database
@@ -107,14 +106,8 @@ def register(db: Database, prepared: PreparedNearsightedness) -> None:
 
 
 def target(db: Database, file_id: str) -> Atoms:
-    """A copy of the stored target (exact extended XYZ, as every stored structure; a campaign
-    submitted by nft-fw ≤ 0.3 stored it as ASE JSON, read as such)."""
-    if not records.file_name(db, ObjectId(file_id)).endswith(".json"):
-        return records.get_structure(db, ObjectId(file_id))
-    atoms = decode(records.get_bytes(db, ObjectId(file_id)).decode())
-    if not isinstance(atoms, Atoms):
-        raise TypeError(f"stored target {file_id} is a {type(atoms).__name__}, not Atoms")
-    return atoms
+    """A copy of the stored target (exact extended XYZ, as every stored structure)."""
+    return records.get_structure(db, ObjectId(file_id))
 
 
 def _plan(db: Database, doc: dict[str, Any]) -> ChunkPlan:

@@ -151,6 +151,32 @@ class OldLayoutError(RuntimeError):
     """A campaign submitted by an nft-fw whose Fireworks this version cannot run."""
 
 
+#: the schema of the documents a campaign stores, on its record (``schema_version``);
+#: nft-fw 0.7 and earlier stored none (schema 0). nft_fw.launchpad.migrate brings older
+#: campaigns up to it (``nft-fw db migrate``).
+SCHEMA_VERSION = 1
+
+
+def require_schema(doc: dict[str, Any]) -> None:
+    """Refuse, naming the way out, a campaign stored under another schema: an older one is
+    brought up to date by ``nft-fw db migrate``, a newer one needs a newer nft-fw."""
+    version = int(doc.get("schema_version", 0))
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise OldLayoutError(
+            f"campaign {doc.get('_id')!r} was stored under schema {version} by a newer nft-fw "
+            f"(this one reads schema {SCHEMA_VERSION}): upgrade nft-fw on this machine"
+        )
+    require_layout(doc)  # nft-fw 0.1's layout cannot be migrated: its own message
+    raise OldLayoutError(
+        f"campaign {doc.get('_id')!r} was stored by nft-fw 0.7 or earlier (schema {version}; this "
+        f"nft-fw reads schema {SCHEMA_VERSION}): run `nft-fw db migrate` once with the same "
+        "connection options (it brings every campaign of the database up to date; "
+        "docs/upgrading.md), then run this again"
+    )
+
+
 def kind(doc: dict[str, Any]) -> str:
     """The kind of a stored campaign (one of ``nft_fw.spec.campaign.CAMPAIGN_KINDS``): NFT
     campaign records carry no ``kind`` field."""
@@ -180,6 +206,7 @@ def create_campaign(db: Database, name: str, spec: dict[str, Any], **fields: Any
         "created": now(),
         "updated": now(),
         "layout": LAYOUT,
+        "schema_version": SCHEMA_VERSION,
         **fields,
     }
     try:
@@ -207,6 +234,20 @@ def get_campaign(db: Database, name: str) -> dict[str, Any]:
             f"{known or 'none'}); check the name and the connection options "
             "(--uri/--launchpad/--data-dir, --db-name)"
         )
+    require_schema(doc)
+    return doc
+
+
+def raw_campaigns(db: Database) -> list[dict[str, Any]]:
+    """Every campaign record as stored, whatever its schema (for nft_fw.launchpad.migrate)."""
+    return list(db[CAMPAIGNS].find({}).sort("created", ASCENDING))
+
+
+def raw_campaign(db: Database, name: str) -> dict[str, Any]:
+    """One campaign record as stored, whatever its schema (for nft_fw.launchpad.migrate)."""
+    doc = db[CAMPAIGNS].find_one({"_id": name})
+    if doc is None:
+        raise KeyError(f"no campaign named {name!r} in database {where(db)}")
     return doc
 
 
@@ -372,6 +413,12 @@ def put_iteration(db: Database, record: dict[str, Any]) -> None:
     body = json.loads(json.dumps(record, default=float))  # plain JSON types only
     body["written"] = now()
     db[ITERATIONS].replace_one(key, body, upsert=True)
+
+
+def update_record(db: Database, record: dict[str, Any], **fields: Any) -> None:
+    """Set ``fields`` on a stored record (found by campaign, phase and iteration)."""
+    key = {k: record[k] for k in ("campaign", "phase", "iteration")}
+    db[ITERATIONS].update_one(key, {"$set": fields})
 
 
 def delete_iteration(db: Database, campaign: str, phase: str, iteration: int) -> None:

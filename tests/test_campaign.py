@@ -358,16 +358,27 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
         load_campaign(tmp_path / "absent.yaml")
 
 
-def test_campaign_stored_by_0_2_keeps_its_max_delta_rule() -> None:
+def test_campaign_stored_by_0_2_keeps_its_max_delta_rule_through_the_migration() -> None:
+    import pytest
+
     from nft_fw.launchpad.campaigns import stored_spec
+    from nft_fw.launchpad.migrate import spec_of_0
+    from nft_fw.launchpad.records import SCHEMA_VERSION, OldLayoutError
     from nft_fw.spec.campaign import load_campaign
 
     data = load_campaign(example_campaign()).model_dump(mode="json")
     assert data["nft"]["progress_measure"] == "mean_delta" and data["nft"]["min_gain"] == 0.02
-    assert stored_spec({"spec": data}).nft.progress_measure == "mean_delta"
+    current = {"_id": "c", "spec": data, "schema_version": SCHEMA_VERSION}
+    assert stored_spec(current).nft.progress_measure == "mean_delta"
+    assert spec_of_0(data) == (data, [])  # a current file is left as it is
     for key in ("progress_measure", "min_gain", "threshold_on", "calibration_coverage"):
         del data["nft"][key]  # what nft-fw 0.2 stored
-    old = stored_spec({"spec": data})
+    # read as stored, a 0.2 file would get today's defaults: refused, naming the way out
+    with pytest.raises(OldLayoutError, match="nft-fw db migrate"):
+        stored_spec({"_id": "c", "spec": data, "layout": "one-workflow"})
+    migrated, changes = spec_of_0(data)
+    assert changes and "progress_measure" in changes[0]
+    old = stored_spec({"_id": "c", "spec": migrated, "schema_version": SCHEMA_VERSION})
     assert old.nft.progress_measure == "max_delta" and old.nft.min_gain == 0.0
     assert old.nft.threshold_on == "delta"
 

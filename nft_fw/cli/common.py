@@ -259,6 +259,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "db stop": [("nft-fw db stop", "stop the server of ~/.nft-fw")],
     "db status": [("nft-fw db status --json", "running? answering? where?")],
+    "db migrate": [
+        ("nft-fw db migrate --dry-run", "which campaigns an older nft-fw stored"),
+        ("nft-fw db migrate --data-dir run/db", "bring them to this nft-fw's schema"),
+    ],
     "worker": [
         ("nft-fw worker", "run anything ready on the default database, keep polling"),
         ("nft-fw worker --category dft --idle-timeout 600",

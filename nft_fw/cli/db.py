@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -14,7 +15,9 @@ from nft_fw.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     UsageError,
+    _add_connection_options,
     _examples,
+    _reading,
     console,
     err_console,
     logger,
@@ -257,6 +260,28 @@ def cmd_db_status(args: argparse.Namespace) -> int:
     return EXIT_OK if info is None or responding else EXIT_FAILURE
 
 
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    """Bring every campaign of the database to this nft-fw's schema (docs/upgrading.md)."""
+    from nft_fw.launchpad import migrate, records
+
+    with _reading(args) as conn:
+        reports = migrate.migrate(conn.launchpad.db, dry_run=args.dry_run)
+    if args.json:
+        console.print_json(json.dumps([dataclasses.asdict(r) for r in reports]))
+    for r in [] if args.json else reports:
+        if r.refused:
+            err_console.print(f"{r.campaign}: not migrated — {r.refused}")
+        elif r.changes:
+            console.print(f"{r.campaign}: schema {r.schema_from} → {r.schema_to}")
+            for change in r.changes:
+                console.print(f"  {change}")
+        else:
+            console.print(f"{r.campaign}: schema {r.schema_from}, current")
+    if not reports and not args.json:
+        console.print(f"no campaigns; this nft-fw stores schema {records.SCHEMA_VERSION}")
+    return EXIT_FAILURE if any(r.refused for r in reports) else EXIT_OK
+
+
 def register(
     sub: Any, _add_parser: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -316,6 +341,15 @@ def register(
     p = db_sub.add_parser("stop", help="stop the embedded server")
     p.add_argument("--data-dir", metavar="DIR")
     p.set_defaults(func=cmd_db_stop)
+    p = db_sub.add_parser(
+        "migrate",
+        help="bring the campaigns stored by an older nft-fw to this one's schema (once, after "
+        "an upgrade; safe to repeat)",
+    )
+    _add_connection_options(p)
+    p.add_argument("--dry-run", action="store_true", help="say what is behind; change nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_db_migrate)
     p = db_sub.add_parser("status", help="is the embedded server running and answering?")
     p.add_argument("--data-dir", metavar="DIR")
     p.add_argument("--json", action="store_true")

@@ -45,7 +45,7 @@ def md_table(segments: Records) -> list[list[str]]:
         elif r.get("stopped"):
             ended = "stopped: left its data"
         elif r.get("finished"):
-            above = int(r.get("steps_above_threshold", 0)) if not r.get("watched", True) else 0
+            above = int(r["steps_above_threshold"]) if not r["watched"] else 0
             ended = f"end, {above} steps above δ threshold unwatched" if above else "end"
         else:
             ended = "—"

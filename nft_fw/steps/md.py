@@ -286,8 +286,8 @@ def ending(record: Mapping[str, Any]) -> str:
             f"{float(record['threshold']):g} with no pause left — the model has left its data "
             "(raise md.max_pauses and run again, or md.out_of_pauses: continue to go on)"
         )
-    above = int(record.get("steps_above_threshold", 0))
-    if above and not record.get("watched", True):
+    above = int(record["steps_above_threshold"])
+    if above and not record["watched"]:
         dt = float(record.get("timestep_fs", 0.0))
         return (
             f"to the end, {above} steps ({above * dt / 1000.0:.3f} ps) with δ above the "
@@ -304,9 +304,7 @@ def left_data(records: Sequence[Mapping[str, Any]]) -> str | None:
     last = records[-1]
     if last.get("stopped"):
         return "MD " + ending(last)
-    unwatched = sum(
-        int(r.get("steps_above_threshold", 0)) for r in records if not r.get("watched", True)
-    )
+    unwatched = sum(int(r["steps_above_threshold"]) for r in records if not r["watched"])
     if unwatched:
         dt = float(last.get("timestep_fs", 0.0))
         return (
