@@ -1,6 +1,8 @@
-"""The FireTasks of an NFT campaign: thin translators between Fireworks and
-:mod:`nft_fw.firetasks.iteration`, :mod:`nft_fw.firetasks.labels` and
-:mod:`nft_fw.firetasks.relax`.
+"""The FireTasks of an NFT campaign — init, label, train, relax, transfer, MD segment and
+report: thin translators between Fireworks and the phase bodies
+(:mod:`nft_fw.firetasks.iteration`, :mod:`nft_fw.firetasks.labels`,
+:mod:`nft_fw.firetasks.relax`, :mod:`nft_fw.firetasks.md`); the train, relax and MD tasks
+share one body (load → step → store → ``FWAction``).
 
 Their import paths (``{{nft_fw.firetasks.nft.<Task>}}``) are stored in the database with
 every Firework: never rename or move them. Every task needs the LaunchPad

@@ -1,18 +1,24 @@
-"""One NFT iteration and one relaxation round, each written once, as functions of data.
+"""Each phase of a campaign once, as a function of data: the NFT iteration, the relax
+round, the transfer and the MD segment.
 
 :func:`nft_step` is the NFT iteration of Zeng, Chen, Peterson, J. Chem. Phys. 156, 064104
 (2022), Sec. IV: train on every label so far → predict the target and δ → record →
 decide → the next chunks to label. :func:`relax_step` is a relaxation round (Sec. V C):
-retrain (from round 1 on) → relax the target → record → decide → chunks from the
-trajectory. Both take plain inputs (labels, the previous model, the history, the campaign)
-and return plain outputs (the record, the model, the decision, label requests); they read
-and write nothing else. Their two runners add only I/O:
+retrain (from round 1 on) → relax the target (or resume from the frontier) → record →
+decide → chunks from the trajectory (or the prior labels' chunks of the next round).
+:func:`transfer_step` relaxes a larger target with the kept model (Sec. V D) and flags it
+when δ says it left the data. :func:`md_step` is an MD segment: retrain on the last
+pause's chunks → run from the saved state until the length or the first step above the
+threshold → record → the chunks of the pause. Each takes plain inputs (labels, the
+previous model, the records before, the campaign) and returns plain outputs (the record,
+the model, the decision, label requests); they read and write nothing else. Their two
+runners add only I/O:
 
-* :func:`nft_fw.runners.local.run_locally` / :func:`nft_fw.runners.local.relax_locally` keep everything in
-  memory and label requests in-process;
-* the trainer and relax Fireworks (:mod:`nft_fw.firetasks.iteration`,
-  :mod:`nft_fw.firetasks.relax`) load the inputs from the database, call the step,
-  store its outputs and hand the requests to FireWorks.
+* :mod:`nft_fw.runners.local` (``run_locally``, ``relax_locally``, ``transfer_locally``,
+  ``md_locally``) keeps everything in memory and labels requests in-process;
+* the Fireworks (:mod:`nft_fw.firetasks.iteration`, :mod:`nft_fw.firetasks.relax`,
+  :mod:`nft_fw.firetasks.md`) load the inputs from the database, call the step, store its
+  outputs and hand the requests to FireWorks.
 
 The order labels arrive in never matters: the step sorts images by their hash and chunks by
 (iteration, centre, hash) before training, so a campaign gives the same history in one
