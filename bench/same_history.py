@@ -5,9 +5,11 @@ must not change what nft-fw computes.
     make demo
     .venv/bin/nft-fw history pt260-emt --data-dir .nft-fw-demo/db --db-name nft_fw_demo \\
         --json > /tmp/now.json
-    .venv/bin/python bench/same_history.py bench/data/demo-history-0.6.0.json /tmp/now.json
+    .venv/bin/python bench/same_history.py bench/data/demo-history.json /tmp/now.json
 
 Prints the first differing field of each record (or "identical") and exits 1 on a difference.
+Compare runs on one machine: XLA compiles for the CPU it runs on, so another CPU gives other
+last digits (bench/data/README.md). To record a run: json.dump(computed(history), file).
 """
 
 from __future__ import annotations

@@ -151,7 +151,8 @@ class LabelTask(_CampaignTask):
 class Round:
     """What one step of a phase did, for :class:`_RoundTask`: the Firework's ``summary``,
     the ``items`` to label in the next round of the same phase (None: the phase ended) and,
-    when it ended, what comes after it (``after(spec)``: a Workflow or None)."""
+    when it ended, what comes after it (``after(spec)``: a Workflow or None; no ``after``:
+    nothing is appended, as after a transfer)."""
 
     summary: dict[str, Any]
     items: list[dict[str, Any]] | None
@@ -159,9 +160,10 @@ class Round:
 
 
 class _RoundTask(_CampaignTask):
-    """The one body of the trainer, relax and MD Fireworks: load and run the phase's step
-    (:meth:`_step`, which stores its outputs), then append (once) the next round of the
-    same phase — its label Fireworks and the next step — or what comes after the phase."""
+    """The one body of the trainer, relax, transfer and MD Fireworks: load and run the
+    phase's step (:meth:`_step`, which stores its outputs), then append (once) the next
+    round of the same phase — its label Fireworks and the next step — or what comes after
+    the phase."""
 
     phase: ClassVar[str]
     counter: ClassVar[str]  # the spec key holding the round's number
@@ -180,7 +182,8 @@ class _RoundTask(_CampaignTask):
                 lambda: shapes.round_workflow(spec, self.phase, n + 1, items, TASKS, fw_id),
                 out.summary,
             )
-        assert out.after is not None
+        if out.after is None:
+            return FWAction(stored_data=out.summary)
         after = out.after
         return self._append(lambda: after(spec), out.summary)
 
@@ -260,27 +263,26 @@ class MDTask(_RoundTask):
 
 
 @explicit_serialize
-class TransferTask(_CampaignTask):
+class TransferTask(_RoundTask):
     """Relax transfer target ``index`` with the final model (no new data); when it is
     flagged and its ``retrain`` is set, submit the follow-up campaign that trains on it (a
-    campaign, and workflow, of its own; once)."""
+    campaign, and workflow, of its own; once). Nothing is appended to this campaign."""
 
     required_params: ClassVar[list[str]] = ["campaign", "index"]
+    phase, counter = Phase.TRANSFER, "index"
 
-    def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        db, name, k = self._db(), self["campaign"], int(self["index"])
-        record = relaxing.transfer(db, name, k, getattr(self, "fw_id", None))
+    def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
+        record = relaxing.transfer(db, name, number, fw_id)
         summary = {
             key: record[key]
             for key in ("name", "n_atoms", "n_steps", "structure_uncertainty", "flagged")
         }
-        spec = self._spec()
-        if record["flagged"] and spec.transfer[k].retrain:
-            child = relaxation.follow_up(db, name, k)
+        if record["flagged"] and self._spec().transfer[number].retrain:
+            child = relaxation.follow_up(db, name, number)
             if not queue.has_workflow(self.launchpad, child.name):
                 queue.add_workflow(self.launchpad, shapes.campaign_workflow(child, TASKS))
             summary["follow_up"] = child.name
-        return FWAction(stored_data=summary)
+        return Round(summary, None)
 
 
 @explicit_serialize

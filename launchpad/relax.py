@@ -102,7 +102,7 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
     spec = campaigns.stored_spec(doc)
     entry = transfer_targets(db, name)[index]
     child = f"{name}-{entry['name']}"[:64]
-    existing = db[records.CAMPAIGNS].find_one({"_id": child}, {"spec": 1, "inherited_from": 1})
+    existing = db[records.CAMPAIGNS].find_one({"_id": child})
     if existing is not None:
         if existing.get("inherited_from") != name:
             raise records.CampaignExists(
