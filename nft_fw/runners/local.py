@@ -21,6 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from nft_fw.labels import files as labelset
+from nft_fw.labels.label import ChunkLabel
 from nft_fw.labels.phase import Phase
 from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
@@ -31,7 +32,6 @@ from nft_fw.steps import md as md_mod
 from nft_fw.steps.kept import calibration_meta, kept_record
 from nft_fw.steps.relax import Trajectory
 from nft_fw.steps.step import (
-    ChunkLabel,
     FeatureMemo,
     MDInputs,
     NFTInputs,

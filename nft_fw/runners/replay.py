@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from nft_fw.labels.label import ChunkLabel
 from nft_fw.labels.phase import Phase
 from nft_fw.labels.prior import PriorLabel, PriorLabels
 from nft_fw.potential import model as mdl
@@ -32,7 +33,6 @@ from nft_fw.potential import training as tr
 from nft_fw.spec.campaign import Prepared
 from nft_fw.steps import decision
 from nft_fw.steps.step import (
-    ChunkLabel,
     FeatureMemo,
     NFTInputs,
     Prediction,
