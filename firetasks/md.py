@@ -14,11 +14,11 @@ from typing import Any
 
 from pymongo.database import Database
 
-from nft_fw.firetasks import iteration as training
+from nft_fw.firetasks import iteration as nft_tasks
 from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
-from nft_fw.launchpad import md as dynamics
-from nft_fw.launchpad import relax as relaxation
+from nft_fw.launchpad import md as md_store
+from nft_fw.launchpad import relax as relax_store
 from nft_fw.potential import model as mdl
 from nft_fw.spec.campaign import Prepared
 from nft_fw.steps import md as md_mod
@@ -45,12 +45,12 @@ def _segment_start(
     the segment before's model and saved state."""
     spec = prepared.spec
     if number == 0:
-        model, source = relaxation.relaxed_model(db, name)
+        model, source = relax_store.relaxed_model(db, name)
         atoms = step.md_start_structure(
             spec,
             prepared.target,
-            lambda: dynamics.relaxed_structure(db, name),
-            lambda which: dynamics.transfer_structure(db, name, which),
+            lambda: md_store.relaxed_structure(db, name),
+            lambda which: md_store.transfer_structure(db, name, which),
         )
         model_from = {"phase": source["phase"], "iteration": source["iteration"]}
         return model, source, model_from, step.md_start(spec, atoms)
@@ -60,7 +60,7 @@ def _segment_start(
         )
     source = before[-1]
     model_from = {"phase": Phase.MD, "iteration": number - 1}
-    return relaxation.load(db, source), source, model_from, dynamics.state(db, source)
+    return relax_store.load(db, source), source, model_from, md_store.state(db, source)
 
 
 def _store_segment(
@@ -68,7 +68,7 @@ def _store_segment(
 ) -> tuple[dict[str, Any], str]:
     """Store the segment's frames, end state and model (or point at the unchanged one) and
     return its record (not yet written) and the id of its frames file."""
-    relaxation.replace_files(db, name, Phase.MD, number)
+    relax_store.replace_files(db, name, Phase.MD, number)
     seg = out.segment
     frames_id = records.put_structures(db, seg.frames, f"{name}/md/frames-{number}.extxyz")
     state_id = records.put_structures(
@@ -76,7 +76,7 @@ def _store_segment(
     )
     record = {**out.record, "frames_file": str(frames_id), "state_file": str(state_id)}
     if out.record["model_from"] == {"phase": Phase.MD, "iteration": number}:  # trained here
-        record["model_file"] = dynamics.checkpoint_model(db, name, number) or str(
+        record["model_file"] = md_store.checkpoint_model(db, name, number) or str(
             records.put_bytes(
                 db, out.ensemble.to_bytes(), f"{name}/md/model-{number}.nftm", kind="model"
             )
@@ -94,9 +94,9 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
     t_start = time.perf_counter()
     campaigns.import_offline_labels(db, name)
     prepared = campaigns.context(db, name)
-    before = dynamics.segments(db, name, before=number)
+    before = md_store.segments(db, name, before=number)
     model, source, model_from, start = _segment_start(db, name, number, prepared, before)
-    resume = dynamics.get_checkpoint(db, name, number)
+    resume = md_store.get_checkpoint(db, name, number)
     if resume is not None:
         log.info(
             "campaign %s MD segment %d: continuing from the checkpoint at step %d",
@@ -117,7 +117,7 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
             rounds=records.iterations(db, name, phase=Phase.RELAX),
             segments=before,
             resume=resume,
-            checkpoint=lambda r: dynamics.put_checkpoint(db, name, number, r),
+            checkpoint=lambda r: md_store.put_checkpoint(db, name, number, r),
             known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
             features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
             true_forces=(lambda a: prepared.parent.label(a)[1])
@@ -130,8 +130,8 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
     record["timings"] = {**out.record["timings"], "total_s": time.perf_counter() - t_start}
     records.put_iteration(db, record)
     trained = out.record["model_from"] == {"phase": Phase.MD, "iteration": number}
-    dynamics.drop_checkpoint(db, name, number, keep_model=trained)
-    items = [training.chunk_item(r, frames_id) for r in out.requests]
+    md_store.drop_checkpoint(db, name, number, keep_model=trained)
+    items = [nft_tasks.chunk_item(r, frames_id) for r in out.requests]
     if record["stopped"]:  # δ above the threshold with no pause left: the phase ends
         records.update_campaign(
             db, name, state="md-stopped", md_segment=number, md_stop_reason="out_of_pauses"

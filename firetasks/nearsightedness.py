@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from fireworks import FWAction, explicit_serialize
 from pymongo.database import Database
 
-from nft_fw.firetasks import labels as labelling
+from nft_fw.firetasks import labels as label_tasks
 from nft_fw.firetasks.nft import _CampaignTask
 from nft_fw.launchpad import nearsightedness as ns
 from nft_fw.report import nearsightedness as ns_report
@@ -68,7 +68,7 @@ class NearsightednessLabelTask(_CampaignTask):
     required_params: ClassVar[list[str]] = ["campaign", "items"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
-        counts = labelling.label_nearsightedness_items(
+        counts = label_tasks.label_nearsightedness_items(
             self._db(), self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
         )
         return FWAction(stored_data=counts)

@@ -25,13 +25,13 @@ from typing import Any, ClassVar
 from fireworks import FiretaskBase, FWAction, explicit_serialize
 from pymongo.errors import ConnectionFailure
 
-from nft_fw.firetasks import iteration as training
-from nft_fw.firetasks import labels as labelling
-from nft_fw.firetasks import md as dynamics
-from nft_fw.firetasks import relax as relaxing
+from nft_fw.firetasks import iteration as nft_tasks
+from nft_fw.firetasks import labels as label_tasks
+from nft_fw.firetasks import md as md_tasks
+from nft_fw.firetasks import relax as relax_tasks
 from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, queue, records, reports
-from nft_fw.launchpad import relax as relaxation
+from nft_fw.launchpad import relax as relax_store
 from nft_fw.report import summary as nft_report
 from nft_fw.workflows import campaign as shapes
 
@@ -116,7 +116,7 @@ class InitTask(_CampaignTask):
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db, name = self._db(), self["campaign"]
-        items = labelling.round_items(db, name, training.initial_items(db, name))
+        items = label_tasks.round_items(db, name, nft_tasks.initial_items(db, name))
         spec = self._spec()
         return self._append(
             lambda: shapes.round_workflow(spec, Phase.NFT, 0, items, TASKS, self.fw_id),
@@ -139,11 +139,11 @@ class LabelTask(_CampaignTask):
         name, items, fw_id = self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
         if getattr(self, "launchpad", None) is None and self.get("parent"):
             # offline mode: no database; the labels travel in the FWAction
-            docs = labelling.label_offline(name, self["parent"], items, fw_id)
+            docs = label_tasks.label_offline(name, self["parent"], items, fw_id)
             return FWAction(
                 stored_data={"new": len(docs), "existing": 0, campaigns.OFFLINE_LABELS_KEY: docs}
             )
-        counts = labelling.label_items(self._db(), name, items, fw_id)
+        counts = label_tasks.label_items(self._db(), name, items, fw_id)
         return FWAction(stored_data=dict(counts))
 
 
@@ -177,7 +177,7 @@ class _RoundTask(_CampaignTask):
         out = self._step(db, name, n, fw_id)
         spec = self._spec()
         if out.items is not None:
-            items = labelling.round_items(db, name, out.items)
+            items = label_tasks.round_items(db, name, out.items)
             return self._append(
                 lambda: shapes.round_workflow(spec, self.phase, n + 1, items, TASKS, fw_id),
                 out.summary,
@@ -197,7 +197,7 @@ class TrainTask(_RoundTask):
     phase, counter = Phase.NFT, "iteration"
 
     def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
-        out = training.train(db, name, number, fw_id)
+        out = nft_tasks.train(db, name, number, fw_id)
         summary: dict[str, Any] = {
             "iteration": number,
             "structure_uncertainty": out.record["structure_uncertainty"],
@@ -227,7 +227,7 @@ class RelaxTask(_RoundTask):
     phase, counter = Phase.RELAX, "round"
 
     def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
-        out = relaxing.relax_round(db, name, number, fw_id)
+        out = relax_tasks.relax_round(db, name, number, fw_id)
         summary: dict[str, Any] = {
             "round": number,
             "trajectory_max_uncertainty": out.record["structure_uncertainty"],
@@ -250,7 +250,7 @@ class MDTask(_RoundTask):
     phase, counter = Phase.MD, "segment"
 
     def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
-        out = dynamics.md_segment(db, name, number, fw_id)
+        out = md_tasks.md_segment(db, name, number, fw_id)
         summary: dict[str, Any] = {
             "segment": number,
             "steps": [out.record["start_step"], out.record["end_step"]],
@@ -272,13 +272,13 @@ class TransferTask(_RoundTask):
     phase, counter = Phase.TRANSFER, "index"
 
     def _step(self, db: Any, name: str, number: int, fw_id: int | None) -> Round:
-        record = relaxing.transfer(db, name, number, fw_id)
+        record = relax_tasks.transfer(db, name, number, fw_id)
         summary = {
             key: record[key]
             for key in ("name", "n_atoms", "n_steps", "structure_uncertainty", "flagged")
         }
         if record["flagged"] and self._spec().transfer[number].retrain:
-            child = relaxation.follow_up(db, name, number)
+            child = relax_store.follow_up(db, name, number)
             if not queue.has_workflow(self.launchpad, child.name):
                 queue.add_workflow(self.launchpad, shapes.campaign_workflow(child, TASKS))
             summary["follow_up"] = child.name

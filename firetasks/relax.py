@@ -15,10 +15,10 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
-from nft_fw.firetasks import iteration as training
+from nft_fw.firetasks import iteration as nft_tasks
 from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
-from nft_fw.launchpad import relax as relaxation
+from nft_fw.launchpad import relax as relax_store
 from nft_fw.potential import model as mdl
 from nft_fw.steps import decision, step
 
@@ -47,7 +47,7 @@ def _round_model(
             f"campaign {name}: relax round {number - 1} has no record; rerun its Firework"
         )
     model_from = {"phase": Phase.RELAX, "iteration": number - 1}
-    return relaxation.load(db, rounds[-1]), None, model_from
+    return relax_store.load(db, rounds[-1]), None, model_from
 
 
 def _store_round(
@@ -57,7 +57,7 @@ def _store_round(
     NFT phase's) and the prior chunks it asked for; return its record (not yet written) and
     the label items of the next round."""
     trajectory = out.trajectory
-    relaxation.replace_files(db, name, Phase.RELAX, number)
+    relax_store.replace_files(db, name, Phase.RELAX, number)
     frames_id = records.put_structures(
         db, [trajectory.frames[f] for f in out.searched], f"{name}/relax/frames-{number}.extxyz"
     )
@@ -78,9 +78,9 @@ def _store_round(
     else:  # round 0 relaxes with the NFT phase's model: its record points at that file
         record["model_file"] = source["model_file"]
         record["shared_files"] = ["model_file"]
-    items = [training.chunk_item(r, str(frames_id)) for r in out.requests if r.given is None]
+    items = [nft_tasks.chunk_item(r, str(frames_id)) for r in out.requests if r.given is None]
     items += [
-        {**training.chunk_item(r, record["prior_chunks_file"]), "frame": j, "cut_centre": 0}
+        {**nft_tasks.chunk_item(r, record["prior_chunks_file"]), "frame": j, "cut_centre": 0}
         for j, r in enumerate(given)
     ]
     return record, items
@@ -112,7 +112,7 @@ def relax_round(db: Database, name: str, number: int, fw_id: int | None = None) 
             campaigns.stored_chunks(db, name),
             history=records.iterations(db, name),
             rounds=rounds,
-            true_start_forces=training.validation_forces(db, name),
+            true_start_forces=nft_tasks.validation_forces(db, name),
             known=lambda h: h in failed or records.has_label(db, name, h, parent_hash),
             features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
             start=start,
@@ -151,13 +151,13 @@ def transfer(db: Database, name: str, index: int, fw_id: int | None = None) -> d
     record."""
     t_start = time.perf_counter()
     prepared = campaigns.context(db, name)
-    entry = relaxation.transfer_targets(db, name)[index]
+    entry = relax_store.transfer_targets(db, name)[index]
     atoms = records.get_structures(db, ObjectId(entry["file"]))[0]
-    ensemble, source = relaxation.relaxed_model(db, name)
+    ensemble, source = relax_store.relaxed_model(db, name)
     out = step.transfer_step(
         step.TransferInputs(prepared, index, entry["name"], atoms, ensemble, source)
     )
-    relaxation.replace_files(db, name, Phase.TRANSFER, index)
+    relax_store.replace_files(db, name, Phase.TRANSFER, index)
     final_id = records.put_structures(
         db, [out.trajectory.final], f"{name}/transfer/{entry['name']}-final.extxyz"
     )

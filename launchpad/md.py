@@ -18,7 +18,7 @@ from pymongo.database import Database
 
 from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
-from nft_fw.launchpad import relax as relaxation
+from nft_fw.launchpad import relax as relax_store
 from nft_fw.potential import model as mdl
 from nft_fw.steps import kept as kept_mod
 from nft_fw.steps import md as md_mod
@@ -49,7 +49,7 @@ def relaxed_structure(db: Database, name: str) -> Any:
 
 def transfer_structure(db: Database, name: str, which: str) -> Any:
     """Transfer target ``which`` as stored at submission, or None."""
-    for entry in relaxation.transfer_targets(db, name):
+    for entry in relax_store.transfer_targets(db, name):
         if entry["name"] == which:
             return records.get_structure(db, ObjectId(entry["file"]))
     return None

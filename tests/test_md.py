@@ -380,8 +380,8 @@ def test_a_killed_md_firework_resumes_from_its_checkpoint(service, monkeypatch) 
     """The last segment is run again, its first run killed after a checkpoint (an injected
     fault): the rerun continues from the checkpoint and records what the segment recorded,
     labelling nothing again."""
-    from nft_fw.firetasks import md as task
-    from nft_fw.launchpad import md as dynamics
+    from nft_fw.firetasks import md as md_tasks
+    from nft_fw.launchpad import md as md_store
     from nft_fw.launchpad import records
 
     conn, code, _ = service
@@ -389,7 +389,7 @@ def test_a_killed_md_firework_resumes_from_its_checkpoint(service, monkeypatch) 
     db = conn.launchpad.db
     before = records.iterations(db, "md-local", phase="md")[-1]
     n_labels = records.count_labels(db, "md-local")
-    save = dynamics.put_checkpoint
+    save = md_store.put_checkpoint
 
     class Killed(Exception):
         pass
@@ -399,13 +399,13 @@ def test_a_killed_md_firework_resumes_from_its_checkpoint(service, monkeypatch) 
         if resume.segment.n_rows > 30:
             raise Killed
 
-    monkeypatch.setattr(dynamics, "put_checkpoint", dying)
+    monkeypatch.setattr(md_store, "put_checkpoint", dying)
     with pytest.raises(Killed):
-        task.md_segment(db, "md-local", before["iteration"])
-    monkeypatch.setattr(dynamics, "put_checkpoint", save)
+        md_tasks.md_segment(db, "md-local", before["iteration"])
+    monkeypatch.setattr(md_store, "put_checkpoint", save)
     (left,) = records.iterations(db, "md-local", phase="md_checkpoint")
     assert left["step"] > before["start_step"]
-    again = task.md_segment(db, "md-local", before["iteration"])
+    again = md_tasks.md_segment(db, "md-local", before["iteration"])
     assert again.record["resumed_from_step"] == left["step"]
     for key in ("step", "max_delta", "temperature_K", "kinetic_energy"):
         np.testing.assert_allclose(again.record["log"][key], before["log"][key], rtol=1e-12)

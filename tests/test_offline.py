@@ -132,7 +132,7 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
     """A registered EMT campaign (a 79-atom Pt particle) and one round of three chunk labels
     laid out the way a trainer appends them: one label Firework, then the trainer.
     Returns the items and the label Firework's id."""
-    from nft_fw.firetasks import labels as labelling
+    from nft_fw.firetasks import labels as label_tasks
     from nft_fw.firetasks.nft import TASKS
     from nft_fw.launchpad import campaigns, queue, records
     from nft_fw.spec.campaign import load_campaign, prepare
@@ -158,7 +158,7 @@ def _label_round(conn: Any, name: str, service: dict[str, Any]) -> tuple[list[di
          "iteration": 1, "phase": "nft"}
         for c in (0, 17, 40)
     ]  # fmt: skip
-    items = labelling.round_items(lp.db, name, items)
+    items = label_tasks.round_items(lp.db, name, items)
     lp.add_wf(round_workflow(prepared.spec, "nft", 1, items, TASKS))
     (label_id,) = lp.get_fw_ids({"spec.campaign": name, "spec.nft_role": "label"})
     assert lp.get_fw_by_id(label_id).spec["_category"] == "label"

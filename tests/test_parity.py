@@ -288,7 +288,7 @@ def _assert_products_are_the_stored_data(db: Any, products: dict[str, list[Any]]
     import numpy as np
     from bson import ObjectId
 
-    from nft_fw.launchpad import md as dynamics
+    from nft_fw.launchpad import md as md_store
     from nft_fw.launchpad import records
     from nft_fw.steps import md
 
@@ -320,6 +320,6 @@ def _assert_products_are_the_stored_data(db: Any, products: dict[str, list[Any]]
         np.testing.assert_array_equal(frame.arrays[md.DELTA_ARRAY], f.arrays[md.DELTA_ARRAY])
         assert frame.info["temperature_K"] == temperature and frame.info["nft_number"] == segment
     end = md.MDState.from_frame(products["md-end"][0])
-    state = dynamics.state(db, segments[-1])
+    state = md_store.state(db, segments[-1])
     assert end.step == state.step
     np.testing.assert_array_equal(end.atoms.get_momenta(), state.atoms.get_momenta())

@@ -284,7 +284,7 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
     db_server: Any, tmp_path: Path
 ) -> None:
     from nft_fw.cli import run_campaign
-    from nft_fw.firetasks import iteration as training
+    from nft_fw.firetasks import iteration as nft_tasks
     from nft_fw.labels import files as labelset
     from nft_fw.launchpad import records
     from nft_fw.launchpad.connection import embedded
@@ -343,7 +343,7 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
         items = [i for fw in label_fws for t in fw["spec"]["_tasks"] for i in t["items"]]
         assert len(items) == len(computed)
         (full,) = [f for f in exported if f.info["nft_kind"] == "full"]
-        np.testing.assert_array_equal(training.validation_forces(db, "continued"),
+        np.testing.assert_array_equal(nft_tasks.validation_forces(db, "continued"),
                                       full.get_forces())  # fmt: skip
         summary = records.get_campaign(db, "continued")["summary"]
         assert summary["parent_calls"]["labels_from_prior"] == len(given)

@@ -155,7 +155,7 @@ def test_report_has_the_relaxation_figures_and_the_parent_call_bill(finished: An
     conn, _, _, tmp = finished
     db = conn.launchpad.db
     report = tmp / "report"
-    for name in ("relaxation.png", "transfer.png", "history.md", "summary.json"):
+    for name in ("relax_store.png", "transfer.png", "history.md", "summary.json"):
         assert (report / name).stat().st_size > 0
     summary = json.loads((report / "summary.json").read_text())
     bill = summary["parent_calls"]
@@ -171,7 +171,7 @@ def test_report_has_the_relaxation_figures_and_the_parent_call_bill(finished: An
 
 def test_history_phases_and_export_of_the_final_model(finished: Any, tmp_path: Path) -> None:
     from nft_fw.launchpad import campaigns, records
-    from nft_fw.launchpad import relax as relaxation
+    from nft_fw.launchpad import relax as relax_store
     from nft_fw.potential.calculator import EnsembleCalculator
 
     conn, _, _, _ = finished
@@ -185,7 +185,7 @@ def test_history_phases_and_export_of_the_final_model(finished: Any, tmp_path: P
     assert [r["phase"] for r in everything].count("transfer") == 2
     out = _cli(conn, "export", NAME, "-o", str(tmp_path / "model"))
     assert out.returncode == 0, out.stderr
-    ensemble, rec = relaxation.final_model(db, NAME)
+    ensemble, rec = relax_store.final_model(db, NAME)
     assert rec["phase"] == "relax"
     atoms = campaigns.context(db, NAME).target
     atoms.calc = EnsembleCalculator.load(tmp_path / "model")
@@ -195,22 +195,22 @@ def test_history_phases_and_export_of_the_final_model(finished: Any, tmp_path: P
 
 
 def test_follow_up_campaign_inherits_labels_and_model(finished: Any) -> None:
-    from nft_fw.firetasks import iteration as training
+    from nft_fw.firetasks import iteration as nft_tasks
     from nft_fw.launchpad import campaigns, records
-    from nft_fw.launchpad import relax as relaxation
+    from nft_fw.launchpad import relax as relax_store
 
     conn, _, _, _ = finished
     db = conn.launchpad.db
-    child = relaxation.follow_up(db, NAME, 0)
+    child = relax_store.follow_up(db, NAME, 0)
     assert child is not None and child.name == f"{NAME}-ico55" and not child.transfer
-    again = relaxation.follow_up(db, NAME, 0)  # a rerun registers nothing twice
+    again = relax_store.follow_up(db, NAME, 0)  # a rerun registers nothing twice
     assert again == child and db[records.CAMPAIGNS].count_documents({"_id": child.name}) == 1
     parent_labels = records.labels(db, NAME)
     labels = records.labels(db, child.name)
     assert sorted(d["hash"] for d in labels) == sorted(d["hash"] for d in parent_labels)
     assert {d.get("phase") for d in labels if d["kind"] == "chunk"} == {"inherited"}
-    assert training.initial_items(db, child.name) == []
-    out = training.train(db, child.name, 0)
+    assert nft_tasks.initial_items(db, child.name) == []
+    out = nft_tasks.train(db, child.name, 0)
     # warm start: the short retraining schedule, not the from-scratch one
     assert out.record["training"]["steps"] == child.training.steps_per_iteration
     assert out.record["n_labels"] == len(parent_labels)

@@ -362,7 +362,7 @@ def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
     and the trainer goes on with the rest."""
     import flaky_parent
 
-    from nft_fw.firetasks import labels as labelling
+    from nft_fw.firetasks import labels as label_tasks
     from nft_fw.launchpad import records
 
     lp = connection.launchpad
@@ -388,7 +388,7 @@ def test_failing_parent_fizzles_its_labels_retries_and_the_campaign_goes_on(
     fate = {}
     for fw in chunk_fws:
         (item,) = fw["spec"]["_tasks"][0]["items"]
-        atoms, label_hash = labelling._item_atoms(lp.db, sources, item)
+        atoms, label_hash = label_tasks._item_atoms(lp.db, sources, item)
         fate[fw["fw_id"]] = (flaky_parent.bucket(atoms), label_hash, fw["spec"]["nft_round"])
     failing = {i for i, (b, _, _) in fate.items() if b == 0}
     transient = {i for i, (b, _, _) in fate.items() if b == 1}

@@ -156,7 +156,7 @@ def cmd_lammps(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nft_fw.launchpad import relax as relaxation
+    from nft_fw.launchpad import relax as relax_store
     from nft_fw.potential.calculator import EnsembleCalculator
 
     def get(db: Any) -> Any:
@@ -168,7 +168,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 f"Its per-radius table is in 'nft-fw history {args.name}' and its figure in "
                 f"'nft-fw report {args.name}'"
             )
-        return relaxation.final_model(db, args.name)
+        return relax_store.final_model(db, args.name)
 
     if args.structures:
         files = _with_campaign(
@@ -208,7 +208,7 @@ def _write_products(db: Any, name: str, directory: str, fmt: str) -> dict[str, P
     from bson import ObjectId
 
     from nft_fw.launchpad import campaigns, records
-    from nft_fw.launchpad import md as dynamics
+    from nft_fw.launchpad import md as md_store
     from nft_fw.runners import products
     from nft_fw.steps import kept
 
@@ -229,7 +229,7 @@ def _write_products(db: Any, name: str, directory: str, fmt: str) -> dict[str, P
         transfer_finals=[structures(r["final_file"])[0] for r in transfers],
         segments=segments,
         segment_frames=[structures(r["frames_file"]) for r in segments],
-        end_state=dynamics.state(db, segments[-1]) if segments else None,
+        end_state=md_store.state(db, segments[-1]) if segments else None,
         fmt=fmt,
     )
 
