@@ -277,6 +277,23 @@ def test_relax_rounds_continued_from_an_export_take_its_chunks_and_label_only_ne
     # only the new round's chunks, each once
     assert len(calls) == len(new) == 3 and {lb.iteration for lb in new} == {3}
 
+    # an export cut off while round 2's chunks were being labelled (one of three missing):
+    # the same campaign continued completes the round with the chunk it had chosen
+    frames = loop.label_frames(a, ra.labels)
+    (dropped,) = [f for f in frames if f.info.get("nft_phase") == "relax"
+                  and f.info["nft_number"] == 2][:1]  # fmt: skip
+    labelset.write(tmp_path / "cut.extxyz", [f for f in frames if f is not dropped])
+    calls.clear()
+    same = tiny(name="relaxed", relax=relax)
+    same["prior_labels"] = {"file": str(tmp_path / "cut.extxyz")}
+    rc = loop.relax_locally(loop.run_locally(load_campaign(same), progress=False), progress=False)
+    assert [r["next_from_prior"] for r in rc.rounds] == [3, 2, 0]
+    assert len(calls) == 1  # the missing chunk only, and it is the one the run had chosen
+    (relabelled,) = [lb for lb in rc.labels if lb.hash not in {f.info["nft_hash"] for f in frames
+                                                                if f is not dropped}]  # fmt: skip
+    assert relabelled.hash == dropped.info["nft_hash"] and relabelled.iteration == 2
+    assert [[r[k] for k in keys] for r in rc.rounds] == [[r[k] for k in keys] for r in ra.rounds]
+
 
 @pytest.mark.integration
 @pytest.mark.slow
@@ -303,12 +320,17 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
                             tmp_path / "r1") == 0  # fmt: skip
         out = cli(conn, "labels", "first", "--export", str(tmp_path / "first.extxyz"))
         assert out.returncode == 0, out.stderr
-        exported = labelset.read(tmp_path / "first.extxyz")
+        # one relax chunk left out, as if the export had been made while it was labelled:
+        # the continued round takes the other two and chooses the third itself
+        every = labelset.read(tmp_path / "first.extxyz")
+        dropped = next(f for f in every if f.info.get("nft_phase") == "relax")
+        exported = [f for f in every if f is not dropped]
+        labelset.write(tmp_path / "cut.extxyz", exported)
 
         continued = small_campaign("continued")
         continued["nft"]["max_iterations"] = 3
         continued["relax"] = {**relax, "max_rounds": 2}  # one round past the export's
-        continued["prior_labels"] = {"file": str(tmp_path / "first.extxyz")}
+        continued["prior_labels"] = {"file": str(tmp_path / "cut.extxyz")}
         assert run_campaign(conn, prepare(load_campaign(continued)), 2, tmp_path / "w2",
                             tmp_path / "r2") == 0  # fmt: skip
         db = conn.launchpad.db
@@ -326,16 +348,18 @@ def test_a_service_campaign_continued_from_an_export_labels_only_new_chunks(
         # recorded where they were cut; only the round past it labelled its own
         exported_relax = {f.info["nft_hash"]: f for f in exported
                           if f.info.get("nft_phase") == "relax"}  # fmt: skip
-        assert len(exported_relax) == 3
+        assert len(exported_relax) == 2
         given_relax = [d for d in given if d.get("phase") == "relax"]
         assert {d["hash"] for d in given_relax} == set(exported_relax)
         for d in given_relax:
             assert (
                 d["iteration"] == 1 and d["centre"] == exported_relax[d["hash"]].info["nft_centre"]
             )
-        assert {d["iteration"] for d in computed if d.get("phase") == "relax"} == {2}
+        computed_relax = [d for d in computed if d.get("phase") == "relax"]
+        assert sum(d["iteration"] == 1 for d in computed_relax) == 1  # the round completed
+        assert {d["iteration"] for d in computed_relax} == {1, 2}
         rounds = records.iterations(db, "continued", phase="relax")
-        assert [r["next_from_prior"] for r in rounds] == [3, 0, 0]
+        assert [r["next_from_prior"] for r in rounds] == [2, 0, 0]
         assert len({d["hash"] for d in labels}) == len(labels)
         label_fws = conn.launchpad.fireworks.find(
             {"spec.campaign": "continued", "spec.nft_role": "label"}, {"spec._tasks": 1}

@@ -122,20 +122,24 @@ def _relax_requests(
     ensemble: mdl.Ensemble,
 ) -> list[ChunkRequest]:
     """The chunks the next round trains on: the prior labels' chunks of that round when
-    the file holds them, else chunks around uncertain atoms of the searched frames."""
+    the file holds them, and chunks around uncertain atoms of the searched frames for the
+    rest of the round (all of it without prior chunks). The round's choice is made as
+    always and the prior chunks are taken out of it, so a round the export cut off
+    mid-labelling is completed by the chunks it had chosen when the trajectory is the same."""
     prepared, number = inputs.prepared, inputs.number
-    if planned:
-        return [
-            ChunkRequest(
-                centre=int(lb.centre if lb.centre is not None else 0),
-                radius=float(lb.radius or prepared.chunk_radius_A),
-                iteration=number + 1,
-                phase=Phase.RELAX,
-                given=lb.structure(),
-            )
-            for lb in planned
-        ]
+    given = [
+        ChunkRequest(
+            centre=int(lb.centre if lb.centre is not None else 0),
+            radius=float(lb.radius or prepared.chunk_radius_A),
+            iteration=number + 1,
+            phase=Phase.RELAX,
+            given=lb.structure(),
+        )
+        for lb in planned
+    ]
     rs = prepared.spec.relax_settings
+    if len(given) >= rs.chunks_per_round:
+        return given
     chosen = trajectory_chunks(
         trajectory,
         searched,
@@ -147,8 +151,9 @@ def _relax_requests(
         inputs.known,
         include_start=inputs.start is not None,
     )
+    taken = {lb.hash for lb in planned}
     position = {f: j for j, f in enumerate(searched)}
-    return [
+    rest = [
         ChunkRequest(
             centre=chunk.centre,
             radius=prepared.chunk_radius_A,
@@ -157,7 +162,9 @@ def _relax_requests(
             frame=position[f],
         )
         for f, chunk in chosen
+        if chunk.hash not in taken
     ]
+    return given + rest[: rs.chunks_per_round - len(given)]
 
 
 def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
