@@ -155,7 +155,7 @@ def test_report_has_the_relaxation_figures_and_the_parent_call_bill(finished: An
     conn, _, _, tmp = finished
     db = conn.launchpad.db
     report = tmp / "report"
-    for name in ("relax_store.png", "transfer.png", "history.md", "summary.json"):
+    for name in ("relaxation.png", "transfer.png", "history.md", "summary.json"):
         assert (report / name).stat().st_size > 0
     summary = json.loads((report / "summary.json").read_text())
     bill = summary["parent_calls"]
