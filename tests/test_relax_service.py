@@ -84,6 +84,34 @@ def test_relax_rounds_run_as_fireworks_and_stop_by_the_rule(finished: Any) -> No
     assert all(r["training"]["loss"] > 0 for r in rounds[1:])
 
 
+def test_the_follower_waits_out_a_workflow_write_back_before_its_verdict(
+    finished: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Firework ended but the workflow still locked (the last worker writing it back):
+    a verdict then would call a finished campaign stalled. A lock held past the grace is
+    judged; one released in time is not."""
+    import threading
+
+    from nft_fw.cli import campaigns as cli_campaigns
+
+    conn, _, _, _ = finished
+    lp = conn.launchpad
+    lp.workflows.update_many({}, {"$set": {"locked": True}})
+    release = threading.Timer(2.0, lambda: lp.workflows.update_many({}, {"$unset": {"locked": 1}}))
+    release.start()
+    try:
+        assert cli_campaigns._follow(conn, NAME, []) == "completed"
+    finally:
+        release.cancel()
+    assert not lp.workflows.count_documents({"locked": True})
+    monkeypatch.setattr(cli_campaigns, "LOCK_GRACE_S", 1.0)
+    lp.workflows.update_many({}, {"$set": {"locked": True}})
+    try:  # a lock nobody releases: judged after the grace, not waited on for ever
+        assert cli_campaigns._follow(conn, NAME, []) == "stalled"
+    finally:
+        lp.workflows.update_many({}, {"$unset": {"locked": 1}})
+
+
 def test_trajectory_chunks_are_labelled_once_and_trained_on(finished: Any) -> None:
     from nft_fw.launchpad import records
 

@@ -37,6 +37,9 @@ from nft_fw.spec.campaign import NEARSIGHTEDNESS
 
 # the campaign files installed with the package (nft_fw/examples)
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+# how long the follower waits for a workflow lock held after every Firework has ended (a
+# worker writing the workflow back takes well under a second) before judging the campaign
+LOCK_GRACE_S = 60.0
 
 
 def _validate_nearsightedness(args: argparse.Namespace, prepared: Any) -> int:
@@ -193,6 +196,7 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
     shown = -1
     seen: set[tuple[str, str, int]] = set()
     labelling_shown: set[tuple[str, str, int, int]] = set()
+    locked_since: float | None = None
     while True:
         family = [name, *records.follow_ups(db, name)]
         for n in family:
@@ -237,14 +241,20 @@ def _follow(conn: Any, name: str, procs: Sequence[subprocess.Popen[bytes]]) -> s
         # the report task marks the campaign completed just before its worker marks the
         # Firework COMPLETED: stopping the workers then would leave that Firework RUNNING;
         # and that worker then writes the workflow back under FireWorks' lock: stopping it
-        # inside would leave the workflow locked for every later rerun or refresh
-        if (
-            all(s == "completed" for s in states)
-            and not fw.get("RUNNING")
-            and not any(queue.workflow_locked(conn.launchpad, n) for n in family)
-        ):
+        # inside would leave the workflow locked for every later rerun or refresh. A
+        # workflow still locked with every Firework ended is that write-back under way (or
+        # a dead worker's lock, which FireWorks expires): no verdict until it is released
+        locked = any(queue.workflow_locked(conn.launchpad, n) for n in family)
+        if locked and not active:
+            locked_since = locked_since if locked_since is not None else time.monotonic()
+        else:
+            locked_since = None
+        waiting_for_lock = (
+            locked_since is not None and time.monotonic() - locked_since < LOCK_GRACE_S
+        )
+        if all(s == "completed" for s in states) and not fw.get("RUNNING") and not locked:
             return "completed"
-        if not active and fw:
+        if not active and fw and not waiting_for_lock:
             return "stalled" if not fw.get("FIZZLED") else "failed"
         if procs and all(p.poll() is not None for p in procs):
             return "workers exited"
