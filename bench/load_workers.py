@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -45,8 +46,16 @@ from nft_fw.launchpad.connection import embedded  # noqa: E402
 from nft_fw.spec.campaign import load_campaign, prepare  # noqa: E402
 
 
-def campaign(name: str, chunks: int, iterations: int, scale: float) -> dict[str, Any]:
-    return {
+def campaign(
+    name: str,
+    chunks: int,
+    iterations: int,
+    scale: float,
+    rounds: str = "synchronous",
+    after: float = 0.25,
+    selection: str | None = None,
+) -> dict[str, Any]:
+    spec = {
         "name": name,
         "target": {
             "builder": {"kind": "octahedron", "element": "Pt", "length": 8, "cutoff": 3},
@@ -67,6 +76,11 @@ def campaign(name: str, chunks: int, iterations: int, scale: float) -> dict[str,
         "validation": {"true_forces": True},
         "service": {"labels_per_firework": 1},
     }
+    if rounds != "synchronous":
+        spec["nft"].update(rounds=rounds, next_round_after=after)  # type: ignore[attr-defined]
+    if selection is not None:
+        spec["nft"]["selection"] = selection  # type: ignore[index]
+    return spec
 
 
 def _utc(value: Any) -> float:
@@ -92,17 +106,33 @@ def analyse(lp: Any, name: str, workers: int, t0: float, t1: float) -> dict[str,
     fws = {
         d["fw_id"]: d
         for d in lp.fireworks.find(
-            {"spec.campaign": name}, {"fw_id": 1, "spec.nft_role": 1, "created_on": 1}
+            {"spec.campaign": name},
+            {"fw_id": 1, "spec.nft_role": 1, "spec.nft_round": 1, "created_on": 1},
         )
     }
     launches = []
+    rounds = []  # (start, end) of the label launches of NFT rounds >= 1
     for doc in lp.launches.find({"fw_id": {"$in": list(fws)}}):
         if doc.get("time_start") is None or doc.get("time_end") is None:
             continue
-        role = fws[doc["fw_id"]].get("spec", {}).get("nft_role")
-        launches.append((_utc(doc["time_start"]), _utc(doc["time_end"]), role, doc["fw_id"]))
+        spec = fws[doc["fw_id"]].get("spec", {})
+        role = spec.get("nft_role")
+        a, b = _utc(doc["time_start"]), _utc(doc["time_end"])
+        launches.append((a, b, role, doc["fw_id"]))
+        if role == "label" and spec.get("nft_round", 0) >= 1:
+            rounds.append((a, b))
     busy = sum(b - a for a, b, _, _ in launches)
     wall = t1 - t0
+    # the rounds' window: from the first chunk label's start to the last one's end, i.e.
+    # without the campaign's fixed start (worker start-up, init, the initial images, the
+    # first training from scratch) and end (the report): what the way rounds follow each
+    # other decides
+    w0, w1 = min(a for a, _ in rounds), max(b for _, b in rounds)
+    busy_window = sum(max(0.0, min(b, w1) - max(a, w0)) for a, b, _, _ in launches)
+    # while the campaign learns: up to the last trainer's start (after it, the chunks still in
+    # flight finish and the report runs, a fixed end like the start)
+    t_last = max(a for a, _, role, _ in launches if role == "train")
+    busy_learning = sum(max(0.0, min(b, t_last) - max(a, w0)) for a, b, _, _ in launches)
     label_start = {fw: a for a, _, role, fw in launches if role == "label"}
     ready = [
         (_utc(fws[fw]["created_on"]), start)
@@ -127,10 +157,16 @@ def analyse(lp: Any, name: str, workers: int, t0: float, t1: float) -> dict[str,
                 kind = "other"
             idle[kind] += n_idle * step
         t += step
+    trainers = sorted((a, b - a) for a, b, role, _ in launches if role == "train")
     return {
         "wall_s": wall,
         "launches": len(launches),
         "utilisation": busy / (workers * wall),
+        "rounds_window_s": w1 - w0,
+        "utilisation_rounds": busy_window / (workers * (w1 - w0)),
+        "learning_window_s": t_last - w0,
+        "utilisation_learning": busy_learning / (workers * max(t_last - w0, 1e-9)),
+        "trainer_launch_s": [round(d, 2) for _, d in trainers],
         "idle_worker_s": idle,
         "checkout_latency_median_s": statistics.median(latency) if latency else None,
     }
@@ -143,8 +179,9 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     conn = embedded(data_dir, db_name="bench_load", start=False)
     try:
         conn.launchpad.reset("", require_password=False)
-        submit(conn.launchpad, prepare(load_campaign(
-            campaign(name, args.chunks, args.iterations, args.scale))))  # fmt: skip
+        submit(conn.launchpad, prepare(load_campaign(campaign(
+            name, args.chunks, args.iterations, args.scale, args.rounds, args.after,
+            args.selection))))  # fmt: skip
         admin = conn.launchpad.db.client.admin
         ops0 = admin.command("serverStatus")["opcounters"]
         pid = int(admin.command("serverStatus")["pid"])
@@ -202,11 +239,33 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             server_peak_rss_MiB=_peak_rss_mib(pid),
             true_force_mae_last=history[-1].get("true_force_mae") if history else None,
             true_force_mae_kept=kept.get("true_force_mae"),
+            rounds=args.rounds,
+            selection=args.selection or "most_uncertain",
+            next_round_after=args.after if args.rounds != "synchronous" else None,
+            # the science side, per trainer: chunks trained on and the true-force MAE
+            curve=[(r["n_chunks"], r.get("true_force_mae")) for r in history],
+            # where a trainer's time goes (s): gather, features, train, predict, total
+            trainer_timings=[
+                {k: round(v, 2) for k, v in r["timings"].items() if k.endswith("_s")}
+                for r in history
+            ],
+            # chunks asked for that no trainer used (in flight when NFT stopped)
+            unused_chunks=records.count_labels(conn.launchpad.db, name)
+            - (history[-1]["n_labels"] if history else 0),
         )
         return out
     finally:
         conn.close(stop_server=False)
         server.stop(data_dir)
+
+
+def mae_at(curve: list[tuple[int, float | None]], n: int) -> float | None:
+    """The true-force MAE after ``n`` chunks, linear between the trainers around it."""
+    points = [(c, e) for c, e in curve if e is not None]
+    for (c0, e0), (c1, e1) in itertools.pairwise(points):
+        if c0 <= n <= c1:
+            return e0 if c1 == c0 else e0 + (e1 - e0) * (n - c0) / (c1 - c0)
+    return None
 
 
 def main() -> None:
@@ -215,6 +274,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=32, help="chunks per iteration (32)")
     parser.add_argument("--iterations", type=int, default=4, help="NFT iterations after 0")
     parser.add_argument("--scale", type=float, default=0.01, help="label-time scale (1/100)")
+    parser.add_argument("--rounds", choices=["synchronous", "overlapping"], default="synchronous")
+    parser.add_argument(
+        "--after", type=float, default=0.25, help="overlapping: nft.next_round_after (0.25)"
+    )
+    parser.add_argument("--selection", choices=["most_uncertain", "diverse"], default=None)
+    parser.add_argument(
+        "--at", type=int, default=128, help="report the true MAE at this many chunks (128)"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -224,15 +291,23 @@ def main() -> None:
             row = run(w, args, Path(tmp))
             rows.append(row)
             idle = row["idle_worker_s"]
+            # the science side at a common N (--at chunks): the true MAE between the two
+            # trainers around N, linear in N (a synchronous campaign has one at N exactly)
+            at = mae_at(row["curve"], args.at)
+            row["true_force_mae_at"] = at
             print(
-                f"W={w:3d}: wall {row['wall_s']:6.0f} s, utilisation {row['utilisation']:.0%}, "
+                f"W={w:3d}: wall {row['wall_s']:6.0f} s, utilisation {row['utilisation']:.0%} "
+                f"(rounds: {row['utilisation_rounds']:.0%} of {row['rounds_window_s']:.0f} s, "
+                f"learning: {row['utilisation_learning']:.0%} of "
+                f"{row['learning_window_s']:.0f} s), "
                 f"idle worker-s trainer {idle['trainer']:.0f} / queue {idle['queue']:.0f} / "
                 f"stragglers {idle['stragglers']:.0f} / other {idle['other']:.0f}; "
                 f"{row['launches']} launches, db ops {sum(row['db_ops'].values())} "
                 f"({row['db_ops_per_launch']:.0f}/launch, {row['db_ops_per_s']:.0f}/s), "
                 f"check-out latency {row['checkout_latency_median_s'] or 0:.2f} s, server peak "
                 f"{row['server_peak_rss_MiB'] or 0:.0f} MiB; {row['labels']} labels, "
-                f"true MAE last {row['true_force_mae_last'] or float('nan'):.3f} eV/Å",
+                f"true MAE last {row['true_force_mae_last'] or float('nan'):.3f} eV/Å, "
+                f"at {args.at} chunks {at if at is not None else float('nan'):.4f} eV/Å",
                 flush=True,
             )
     if args.json:

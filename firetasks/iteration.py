@@ -16,7 +16,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from nft_fw.launchpad import campaigns, records
-from nft_fw.steps import decision, step
+from nft_fw.steps import decision, overlap, step
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ class TrainOutcome:
     record: dict[str, Any]
     step: decision.Continue | decision.Stop
     items: list[dict[str, Any]]
+    # overlapping rounds: the chunk endings recorded when the trainer read its labels
+    arrived_at_start: int = 0
 
 
 def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
@@ -63,6 +65,8 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
     of that iteration."""
     t_start = time.perf_counter()
     campaigns.import_offline_labels(db, name)
+    # read before the labels: every ending counted here has its label among them
+    arrived_at_start = records.count_arrivals(db, name)
     prepared = campaigns.context(db, name)
     previous = campaigns.load_model(db, name, iteration - 1) if iteration > 0 else None
     if previous is None and iteration == 0:
@@ -137,7 +141,47 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         record["structure_uncertainty"],
         type(out.decision).__name__,
     )
-    return TrainOutcome(record=record, step=out.decision, items=items)
+    return TrainOutcome(
+        record=record, step=out.decision, items=items, arrived_at_start=arrived_at_start
+    )
+
+
+def plan_next(db: Database, name: str, out: TrainOutcome, fw_id: int | None) -> bool:
+    """Overlapping rounds: write what starts once enough chunks have arrived after trainer
+    ``out`` — the next trainer, or after a stop what follows NFT once none is in flight —
+    then count again; True when it may start at once (claimed by ``fw_id``, whose own
+    append then carries it). A label arriving between the two reads sees the plan, one
+    arriving before is counted: no start is missed, and one claimant starts it."""
+    spec = campaigns.load_spec(db, name).nft
+    asked = sum(len(r.get("requested", ())) for r in records.iterations(db, name))
+    iteration = out.record["iteration"] + 1
+    plan = {
+        "iteration": iteration,
+        "what": "train" if isinstance(out.step, decision.Continue) and out.items else "after",
+        "baseline": out.arrived_at_start,
+        "need": overlap.needed(spec.chunks_per_iteration, spec.next_round_after),
+        "asked": asked,
+    }
+    if plan["what"] == "after":
+        plan["need"] = max(asked - out.arrived_at_start, 0)
+    records.set_next_trainer(db, name, plan)
+    return claim_start(db, name, fw_id) is not None
+
+
+def claim_start(db: Database, name: str, fw_id: int | None) -> dict[str, Any] | None:
+    """Overlapping rounds, after a chunk arrived (or a trainer planned): the plan of what
+    starts now if the arrivals since its trainer reach its need (or none is left in
+    flight) and ``fw_id`` is the one claimant; else None."""
+    doc = records.get_campaign(db, name)
+    plan = doc.get("next_trainer")
+    if not plan or plan.get("claimed_by") not in (None, fw_id):
+        return None
+    arrived = records.count_arrivals(db, name)
+    if not overlap.starts(arrived - plan["baseline"], plan["need"], plan["asked"] - arrived):
+        return None
+    if not records.claim_next_trainer(db, name, plan["iteration"], fw_id):
+        return None
+    return plan
 
 
 def chunk_item(request: step.ChunkRequest, source: str) -> dict[str, Any]:

@@ -56,9 +56,12 @@ def label_items(
     items: list[dict[str, Any]],
     fw_id: int | None = None,
     work_dir: Path | None = None,
+    record_arrivals: bool = False,
 ) -> dict[str, int]:
     """Label the items (chunks around centres of a stored structure, or stored images) that
-    have no label yet; returns counts of new and existing labels.
+    have no label yet; returns counts of new and existing labels. ``record_arrivals``
+    (overlapping NFT rounds): each NFT chunk item's ending is recorded as it happens
+    (:func:`nft_fw.launchpad.records.put_arrival`), after its label or failure is stored.
 
     Each parent calculation writes its text log under ``work_dir/parent-logs`` (default: the
     current directory, i.e. the Firework's launch directory); the log is kept in GridFS and
@@ -72,10 +75,16 @@ def label_items(
     sources: dict[tuple[str, int], Atoms] = {}
     counts = {"new": 0, "existing": 0, "failed": 0}
     errors: list[str] = []
+
+    def arrived(item: dict[str, Any], label_hash: str, state: str) -> None:
+        if record_arrivals and item["kind"] == "chunk" and item.get("phase") == Phase.NFT:
+            records.put_arrival(db, name, item, label_hash, state, fw_id)
+
     for item in items:
         atoms, label_hash = _item_atoms(db, sources, item)
         if records.has_label(db, name, label_hash, parent.settings_hash):
             counts["existing"] += 1
+            arrived(item, label_hash, "existing")
             continue
         try:
             doc = labeldoc.label(
@@ -90,6 +99,7 @@ def label_items(
                 phase=item.get("phase", Phase.NFT), iteration=item.get("iteration", 0),
             )  # fmt: skip
             log.error("campaign %s fw %s: %s failed: %s", name, fw_id, where, err)
+            arrived(item, label_hash, "failed")
             continue
         doc["log_file"] = campaigns.store_parent_log(db, name, doc.get("log_path"), label_hash)
         if records.put_label(db, doc):
@@ -97,6 +107,7 @@ def label_items(
             records.clear_failure(db, name, label_hash, parent.settings_hash)
         else:
             counts["existing"] += 1
+        arrived(item, label_hash, "labelled")
     log.info("campaign %s fw %s: labels %s", name, fw_id, counts)
     if errors:
         raise LabelError(

@@ -132,8 +132,9 @@ class LabelTask(_CampaignTask):
     trainer (``_allow_fizzled_parents``) goes on without it."""
 
     required_params: ClassVar[list[str]] = ["campaign", "items"]
-    # parent ({name, params}): set with service.offline_labels, so the task can run offline
-    optional_params: ClassVar[list[str]] = ["parent"]
+    # parent ({name, params}): set with service.offline_labels, so the task can run offline;
+    # overlapping: set on the label Fireworks of overlapping NFT rounds (nft.rounds)
+    optional_params: ClassVar[list[str]] = ["parent", "overlapping"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         name, items, fw_id = self["campaign"], list(self["items"]), getattr(self, "fw_id", None)
@@ -143,8 +144,37 @@ class LabelTask(_CampaignTask):
             return FWAction(
                 stored_data={"new": len(docs), "existing": 0, campaigns.OFFLINE_LABELS_KEY: docs}
             )
-        counts = label_tasks.label_items(self._db(), name, items, fw_id)
-        return FWAction(stored_data=dict(counts))
+        db = self._db()
+        if not self.get("overlapping"):
+            counts = label_tasks.label_items(db, name, items, fw_id)
+            return FWAction(stored_data=dict(counts))
+        spec = self._spec()
+        # overlapping rounds: this Firework may be the arrival that starts the next trainer,
+        # so it never fizzles (a failed chunk is recorded in nft_failures and as ended)
+        stored: dict[str, Any] = {}
+        try:
+            stored.update(label_tasks.label_items(db, name, items, fw_id, record_arrivals=True))
+        except label_tasks.LabelError as err:
+            stored["errors"] = str(err)
+        plan = nft_tasks.claim_start(db, name, fw_id)
+        if plan is None:
+            return FWAction(stored_data=stored)
+        stored["started"] = plan["what"], plan["iteration"]
+        return self._append(lambda: _overlap_start(spec, plan, fw_id), stored)
+
+
+def _after_nft(spec: Any, fw_id: int | None) -> Any:
+    """What follows the NFT phase: relax round 0, or what follows relaxation."""
+    if spec.relax is not None:
+        return shapes.relax_workflow(spec, TASKS, fw_id)
+    return shapes.after_relaxation(spec, TASKS, fw_id)
+
+
+def _overlap_start(spec: Any, plan: dict[str, Any], fw_id: int | None) -> Any:
+    """What a claimed start of overlapping rounds appends (:func:`nft_tasks.claim_start`)."""
+    if plan["what"] == "train":
+        return shapes.next_trainer(spec, plan["iteration"], TASKS, fw_id)
+    return _after_nft(spec, fw_id)
 
 
 @dataclasses.dataclass
@@ -152,11 +182,13 @@ class Round:
     """What one step of a phase did, for :class:`_RoundTask`: the Firework's ``summary``,
     the ``items`` to label in the next round of the same phase (None: the phase ended) and,
     when it ended, what comes after it (``after(spec)``: a Workflow or None; no ``after``:
-    nothing is appended, as after a transfer)."""
+    nothing is appended, as after a transfer). ``append(spec, items)``, when given, builds
+    what is appended instead of the next round's usual shape."""
 
     summary: dict[str, Any]
     items: list[dict[str, Any]] | None
     after: Callable[[Any], Any] | None = None
+    append: Callable[[Any, list[dict[str, Any]]], Any] | None = None
 
 
 class _RoundTask(_CampaignTask):
@@ -178,6 +210,9 @@ class _RoundTask(_CampaignTask):
         spec = self._spec()
         if out.items is not None:
             items = label_tasks.round_items(db, name, out.items)
+            if out.append is not None:
+                build = out.append
+                return self._append(lambda: build(spec, items), out.summary)
             return self._append(
                 lambda: shapes.round_workflow(spec, self.phase, n + 1, items, TASKS, fw_id),
                 out.summary,
@@ -203,18 +238,37 @@ class TrainTask(_RoundTask):
             "structure_uncertainty": out.record["structure_uncertainty"],
             "decision": type(out.step).__name__,
         }
+        if campaigns.load_spec(db, name).nft.rounds == "overlapping":
+            return self._overlapping(db, name, number, fw_id, out, summary)
         if out.items:
             return Round(summary, out.items)
         summary["stop_reason"] = getattr(out.step, "reason", None)
-        return Round(
-            summary,
-            None,
-            lambda spec: (
-                shapes.relax_workflow(spec, TASKS, fw_id)
-                if spec.relax is not None
-                else shapes.after_relaxation(spec, TASKS, fw_id)
-            ),
-        )
+        return Round(summary, None, lambda spec: _after_nft(spec, fw_id))
+
+    def _overlapping(
+        self,
+        db: Any,
+        name: str,
+        number: int,
+        fw_id: int | None,
+        out: nft_tasks.TrainOutcome,
+        summary: dict[str, Any],
+    ) -> Round:
+        """Overlapping rounds: the next round's label Fireworks, with the next trainer only
+        if enough chunks arrived while this one trained; after a stop, what follows NFT only
+        when no chunk is left in flight (else the last arrival appends it)."""
+        starts_now = nft_tasks.plan_next(db, name, out, fw_id)
+        summary["starts_next"] = starts_now
+        if out.items:
+            return Round(
+                summary,
+                out.items,
+                append=lambda spec, items: shapes.overlapping_round(
+                    spec, number + 1, items, TASKS, fw_id, starts_now
+                ),
+            )
+        summary["stop_reason"] = getattr(out.step, "reason", None)
+        return Round(summary, None, (lambda spec: _after_nft(spec, fw_id)) if starts_now else None)
 
 
 @explicit_serialize

@@ -50,6 +50,7 @@ LABELS = "nft_labels"
 ITERATIONS = "nft_iterations"
 FEATURES = "nft_features"
 FAILURES = "nft_failures"
+ARRIVALS = "nft_arrivals"
 BUCKET = "nft_files"
 
 
@@ -79,6 +80,73 @@ def ensure_indexes(db: Database) -> None:
         unique=True,
         name="one_failure_per_chunk",
     )
+    db[ARRIVALS].create_index([("campaign", ASCENDING), ("arrived", ASCENDING)])
+
+
+# ----------------------------------------------------------------------------- overlapping rounds
+
+
+def put_arrival(
+    db: Database, campaign: str, item: dict[str, Any], label_hash: str, state: str, fw_id: Any
+) -> None:
+    """That a chunk item of an overlapping NFT round has ended (``state``: labelled, existing
+    or failed): one document per (campaign, round, centre), the first ending kept (a rerun
+    changes nothing), with the time it arrived."""
+    key = f"{campaign}:{item.get('iteration', 0)}:{item['centre']}"
+    db[ARRIVALS].update_one(
+        {"_id": key},
+        {
+            "$setOnInsert": {
+                "campaign": campaign,
+                "round": int(item.get("iteration", 0)),
+                "centre": int(item["centre"]),
+                "hash": label_hash,
+                "state": state,
+                "fw_id": fw_id,
+                "arrived": now(),
+            }
+        },
+        upsert=True,
+    )
+
+
+def count_arrivals(db: Database, campaign: str) -> int:
+    return db[ARRIVALS].count_documents({"campaign": campaign})
+
+
+def arrivals(db: Database, campaign: str) -> list[dict[str, Any]]:
+    """The chunk items of a campaign's overlapping rounds that have ended, in arrival order."""
+    return list(db[ARRIVALS].find({"campaign": campaign}).sort([("arrived", ASCENDING)]))
+
+
+def set_next_trainer(db: Database, name: str, plan: dict[str, Any]) -> None:
+    """What starts once enough chunks have arrived (``plan``: iteration, what, baseline,
+    need, asked); a rerun of the trainer that wrote it replaces it only while nothing has
+    claimed it."""
+    db[CAMPAIGNS].update_one(
+        {
+            "_id": name,
+            "$or": [
+                {"next_trainer.iteration": {"$ne": plan["iteration"]}},
+                {"next_trainer.claimed_by": None},
+            ],
+        },
+        {"$set": {"next_trainer": {**plan, "claimed_by": None}}},
+    )
+
+
+def claim_next_trainer(db: Database, name: str, iteration: int, fw_id: Any) -> bool:
+    """Claim the start of ``iteration`` for Firework ``fw_id``: True for exactly one
+    claimant (and again for the same Firework when it runs again)."""
+    doc = db[CAMPAIGNS].find_one_and_update(
+        {"_id": name, "next_trainer.iteration": iteration, "next_trainer.claimed_by": None},
+        {"$set": {"next_trainer.claimed_by": fw_id, "next_trainer.claimed": now()}},
+    )
+    if doc is not None:
+        return True
+    doc = db[CAMPAIGNS].find_one({"_id": name}, {"next_trainer": 1})
+    plan = (doc or {}).get("next_trainer") or {}
+    return plan.get("iteration") == iteration and plan.get("claimed_by") == fw_id
 
 
 # ----------------------------------------------------------------------------- files

@@ -275,6 +275,72 @@ def test_labels_run_as_slurm_jobs_from_the_shipped_adapter(
     assert len(job_ids) == len(labels)  # one job per label Firework
 
 
+# ---------------------------------------------------------------- overlapping rounds
+
+
+def test_overlapping_rounds_keep_eight_slurm_jobs_labelling(
+    connection: Any, slurm_cluster: Any, tmp_path: Path
+) -> None:
+    """nft.rounds: overlapping with eight chunks in flight on an eight-CPU node: eight label
+    jobs run at once (held at their start until all eight are running), the next trainer
+    starts after half of them arrived, and the campaign ends with every label once, each
+    label Firework in a SLURM job of its own."""
+    from nft_fw.launchpad import records
+
+    lp = connection.launchpad
+    name = f"sl-over-{uuid.uuid4().hex[:6]}"
+    cluster = slurm_cluster("alpha", cpus=8)
+    flag = tmp_path / "hold"
+    shipped = yaml.safe_load((CLUSTERS / "my_qadapter_slurm.yaml").read_text())
+    launch = shipped["rocket_launch"].replace(
+        "nft-fw worker", f"{sys.executable} {SUPPORT / 'worker.py'}"
+    )
+    site = login_node(tmp_path, cluster, connection.lp_file, "my_fworker_dft.yaml",
+                      "my_qadapter_slurm.yaml", rocket_launch=launch)  # fmt: skip
+    spec = tiny(name, {"name": "slow-emt", "params": {"flag": str(flag)}})
+    spec["nft"].update(chunks_per_iteration=8, max_iterations=3, patience=5,
+                       rounds="overlapping", next_round_after=0.5)  # fmt: skip
+    submit(connection, spec)
+    trainer = worker(connection, tmp_path / "trainer", "--category", "train", "--name", "trainer")
+    queue = qlaunch(site, "my_fworker_dft.yaml", "my_qadapter_slurm.yaml")
+    context = diagnostics(lp, name, site)
+
+    def count(query: dict[str, Any]) -> int:
+        return lp.fireworks.count_documents({"spec.campaign": name, **query})
+
+    try:
+        # round 1's labels wait at their start once trainer 0 runs
+        wait_for(lambda: count({"spec.nft_role": "train", "state": "RUNNING"}) > 0, 300,
+                 "trainer 0 running", context)  # fmt: skip
+        flag.touch()
+        wait_for(lambda: count({"spec.nft_role": "label", "spec.nft_round": 1,
+                                "state": "RUNNING"}) == 8, 300,
+                 "eight label Fireworks running", context)  # fmt: skip
+        running = [j for j in cluster.jobs().values() if j["JobState"] == "RUNNING"]
+        assert len(running) >= 8, context()
+        flag.unlink()
+        wait_for(done(lp, name), 400, f"campaign {name}", context)
+    finally:
+        flag.unlink(missing_ok=True)
+        stop(queue, trainer)
+
+    fws = list(lp.fireworks.find({"spec.campaign": name}))
+    assert {d["state"] for d in fws} == {"COMPLETED"}, context()
+    history = records.iterations(lp.db, name)
+    assert [r["iteration"] for r in history] == [0, 1, 2, 3]
+    assert [len(r["requested"]) for r in history[:3]] == [
+        8,
+        *(8 - len(r["in_flight"]) for r in history[1:3]),
+    ]
+    asked = sum(len(r["requested"]) for r in history)
+    assert_labels_once(lp.db, name, 4 + asked)
+    assert len(records.arrivals(lp.db, name)) == asked
+    labels = [d for d in fws if d["spec"]["nft_role"] == "label"]
+    jobs = {job_of(Path(lp.launches.find_one({"fw_id": d["fw_id"]})["launch_dir"]), site)[0]
+            for d in labels}  # fmt: skip
+    assert len(jobs) == len(labels) == 4 + asked
+
+
 # ---------------------------------------------------------------- two clusters
 
 

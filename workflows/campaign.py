@@ -7,6 +7,10 @@ its trainers grow.
     train k:  appends round k+1 the same way (its label Fireworks, and train k+1 depending
               on all of them), or when NFT stops [relax 0] (campaigns that relax) or the
               transfer relaxations (campaigns with transfer targets), or nothing
+              (nft.rounds: overlapping: round k+1's label Fireworks alone; the label
+              Firework whose arrival brings enough chunks appends train k+1 — or train k
+              itself, when enough arrived while it trained — and the last label in flight
+              after NFT stops appends what follows; :func:`overlapping_round`)
     relax r:  appends relax round r+1 ([label …] ──▶ [relax r+1]), or when retraining ends
               [md 0] (campaigns with an MD phase) or the transfer relaxations
     md s:     at a pause appends MD segment s+1 ([label …] ──▶ [md s+1], which retrains and
@@ -114,17 +118,20 @@ def _label_fireworks(
     items: list[dict[str, Any]],
     by: int | None,
     tasks: Tasks,
+    overlapping: bool = False,
 ) -> list[Firework]:
     per = _round_batch(campaign, len(items))
     category = label_category(campaign)
-    offline = (
+    extra: dict[str, Any] = (
         {"parent": campaign.parent.model_dump(mode="json")}
         if campaign.service.offline_labels
         else {}
     )
+    if overlapping:  # each chunk's arrival is counted, and may start the next trainer
+        extra["overlapping"] = True
     return [
         Firework(
-            tasks.label(campaign=campaign.name, items=items[i : i + per], **offline),
+            tasks.label(campaign=campaign.name, items=items[i : i + per], **extra),
             name=f"{campaign.name} {phase} {number} label {b}",
             spec=_spec(
                 campaign,
@@ -152,13 +159,54 @@ def round_workflow(
     """Round ``number`` of ``phase`` ("nft", "relax" or "md"): label Fireworks for
     ``items`` and the trainer depending on all of them (with no items, the trainer alone)."""
     labels = _label_fireworks(campaign, phase, number, items, appended_by, tasks)
+    trainer = _trainer(campaign, phase, number, tasks, appended_by, labels)
+    return Workflow([*labels, trainer], name=f"{campaign.name} {phase} {number}")
+
+
+def overlapping_round(
+    campaign: CampaignSpec,
+    number: int,
+    items: list[dict[str, Any]],
+    tasks: Tasks,
+    appended_by: int | None,
+    start_trainer: bool,
+) -> Workflow:
+    """NFT round ``number`` with overlapping rounds (``nft.rounds: overlapping``): its label
+    Fireworks, and trainer ``number`` only when it may start at once (enough chunks
+    arrived while the trainer before trained); otherwise the label Firework whose arrival
+    completes the count appends it (:func:`next_trainer`). Nothing waits for a round's
+    every label but the report, below them all."""
+    labels = _label_fireworks(campaign, Phase.NFT, number, items, appended_by, tasks, True)
+    fws = [*labels]
+    if start_trainer:
+        fws.append(_trainer(campaign, Phase.NFT, number, tasks, appended_by, []))
+    return Workflow(fws, name=f"{campaign.name} {Phase.NFT} {number}")
+
+
+def next_trainer(
+    campaign: CampaignSpec, number: int, tasks: Tasks, appended_by: int | None
+) -> Workflow:
+    """Trainer ``number`` of overlapping rounds alone, appended by the label Firework whose
+    arrival starts it."""
+    trainer = _trainer(campaign, Phase.NFT, number, tasks, appended_by, [])
+    return Workflow([trainer], name=f"{campaign.name} {Phase.NFT} {number}")
+
+
+def _trainer(
+    campaign: CampaignSpec,
+    phase: str,
+    number: int,
+    tasks: Tasks,
+    appended_by: int | None,
+    labels: list[Firework],
+) -> Firework:
     if phase == Phase.RELAX:
         task = tasks.relax(campaign=campaign.name, round=number)
     elif phase == Phase.MD:
         task = tasks.md(campaign=campaign.name, segment=number)
     else:
         task = tasks.train(campaign=campaign.name, iteration=number)
-    trainer = Firework(
+    return Firework(
         task,
         name=f"{campaign.name} {phase} {number} train",
         parents=labels or None,
@@ -173,7 +221,6 @@ def round_workflow(
             nft_appended_by=appended_by,
         ),
     )
-    return Workflow([*labels, trainer], name=f"{campaign.name} {phase} {number}")
 
 
 def relax_workflow(

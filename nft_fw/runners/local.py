@@ -27,11 +27,12 @@ from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
 from nft_fw.potential.calculator import EnsembleCalculator
 from nft_fw.spec.campaign import CampaignSpec, MDSpec, Prepared, RelaxSpec, load_campaign, prepare
-from nft_fw.steps import decision
+from nft_fw.steps import decision, overlap
 from nft_fw.steps import md as md_mod
 from nft_fw.steps.kept import calibration_meta, kept_record
 from nft_fw.steps.relax import Trajectory
 from nft_fw.steps.step import (
+    ChunkRequest,
     FeatureMemo,
     MDInputs,
     NFTInputs,
@@ -114,13 +115,23 @@ def run_locally(
     campaign: CampaignSpec | Mapping[str, Any] | str | Path,
     progress: bool | Progress = True,
     save_to: str | Path | None = None,
+    arrivals: Sequence[Mapping[str, Any]] | None = None,
 ) -> LocalResult:
     """Run a whole NFT campaign in this process and return its history and kept model.
 
     ``progress``: True shows one line per iteration on stderr; a callable receives each
     iteration record instead. ``save_to``: a directory where the kept model is saved.
+    ``arrivals`` (``nft.rounds: overlapping`` only): the NFT records of a service run of the
+    campaign, whose ``arrived`` and ``failed_centres`` say which chunks each of its trainers
+    saw; the run then trains on the same sets and gives the same history. Without them the
+    chunks in flight arrive in the order they were asked for (:mod:`nft_fw.steps.overlap`).
     """
     spec = campaign if isinstance(campaign, CampaignSpec) else load_campaign(campaign)
+    if arrivals is not None and spec.nft.rounds != "overlapping":
+        raise ValueError(
+            f"campaign {spec.name}: arrivals replay overlapping rounds, and nft.rounds is "
+            f"{spec.nft.rounds}; leave arrivals out"
+        )
     prepared = prepare(spec)
     show: Progress | None = _rich_progress() if progress is True else (progress or None)
     true_forces = target_forces(prepared) if spec.validation.true_forces else None
@@ -132,11 +143,13 @@ def run_locally(
     previous: mdl.Ensemble | None = None
     prediction: Prediction | None = None
     iteration = 0
+    flight: list[ChunkRequest] = []  # overlapping rounds: asked for, not yet arrived
+    failed: set[int] = set()
     while True:
         out = nft_step(
             NFTInputs(
                 prepared, iteration, images, labels, previous, history, prediction,
-                true_forces, features=memo,
+                true_forces, failed_centres=failed, features=memo,
             )
         )  # fmt: skip
         history.append(out.record)
@@ -155,7 +168,11 @@ def run_locally(
         prediction = Prediction(out.assessment.mean_forces, out.assessment.delta)
         iteration += 1
         seen = {lb.hash for lb in labels}
-        for request in out.requests:
+        arriving = out.requests
+        if spec.nft.rounds == "overlapping":
+            flight.extend(out.requests)
+            arriving = _arriving(prepared, flight, failed, iteration, arrivals)
+        for request in arriving:
             chunk = request_atoms(request, prepared.target)
             if chunk.hash in seen:  # the same environment cut twice: label it once
                 continue
@@ -178,6 +195,50 @@ def run_locally(
         true_forces=true_forces,
         features=memo,
     )
+
+
+def _arriving(
+    prepared: Prepared,
+    flight: list[ChunkRequest],
+    failed: set[int],
+    iteration: int,
+    arrivals: Sequence[Mapping[str, Any]] | None,
+) -> list[ChunkRequest]:
+    """The chunks in flight that arrive before trainer ``iteration`` (taken out of
+    ``flight``): the oldest ``next_round_after`` of the flight, or, replaying a service run,
+    those whose hashes its record of that iteration lists (its failed centres join
+    ``failed``)."""
+    nft = prepared.spec.nft
+    if arrivals is None:
+        n = overlap.arrivals(flight, overlap.needed(nft.chunks_per_iteration, nft.next_round_after))
+        taken, flight[:] = flight[:n], flight[n:]
+        return taken
+    records = [r for r in arrivals if r["iteration"] == iteration]
+    if not records:
+        raise ValueError(
+            f"campaign {prepared.spec.name}: the arrivals record has no iteration {iteration}; "
+            "give the NFT records of the whole service run (nft-fw history --json)"
+        )
+    record = records[0]
+    wanted = set(record.get("arrived", ()))
+    now_failed = {int(c) for c in record.get("failed_centres", ())}
+    taken, kept = [], []
+    for request in flight:
+        if request.centre in now_failed:
+            failed.add(request.centre)
+        elif request_atoms(request, prepared.target).hash in wanted:
+            taken.append(request)
+        else:
+            kept.append(request)
+    missing = wanted - {request_atoms(r, prepared.target).hash for r in taken}
+    if missing:
+        raise ValueError(
+            f"campaign {prepared.spec.name}: iteration {iteration} of the arrivals record "
+            f"trained on {len(missing)} chunk(s) this run never asked for; the record is of "
+            "another campaign or other settings"
+        )
+    flight[:] = kept
+    return taken
 
 
 def label_frames(result: LocalResult, extra: Sequence[ChunkLabel] = ()) -> list[Atoms]:

@@ -452,6 +452,22 @@ class NFTSpec(_Spec):
         ),
     )
     seed: int = Field(default=0, ge=0, description="Seed of bootstrap and selection.")
+    rounds: Literal["synchronous", "overlapping"] = Field(
+        default="synchronous",
+        description="How iterations follow each other in the service: `synchronous` = each "
+        "trainer waits for every chunk of its round; `overlapping` = chunks_per_iteration "
+        "chunks are kept in flight, and the next trainer starts once next_round_after of them "
+        "have arrived since the last one (the rest train in a later iteration); the trainer "
+        "asks for as many new chunks as arrived, so workers never wait for a round's slowest "
+        "label or for the trainer (docs/operators-guide.md, section 8).",
+    )
+    next_round_after: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="With rounds: overlapping, the fraction of chunks_per_iteration that "
+        "must arrive (labelled or failed) before the next trainer starts.",
+    )
     selection: Literal["most_uncertain", "diverse"] = Field(
         default="most_uncertain",
         description="How the chunk centres are chosen: `most_uncertain` = the largest δ; "
@@ -852,6 +868,25 @@ class CampaignSpec(_Spec):
                     f"({self.md.timestep_fs:g} fs); give the run's length in ps",
                 )
             )
+        if self.nft.rounds == "overlapping":
+            if self.prior_labels is not None:
+                errors.append(
+                    (
+                        "nft.rounds",
+                        "is overlapping, but the campaign continues from prior_labels, whose "
+                        "chunks replay iteration by iteration; use rounds: synchronous with "
+                        "prior_labels",
+                    )
+                )
+            if self.service.offline_labels:
+                errors.append(
+                    (
+                        "nft.rounds",
+                        "is overlapping, but service.offline_labels is set: the next trainer "
+                        "starts from a label's arrival in the database, which offline labels "
+                        "reach only through a trainer; use rounds: synchronous",
+                    )
+                )
         radius, reach = self.nft.chunk_radius, 2.0 * self.model.cutoff
         if radius is not None and radius < reach and not self.nft.allow_short_chunks:
             errors.append(

@@ -17,7 +17,7 @@ from nft_fw.potential import calibration
 from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
 from nft_fw.spec.campaign import Prepared
-from nft_fw.steps import decision
+from nft_fw.steps import decision, overlap
 from nft_fw.steps.common import (
     Assessment,
     ChunkRequest,
@@ -91,7 +91,13 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     ensemble, metrics = trained.ensemble, trained.metrics
     result = assess(ensemble, prepared.target, inputs.true_forces)
     nft_chunks = [c for c in inputs.chunks if c.phase == Phase.NFT]
-    new = sorted((c for c in nft_chunks if c.iteration == k), key=lambda c: (c.centre, c.hash))
+    overlapping = spec.nft.rounds == "overlapping"
+    if overlapping:  # new: what no trainer before trained on (its round may be an older one)
+        trained_before = {h for r in inputs.history for h in r.get("arrived", ())}
+        fresh = (c for c in nft_chunks if c.hash not in trained_before)
+    else:
+        fresh = (c for c in nft_chunks if c.iteration == k)
+    new = sorted(fresh, key=lambda c: (c.centre, c.hash))
     oos: dict[str, Any] = {}
     if inputs.previous_prediction is not None:
         oos = out_of_sample(
@@ -128,11 +134,21 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     if np.isfinite(estimates[-1]):
         record["estimated_error"] = estimates[-1]
     chunked = {c.centre for c in nft_chunks} | {int(c) for c in inputs.failed_centres}
+    wanted = spec.nft.chunks_per_iteration
+    if overlapping:
+        # the chunks asked for before and not yet arrived are in flight: not offered again,
+        # and only as many new ones as keep chunks_per_iteration in flight
+        in_flight = overlap.in_flight(history, chunked)
+        record["arrived"] = [c.hash for c in new]
+        record["in_flight"] = sorted(in_flight)
+        record["failed_centres"] = sorted(int(c) for c in inputs.failed_centres)
+        chunked |= in_flight
+        wanted = overlap.new_chunks(wanted, len(in_flight))
     step = decision.decide(
         threshold_values([*history, record], spec),
         result.delta,
         chunked,
-        k=spec.nft.chunks_per_iteration,
+        k=wanted,
         threshold=spec.nft.threshold,
         patience=spec.nft.patience,
         max_iterations=spec.nft.max_iterations,
@@ -156,4 +172,6 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
                 ChunkRequest(centre=int(c), radius=prepared.chunk_radius_A, iteration=k + 1)
                 for c in step.centres
             ]
+    if overlapping:
+        record["requested"] = [r.centre for r in requests]
     return NFTOutcome(record, ensemble, result, step, requests)

@@ -121,6 +121,7 @@ KillWait=5
 MinJobAge=3600
 MessageTimeout=10
 JobAcctGatherType=jobacct_gather/none
+SlurmdParameters=config_overrides
 AccountingStorageType=accounting_storage/none
 NodeName={self.node} NodeHostname={socket.gethostname()} NodeAddr={node_addr} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP

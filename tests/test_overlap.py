@@ -1,0 +1,132 @@
+"""Overlapping NFT rounds (nft.rounds: overlapping): the rules, a run in one process, and a
+service run by three real workers whose recorded arrivals, replayed in one process, give
+its history again. EMT."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from specs import small_campaign, tiny
+
+RTOL = 1e-12
+
+
+def test_the_rules_keep_the_flight_full_and_start_on_arrivals() -> None:
+    from nft_fw.steps import overlap
+
+    assert overlap.needed(8, 0.25) == 2 and overlap.needed(6, 0.5) == 3
+    assert overlap.needed(3, 0.01) == 1 and overlap.needed(4, 1.0) == 4
+    history = [{"requested": [1, 2, 3]}, {"requested": [4, 5]}]
+    assert overlap.in_flight(history, {1, 4, 9}) == {2, 3, 5}
+    assert overlap.new_chunks(6, 2) == 4 and overlap.new_chunks(6, 6) == 1
+    assert overlap.starts(3, 3, 5) and not overlap.starts(2, 3, 5)
+    assert overlap.starts(0, 3, 0)  # the last chunk in flight has arrived
+    assert overlap.arrivals([1, 2], 3) == 2 and overlap.arrivals([1, 2, 3, 4], 3) == 3
+
+
+def test_overlapping_rounds_are_refused_with_prior_or_offline_labels(tmp_path: Path) -> None:
+    from nft_fw.spec.campaign import load_campaign
+
+    labels = tmp_path / "labels.extxyz"
+    labels.write_text("")
+    for extra, words in (
+        ({"prior_labels": {"file": str(labels)}}, "prior_labels"),
+        ({"service": {"offline_labels": True}}, "offline_labels"),
+    ):
+        spec = tiny(nft={"chunks_per_iteration": 3, "rounds": "overlapping"}, **extra)
+        with pytest.raises(ValueError, match=rf"nft\.rounds[\s\S]*{words}"):
+            load_campaign(spec)
+
+
+def _overlapping(name: str, **nft: Any) -> dict[str, Any]:
+    spec = small_campaign(name)
+    spec["nft"].update(
+        rounds="overlapping", next_round_after=0.5, max_iterations=4, patience=10, **nft
+    )
+    spec["service"]["labels_per_firework"] = 1  # one arrival per label Firework
+    return spec
+
+
+def _check_flight(history: list[dict[str, Any]], chunks: int) -> None:
+    """Each trainer kept ``chunks`` in flight, asked for no centre twice and trained on each
+    chunk once, first where its record says."""
+    asked: list[int] = []
+    arrived: list[str] = []
+    for r in history:
+        asked += r.get("requested", [])
+        arrived += r.get("arrived", [])
+        if r.get("requested"):
+            assert len(r["requested"]) + len(r["in_flight"]) == chunks
+        assert r["new_chunks"] == len(r.get("arrived", []))
+    assert len(asked) == len(set(asked)) and len(arrived) == len(set(arrived))
+
+
+def test_one_process_runs_overlapping_rounds_and_replays_its_own_record() -> None:
+    from nft_fw import run_locally
+    from nft_fw.spec.campaign import load_campaign
+
+    spec = load_campaign(_overlapping("overlap-local"))
+    first = run_locally(spec, progress=False)
+    history = first.history
+    assert len(history) == 5 and first.stop.reason == "max_iterations"
+    _check_flight(history, 6)
+    # next_round_after 0.5 of 6: three chunks arrive per trainer, three stay in flight
+    assert [r["new_chunks"] for r in history] == [0, 3, 3, 3, 3]
+    assert all(len(r["in_flight"]) == 3 for r in history[1:-1])
+    again = run_locally(spec, progress=False, arrivals=history)
+    for a, b in zip(history, again.history, strict=True):
+        assert a["arrived"] == b["arrived"] and a["requested"] == b["requested"]
+        assert b["structure_uncertainty"] == pytest.approx(a["structure_uncertainty"], rel=RTOL)
+    with pytest.raises(ValueError, match="never asked for"):
+        forged = [dict(r) for r in history]
+        forged[1]["arrived"] = ["0" * 64]
+        run_locally(spec, progress=False, arrivals=forged)
+
+
+@pytest.mark.integration
+def test_a_service_run_is_replayed_from_its_recorded_arrivals(
+    db_server: Any, tmp_path: Path
+) -> None:
+    """Three workers, one label per Firework: which chunks each trainer saw is the queue's
+    doing; the records keep it, and one process replaying them gives the same history."""
+    from nft_fw import run_locally
+    from nft_fw.cli import run_campaign
+    from nft_fw.launchpad import queue, records
+    from nft_fw.launchpad.connection import embedded
+    from nft_fw.spec.campaign import load_campaign, prepare
+
+    name = "overlap"
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
+    conn.launchpad.reset("", require_password=False)
+    try:
+        spec = load_campaign(_overlapping(name))
+        assert run_campaign(conn, prepare(spec), 3, tmp_path / "w", tmp_path / "r") == 0
+        db = conn.launchpad.db
+        history = records.iterations(db, name)
+        assert [r["iteration"] for r in history] == [0, 1, 2, 3, 4]
+        _check_flight(history, 6)
+        # every chunk asked for ended once, and each label is stored once
+        asked = sum(len(r.get("requested", [])) for r in history)
+        ended = records.arrivals(db, name)
+        assert len(ended) == asked and {d["state"] for d in ended} == {"labelled"}
+        nft_labels = [d for d in records.labels(db, name, kind="chunk") if d["phase"] == "nft"]
+        assert len(nft_labels) == asked == len({d["hash"] for d in nft_labels})
+        # the chunks still in flight at the stop arrived before what follows NFT ran: the
+        # report is the last Firework, and nothing fizzled
+        states = queue.state_counts(conn.launchpad, name)
+        assert set(states) == {"COMPLETED"}
+        trained = {h for r in history for h in r.get("arrived", [])}
+        assert trained <= {d["hash"] for d in nft_labels}
+        replay = run_locally(spec, progress=False, arrivals=history)
+        for a, b in zip(history, replay.history, strict=True):
+            assert (a["iteration"], a["n_chunks"], a["new_chunks"]) == (
+                b["iteration"], b["n_chunks"], b["new_chunks"]
+            )  # fmt: skip
+            assert a.get("requested") == b.get("requested")
+            assert b["structure_uncertainty"] == pytest.approx(a["structure_uncertainty"], rel=RTOL)
+    finally:
+        conn.launchpad.connection.drop_database(conn.db_name)
+        conn.close(stop_server=False)
