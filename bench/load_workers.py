@@ -172,6 +172,16 @@ def analyse(lp: Any, name: str, workers: int, t0: float, t1: float) -> dict[str,
     }
 
 
+def _wait_for_report(lp: Any, name: str, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        doc = lp.fireworks.find_one({"spec.campaign": name, "spec.nft_role": "report"})
+        if doc is not None and doc["state"] in ("COMPLETED", "FIZZLED"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"campaign {name}: no report after {timeout:g} s")
+
+
 def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     data_dir = base / f"db-{workers}"
     name = f"load-{workers}"
@@ -179,43 +189,58 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     conn = embedded(data_dir, db_name="bench_load", start=False)
     try:
         conn.launchpad.reset("", require_password=False)
-        submit(conn.launchpad, prepare(load_campaign(campaign(
+        spec = prepare(load_campaign(campaign(
             name, args.chunks, args.iterations, args.scale, args.rounds, args.after,
-            args.selection))))  # fmt: skip
+            args.selection)))  # fmt: skip
         admin = conn.launchpad.db.client.admin
-        ops0 = admin.command("serverStatus")["opcounters"]
         pid = int(admin.command("serverStatus")["pid"])
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        standing = args.standing is not None
+
+        def start_workers() -> list[subprocess.Popen[bytes]]:
+            return [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(HERE / "load_worker.py"),
+                        "--data-dir",
+                        str(data_dir),
+                        "--db-name",
+                        "bench_load",
+                        *([] if standing else ["--until-done"]),
+                        "--name",
+                        f"w{k}",
+                        "--work-dir",
+                        str(base / f"work-{workers}" / f"w{k}"),
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for k in range(workers)
+            ]
+
+        procs: list[subprocess.Popen[bytes]] = []
+        if standing:  # a service's workers, up and polling before the campaign comes
+            procs = start_workers()
+            time.sleep(args.standing)
+        submit(conn.launchpad, spec)
+        ops0 = admin.command("serverStatus")["opcounters"]
         t0 = time.time()
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "load_worker.py"),
-                    "--data-dir",
-                    str(data_dir),
-                    "--db-name",
-                    "bench_load",
-                    "--until-done",
-                    "--name",
-                    f"w{k}",
-                    "--work-dir",
-                    str(base / f"work-{workers}" / f"w{k}"),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for k in range(workers)
-        ]
         try:
-            for p in procs:
-                p.wait(timeout=args.timeout)
+            if standing:
+                _wait_for_report(conn.launchpad, name, args.timeout)
+            else:
+                procs = start_workers()
+                for p in procs:
+                    p.wait(timeout=args.timeout)
         finally:
+            t1 = time.time()
             for p in procs:
                 if p.poll() is None:
                     p.send_signal(signal.SIGTERM)
-        t1 = time.time()
+            for p in procs:
+                p.wait(timeout=60)
         ops1 = admin.command("serverStatus")["opcounters"]
         ops = {k: ops1[k] - ops0.get(k, 0) for k in ops1}
         out = analyse(conn.launchpad, name, workers, t0, t1)
@@ -240,6 +265,7 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             true_force_mae_last=history[-1].get("true_force_mae") if history else None,
             true_force_mae_kept=kept.get("true_force_mae"),
             rounds=args.rounds,
+            standing_s=args.standing,
             selection=args.selection or "most_uncertain",
             next_round_after=args.after if args.rounds != "synchronous" else None,
             # the science side, per trainer: chunks trained on and the true-force MAE
@@ -277,6 +303,14 @@ def main() -> None:
     parser.add_argument("--rounds", choices=["synchronous", "overlapping"], default="synchronous")
     parser.add_argument(
         "--after", type=float, default=0.25, help="overlapping: nft.next_round_after (0.25)"
+    )
+    parser.add_argument(
+        "--standing",
+        type=float,
+        metavar="S",
+        default=None,
+        help="start the workers S seconds before submitting the campaign and time from the "
+        "submission (a service whose workers are up); default: start them after it",
     )
     parser.add_argument("--selection", choices=["most_uncertain", "diverse"], default=None)
     parser.add_argument(

@@ -55,8 +55,6 @@ class TrainOutcome:
     record: dict[str, Any]
     step: decision.Continue | decision.Stop
     items: list[dict[str, Any]]
-    # overlapping rounds: the chunk endings recorded when the trainer read its labels
-    arrived_at_start: int = 0
 
 
 def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
@@ -65,8 +63,6 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
     of that iteration."""
     t_start = time.perf_counter()
     campaigns.import_offline_labels(db, name)
-    # read before the labels: every ending counted here has its label among them
-    arrived_at_start = records.count_arrivals(db, name)
     prepared = campaigns.context(db, name)
     previous = campaigns.load_model(db, name, iteration - 1) if iteration > 0 else None
     if previous is None and iteration == 0:
@@ -141,9 +137,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         record["structure_uncertainty"],
         type(out.decision).__name__,
     )
-    return TrainOutcome(
-        record=record, step=out.decision, items=items, arrived_at_start=arrived_at_start
-    )
+    return TrainOutcome(record=record, step=out.decision, items=items)
 
 
 def plan_next(db: Database, name: str, out: TrainOutcome, fw_id: int | None) -> bool:
@@ -155,15 +149,18 @@ def plan_next(db: Database, name: str, out: TrainOutcome, fw_id: int | None) -> 
     spec = campaigns.load_spec(db, name).nft
     asked = sum(len(r.get("requested", ())) for r in records.iterations(db, name))
     iteration = out.record["iteration"] + 1
+    # the chunks this trainer saw ended, from its own snapshot of the labels (an arrival
+    # counted later is one it did not train on, so a start never comes early)
+    baseline = asked - len(out.record["requested"]) - len(out.record["in_flight"])
     plan = {
         "iteration": iteration,
         "what": "train" if isinstance(out.step, decision.Continue) and out.items else "after",
-        "baseline": out.arrived_at_start,
+        "baseline": baseline,
         "need": overlap.needed(spec.chunks_per_iteration, spec.next_round_after),
         "asked": asked,
     }
     if plan["what"] == "after":
-        plan["need"] = max(asked - out.arrived_at_start, 0)
+        plan["need"] = max(asked - baseline, 0)
     records.set_next_trainer(db, name, plan)
     return claim_start(db, name, fw_id) is not None
 

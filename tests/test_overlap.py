@@ -50,9 +50,10 @@ def _overlapping(name: str, **nft: Any) -> dict[str, Any]:
     return spec
 
 
-def _check_flight(history: list[dict[str, Any]], chunks: int) -> None:
-    """Each trainer kept ``chunks`` in flight, asked for no centre twice and trained on each
-    chunk once, first where its record says."""
+def _check_flight(history: list[dict[str, Any]], chunks: int, need: int = 3) -> None:
+    """Each trainer kept ``chunks`` in flight, started only after ``need`` of them arrived
+    (at most ``chunks - need`` still in flight), asked for no centre twice and trained on
+    each chunk once, first where its record says."""
     asked: list[int] = []
     arrived: list[str] = []
     for r in history:
@@ -60,6 +61,7 @@ def _check_flight(history: list[dict[str, Any]], chunks: int) -> None:
         arrived += r.get("arrived", [])
         if r.get("requested"):
             assert len(r["requested"]) + len(r["in_flight"]) == chunks
+        assert len(r["in_flight"]) <= chunks - need
         assert r["new_chunks"] == len(r.get("arrived", []))
     assert len(asked) == len(set(asked)) and len(arrived) == len(set(arrived))
 
