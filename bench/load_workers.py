@@ -3,6 +3,8 @@ database operations, server memory, and the model's true error — per number of
 
     .venv/bin/python bench/load_workers.py --workers 4 8 16 32
     .venv/bin/python bench/load_workers.py --workers 8 --chunks 8 --iterations 4 --json out.json
+    .venv/bin/python bench/load_workers.py --workers 32 --chunks 96 --iterations 8 \
+        --rounds overlapping --after 0.25 --selection diverse [--standing 90]
 
 The campaign: rattled Pt260, EMT parent that first sleeps as long as a shipped GPAW chunk
 label took × ``--scale`` (bench/load_parent.py: 2.2–36 s at 1/100, median 6 s), synchronous
@@ -16,7 +18,11 @@ split by what the campaign was doing at that moment — a trainer (or init/repor
 left to take ("stragglers"), nothing running or ready ("other"); database operations
 (serverStatus opcounters) in all, per launch and per second; the median check-out latency
 (a Firework's READY time — its creation — to its launch's start, for label Fireworks); the
-server's peak resident memory; and the kept model's true-force MAE on the target (EMT).
+server's peak resident memory; and the kept model's true-force MAE on the target (EMT),
+per trainer (``curve``) and at ``--at`` chunks. Utilisation is also given over the rounds'
+window (first to last chunk label) and the learning window (first chunk label to the last
+trainer's start). ``--rounds overlapping`` runs nft.rounds: overlapping (docs/figures.md);
+``--standing S`` starts the workers S seconds before submitting and times from submission.
 """
 
 from __future__ import annotations
