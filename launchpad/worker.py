@@ -26,6 +26,8 @@ from fireworks.core.rocket_launcher import launch_rocket
 from fireworks.utilities.fw_utilities import create_datestamp_dir
 from pymongo.errors import ConnectionFailure
 
+from nft_fw.launchpad import wflock
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,6 +48,18 @@ class DatabaseLost(RuntimeError):
         super().__init__(f"unreachable for {seconds:.0f} s ({type(error).__name__})")
         self.seconds = seconds
         self.error = error
+
+
+def _lock_lost(err: BaseException) -> wflock.LockLost | None:
+    """The LockLost behind ``err`` (FireWorks re-raises it as a RuntimeError), or None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        if isinstance(e, wflock.LockLost):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _connection_failure(err: BaseException) -> ConnectionFailure | None:
@@ -105,14 +119,11 @@ LOCK_TAKEOVER_S = 60.0
 
 
 def take_over_locks_after(seconds: float) -> None:
-    """Make FireWorks' workflow lock (``WFLock``) in this process wait at most ``seconds``
-    for a lock and then take it over (FireWorks' ``WFLOCK_EXPIRATION_SECS`` and
-    ``WFLOCK_EXPIRATION_KILL`` settings, which it binds when it is imported)."""
-    if seconds <= 0:
-        raise ValueError(f"lock takeover after {seconds} s; it must be > 0")
-    from fireworks.core import launchpad as fw_launchpad
-
-    fw_launchpad.WFLock.__init__.__defaults__ = (seconds, True)
+    """Make FireWorks' workflow lock (``WFLock``) in this process owned, and taken over once
+    one owner has held it ``seconds`` (:mod:`nft_fw.launchpad.wflock`; FireWorks' own lock
+    is taken over by whoever has *waited* that long, which under load is a queue of live
+    holders, not a dead one)."""
+    wflock.install(seconds)
 
 
 def release_stale_locks(
@@ -127,18 +138,27 @@ def release_stale_locks(
     if fw_ids is not None:
         where["nodes"] = {"$in": fw_ids}
     end = time.monotonic() + wait_s
-    locked = {d["_id"]: d["nodes"][0] for d in lp.workflows.find(where, {"nodes": 1})}
+    shown = {"nodes": 1, "locked": 1, wflock.FIELD: 1}
+    # (first node, owner) of each locked workflow: only a lock one owner held all along is
+    # stale (under load one live holder follows another, and the flag never drops)
+    locked = {
+        d["_id"]: (d["nodes"][0], wflock.owner_of(d)) for d in lp.workflows.find(where, shown)
+    }
     while locked and time.monotonic() < end:
         time.sleep(0.5)  # a live refresh holds the lock for well under a second
-        still = {d["_id"] for d in lp.workflows.find(where, {"_id": 1})}
-        locked = {k: v for k, v in locked.items() if k in still}
-    for wf_id, fw_id in locked.items():
+        now = {d["_id"]: wflock.owner_of(d) for d in lp.workflows.find(where, shown)}
+        locked = {k: v for k, v in locked.items() if k in now and now[k] == v[1]}
+    for wf_id, (fw_id, owner) in locked.items():
+        held_by = {f"{wflock.FIELD}.by": owner if owner else {"$exists": False}}
         if not dry_run:
-            lp.workflows.update_one({"_id": wf_id, "locked": True}, {"$unset": {"locked": True}})
+            lp.workflows.update_one(
+                {"_id": wf_id, "locked": True, **held_by},
+                {"$unset": {"locked": True, wflock.FIELD: True}},
+            )
         logger.warning(
             "workflow of Firework %s was locked for over %.0f s: released", fw_id, wait_s
         )
-    return sorted(locked.values())
+    return sorted(fw_id for fw_id, _ in locked.values())
 
 
 def refresh_stuck_waiting(
@@ -518,7 +538,7 @@ def _launch_in(lp: LaunchPad, fworker: FWorker, launcher_dir: str) -> _LaunchOut
         # record, workflow refresh, which re-raises it as a RuntimeError): a Firework
         # it had checked out is re-queued by nft-fw recover; the next poll waits for
         # the database like any other outage
-        lost = _connection_failure(err)
+        lost = _connection_failure(err) or _lock_lost(err)
         orphan = ORPHAN.search(str(err)) if isinstance(err, RuntimeError) else None
         if lost is None and orphan is not None:
             # checked out a Firework no workflow lists (an append cut off by a
@@ -534,8 +554,11 @@ def _launch_in(lp: LaunchPad, fworker: FWorker, launcher_dir: str) -> _LaunchOut
         if lost is None:
             raise
         logger.warning(
-            "worker %s: database connection lost during a launch (%s)",
+            "worker %s: %s during a launch (%s)",
             fworker.name,
+            "workflow lock taken over"
+            if isinstance(lost, wflock.LockLost)
+            else "database connection lost",
             type(lost).__name__,
         )
         return "lost"
