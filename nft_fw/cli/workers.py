@@ -68,6 +68,11 @@ def _fworker(args: argparse.Namespace) -> Any:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    # the campaign tasks' modules (JAX, Flax, ASE) before the first poll, not at the first
+    # check-out: FireWorks reads a READY Firework's tasks while reserving it, so 32 workers
+    # that see the campaign's first Firework at once would all import them then, and the
+    # first check-out waited 14 s instead of 0.1 s (bench/load_workers.py --standing)
+    import nft_fw.firetasks.nft  # noqa: F401
     from nft_fw.launchpad.connection import redact
     from nft_fw.launchpad.worker import DatabaseLost, run_worker
 
@@ -237,8 +242,9 @@ def register(sub: Any) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="take over a workflow lock held for S seconds (left by a process that lost the "
-        "database while refreshing; a live refresh takes well under a second; default 60; "
+        help="take over a workflow lock one holder has held for S seconds (left by a process "
+        "that lost the database while refreshing; a live refresh takes well under a second; "
+        "default 60; "
         "FireWorks' rlaunch waits 300 s and then skips the update)",
     )
     p.add_argument(
