@@ -36,6 +36,19 @@ def initial_items(db: Database, name: str) -> list[dict[str, Any]]:
     return [{"kind": "image", "source": str(file_id), "index": i} for i in range(len(structures))]
 
 
+def seed_items(db: Database, name: str) -> list[dict[str, Any]]:
+    """The label items of the chunks asked for before the first model (``nft.seed_chunks``,
+    overlapping rounds; :func:`nft_fw.steps.step.seed_requests`), their centres stored with
+    the campaign (``seed_centres``) so every trainer counts them in flight; [] without."""
+    prepared = campaigns.context(db, name)
+    requests = step.seed_requests(prepared)
+    if not requests:
+        return []
+    records.update_campaign(db, name, seed_centres=[r.centre for r in requests])
+    source = records.get_campaign(db, name)["target_file"]
+    return [chunk_item(r, source) for r in requests]
+
+
 def validation_forces(db: Database, name: str) -> np.ndarray | None:
     """The parent's forces on the whole target (computed once, kept in GridFS)."""
     doc = records.get_campaign(db, name)
@@ -85,6 +98,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         true_forces=validation_forces(db, name),
         failed_centres=campaigns.failed_nft_centres(db, name),
         features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
+        seeded=records.get_campaign(db, name).get("seed_centres", ()),
     )
     t_loaded = time.perf_counter()
     out = step.nft_step(inputs)
@@ -147,7 +161,8 @@ def plan_next(db: Database, name: str, out: TrainOutcome, fw_id: int | None) -> 
     append then carries it). A label arriving between the two reads sees the plan, one
     arriving before is counted: no start is missed, and one claimant starts it."""
     spec = campaigns.load_spec(db, name).nft
-    asked = sum(len(r.get("requested", ())) for r in records.iterations(db, name))
+    seeded = records.get_campaign(db, name).get("seed_centres", ())
+    asked = len(seeded) + sum(len(r.get("requested", ())) for r in records.iterations(db, name))
     iteration = out.record["iteration"] + 1
     # the chunks this trainer saw ended, from its own snapshot of the labels (an arrival
     # counted later is one it did not train on, so a start never comes early)

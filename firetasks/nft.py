@@ -110,17 +110,19 @@ class _CampaignTask(FiretaskBase):
 
 @explicit_serialize
 class InitTask(_CampaignTask):
-    """Generate and store the initial structures, then append round 0 (labels → train 0)."""
+    """Generate and store the initial structures, then append round 0 (labels → train 0),
+    and beside it the seed chunks' labels (``nft.seed_chunks``)."""
 
     required_params: ClassVar[list[str]] = ["campaign"]
 
     def _run(self, fw_spec: dict[str, Any]) -> FWAction:
         db, name = self._db(), self["campaign"]
         items = label_tasks.round_items(db, name, nft_tasks.initial_items(db, name))
+        seeds = label_tasks.round_items(db, name, nft_tasks.seed_items(db, name))
         spec = self._spec()
         return self._append(
-            lambda: shapes.round_workflow(spec, Phase.NFT, 0, items, TASKS, self.fw_id),
-            {"initial_structures": len(items)},
+            lambda: shapes.first_round(spec, items, seeds, TASKS, self.fw_id),
+            {"initial_structures": len(items), "seed_chunks": len(seeds)},
         )
 
 

@@ -62,6 +62,7 @@ class Tasks:
 
 TRAIN_PRIORITY = 100  # a ready trainer runs before queued labels of other campaigns
 LABEL_PRIORITY = 10
+SEED_PRIORITY = 9  # chunks chosen before any model (nft.seed_chunks): after every other label
 
 
 def _spec(campaign: CampaignSpec, role: str, category: str, priority: int, **extra: Any) -> dict:
@@ -119,6 +120,9 @@ def _label_fireworks(
     by: int | None,
     tasks: Tasks,
     overlapping: bool = False,
+    what: str = "label",
+    first_batch: int = 0,
+    priority: int = LABEL_PRIORITY,
 ) -> list[Firework]:
     per = _round_batch(campaign, len(items))
     category = label_category(campaign)
@@ -132,19 +136,19 @@ def _label_fireworks(
     return [
         Firework(
             tasks.label(campaign=campaign.name, items=items[i : i + per], **extra),
-            name=f"{campaign.name} {phase} {number} label {b}",
+            name=f"{campaign.name} {phase} {number} {what} {b}",
             spec=_spec(
                 campaign,
                 "label",
                 category,
-                LABEL_PRIORITY,
+                priority,
                 nft_phase=phase,
                 nft_round=number,
                 nft_batch=b,
                 nft_appended_by=by,
             ),
         )
-        for b, i in enumerate(range(0, len(items), per))
+        for b, i in enumerate(range(0, len(items), per), start=first_batch)
     ]
 
 
@@ -161,6 +165,29 @@ def round_workflow(
     labels = _label_fireworks(campaign, phase, number, items, appended_by, tasks)
     trainer = _trainer(campaign, phase, number, tasks, appended_by, labels)
     return Workflow([*labels, trainer], name=f"{campaign.name} {phase} {number}")
+
+
+def first_round(
+    campaign: CampaignSpec,
+    items: list[dict[str, Any]],
+    seeds: list[dict[str, Any]],
+    tasks: Tasks,
+    appended_by: int | None = None,
+) -> Workflow:
+    """NFT round 0: label Fireworks for the initial ``items`` and trainer 0 depending on
+    them, beside label Fireworks for the ``seeds`` (``nft.seed_chunks``, overlapping rounds)
+    that nothing waits for but the report: they arrive while the initial images are labelled
+    and trainer 0 trains, and count towards the next trainer's start like any chunk. They
+    queue behind every other label (SEED_PRIORITY): the images, which trainer 0 waits for,
+    go first, and so do the chunks trainers choose by δ once there are any."""
+    wf = round_workflow(campaign, Phase.NFT, 0, items, tasks, appended_by)
+    if not seeds:
+        return wf
+    first = len(wf.fws) - 1  # the initial items' label Fireworks come first
+    fws = _label_fireworks(
+        campaign, Phase.NFT, 0, seeds, appended_by, tasks, True, "seed", first, SEED_PRIORITY
+    )
+    return Workflow([*wf.fws, *fws], name=wf.name)
 
 
 def overlapping_round(

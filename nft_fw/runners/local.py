@@ -49,6 +49,7 @@ from nft_fw.steps.step import (
     relax_start,
     relax_step,
     request_atoms,
+    seed_requests,
     target_forces,
     transfer_step,
 )
@@ -143,13 +144,24 @@ def run_locally(
     previous: mdl.Ensemble | None = None
     prediction: Prediction | None = None
     iteration = 0
-    flight: list[ChunkRequest] = []  # overlapping rounds: asked for, not yet arrived
+    # overlapping rounds: asked for, not yet arrived — from the start, the seed chunks
+    flight: list[ChunkRequest] = seed_requests(prepared)
+    seeded = [r.centre for r in flight]
     failed: set[int] = set()
+    if flight:  # the seed chunks that arrive before trainer 0 (while the images are labelled)
+        if arrivals is not None:
+            _check_seeds(prepared, seeded, arrivals)
+        seen = set()
+        for request in _arriving(prepared, flight, failed, 0, arrivals):
+            chunk = request_atoms(request, prepared.target)
+            if chunk.hash not in seen:
+                seen.add(chunk.hash)
+                labels.append(label_chunk(prepared, chunk, request.iteration))
     while True:
         out = nft_step(
             NFTInputs(
                 prepared, iteration, images, labels, previous, history, prediction,
-                true_forces, failed_centres=failed, features=memo,
+                true_forces, failed_centres=failed, features=memo, seeded=seeded,
             )
         )  # fmt: skip
         history.append(out.record)
@@ -195,6 +207,20 @@ def run_locally(
         true_forces=true_forces,
         features=memo,
     )
+
+
+def _check_seeds(
+    prepared: Prepared, seeded: Sequence[int], arrivals: Sequence[Mapping[str, Any]]
+) -> None:
+    """Refuse an arrivals record whose seed chunks are not the ones this campaign asks for."""
+    first = [r for r in arrivals if r["iteration"] == 0]
+    recorded = first[0].get("seeded") if first else None
+    if recorded is not None and sorted(int(c) for c in recorded) != sorted(seeded):
+        raise ValueError(
+            f"campaign {prepared.spec.name}: the arrivals record's seed chunks (iteration 0, "
+            f"{len(recorded)} centres) are not the {len(seeded)} this campaign asks for; the "
+            "record is of another campaign or other settings"
+        )
 
 
 def _arriving(

@@ -468,6 +468,16 @@ class NFTSpec(_Spec):
         description="With rounds: overlapping, the fraction of chunks_per_iteration that "
         "must arrive (labelled or failed) before the next trainer starts.",
     )
+    seed_chunks: int = Field(
+        default=0,
+        ge=0,
+        le=100000,
+        description="With rounds: overlapping, this many chunks asked for before any model "
+        "exists — centres by farthest-point sampling of the target's atoms in descriptor "
+        "space — and labelled beside the initial images, so the workers label from the start "
+        "instead of waiting for the initial images and the first training; they count in the "
+        "flight and train as they arrive (0: none).",
+    )
     selection: Literal["most_uncertain", "diverse"] = Field(
         default="most_uncertain",
         description="How the chunk centres are chosen: `most_uncertain` = the largest δ; "
@@ -866,6 +876,15 @@ class CampaignSpec(_Spec):
                     "md.length_ps",
                     f"is {self.md.length_ps:g} ps, shorter than one time step "
                     f"({self.md.timestep_fs:g} fs); give the run's length in ps",
+                )
+            )
+        if self.nft.seed_chunks and self.nft.rounds != "overlapping":
+            errors.append(
+                (
+                    "nft.seed_chunks",
+                    f"is {self.nft.seed_chunks}, but nft.rounds is {self.nft.rounds}: chunks "
+                    "asked for before the first model train as they arrive, which only "
+                    "overlapping rounds do; set nft.rounds: overlapping or seed_chunks: 0",
                 )
             )
         if self.nft.rounds == "overlapping":
@@ -1298,6 +1317,12 @@ def _prepare(spec: CampaignSpec) -> Prepared:
                 f"the {spec.model.baseline} baseline has no parameters for "
                 f"{', '.join(missing)}; use model.baseline: none for these elements",
             )
+    if spec.nft.seed_chunks > len(target):
+        raise CampaignError(
+            "nft.seed_chunks",
+            f"asks for {spec.nft.seed_chunks} chunks of a target of {len(target)} atoms (one "
+            f"per atom at most); use at most {len(target)}",
+        )
     chunk_radius = spec.nft.chunk_radius or 2.0 * spec.model.cutoff
     warnings = _prepare_warnings(spec, parent, chunk_radius)
     for message in warnings:

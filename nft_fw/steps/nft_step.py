@@ -14,8 +14,10 @@ from nft_fw.labels import prior as prior_mod
 from nft_fw.labels.label import ChunkLabel
 from nft_fw.labels.phase import Phase
 from nft_fw.potential import calibration
+from nft_fw.potential import descriptors as desc
 from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
+from nft_fw.potential.selection import farthest_point
 from nft_fw.spec.campaign import Prepared
 from nft_fw.steps import decision, overlap
 from nft_fw.steps.common import (
@@ -52,7 +54,8 @@ class NFTInputs:
     (for the out-of-sample errors of the new chunks); ``true_forces``: the parent's forces on
     the whole target (n, 3) eV/Å, for validation only; ``failed_centres``: target atoms
     whose chunk the parent could not label (not offered again); ``features``: where chunk
-    features come from (a cache)."""
+    features come from (a cache); ``seeded``: the centres asked for before iteration 0
+    (``nft.seed_chunks``, :func:`seed_requests`), in flight until they arrive."""
 
     prepared: Prepared
     iteration: int
@@ -64,6 +67,7 @@ class NFTInputs:
     true_forces: np.ndarray | None = None
     failed_centres: Collection[int] = ()
     features: FeatureSource = chunk_features
+    seeded: Sequence[int] = ()
 
 
 @dataclasses.dataclass
@@ -138,7 +142,9 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     if overlapping:
         # the chunks asked for before and not yet arrived are in flight: not offered again,
         # and only as many new ones as keep chunks_per_iteration in flight
-        in_flight = overlap.in_flight(history, chunked)
+        in_flight = overlap.in_flight(history, chunked, inputs.seeded)
+        if k == 0 and inputs.seeded:
+            record["seeded"] = sorted(int(c) for c in inputs.seeded)
         record["arrived"] = [c.hash for c in new]
         record["in_flight"] = sorted(in_flight)
         record["failed_centres"] = sorted(int(c) for c in inputs.failed_centres)
@@ -175,3 +181,22 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
     if overlapping:
         record["requested"] = [r.centre for r in requests]
     return NFTOutcome(record, ensemble, result, step, requests)
+
+
+def seed_requests(prepared: Prepared) -> list[ChunkRequest]:
+    """The chunks asked for before any model exists (``nft.seed_chunks``, overlapping
+    rounds): centres by farthest-point sampling of the target's atoms in the model's
+    descriptor space (standardised), starting from the atom farthest from the mean — the
+    most unlike environments first, the same for every run of the campaign."""
+    spec = prepared.spec
+    n = spec.nft.seed_chunks
+    if n <= 0 or spec.nft.rounds != "overlapping":
+        return []
+    x = desc.features(prepared.target, spec.model.descriptor_spec(prepared.elements))
+    x = np.asarray(x, dtype=np.float64)
+    scale = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
+    return [
+        ChunkRequest(centre=int(c), radius=prepared.chunk_radius_A, iteration=0)
+        for c in farthest_point(x, n)
+    ]

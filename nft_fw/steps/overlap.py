@@ -23,10 +23,13 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 
-def in_flight(history: Sequence[Mapping[str, Any]], ended: Collection[int]) -> set[int]:
-    """Centres asked for by the iterations in ``history`` (``requested``) whose chunk has
-    not ended (``ended``: centres labelled or failed)."""
-    asked = {int(c) for r in history for c in r.get("requested", ())}
+def in_flight(
+    history: Sequence[Mapping[str, Any]], ended: Collection[int], seeded: Collection[int] = ()
+) -> set[int]:
+    """Centres asked for by the iterations in ``history`` (``requested``) or before the first
+    (``seeded``: ``nft.seed_chunks``) whose chunk has not ended (``ended``: centres labelled
+    or failed)."""
+    asked = {int(c) for r in history for c in r.get("requested", ())} | {int(c) for c in seeded}
     return asked - {int(c) for c in ended}
 
 

@@ -78,6 +78,7 @@ from nft_fw.steps.nft_step import (
     NFTOutcome,
     Prediction,
     nft_step,
+    seed_requests,
 )
 from nft_fw.steps.relax_step import (
     RelaxInputs,
@@ -135,6 +136,7 @@ __all__ = [
     "relax_step",
     "request_atoms",
     "residual_images",
+    "seed_requests",
     "selection_features",
     "target_forces",
     "threshold_values",
