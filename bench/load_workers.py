@@ -4,10 +4,11 @@ database operations, server memory, and the model's true error — per number of
     .venv/bin/python bench/load_workers.py --workers 4 8 16 32
     .venv/bin/python bench/load_workers.py --workers 8 --chunks 8 --iterations 4 --json out.json
     .venv/bin/python bench/load_workers.py --workers 32 --chunks 96 --iterations 8 \
-        --rounds overlapping --after 0.25 --selection diverse [--standing 90]
+        --rounds overlapping --after 0.25 --selection diverse [--seed-chunks 96] [--standing 60]
 
-The campaign: rattled Pt260, EMT parent that first sleeps as long as a shipped GPAW chunk
-label took × ``--scale`` (bench/load_parent.py: 2.2–36 s at 1/100, median 6 s), synchronous
+The campaign: rattled Pt260 (``--octahedron`` for another), EMT parent that first sleeps as
+long as a shipped GPAW chunk label took × ``--scale`` (bench/load_parent.py: 2.2–36 s at
+1/100, median 6 s), synchronous
 rounds of ``--chunks`` chunk labels (one label per Firework) and a trainer that waits for all
 of them. W real ``nft-fw worker --until-done`` processes (one thread each) against a fresh
 embedded server.
@@ -60,11 +61,14 @@ def campaign(
     rounds: str = "synchronous",
     after: float = 0.25,
     selection: str | None = None,
+    seed_chunks: int = 0,
+    length: int = 8,
+    cut: int = 3,
 ) -> dict[str, Any]:
     spec = {
         "name": name,
         "target": {
-            "builder": {"kind": "octahedron", "element": "Pt", "length": 8, "cutoff": 3},
+            "builder": {"kind": "octahedron", "element": "Pt", "length": length, "cutoff": cut},
             "rattle": {"stdev": 0.05, "seed": 0},
         },
         "parent": {"name": "timed-emt", "params": {"scale": scale, "seed": 0}},
@@ -86,6 +90,8 @@ def campaign(
         spec["nft"].update(rounds=rounds, next_round_after=after)  # type: ignore[attr-defined]
     if selection is not None:
         spec["nft"]["selection"] = selection  # type: ignore[index]
+    if seed_chunks:
+        spec["nft"]["seed_chunks"] = seed_chunks  # type: ignore[index]
     return spec
 
 
@@ -95,6 +101,15 @@ def _utc(value: Any) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return float(value.timestamp())
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_mib(pid: int) -> float | None:
@@ -113,7 +128,13 @@ def analyse(lp: Any, name: str, workers: int, t0: float, t1: float) -> dict[str,
         d["fw_id"]: d
         for d in lp.fireworks.find(
             {"spec.campaign": name},
-            {"fw_id": 1, "spec.nft_role": 1, "spec.nft_round": 1, "created_on": 1},
+            {
+                "fw_id": 1,
+                "spec.nft_role": 1,
+                "spec.nft_round": 1,
+                "spec.nft_phase": 1,
+                "created_on": 1,
+            },
         )
     }
     launches = []
@@ -147,12 +168,15 @@ def analyse(lp: Any, name: str, workers: int, t0: float, t1: float) -> dict[str,
     ]
     latency = [max(0.0, start - made) for made, start in ready]
     idle = {"trainer": 0.0, "queue": 0.0, "stragglers": 0.0, "other": 0.0}
+    idle_ready = 0.0  # idle while a label Firework was READY: the queue's own overhead
     step = 0.05
     t = t0
     while t < t1:
         running = [role for a, b, role, _ in launches if a <= t < b]
         n_idle = workers - len(running)
         if n_idle > 0:
+            n_ready = sum(1 for made, start in ready if made <= t < start)
+            idle_ready += min(n_idle, n_ready) * step
             if any(r != "label" for r in running):
                 kind = "trainer"
             elif any(made <= t < start for made, start in ready):
@@ -174,7 +198,20 @@ def analyse(lp: Any, name: str, workers: int, t0: float, t1: float) -> dict[str,
         "utilisation_learning": busy_learning / (workers * max(t_last - w0, 1e-9)),
         "trainer_launch_s": [round(d, 2) for _, d in trainers],
         "idle_worker_s": idle,
+        "idle_with_ready_worker_s": idle_ready,
         "checkout_latency_median_s": statistics.median(latency) if latency else None,
+        # every launch: start and end (s after the submission), role, round, and when its
+        # Firework was created (READY, for a label)
+        "timeline": sorted(
+            (
+                round(a - t0, 2),
+                round(b - t0, 2),
+                role,
+                fws[fw].get("spec", {}).get("nft_round"),
+                round(_utc(fws[fw]["created_on"]) - t0, 2) if fws[fw].get("created_on") else None,
+            )
+            for a, b, role, fw in launches
+        ),
     }
 
 
@@ -197,7 +234,7 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         conn.launchpad.reset("", require_password=False)
         spec = prepare(load_campaign(campaign(
             name, args.chunks, args.iterations, args.scale, args.rounds, args.after,
-            args.selection)))  # fmt: skip
+            args.selection, args.seed_chunks, *args.octahedron)))  # fmt: skip
         admin = conn.launchpad.db.client.admin
         pid = int(admin.command("serverStatus")["pid"])
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -232,6 +269,7 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             time.sleep(args.standing)
         submit(conn.launchpad, spec)
         ops0 = admin.command("serverStatus")["opcounters"]
+        cpu0 = _cpu_s(pid)
         t0 = time.time()
         try:
             if standing:
@@ -248,6 +286,7 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             for p in procs:
                 p.wait(timeout=60)
         ops1 = admin.command("serverStatus")["opcounters"]
+        cpu1 = _cpu_s(pid)
         ops = {k: ops1[k] - ops0.get(k, 0) for k in ops1}
         out = analyse(conn.launchpad, name, workers, t0, t1)
         stats = conn.launchpad.db.command("dbStats")
@@ -268,11 +307,14 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             db_ops_per_launch=total_ops / max(1, out["launches"]),
             db_ops_per_s=total_ops / out["wall_s"],
             server_peak_rss_MiB=_peak_rss_mib(pid),
+            # the server's CPU share of the wall time (1.0 = one core all along)
+            server_cpu_share=(cpu1 - cpu0) / out["wall_s"] if cpu0 is not None and cpu1 else None,
             true_force_mae_last=history[-1].get("true_force_mae") if history else None,
             true_force_mae_kept=kept.get("true_force_mae"),
             rounds=args.rounds,
             standing_s=args.standing,
             selection=args.selection or "most_uncertain",
+            seed_chunks=args.seed_chunks,
             next_round_after=args.after if args.rounds != "synchronous" else None,
             # the science side, per trainer: chunks trained on and the true-force MAE
             curve=[(r["n_chunks"], r.get("true_force_mae")) for r in history],
@@ -320,7 +362,22 @@ def main() -> None:
     )
     parser.add_argument("--selection", choices=["most_uncertain", "diverse"], default=None)
     parser.add_argument(
+        "--seed-chunks",
+        type=int,
+        default=0,
+        help="overlapping: nft.seed_chunks, chunks asked for before the first model (0)",
+    )
+    parser.add_argument(
         "--at", type=int, default=128, help="report the true MAE at this many chunks (128)"
+    )
+    parser.add_argument(
+        "--octahedron",
+        type=int,
+        nargs=2,
+        default=[8, 3],
+        metavar=("LENGTH", "CUTOFF"),
+        help="the target, ase.cluster.Octahedron('Pt', LENGTH, CUTOFF) rattled 0.05 Å: 8 3 = "
+        "Pt260 (default), 12 4 = Pt976 (room for several hundred chunks)",
     )
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--json", default=None)
