@@ -5,6 +5,7 @@ database operations, server memory, and the model's true error — per number of
     .venv/bin/python bench/load_workers.py --workers 8 --chunks 8 --iterations 4 --json out.json
     .venv/bin/python bench/load_workers.py --workers 32 --chunks 96 --iterations 8 \
         --rounds overlapping --after 0.25 --selection diverse [--seed-chunks 96] [--standing 60]
+    .venv/bin/python bench/load_workers.py --local --chunks 32 --iterations 8 --octahedron 12 4
 
 The campaign: rattled Pt260 (``--octahedron`` for another), EMT parent that first sleeps as
 long as a shipped GPAW chunk label took × ``--scale`` (bench/load_parent.py: 2.2–36 s at
@@ -333,6 +334,23 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         server.stop(data_dir)
 
 
+def local(args: argparse.Namespace) -> None:
+    """The campaign of these settings in one process: its true-MAE curve and value at --at."""
+    from nft_fw import run_locally
+
+    spec = load_campaign(campaign(
+        "load-local", args.chunks, args.iterations, 0.0, args.rounds, args.after,
+        args.selection, args.seed_chunks, *args.octahedron))  # fmt: skip
+    history = run_locally(spec, progress=False).history
+    curve = [(r["n_chunks"], r.get("true_force_mae")) for r in history]
+    at = mae_at(curve, args.at)
+    print(
+        f"curve {curve}; true MAE at {args.at} chunks {at if at is not None else float('nan'):.4f}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"curve": curve, "true_force_mae_at": at}))
+
+
 def mae_at(curve: list[tuple[int, float | None]], n: int) -> float | None:
     """The true-force MAE after ``n`` chunks, linear between the trainers around it."""
     points = [(c, e) for c, e in curve if e is not None]
@@ -379,9 +397,19 @@ def main() -> None:
         help="the target, ase.cluster.Octahedron('Pt', LENGTH, CUTOFF) rattled 0.05 Å: 8 3 = "
         "Pt260 (default), 12 4 = Pt976 (room for several hundred chunks)",
     )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="no workers: the campaign in one process (run_locally, no label sleeps), its "
+        "true-MAE curve; a synchronous campaign's history is its service history "
+        "(tests/test_parity.py), so this is the synchronous reference at any --workers",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.local:
+        local(args)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="nft-fw-load-") as tmp:
         for w in args.workers:
