@@ -29,6 +29,11 @@ STAGES = (
     ("whole-particle check: rattled Pt140 seed 0", "pt140-gpaw-reference.extxyz"),
     ("whole-particle check: rattled Pt140 seed 1", "pt140-gpaw-reference-seed1.extxyz"),
     ("whole-particle check: rattled Pt309", "pt309-gpaw-reference.extxyz"),
+    ("whole-particle check: ML-relaxed Pt140", "pt140-gpaw-relaxed-reference.extxyz"),
+    (
+        "relaxation of the perfect Pt140 (transfer follow-up)",
+        "pt140-gpaw-frontier-perfect-labels.extxyz",
+    ),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
