@@ -34,6 +34,7 @@ STAGES = (
         "relaxation of the perfect Pt140 (transfer follow-up)",
         "pt140-gpaw-frontier-perfect-labels.extxyz",
     ),
+    ("transfer to Pt309: the follow-up's NFT chunks", "pt140-gpaw-frontier-pt309-labels.extxyz"),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
@@ -70,7 +71,13 @@ def main() -> None:
         print(f"| {r['stage']} | {labels} | {sum(r['hours'].values()):.1f} | "
               f"{r['largest_atoms']} |")  # fmt: skip
     total = sum(sum(r["hours"].values()) for r in rows)
-    chunks = sum(r["labels"].get("chunk", 0) for r in rows if "relaxation" in r["stage"])
+    # the stages after NFT (relaxation, transfer, MD); the whole-particle checks' chunks are
+    # references, not training data
+    chunks = sum(
+        r["labels"].get("chunk", 0)
+        for r in rows[1:]
+        if not r["stage"].startswith("whole-particle check")
+    )
     print(f"\nall: {total:.1f} parent hours; chunk labels beyond the {NFT_CHUNKS} NFT chunks "
           f"(relaxation, transfer, MD): {chunks} of {BUDGET}")  # fmt: skip
     if args.json:
