@@ -50,12 +50,14 @@ class DatabaseLost(RuntimeError):
         self.error = error
 
 
-def _lock_lost(err: BaseException) -> wflock.LockLost | None:
-    """The LockLost behind ``err`` (FireWorks re-raises it as a RuntimeError), or None."""
+def _behind(err: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The error of one of ``kinds`` behind ``err`` (itself, or what it was raised from or
+    while handling: FireWorks' ``_refresh_wf`` turns every error into a RuntimeError), or
+    None."""
     seen: set[int] = set()
     e: BaseException | None = err
     while e is not None and id(e) not in seen:
-        if isinstance(e, wflock.LockLost):
+        if isinstance(e, kinds):
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__
@@ -63,16 +65,9 @@ def _lock_lost(err: BaseException) -> wflock.LockLost | None:
 
 
 def _connection_failure(err: BaseException) -> ConnectionFailure | None:
-    """The ConnectionFailure behind ``err`` (itself, or what it was raised from or while
-    handling: FireWorks' ``_refresh_wf`` turns every error into a RuntimeError), or None."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        if isinstance(e, ConnectionFailure):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
+    """The ConnectionFailure behind ``err`` (:func:`_behind`), or None."""
+    found = _behind(err, (ConnectionFailure,))
+    return found if isinstance(found, ConnectionFailure) else None
 
 
 # the last line of a launch's stack trace when FireWorks' own database calls around a task
@@ -538,7 +533,7 @@ def _launch_in(lp: LaunchPad, fworker: FWorker, launcher_dir: str) -> _LaunchOut
         # record, workflow refresh, which re-raises it as a RuntimeError): a Firework
         # it had checked out is re-queued by nft-fw recover; the next poll waits for
         # the database like any other outage
-        lost = _connection_failure(err) or _lock_lost(err)
+        lost = _behind(err, (ConnectionFailure, wflock.LockLost))
         orphan = ORPHAN.search(str(err)) if isinstance(err, RuntimeError) else None
         if lost is None and orphan is not None:
             # checked out a Firework no workflow lists (an append cut off by a
