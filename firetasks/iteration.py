@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,7 @@ class TrainOutcome:
     record: dict[str, Any]
     step: decision.Continue | decision.Stop
     items: list[dict[str, Any]]
+    seeded: Sequence[int] = ()  # the campaign's seed chunks' centres (``seed_centres``)
 
 
 def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> TrainOutcome:
@@ -77,6 +79,8 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
     t_start = time.perf_counter()
     campaigns.import_offline_labels(db, name)
     prepared = campaigns.context(db, name)
+    campaign = records.get_campaign(db, name)
+    seeded = tuple(int(c) for c in campaign.get("seed_centres", ()))
     previous = campaigns.load_model(db, name, iteration - 1) if iteration > 0 else None
     if previous is None and iteration == 0:
         previous = campaigns.inherited_model(db, name)
@@ -98,7 +102,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         true_forces=validation_forces(db, name),
         failed_centres=campaigns.failed_nft_centres(db, name),
         features=step.CachedFeatures(campaigns.FeatureStore(db, name)),
-        seeded=records.get_campaign(db, name).get("seed_centres", ()),
+        seeded=seeded,
     )
     t_loaded = time.perf_counter()
     out = step.nft_step(inputs)
@@ -131,8 +135,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
     items: list[dict[str, Any]] = []
     if isinstance(out.decision, decision.Continue):
         records.update_campaign(db, name, state="running", iteration=iteration)
-        source = records.get_campaign(db, name)["target_file"]
-        items = [chunk_item(r, source) for r in out.requests]
+        items = [chunk_item(r, campaign["target_file"]) for r in out.requests]
     else:
         records.update_campaign(
             db,
@@ -151,7 +154,7 @@ def train(db: Database, name: str, iteration: int, fw_id: int | None = None) -> 
         record["structure_uncertainty"],
         type(out.decision).__name__,
     )
-    return TrainOutcome(record=record, step=out.decision, items=items)
+    return TrainOutcome(record=record, step=out.decision, items=items, seeded=seeded)
 
 
 def plan_next(db: Database, name: str, out: TrainOutcome, fw_id: int | None) -> bool:
@@ -161,8 +164,7 @@ def plan_next(db: Database, name: str, out: TrainOutcome, fw_id: int | None) -> 
     append then carries it). A label arriving between the two reads sees the plan, one
     arriving before is counted: no start is missed, and one claimant starts it."""
     spec = campaigns.load_spec(db, name).nft
-    seeded = records.get_campaign(db, name).get("seed_centres", ())
-    asked = len(seeded) + sum(len(r.get("requested", ())) for r in records.iterations(db, name))
+    asked = len(out.seeded) + sum(len(r.get("requested", ())) for r in records.iterations(db, name))
     iteration = out.record["iteration"] + 1
     # the chunks this trainer saw ended, from its own snapshot of the labels (an arrival
     # counted later is one it did not train on, so a start never comes early)

@@ -253,3 +253,78 @@ def test_relax_start_after_a_round_that_relaxed_on_past_the_level():
     assert relax_start(frontier, None, frames) == (None, None)
     start = load_campaign(tiny(relax={"search_until": 0.5}))
     assert relax_start(start, ran_on, frames) == (None, None)
+
+
+def test_relax_check_labels_the_relaxed_structure_and_stops_only_when_it_passes():
+    """relax.check_chunks: a relaxation that stays below the threshold is checked on chunks
+    of its last frame (its most uncertain atoms) before the phase stops; the next round
+    records the previous model's error on them, stops when it is within relax.check_error,
+    and otherwise trains on them, relaxes again and asks for a new check."""
+    from nft_fw import relax_locally, run_locally
+    from nft_fw.spec.campaign import CampaignError, load_campaign
+    from nft_fw.structures.chunks import cut
+
+    base = {"max_steps": 12, "max_rounds": 2, "patience": 5, "threshold": 100.0}
+    result = run_locally(tiny(relax=base), progress=False)
+    passing = relax_locally(
+        result,
+        relax_spec=load_campaign(
+            tiny(relax={**base, "check_chunks": 2, "check_error": 100.0})
+        ).relax_settings,
+        progress=False,
+    )
+    first, second = passing.rounds
+    # round 0 stays below the threshold: it asks for two chunks of its relaxed structure
+    assert first["check_asked"] == 2 and "check" not in first
+    last = passing.trajectories[0].frames[-1]
+    ranked = np.argsort(-passing.trajectories[0].deltas[-1], kind="stable")
+    assert [lb.centre for lb in passing.labels] == [int(i) for i in ranked[:2]]
+    radius = passing.labels[0].radius
+    assert [lb.hash for lb in passing.labels] == [
+        cut(last, int(i), radius).hash for i in ranked[:2]
+    ]
+    # round 1 records the check: round 0's model on them, before training
+    check = second["check"]
+    assert check == {
+        "round": 0, "n": 2, "mae": second["oos_mae"], "max": second["oos_max"],
+        "tolerance": 100.0, "passed": True,
+    }  # fmt: skip
+    assert passing.stop.reason == "threshold" and "passed" in passing.stop.detail
+    assert "check_asked" not in second
+    # the follower and the report say it
+    from nft_fw.cli.campaigns import _phase_line
+    from nft_fw.report.relax_plots import markdown
+
+    words = "the relaxed structure of round 0 checked on 2 of its chunks"
+    assert words in _phase_line(second) and "2 chunks of its end" in _phase_line(first)
+    assert f"- round 1: {words}" in markdown(passing.rounds, [], None)
+
+    failing = relax_locally(
+        result,
+        relax_spec=load_campaign(
+            tiny(relax={**base, "check_chunks": 2, "check_error": 1e-9})
+        ).relax_settings,
+        progress=False,
+    )
+    assert len(failing.rounds) == 3
+    assert [r.get("check_asked") for r in failing.rounds] == [2, 2, None]
+    assert [r["check"]["passed"] for r in failing.rounds[1:]] == [False, False]
+    assert failing.stop.reason == "max_rounds"
+    assert "failed" in failing.stop.detail and "before the relaxed structure passed" in (
+        failing.stop.detail
+    )
+    assert len({lb.hash for lb in failing.labels}) == 4
+    # without the check the same model stops at round 0
+    plain = relax_locally(result, progress=False)
+    assert len(plain.rounds) == 1 and plain.stop.reason == "threshold" and not plain.labels
+
+    for section, words in (
+        ({"check_chunks": 2}, "relax.check_chunks needs relax.check_error"),
+        ({"check_error": 0.1}, "relax.check_error is set and relax.check_chunks is 0"),
+        (
+            {"check_chunks": 2, "check_error": 0.1, "retrain": False},
+            "relax.check_chunks needs relax.retrain: true",
+        ),
+    ):
+        with pytest.raises(CampaignError, match=words):
+            load_campaign(tiny(relax=section))

@@ -283,6 +283,7 @@ def _duration(seconds: float) -> str:
 
 
 def _phase_line(rec: dict[str, Any]) -> str:
+    from nft_fw.steps import decision
     from nft_fw.steps import md as md_mod
 
     name = rec["campaign"]
@@ -299,6 +300,10 @@ def _phase_line(rec: dict[str, Any]) -> str:
             f"(+{rec['new_chunks']} from trajectories), {rec['n_steps']} steps, δ max along "
             f"{rec['structure_uncertainty']:.3f} eV/Å, at end {rec['final_max_uncertainty']:.3f}"
         )
+        if rec.get("check"):
+            line += f"; {decision.check_words(rec['check'])}"
+        if rec.get("check_asked"):
+            line += f"; below the threshold: {rec['check_asked']} chunks of its end to check it"
     else:
         line = (
             f"{name} transfer {rec['name']} ({rec['n_atoms']} atoms): {rec['n_steps']} steps, "

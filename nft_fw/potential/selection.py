@@ -5,6 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Each column of x (n_rows, d) shifted to mean 0 and scaled to unit spread (a constant
+    column is only shifted), so that no descriptor dominates a distance by its units; in
+    x's own precision."""
+    x = np.asarray(x)
+    scale = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
+
+
 def farthest_point(x: np.ndarray, n: int, first: int | None = None) -> list[int]:
     """Indices of ``n`` rows of x (n_rows, d) picked greedily to be far from those already picked.
 

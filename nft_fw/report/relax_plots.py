@@ -20,6 +20,7 @@ import numpy as np
 
 from nft_fw.report.page import markdown_table
 from nft_fw.report.plots import MISSING, _figure, _fmt, _fmt_int, _save
+from nft_fw.steps import decision
 
 Records = Sequence[Mapping[str, Any]]
 
@@ -162,6 +163,9 @@ def markdown(rounds: Records, transfers: Records, bill: Mapping[str, Any] | None
     lines: list[str] = []
     if rounds:
         lines += ["", "## Relaxation", "", *markdown_table(RELAX_COLUMNS, relax_table(rounds))]
+        checked = _checked(rounds)
+        if checked:
+            lines += ["", *(f"- round {r}: {words}" for r, words in checked)]
     if transfers:
         lines += [
             "",
@@ -194,3 +198,11 @@ def markdown(rounds: Records, transfers: Records, bill: Mapping[str, Any] | None
                 f"{t['divide_and_conquer_calls']} by divide and conquer, 0 new here"
             )
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _checked(rounds: Records) -> list[tuple[int, str]]:
+    """(round, the check it recorded in words) for every round that checked the relaxed
+    structure of the round before (``relax.check_chunks``)."""
+    return [
+        (int(r["iteration"]), decision.check_words(r["check"])) for r in rounds if r.get("check")
+    ]

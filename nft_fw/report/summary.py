@@ -139,6 +139,8 @@ def summary(inputs: ReportInputs) -> dict[str, Any]:
             "rounds": len(rounds),
             "kept_round": kept,
             "stop_reason": inputs.doc.get("relax_stop_reason"),
+            "stop_detail": inputs.doc.get("relax_stop_detail"),
+            "checks": [r["check"] for r in rounds if r.get("check")],
             "trajectory_max_uncertainty": [r["structure_uncertainty"] for r in rounds],
             **{f"kept_{k}": rounds[kept].get(k) for k in ROUND_KEYS if k in rounds[kept]},
         }

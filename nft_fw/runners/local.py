@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +151,7 @@ def run_locally(
     if flight:  # the seed chunks that arrive before trainer 0 (while the images are labelled)
         if arrivals is not None:
             _check_seeds(prepared, seeded, arrivals)
-        seen = set()
-        for request in _arriving(prepared, flight, failed, 0, arrivals):
-            chunk = request_atoms(request, prepared.target)
-            if chunk.hash not in seen:
-                seen.add(chunk.hash)
-                labels.append(label_chunk(prepared, chunk, request.iteration))
+        _label_new(prepared, _arriving(prepared, flight, failed, 0, arrivals), labels)
     while True:
         out = nft_step(
             NFTInputs(
@@ -179,17 +174,11 @@ def run_locally(
         previous = mdl.Ensemble.from_bytes(blobs[-1])
         prediction = Prediction(out.assessment.mean_forces, out.assessment.delta)
         iteration += 1
-        seen = {lb.hash for lb in labels}
         arriving = out.requests
         if spec.nft.rounds == "overlapping":
             flight.extend(out.requests)
             arriving = _arriving(prepared, flight, failed, iteration, arrivals)
-        for request in arriving:
-            chunk = request_atoms(request, prepared.target)
-            if chunk.hash in seen:  # the same environment cut twice: label it once
-                continue
-            seen.add(chunk.hash)
-            labels.append(label_chunk(prepared, chunk, request.iteration))
+        _label_new(prepared, arriving, labels)
 
     kept = mdl.Ensemble.from_bytes(blobs[stop.best_iteration])
     kept.meta.update(calibration_meta(history, spec.name))
@@ -207,6 +196,19 @@ def run_locally(
         true_forces=true_forces,
         features=memo,
     )
+
+
+def _label_new(
+    prepared: Prepared, requests: Iterable[ChunkRequest], labels: list[ChunkLabel]
+) -> None:
+    """Label the requested chunks onto ``labels``, each environment once: a chunk whose
+    hash is already there (the same environment cut twice) is not labelled again."""
+    seen = {lb.hash for lb in labels}
+    for request in requests:
+        chunk = request_atoms(request, prepared.target)
+        if chunk.hash not in seen:
+            seen.add(chunk.hash)
+            labels.append(label_chunk(prepared, chunk, request.iteration))
 
 
 def _check_seeds(

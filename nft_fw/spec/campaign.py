@@ -622,6 +622,26 @@ class RelaxSpec(_Spec):
             "its start above search_until, which it needs."
         ),
     )
+    check_chunks: int = Field(
+        default=0,
+        ge=0,
+        le=10000,
+        description=(
+            "When a relaxation ends with its largest δ below the threshold, label this many "
+            "chunks of its last frame (its most uncertain atoms) before the phase stops: the "
+            "model's error on their central forces before training on them checks the "
+            "relaxed structure itself, where δ may agree and still be wrong; 0: no check."
+        ),
+    )
+    check_error: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "The check passes when the checked chunks' central-force MAE before training is at "
+            "most this, eV/Å; otherwise the next round trains on them, relaxes again and is "
+            "checked again (within max_rounds). Needed with check_chunks."
+        ),
+    )
 
     @model_validator(mode="after")
     def _frontier_needs_a_level(self) -> RelaxSpec:
@@ -630,6 +650,27 @@ class RelaxSpec(_Spec):
                 "relax.resume: frontier needs relax.search_until (the δ level, eV/Å, that "
                 "ends a relaxation and marks where the next round resumes); set it, or use "
                 "relax.resume: start"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_needs_both(self) -> RelaxSpec:
+        if self.check_chunks and self.check_error is None:
+            raise ValueError(
+                "relax.check_chunks needs relax.check_error (the largest central-force MAE, "
+                "eV/Å, of the relaxed structure's chunks before training that passes the "
+                "check); set it, or leave check_chunks out"
+            )
+        if self.check_error is not None and not self.check_chunks:
+            raise ValueError(
+                "relax.check_error is set and relax.check_chunks is 0: nothing is checked; "
+                "set check_chunks (chunks of the relaxed structure to label), or leave "
+                "check_error out"
+            )
+        if self.check_chunks and not self.retrain:
+            raise ValueError(
+                "relax.check_chunks needs relax.retrain: true (a failed check trains on the "
+                "checked chunks and relaxes again); set retrain, or leave check_chunks out"
             )
         return self
 

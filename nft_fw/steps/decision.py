@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from nft_fw.potential.selection import standardise
+
 
 @dataclasses.dataclass(frozen=True)
 class Continue:
@@ -247,9 +249,7 @@ def choose_centres(
     if features is None or len(features) != len(d):
         raise ValueError("selection 'diverse' needs the descriptors of every target atom")
     pool = np.asarray(order[: POOL * k])
-    x = np.asarray(features, dtype=np.float64)[pool]
-    scale = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
+    x = standardise(np.asarray(features, dtype=np.float64)[pool])
     weight = d[pool]
     picked = [0]
     dist = np.linalg.norm(x - x[0], axis=1)
@@ -325,3 +325,14 @@ def _stop_rules(
     if latest >= cap:
         return Stop(cap_reason, cap_detail, best)
     return None
+
+
+def check_words(check: Mapping[str, Any]) -> str:
+    """A check's outcome in words (stop details, the follower, the report)."""
+    verdict = "passed" if check["passed"] else "failed"
+    relation = "≤" if check["passed"] else ">"
+    return (
+        f"the relaxed structure of round {check['round']} checked on {check['n']} of its chunks: "
+        f"central-force MAE {check['mae']:.3f} {relation} {check['tolerance']:g} eV/Å "
+        f"(max {check['max']:.3f}), {verdict}"
+    )

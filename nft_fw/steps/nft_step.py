@@ -17,7 +17,7 @@ from nft_fw.potential import calibration
 from nft_fw.potential import descriptors as desc
 from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
-from nft_fw.potential.selection import farthest_point
+from nft_fw.potential.selection import farthest_point, standardise
 from nft_fw.spec.campaign import Prepared
 from nft_fw.steps import decision, overlap
 from nft_fw.steps.common import (
@@ -193,10 +193,7 @@ def seed_requests(prepared: Prepared) -> list[ChunkRequest]:
     if n <= 0 or spec.nft.rounds != "overlapping":
         return []
     x = desc.features(prepared.target, spec.model.descriptor_spec(prepared.elements))
-    x = np.asarray(x, dtype=np.float64)
-    scale = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
     return [
         ChunkRequest(centre=int(c), radius=prepared.chunk_radius_A, iteration=0)
-        for c in farthest_point(x, n)
+        for c in farthest_point(standardise(np.asarray(x, dtype=np.float64)), n)
     ]

@@ -17,7 +17,7 @@ from ase import Atoms
 from ase.optimize import BFGS, FIRE, LBFGS
 
 from nft_fw.potential import descriptors as desc
-from nft_fw.potential.selection import cur
+from nft_fw.potential.selection import cur, standardise
 from nft_fw.steps import decision
 from nft_fw.structures.chunks import Chunk, cut
 
@@ -212,4 +212,4 @@ def _features(
     keys = [(f, i) for f, idx in by_frame.items() for i in idx]
     found: dict[tuple[int, int], np.ndarray] = dict(zip(keys, g_all, strict=True))
     x = np.array([found[s] for s in sites])
-    return (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
+    return standardise(x)

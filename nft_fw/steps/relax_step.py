@@ -114,6 +114,22 @@ def _relax_model(
     return trained.ensemble, trained.metrics, oos, {"phase": Phase.RELAX, "iteration": number}
 
 
+def _given(
+    prepared: Prepared, planned: Sequence[prior_mod.PriorLabel], number: int
+) -> list[ChunkRequest]:
+    """Requests for the prior labels' chunks of round ``number + 1`` (replayed, not cut)."""
+    return [
+        ChunkRequest(
+            centre=int(lb.centre if lb.centre is not None else 0),
+            radius=float(lb.radius or prepared.chunk_radius_A),
+            iteration=number + 1,
+            phase=Phase.RELAX,
+            given=lb.structure(),
+        )
+        for lb in planned
+    ]
+
+
 def _relax_requests(
     inputs: RelaxInputs,
     planned: Sequence[prior_mod.PriorLabel],
@@ -127,16 +143,7 @@ def _relax_requests(
     always and the prior chunks are taken out of it, so a round the export cut off
     mid-labelling is completed by the chunks it had chosen when the trajectory is the same."""
     prepared, number = inputs.prepared, inputs.number
-    given = [
-        ChunkRequest(
-            centre=int(lb.centre if lb.centre is not None else 0),
-            radius=float(lb.radius or prepared.chunk_radius_A),
-            iteration=number + 1,
-            phase=Phase.RELAX,
-            given=lb.structure(),
-        )
-        for lb in planned
-    ]
+    given = _given(prepared, planned, number)
     rs = prepared.spec.relax_settings
     if len(given) >= rs.chunks_per_round:
         return given
@@ -245,12 +252,98 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
     )
     requests: list[ChunkRequest] = []
     planned = prior_mod.planned_relax_chunks(prepared.prior, number + 1)
-    if prepared.prior is not None:
-        record["next_from_prior"] = len(planned) if stop is None else 0
-    if stop is None:
+    check = checked_end(inputs, oos)
+    if check is not None:
+        record["check"] = check
+    if stop is not None and stop.reason == "threshold" and rs.check_chunks:
+        if check is not None and check["passed"]:
+            stop = decision.Stop(stop.reason, f"{stop.detail}; {decision.check_words(check)}", best)
+        elif number >= rs.max_rounds:
+            failed = f"; {decision.check_words(check)}" if check is not None else ""
+            stop = decision.Stop(
+                "max_rounds",
+                f"{stop.detail}{failed}; reached {rs.max_rounds} retrainings before the "
+                "relaxed structure passed its check",
+                best,
+            )
+        else:
+            requests = _check_requests(inputs, planned, trajectory, searched)
+            if requests:
+                record["check_asked"] = len(requests)
+                stop = None
+            else:
+                stop = decision.Stop(
+                    "exhausted",
+                    f"{stop.detail}, and no unlabelled atom of the relaxed structure is left "
+                    "to check it",
+                    best,
+                )
+    elif stop is None:
         requests = _relax_requests(inputs, planned, trajectory, searched, ensemble)
         if not requests:
             stop = decision.Stop(
                 "exhausted", "no unlabelled trajectory atom above the threshold", best
             )
+    if prepared.prior is not None:
+        record["next_from_prior"] = len(planned) if stop is None else 0
     return RelaxOutcome(record, ensemble, trajectory, searched, stop, requests)
+
+
+def checked_end(inputs: RelaxInputs, oos: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The check of the round before's relaxed structure (``relax.check_chunks``), when that
+    round asked for one: the previous model's central-force MAE and max on the checked
+    chunks before training on them (this round's new chunks), against ``relax.check_error``."""
+    rs = inputs.prepared.spec.relax_settings
+    asked = int(inputs.rounds[-1].get("check_asked", 0)) if inputs.rounds else 0
+    if not asked or rs.check_error is None or not oos:
+        return None
+    return {
+        "round": int(inputs.rounds[-1]["iteration"]),
+        "n": int(oos["oos_n"]),
+        "mae": float(oos["oos_mae"]),
+        "max": float(oos["oos_max"]),
+        "tolerance": float(rs.check_error),
+        "passed": bool(oos["oos_mae"] <= rs.check_error),
+    }
+
+
+def _check_requests(
+    inputs: RelaxInputs,
+    planned: Sequence[prior_mod.PriorLabel],
+    trajectory: Trajectory,
+    searched: list[int],
+) -> list[ChunkRequest]:
+    """The chunks that check a relaxation which stayed below the threshold: the prior
+    labels' chunks of the next round when the file holds them, then chunks around the most
+    uncertain atoms of the relaxation's last frame (below the threshold all: δ still ranks
+    them) not labelled yet, ``relax.check_chunks`` in all."""
+    prepared, number = inputs.prepared, inputs.number
+    n = prepared.spec.relax_settings.check_chunks
+    given = _given(prepared, planned, number)
+    if len(given) >= n:
+        return given
+    last = len(searched) - 1
+    chosen = trajectory_chunks(
+        trajectory,
+        [searched[last]],
+        -1.0,  # every atom: the ranking is δ's
+        inputs.model.spec,
+        n,
+        "most_uncertain",
+        prepared.chunk_radius_A,
+        inputs.known,
+        include_start=True,
+    )
+    taken = {lb.hash for lb in planned}
+    rest = [
+        ChunkRequest(
+            centre=chunk.centre,
+            radius=prepared.chunk_radius_A,
+            iteration=number + 1,
+            phase=Phase.RELAX,
+            frame=last,
+        )
+        for _f, chunk in chosen
+        if chunk.hash not in taken
+    ]
+    return given + rest[: n - len(given)]

@@ -19,7 +19,7 @@ from ase import Atoms
 from ase.spacegroup import crystal
 
 from nft_fw.potential import descriptors as desc
-from nft_fw.potential.selection import farthest_point
+from nft_fw.potential.selection import farthest_point, standardise
 from nft_fw.potential.training import Image
 from nft_fw.structures.chunks import structure_id
 
@@ -99,8 +99,7 @@ def select(structures: Sequence[Atoms], n: int, spec: desc.DescriptorSpec) -> li
     if n >= len(structures):
         return list(structures)
     x = np.array([_fingerprint(g) for g in desc.features_many(structures, spec)])
-    x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
-    picked = farthest_point(x, n)
+    picked = farthest_point(standardise(x), n)
     groups = {a.info.get("spacegroup") for a in structures}
     for sg in sorted(g for g in groups if g is not None):
         if not any(structures[i].info.get("spacegroup") == sg for i in picked):
