@@ -375,8 +375,18 @@ def embedded(
         started_server=started,
     )
     # the file is for workers on other machines too: the name they reach the server by
-    conn.write_launchpad_file(Path(info.data_dir) / LAUNCHPAD_FILE, host=info.advertised_host)
+    conn.write_launchpad_file(launchpad_file(info.data_dir, name), host=info.advertised_host)
     return conn
+
+
+def launchpad_file(data_dir: str | os.PathLike[str], db_name: str | None = None) -> Path:
+    """The ``my_launchpad.yaml`` an embedded server's data directory keeps for database
+    ``db_name``: ``my_launchpad.yaml`` for the default one, ``my_launchpad.NAME.yaml`` for
+    another — so that a command given ``--db-name`` never redirects the workers and
+    ``rlaunch -l`` users reading the default file to its database."""
+    name = db_name or DEFAULT_DB_NAME
+    stem = LAUNCHPAD_FILE if name == DEFAULT_DB_NAME else f"my_launchpad.{name}.yaml"
+    return Path(data_dir) / stem
 
 
 def _stored_credentials(path: Path) -> tuple[str | None, str | None]:

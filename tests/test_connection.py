@@ -168,3 +168,22 @@ def test_credentials_never_printed(auth_server: server.ServerInfo, tmp_path: Pat
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_another_database_gets_its_own_launchpad_file(db_server: server.ServerInfo) -> None:
+    """A command given --db-name writes that database's my_launchpad.NAME.yaml and leaves
+    the data directory's my_launchpad.yaml (the default database, which workers and
+    rlaunch -l read) as it was."""
+    default = conn_mod.embedded(db_server.data_dir, start=False)
+    other = conn_mod.embedded(db_server.data_dir, db_name="conn_other", start=False)
+    try:
+        data = Path(db_server.data_dir)
+        assert conn_mod.launchpad_file(data) == data / "my_launchpad.yaml"
+        assert conn_mod.launchpad_file(data, "conn_other") == data / "my_launchpad.conn_other.yaml"
+        assert yaml.safe_load((data / "my_launchpad.yaml").read_text())["name"] == "nft_fw"
+        other_file = data / "my_launchpad.conn_other.yaml"
+        assert yaml.safe_load(other_file.read_text())["name"] == "conn_other"
+        assert oct(other_file.stat().st_mode & 0o777) == "0o600"
+    finally:
+        default.close(stop_server=False)
+        other.close(stop_server=False)

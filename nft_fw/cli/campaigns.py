@@ -730,8 +730,10 @@ def _shown(path: Path) -> str:
 def demo_next_steps(data_dir: Path, db_name: str, name: str) -> list[tuple[str, str]]:
     """Commands that inspect a campaign in the embedded database of ``data_dir`` (each starts
     the server for itself, except lpad, which needs it started)."""
+    from nft_fw.launchpad.connection import launchpad_file
+
     where = f"--data-dir {shlex.quote(_shown(data_dir))} --db-name {db_name}"
-    lp_file = shlex.quote(_shown(data_dir / "my_launchpad.yaml"))
+    lp_file = shlex.quote(_shown(launchpad_file(data_dir, db_name)))
     return [
         (f"nft-fw status {name} {where}", "state, stop reason, Fireworks"),
         (

@@ -196,7 +196,9 @@ def _server_options(args: argparse.Namespace, files: Any, local_host: str | None
 
 def _print_db_started(args: argparse.Namespace, info: Any, started: bool) -> None:
     """Print where the server listens and how workers reach it (a JSON object with --json)."""
-    lp_file = Path(info.data_dir) / "my_launchpad.yaml"
+    from nft_fw.launchpad.connection import launchpad_file
+
+    lp_file = launchpad_file(info.data_dir, args.db_name)
     payload = {
         "address": info.address,
         "pid": info.pid,
