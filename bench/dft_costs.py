@@ -35,6 +35,7 @@ STAGES = (
         "pt140-gpaw-frontier-perfect-labels.extxyz",
     ),
     ("transfer to Pt309: the follow-up's NFT chunks", "pt140-gpaw-frontier-pt309-labels.extxyz"),
+    ("relaxation checked on chunks of the relaxed Pt140", "pt140-gpaw-checked-labels.extxyz"),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
