@@ -226,6 +226,21 @@ def _wait_for_report(lp: Any, name: str, timeout: float) -> None:
     raise TimeoutError(f"campaign {name}: no report after {timeout:g} s")
 
 
+def store_true_forces(db: Any, prepared: Any) -> None:
+    """The scoring reference, the target's EMT forces, stored as the campaign's validation
+    forces before any trainer asks for them. Left to the first trainer, it would call the
+    timed parent on the whole target and sleep a label's time there (30 s at 1/20) — a call
+    a DFT campaign does not make (it has no whole-target label), during which the workers
+    label seed chunks the first model never chose."""
+    from ase.calculators.emt import EMT
+
+    atoms = prepared.target.copy()
+    atoms.calc = EMT()
+    name = prepared.spec.name
+    file_id = records.put_array(db, atoms.get_forces(), f"{name}/true_forces.npy")
+    records.update_campaign(db, name, true_forces_file=str(file_id))
+
+
 def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     data_dir = base / f"db-{workers}"
     name = f"load-{workers}"
@@ -269,6 +284,7 @@ def run(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             procs = start_workers()
             time.sleep(args.standing)
         submit(conn.launchpad, spec)
+        store_true_forces(conn.launchpad.db, spec)
         ops0 = admin.command("serverStatus")["opcounters"]
         cpu0 = _cpu_s(pid)
         t0 = time.time()
