@@ -266,10 +266,11 @@ def test_relax_check_labels_the_relaxed_structure_and_stops_only_when_it_passes(
 
     base = {"max_steps": 12, "max_rounds": 2, "patience": 5, "threshold": 100.0}
     result = run_locally(tiny(relax=base), progress=False)
+    top = {"check_selection": "most_uncertain"}  # δ's largest first
     passing = relax_locally(
         result,
         relax_spec=load_campaign(
-            tiny(relax={**base, "check_chunks": 2, "check_error": 100.0})
+            tiny(relax={**base, **top, "check_chunks": 2, "check_error": 100.0})
         ).relax_settings,
         progress=False,
     )
@@ -314,6 +315,18 @@ def test_relax_check_labels_the_relaxed_structure_and_stops_only_when_it_passes(
         failing.stop.detail
     )
     assert len({lb.hash for lb in failing.labels}) == 4
+    # the default, cover: the checked atoms spread over the relaxed structure's environments
+    # (farthest-point sampling of its descriptors from its most uncertain atom), not δ's top
+    from nft_fw.potential import descriptors as desc
+    from nft_fw.potential.selection import farthest_point, standardise
+
+    frame, delta = failing.trajectories[0].frames[-1], failing.trajectories[0].deltas[-1]
+    x = standardise(np.asarray(desc.features(frame, result.calculator.ensemble.spec)))
+    spread = farthest_point(x, 2, first=int(np.argmax(delta)))
+    assert [lb.centre for lb in failing.labels if lb.iteration == 1] == spread
+    assert [lb.hash for lb in failing.labels if lb.iteration == 1] == [
+        cut(frame, i, radius).hash for i in spread
+    ]
     # without the check the same model stops at round 0
     plain = relax_locally(result, progress=False)
     assert len(plain.rounds) == 1 and plain.stop.reason == "threshold" and not plain.labels

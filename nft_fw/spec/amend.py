@@ -23,6 +23,7 @@ AMENDABLE: dict[str, tuple[str, ...]] = {
     "relax": (
         "fmax", "max_steps", "chunks_per_round", "selection", "threshold", "patience",
         "max_rounds", "max_frames", "search_until", "resume", "check_chunks", "check_error",
+        "check_selection",
     ),
     "md": ("length_ps", "max_pauses", "chunks_per_pause", "out_of_pauses"),
 }  # fmt: skip

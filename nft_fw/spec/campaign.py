@@ -633,6 +633,15 @@ class RelaxSpec(_Spec):
             "relaxed structure itself, where δ may agree and still be wrong; 0: no check."
         ),
     )
+    check_selection: Literal["cover", "most_uncertain"] = Field(
+        default="cover",
+        description=(
+            "Which atoms of the relaxed structure the check labels chunks around: cover "
+            "(farthest-point sampling of every atom's descriptors, starting from the most "
+            "uncertain: every kind of environment, whatever δ says of it — δ is what the check "
+            "checks) or most_uncertain (the largest δ)."
+        ),
+    )
     check_error: float | None = Field(
         default=None,
         gt=0.0,

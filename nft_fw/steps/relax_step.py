@@ -16,9 +16,11 @@ from nft_fw.labels import prior as prior_mod
 from nft_fw.labels.label import ChunkLabel
 from nft_fw.labels.phase import Phase
 from nft_fw.potential import calibration
+from nft_fw.potential import descriptors as desc
 from nft_fw.potential import model as mdl
 from nft_fw.potential import training as tr
 from nft_fw.potential.calculator import EnsembleCalculator
+from nft_fw.potential.selection import farthest_point, standardise
 from nft_fw.spec.campaign import CampaignSpec, Prepared
 from nft_fw.steps import decision
 from nft_fw.steps.common import (
@@ -31,6 +33,7 @@ from nft_fw.steps.common import (
     validate_relaxation,
 )
 from nft_fw.steps.relax import Trajectory, first_above, relax, search_frames, trajectory_chunks
+from nft_fw.structures.chunks import cut
 
 
 @dataclasses.dataclass
@@ -314,36 +317,39 @@ def _check_requests(
     searched: list[int],
 ) -> list[ChunkRequest]:
     """The chunks that check a relaxation which stayed below the threshold: the prior
-    labels' chunks of the next round when the file holds them, then chunks around the most
-    uncertain atoms of the relaxation's last frame (below the threshold all: δ still ranks
-    them) not labelled yet, ``relax.check_chunks`` in all."""
+    labels' chunks of the next round when the file holds them, then chunks around atoms of
+    the relaxation's last frame not labelled yet, ``relax.check_chunks`` in all — spread over
+    its environments by farthest-point sampling of their descriptors from the most uncertain
+    atom on (``relax.check_selection: cover``), or the most uncertain ones."""
     prepared, number = inputs.prepared, inputs.number
     n = prepared.spec.relax_settings.check_chunks
     given = _given(prepared, planned, number)
     if len(given) >= n:
         return given
     last = len(searched) - 1
-    chosen = trajectory_chunks(
-        trajectory,
-        [searched[last]],
-        -1.0,  # every atom: the ranking is δ's
-        inputs.model.spec,
-        n,
-        "most_uncertain",
-        prepared.chunk_radius_A,
-        inputs.known,
-        include_start=True,
-    )
+    frame = trajectory.frames[searched[last]]
+    delta = trajectory.deltas[searched[last]]
+    if prepared.spec.relax_settings.check_selection == "cover":
+        x = desc.features(frame, inputs.model.spec)
+        order = farthest_point(standardise(np.asarray(x)), len(frame), first=int(np.argmax(delta)))
+    else:
+        order = [int(i) for i in np.argsort(-delta, kind="stable")]
     taken = {lb.hash for lb in planned}
-    rest = [
-        ChunkRequest(
-            centre=chunk.centre,
-            radius=prepared.chunk_radius_A,
-            iteration=number + 1,
-            phase=Phase.RELAX,
-            frame=last,
+    rest: list[ChunkRequest] = []
+    for centre in order:
+        if len(given) + len(rest) == n:
+            break
+        chunk = cut(frame, int(centre), prepared.chunk_radius_A)
+        if chunk.hash in taken or inputs.known(chunk.hash):
+            continue
+        taken.add(chunk.hash)
+        rest.append(
+            ChunkRequest(
+                centre=int(centre),
+                radius=prepared.chunk_radius_A,
+                iteration=number + 1,
+                phase=Phase.RELAX,
+                frame=last,
+            )
         )
-        for _f, chunk in chosen
-        if chunk.hash not in taken
-    ]
-    return given + rest[: n - len(given)]
+    return given + rest
