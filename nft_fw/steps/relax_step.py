@@ -331,7 +331,9 @@ def _check_requests(
     delta = trajectory.deltas[searched[last]]
     if prepared.spec.relax_settings.check_selection == "cover":
         x = desc.features(frame, inputs.model.spec)
-        order = farthest_point(standardise(np.asarray(x)), len(frame), first=int(np.argmax(delta)))
+        # greedy, so a prefix is the same whatever the length: enough for chunks known already
+        wanted = min(len(frame), 4 * n)
+        order = farthest_point(standardise(np.asarray(x)), wanted, first=int(np.argmax(delta)))
     else:
         order = [int(i) for i in np.argsort(-delta, kind="stable")]
     taken = {lb.hash for lb in planned}
