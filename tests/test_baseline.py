@@ -10,6 +10,7 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 from ase.cluster import Octahedron
+from specs import TEST_ZETAS
 
 from nft_fw.parents.parent import Parent, get_parent, register_parent
 from nft_fw.potential import baseline as bl
@@ -28,7 +29,14 @@ def _campaign(**model: object) -> dict[str, object]:
         },
         "parent": {"name": "emt"},
         "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
-        "model": {"cutoff": 4.0, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6, **model},
+        "model": {
+            "cutoff": 4.0,
+            "hidden_layers": [8],
+            "ensemble_size": 3,
+            "n_radial": 6,
+            "angular_zetas": TEST_ZETAS,
+            **model,
+        },
         "training": {"initial_steps": 300, "steps_per_iteration": 100},
         "nft": {"chunks_per_iteration": 3, "max_iterations": 1, "threshold": 0.01},
         "validation": {"true_forces": True},

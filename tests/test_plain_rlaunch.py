@@ -1,5 +1,5 @@
 """Plain FireWorks workers are safe: four concurrent ``rlaunch rapidfire`` processes (FireWorks'
-own command, no nft-fw worker loop) run an nft-fw campaign and 200 trivial Fireworks on
+own command, no nft-fw worker loop) run an nft-fw campaign and 80 trivial Fireworks on
 the embedded server; every Firework runs once, with distinct launch ids, and the
 campaign's workers keep going while a trainer runs (its report waits at the end of the
 workflow, so FireWorks sees future work)."""
@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from specs import TEST_ZETAS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# enough that all four processes draw ids at once for minutes' worth of check-outs; the
-# id draws themselves are hammered harder by tests/test_ids.py (600 launch ids, 4 processes)
-N_TRIVIAL = 200
+# enough that all four processes draw ids at once while the campaign runs; the id draws
+# themselves are hammered harder by tests/test_ids.py (600 launch ids, 4 processes)
+N_TRIVIAL = 80
 
 
-def test_four_plain_rlaunch_processes_run_a_campaign_and_200_fireworks_once(
+def test_four_plain_rlaunch_processes_run_a_campaign_and_80_fireworks_once(
     connection: Any, tmp_path: Path
 ) -> None:
     from fireworks import Firework, Workflow
@@ -43,7 +44,13 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_200_fireworks_once(
         },
         "parent": {"name": "emt"},
         "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
-        "model": {"cutoff": 4.5, "hidden_layers": [8], "ensemble_size": 3, "n_radial": 6},
+        "model": {
+            "cutoff": 4.5,
+            "hidden_layers": [8],
+            "ensemble_size": 3,
+            "n_radial": 6,
+            "angular_zetas": TEST_ZETAS,
+        },
         "training": {"initial_steps": 100, "steps_per_iteration": 50},
         "nft": {"chunks_per_iteration": 3, "max_iterations": 2, "threshold": 0.01, "patience": 5},
         "service": {"labels_per_firework": 1},

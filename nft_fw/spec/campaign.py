@@ -628,9 +628,10 @@ class RelaxSpec(_Spec):
         le=10000,
         description=(
             "When a relaxation ends with its largest δ below the threshold, label this many "
-            "chunks of its last frame (its most uncertain atoms) before the phase stops: the "
-            "model's error on their central forces before training on them checks the "
-            "relaxed structure itself, where δ may agree and still be wrong; 0: no check."
+            "chunks of its last frame (around the atoms check_selection picks) before the "
+            "phase stops: the model's error on their central forces before training on them "
+            "checks the relaxed structure itself, where δ may agree and still be wrong; 0: no "
+            "check."
         ),
     )
     check_selection: Literal["cover", "most_uncertain"] = Field(
