@@ -36,6 +36,10 @@ STAGES = (
     ),
     ("transfer to Pt309: the follow-up's NFT chunks", "pt140-gpaw-frontier-pt309-labels.extxyz"),
     ("relaxation checked on chunks of the relaxed Pt140", "pt140-gpaw-checked-labels.extxyz"),
+    (
+        "whole-particle check: nearsightedness per site of the ML-relaxed Pt140",
+        "pt140-gpaw-relaxed-sites-labels.extxyz",
+    ),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
