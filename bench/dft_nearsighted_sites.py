@@ -4,9 +4,11 @@ central force against the whole particle's force on the same atom.
     .venv/bin/python bench/dft_nearsighted_sites.py [--labels FILE ...] [--whole FILE] [--json OUT]
 
 Defaults: the chunks of ``nft_fw/examples/pt140-relaxed-nearsightedness-gpaw.yaml`` as exported
-so far (bench/data/pt140-gpaw-relaxed-sites-labels.extxyz) and the 8 Å vertex chunk shipped with
+so far (bench/data/pt140-gpaw-relaxed-sites-labels.extxyz), the 8 Å vertex chunk shipped with
 the whole-particle label (bench/data/pt140-gpaw-relaxed-reference.extxyz, which also holds the
-whole particle, ``nft_kind=full``). A chunk's centre is its first atom (nft_fw.structures.chunks.cut).
+whole particle, ``nft_kind=full``) and the check chunks of the same structure
+(bench/data/pt140-gpaw-checked-labels.extxyz: relax round 11's, cut from it; every other chunk
+there is of another structure and left out). A chunk's centre is its first atom (nft_fw.structures.chunks.cut).
 Prints one row per centre and radius: coordination number, chunk size, the central force of
 the chunk and of the whole particle and their difference, eV/Å, and the parent's seconds.
 """
@@ -24,6 +26,7 @@ from ase.neighborlist import neighbor_list
 DATA = Path(__file__).resolve().parent / "data"
 SITES = DATA / "pt140-gpaw-relaxed-sites-labels.extxyz"
 WHOLE = DATA / "pt140-gpaw-relaxed-reference.extxyz"
+CHECKED = DATA / "pt140-gpaw-checked-labels.extxyz"
 #: nearest neighbours of fcc Pt lie at 2.77 Å, the second shell at 3.92
 NEIGHBOUR_CUT = 3.3
 KINDS = {6: "vertex", 7: "edge", 8: "edge", 9: "facet (111)", 12: "interior"}
@@ -42,14 +45,13 @@ def rows(label_files: list[Path], whole_file: Path) -> list[dict]:
         ):
             continue
         c, r = int(f.info["nft_centre"]), float(f.info["nft_radius_A"])
-        # the same atoms at the same distances from the centre (a chunk may be shifted)
+        # the same atoms at the same distances from the centre (a chunk may be shifted); chunks
+        # of other structures (a campaign's file holds many) are left out
         d_chunk = np.sort(np.linalg.norm(f.positions - f.positions[0], axis=1))
         d_whole = np.linalg.norm(whole.positions - whole.positions[c], axis=1)
         d_whole = np.sort(d_whole[d_whole <= r + 1e-9])
         if d_chunk.shape != d_whole.shape or np.abs(d_chunk - d_whole).max() > 1e-6:
-            raise SystemExit(
-                f"chunk around atom {c} is not cut from the whole particle's structure"
-            )
+            continue
         fc = f.get_forces()[0]
         out[(c, r)] = {
             "centre": c,
@@ -67,7 +69,7 @@ def rows(label_files: list[Path], whole_file: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--labels", type=Path, nargs="+", default=[WHOLE, SITES])
+    ap.add_argument("--labels", type=Path, nargs="+", default=[WHOLE, SITES, CHECKED])
     ap.add_argument("--whole", type=Path, default=WHOLE)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
