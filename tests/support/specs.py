@@ -1,5 +1,5 @@
 """Campaign files for the tests, as dicts for nft_fw.spec.campaign.load_campaign: the small
-79-atom campaign the service and parity tests share and the tiny 44-atom one of the fast and
+79-atom campaign the service and parity tests share and the tiny 38-atom one of the fast and
 fault tests.
 
 Their models use angular resolutions ζ ∈ {1, 2} (``TEST_ZETAS``) instead of the default
