@@ -31,6 +31,10 @@ STAGES = (
     ("whole-particle check: rattled Pt309", "pt309-gpaw-reference.extxyz"),
     ("whole-particle check: ML-relaxed Pt140", "pt140-gpaw-relaxed-reference.extxyz"),
     (
+        "whole-particle check: Pt140 relaxed by the checked model",
+        "pt140-gpaw-checked-reference.extxyz",
+    ),
+    (
         "relaxation of the perfect Pt140 (transfer follow-up)",
         "pt140-gpaw-frontier-perfect-labels.extxyz",
     ),
