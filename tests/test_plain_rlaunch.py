@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from specs import TEST_ZETAS
+from specs import tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,25 +36,10 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_80_fireworks_once(
 
     lp = connection.launchpad
     name = f"plain-{uuid.uuid4().hex[:6]}"
-    spec = {
-        "name": name,
-        "target": {
-            "builder": {"kind": "octahedron", "element": "Pt", "length": 4, "cutoff": 1},
-            "rattle": {"stdev": 0.1, "seed": 0},
-        },
-        "parent": {"name": "emt"},
-        "initial": {"generator": "bulk", "n_structures": 4, "n_candidates": 8},
-        "model": {
-            "cutoff": 4.5,
-            "hidden_layers": [8],
-            "ensemble_size": 3,
-            "n_radial": 6,
-            "angular_zetas": TEST_ZETAS,
-        },
-        "training": {"initial_steps": 100, "steps_per_iteration": 50},
-        "nft": {"chunks_per_iteration": 3, "max_iterations": 2, "threshold": 0.01, "patience": 5},
-        "service": {"labels_per_firework": 1},
-    }
+    # the tests' tiny campaign, with two NFT iterations
+    spec = tiny(
+        name, nft={"chunks_per_iteration": 3, "max_iterations": 2, "threshold": 0.01, "patience": 5}
+    )
     submit(lp, prepare(load_campaign(spec)))
     ledger = tmp_path / "ledger.jsonl"
     trivial = [
