@@ -6,6 +6,7 @@ record δ along each trajectory; optionally K-fold cross-validation over the chu
     .venv/bin/python bench/dft_robustness.py                   # pt140-gpaw-relax, all labels
     .venv/bin/python bench/dft_robustness.py --set model.baseline=emt   # GPAW - EMT learnt
     .venv/bin/python bench/dft_robustness.py --set model.cutoff=5.0 --cv 5 --json out.json
+    .venv/bin/python bench/dft_robustness.py CAMPAIGN.yaml --save MODEL_DIR  # keep the model
 
 Every figure here comes from the labels' chunks (CV) and from δ along the model's own
 trajectories: these are what settings may be chosen on. The whole-particle references are
@@ -41,9 +42,8 @@ CAMPAIGN = HERE / "nft_fw" / "examples" / "pt140-gpaw-relax.yaml"
 def _spec(path: str, settings: list[str]) -> CampaignSpec:
     spec = load_campaign(path)
     data = spec.model_dump(mode="json")
-    data["prior_labels"]["file"] = str(
-        (Path(path).parent / spec.prior_labels.file).resolve()  # type: ignore[union-attr]
-    )
+    # load_campaign has made the file's path relative to the campaign file already
+    data["prior_labels"]["file"] = str(Path(spec.prior_labels.file).resolve())  # type: ignore[union-attr]
     apply_settings(data, settings)
     data["validation"] = {"true_forces": False}
     return CampaignSpec.model_validate(data)
@@ -89,6 +89,8 @@ def main() -> None:
                         "(comma-separated; default: nft,relax)")  # fmt: skip
     parser.add_argument("--cv", type=int, default=0, metavar="K")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--save", default=None, metavar="DIR", help="write the trained model "
+                        "here (a directory EnsembleCalculator.load reads)")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -113,6 +115,8 @@ def main() -> None:
     trained = fit(prepared, images, chunks, None, 0)
     train_s = time.perf_counter() - t0
     calc = EnsembleCalculator(trained.ensemble)
+    if args.save:
+        calc.save(args.save)
     print(
         f"trained in {train_s:.0f} s; train force MAE {trained.metrics.get('chunk_force_mae_eV_per_A')}"
     )

@@ -201,3 +201,66 @@ def test_models_of_the_old_format_are_refused_with_the_fix():
         mdl.Ensemble.from_bytes(blob)
     with pytest.raises(desc.DescriptorFormatError, match="G4 angular functions"):
         desc.DescriptorSpec.from_dict(old["descriptor"] | {"kind": None})
+
+
+def test_scale_floor_lifts_features_that_hardly_vary_within_their_family():
+    """model.scale_floor: each feature's scale is at least the floor times the largest
+    deviation of its family (radial per neighbour element, angular per element pair), so a
+    radial function between two neighbour shells of a crystal, nearly constant in the data,
+    no longer puts a new structure hundreds of deviations out; without the floor the scale
+    is the feature's own deviation, as before."""
+    spec = desc.DescriptorSpec.default(("Au", "Pt"), cutoff=4.0)
+    n2, n5 = len(spec.g2), len(spec.g5)
+    assert [(f.start, f.stop) for f in spec.families] == [
+        (0, n2), (n2, 2 * n2), (2 * n2, 2 * n2 + n5), (2 * n2 + n5, 2 * n2 + 2 * n5),
+        (2 * n2 + 2 * n5, 2 * n2 + 3 * n5),
+    ]  # fmt: skip
+    assert spec.families[-1].stop == spec.n_features
+    crystal = bulk("Pt", "fcc", a=3.92, cubic=True).repeat(2)
+    crystal.positions += np.random.default_rng(0).normal(0, 0.02, crystal.positions.shape)
+    feats = [desc.features(crystal, spec)]
+    mean, own = mdl.normalisation(feats)
+    _, floored = mdl.normalisation(feats, 0.1, spec.families)
+    std = np.concatenate(feats).astype(np.float64).std(axis=0)
+    pt = spec.families[1]  # the radial functions of Pt neighbours
+    top = std[pt].max()
+    np.testing.assert_allclose(floored[pt], np.maximum(std[pt], 0.1 * top), rtol=1e-6)
+    assert (std[pt] < 0.1 * top).sum() >= 6  # between and below the shells: lifted
+    varying = std[pt] >= 0.1 * top
+    np.testing.assert_allclose(floored[pt][varying], own[pt][varying], rtol=1e-6)
+    # no Au in the data: its families never vary and keep a unit scale, as without a floor
+    for family in spec.families[0], spec.families[2], spec.families[3]:
+        np.testing.assert_array_equal(floored[family], 1.0)
+    # a second-shell neighbour moved 0.45 Å inwards, into the gap between the shells
+    moved = crystal.copy()
+    j = int(np.argmin(np.abs(moved.get_distances(0, range(len(moved)), mic=True) - 3.92)))
+    v = moved.get_distance(0, j, mic=True, vector=True)
+    moved.positions[j] -= 0.45 * v / np.linalg.norm(v)
+    g = desc.features(moved, spec)[:, pt]
+    far, near = np.abs((g - mean[pt]) / own[pt]).max(), np.abs((g - mean[pt]) / floored[pt]).max()
+    assert far > 500 and near < far / 5, (far, near)
+    with pytest.raises(ValueError, match="scale_floor"):
+        mdl.normalisation(feats, 1.5, spec.families)
+
+
+def test_a_campaigns_scale_floor_is_in_its_saved_model(tmp_path):
+    """model.scale_floor reaches the campaign's models (their stored scales obey it per
+    family) and travels with a saved model; without it the scales are the old rule's."""
+    from nft_fw.runners.local import run_locally
+    from nft_fw.spec.campaign import load_campaign
+    from tests.support import specs
+
+    spec = specs.tiny("floor")
+    spec["model"] = {**spec["model"], "scale_floor": 0.2}
+    result = run_locally(load_campaign(spec), progress=False, save_to=tmp_path / "model")
+    ensemble = result.calculator.ensemble
+    feats = desc.features_many([im.atoms for im in result.images] + [result.prepared.target],
+                               ensemble.spec)  # fmt: skip
+    std = np.concatenate(feats).astype(np.float64).std(axis=0)
+    for family in ensemble.spec.families:
+        np.testing.assert_allclose(
+            ensemble.std[family], np.maximum(std[family], 0.2 * std[family].max()), rtol=1e-6
+        )
+    assert (ensemble.std > std * (1 + 1e-6)).any()  # some features were lifted
+    saved = EnsembleCalculator.load(tmp_path / "model").ensemble
+    np.testing.assert_array_equal(saved.std, ensemble.std)

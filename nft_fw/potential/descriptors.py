@@ -112,6 +112,18 @@ class DescriptorSpec:
         return len(self.elements) * len(self.g2)
 
     @property
+    def families(self) -> tuple[slice, ...]:
+        """The features in groups of the same kind and units: the radial functions per
+        neighbour element, then the angular ones per element pair (the feature order)."""
+        n2, n5 = len(self.g2), len(self.g5)
+        radial = tuple(slice(i * n2, (i + 1) * n2) for i in range(len(self.elements)))
+        start = self.n_g2_features
+        angular = tuple(
+            slice(start + i * n5, start + (i + 1) * n5) for i in range(len(self.element_pairs))
+        )
+        return tuple(f for f in radial + angular if f.stop > f.start)
+
+    @property
     def n_features(self) -> int:
         return self.n_g2_features + len(self.element_pairs) * len(self.g5)
 

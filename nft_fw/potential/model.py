@@ -495,17 +495,38 @@ def _evaluate_jit(
     return e_blocks, mean_f, delta, (forces if members else None), shortest, most
 
 
-def normalisation(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (F,) over the rows of all feature arrays.
+def normalisation(
+    features: Sequence[np.ndarray],
+    scale_floor: float | None = None,
+    families: Sequence[slice] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale (F,) over the rows of all feature arrays.
 
-    Features that never vary get a unit scale instead of a division by zero.
+    Without ``scale_floor`` the scale is each feature's standard deviation, and features
+    that never vary get a unit scale instead of a division by zero. With it, each feature's
+    scale is at least ``scale_floor`` times the largest standard deviation in its family
+    (``families``: slices of features in the same units, e.g.
+    :attr:`DescriptorSpec.families`): a feature that hardly varies in the data (a narrow
+    radial function between two neighbour shells) then stays near zero after scaling where
+    a new structure puts a neighbour there, instead of arriving tens of deviations out,
+    where the networks were never constrained.
     """
     stacked = np.concatenate([np.asarray(f, dtype=np.float64) for f in features])
     mean = stacked.mean(axis=0)
     std = stacked.std(axis=0)
-    floor = 1e-3 * max(float(std.max()), 1e-12)
-    std = np.where(std > floor, std, 1.0)
-    return mean, std
+    if scale_floor is None:
+        floor = 1e-3 * max(float(std.max()), 1e-12)
+        return mean, np.where(std > floor, std, 1.0)
+    if not 0.0 < scale_floor <= 1.0:
+        raise ValueError(f"scale_floor is {scale_floor}; it must be in (0, 1]")
+    out = std.copy()
+    for family in families or (slice(0, len(std)),):
+        top = float(std[family].max()) if std[family].size else 0.0
+        if top <= 1e-12:  # a family that never varies: unit scale
+            out[family] = 1.0
+        else:
+            out[family] = np.maximum(std[family], scale_floor * top)
+    return mean, out
 
 
 def fit_reference_energies(

@@ -308,12 +308,14 @@ def make_ensemble(
     images: Sequence[Image],
     unlabelled: Sequence[Atoms] = (),
     seed: int = 0,
+    scale_floor: float | None = None,
 ) -> mdl.Ensemble:
     """A fresh ensemble: descriptor normalisation over the images *and* the unlabelled
-    targets (surface atoms are otherwise far outside the bulk statistics), per-element
-    reference energies fitted to the images."""
+    targets (surface atoms are otherwise far outside the bulk statistics; ``scale_floor``:
+    :func:`nft_fw.potential.model.normalisation`), per-element reference energies fitted to
+    the images."""
     feats = desc.features_many([im.atoms for im in images] + list(unlabelled), spec)
-    mean, std = mdl.normalisation(feats)
+    mean, std = mdl.normalisation(feats, scale_floor, spec.families)
     n_el = len(spec.elements)
     counts = np.array(
         [

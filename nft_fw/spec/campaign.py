@@ -307,6 +307,18 @@ class ModelSpec(_Spec):
         "What it does for robustness: docs/gpaw.md, 'A baseline under the network'.",
     )
 
+    scale_floor: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Each descriptor feature is scaled by at least this fraction of the "
+        "largest standard deviation among the features of its kind (radial per neighbour "
+        "element, angular per element pair) instead of by its own deviation alone; null: "
+        "its own deviation. Keeps features that hardly vary in the data (narrow radial "
+        "functions between neighbour shells) from sending new structures far outside it: "
+        "docs/gpaw.md, 'Holes between the neighbour shells'.",
+    )
+
     def descriptor_spec(self, elements: Sequence[str]) -> DescriptorSpec:
         """The descriptor these settings give for ``elements``."""
         from nft_fw.potential.descriptors import DescriptorSpec

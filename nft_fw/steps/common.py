@@ -65,6 +65,7 @@ def fresh_ensemble(prepared: Prepared, images: Sequence[tr.Image]) -> mdl.Ensemb
         residual_images(images, spec.model.baseline),
         unlabelled=[prepared.target],
         seed=spec.nft.seed,
+        scale_floor=spec.model.scale_floor,
     )
     return dataclasses.replace(ensemble, baseline=spec.model.baseline)
 
