@@ -246,11 +246,12 @@ def test_scale_floor_lifts_features_that_hardly_vary_within_their_family():
 def test_a_campaigns_scale_floor_is_in_its_saved_model(tmp_path):
     """model.scale_floor reaches the campaign's models (their stored scales obey it per
     family) and travels with a saved model; without it the scales are the old rule's."""
+    from specs import tiny
+
     from nft_fw.runners.local import run_locally
     from nft_fw.spec.campaign import load_campaign
-    from tests.support import specs
 
-    spec = specs.tiny("floor")
+    spec = tiny("floor")
     spec["model"] = {**spec["model"], "scale_floor": 0.2}
     result = run_locally(load_campaign(spec), progress=False, save_to=tmp_path / "model")
     ensemble = result.calculator.ensemble
