@@ -290,6 +290,26 @@ def md_stopped(nft_result: Any) -> Any:
     return md_locally(nft_result, md_spec=MDSpec(**STOP), progress=False)
 
 
+def test_md_threshold_on_delta_watches_delta_as_the_ensemble_gives_it(
+    nft_result: Any, md_stopped: Any
+) -> None:
+    """md.threshold_on: delta — the pause comes at the first step whose uncalibrated δ
+    exceeds the threshold (the segment records scale 1); the default watches δ times the
+    fitted scale, which this campaign's out-of-sample errors put away from 1."""
+    from nft_fw.runners.local import md_locally
+    from nft_fw.spec.campaign import MDSpec
+
+    default = md_stopped.segments[0]
+    assert abs(default["delta_scale"] - 1.0) > 0.05
+    raw = md_locally(nft_result, md_spec=MDSpec(**STOP, threshold_on="delta"), progress=False)
+    first = raw.segments[0]
+    assert first["delta_scale"] == 1.0
+    assert first["end_reason"] == "pause"
+    assert first["structure_uncertainty"] > STOP["threshold"]
+    log = raw.runs[0].log
+    assert max(log["max_delta"][1:-1], default=0.0) <= STOP["threshold"]  # not before it
+
+
 def test_an_md_run_out_of_pauses_stops_and_says_so(md_stopped) -> None:
     """md.out_of_pauses: stop (the default): once the pauses are spent, the first step above
     the threshold ends the phase, recorded as stopped, with nothing labelled there."""

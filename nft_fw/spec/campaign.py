@@ -727,8 +727,19 @@ class MDSpec(_Spec):
         default=None,
         gt=0.0,
         description=(
-            "Largest δ (calibrated, when the model carries a calibration) that pauses the "
-            "run for labels, eV/Å; null = relax.threshold or nft.threshold."
+            "Largest δ (calibrated or not: md.threshold_on) that pauses the run for labels, "
+            "eV/Å; null = relax.threshold or nft.threshold."
+        ),
+    )
+    threshold_on: Literal["delta", "calibrated_delta"] = Field(
+        default="calibrated_delta",
+        description=(
+            "Which δ md.threshold and md.candidate_threshold apply to: calibrated_delta = δ "
+            "times the scale fitted to the latest out-of-sample errors (δ as the ensemble "
+            "gives it while there are too few); delta = δ as the ensemble gives it (2.58 σ). "
+            "delta where the labels' own noise dominates those errors (DFT chunks at a "
+            "surface: docs/gpaw.md, 'MD on GPAW') and a calibrated threshold would pause at "
+            "every step."
         ),
     )
     candidate_threshold: float | None = Field(

@@ -244,9 +244,9 @@ def _pause_requests(
 def md_step(inputs: MDInputs) -> MDOutcome:
     """One MD segment: (from segment 1 on, with new chunks) retrain on every label starting
     from the previous segment's model, continue the run from the saved state until its
-    length or the first step whose largest δ (calibrated, when a calibration exists)
-    exceeds the threshold, record, and at a pause name chunks around the uncertain atoms of
-    the segment's frames (most uncertain and unlike each other). With no pause left, that
+    length or the first step whose largest δ (calibrated, when a calibration exists and
+    md.threshold_on asks for it) exceeds the threshold, record, and at a pause name chunks
+    around the uncertain atoms of the segment's frames (most uncertain and unlike each other). With no pause left, that
     step ends the phase (``stopped``), or with ``md.out_of_pauses: continue`` the run goes
     to its length unwatched and counts its steps above the threshold."""
     prepared, number = inputs.prepared, inputs.number
@@ -262,7 +262,9 @@ def md_step(inputs: MDInputs) -> MDOutcome:
     cal = calibration.figures(before, model.oos, coverage)
     # a pause adds a few points: the δ watched is calibrated on the latest MD_CALIBRATION_POINTS
     fitted = calibration.latest_points([*before, model.oos], coverage, MD_CALIBRATION_POINTS)
-    scale = 1.0 if fitted is None else fitted
+    # md.threshold_on: delta watches δ as the ensemble gives it (the calibration is still
+    # recorded, in the record's calibration figures)
+    scale = 1.0 if fitted is None or m.threshold_on == "delta" else fitted
     may_pause = number < m.max_pauses
     # with no pause left δ is still watched unless md.out_of_pauses says to go on regardless
     watched = may_pause or m.out_of_pauses == "stop"
