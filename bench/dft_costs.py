@@ -44,6 +44,7 @@ STAGES = (
         "whole-particle check: nearsightedness per site of the ML-relaxed Pt140",
         "pt140-gpaw-relaxed-sites-labels.extxyz",
     ),
+    ("MD at 300 K that learns on the fly (robust model)", "pt140-gpaw-md300-labels.extxyz"),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
