@@ -30,11 +30,11 @@ import ase.io
 import numpy as np
 from ase import Atoms
 from ase.cluster import Octahedron
-from ase.optimize import FIRE
 
 from nft_fw.potential.calculator import EnsembleCalculator
 from nft_fw.potential.neighbours import StructureInputError
 from nft_fw.steps import md
+from nft_fw.steps import relax as relax_steps
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -63,32 +63,20 @@ def starts() -> dict[str, tuple[Atoms, np.ndarray | None]]:
 
 
 def relax(atoms: Atoms, model: Path, max_steps: int) -> dict:
+    """The campaigns' own relaxation (nft_fw.steps.relax: FIRE, δ at every step)."""
     calc = EnsembleCalculator.load(model)
-    work = atoms.copy()
-    work.calc = calc
-    deltas: list[float] = []
-    calibrated: list[float] = []
-
-    def watch() -> None:
-        d = np.asarray(calc.results["uncertainties"])
-        deltas.append(float(d.max()))
-        if "calibrated_uncertainties" in calc.results:
-            calibrated.append(float(np.max(calc.results["calibrated_uncertainties"])))
-
-    work.get_forces()
-    opt = FIRE(work, logfile=None)
-    opt.attach(watch, interval=1)
-    converged = bool(opt.run(fmax=0.05, steps=max_steps))
-    fmax = float(np.linalg.norm(work.get_forces(), axis=1).max())
+    traj = relax_steps.relax(atoms, calc, fmax=0.05, max_steps=max_steps)
+    deltas = [s.max_uncertainty for s in traj.steps]
     over = [i for i, d in enumerate(deltas) if d > LIMIT]
+    scale = calc.calibration.scale if calc.calibration is not None else None
     return {
-        "steps": int(opt.nsteps),
-        "converged": converged,
-        "fmax": fmax,
+        "steps": len(traj.steps) - 1,
+        "converged": traj.converged,
+        "fmax": traj.steps[-1].fmax,
         "max_delta": max(deltas),
-        "max_delta_calibrated": max(calibrated) if calibrated else None,
+        "max_delta_calibrated": scale * max(deltas) if scale is not None else None,
         "first_step_above": over[0] if over else None,
-        "relaxed": work,
+        "relaxed": traj.frames[-1],
     }
 
 
