@@ -310,6 +310,53 @@ def test_md_threshold_on_delta_watches_delta_as_the_ensemble_gives_it(
     assert max(log["max_delta"][1:-1], default=0.0) <= STOP["threshold"]  # not before it
 
 
+def test_an_amended_threshold_and_temperature_hold_from_the_next_segment(
+    nft_result: Any, md_stopped: Any, tmp_path: Path
+) -> None:
+    """`nft-fw amend` of md.threshold and md.temperature_K between segments: the next segment
+    runs and records them (the one before keeps its own), the table and the figure show
+    each segment's; a candidate threshold above the amended threshold is refused."""
+    import dataclasses
+
+    from nft_fw.runners.local import stored_state
+    from nft_fw.spec.amend import amend
+    from nft_fw.steps import step
+
+    data = small_campaign("md-local")
+    data["md"] = dict(STOP)
+    new, changes = amend(data, {"md.threshold": 1000.0, "md.temperature_K": 900.0})
+    assert changes == {"md.threshold": [0.3, 1000.0], "md.temperature_K": [600.0, 900.0]}
+    with pytest.raises(CampaignError, match=r"md\.candidate_threshold"):
+        amend(data, {"md.candidate_threshold": 0.5})  # above the threshold of 0.3
+    prepared = dataclasses.replace(nft_result.prepared, spec=load_campaign(new))
+    first, stopped = md_stopped.segments
+    # segment 1 again, as the worker runs it after the amendment: where segment 0 paused,
+    # with its chunks, the model it was trained on
+    out = step.md_step(
+        step.MDInputs(
+            prepared, 1, md_stopped.calculator.ensemble, stopped["model_from"],
+            stored_state(md_stopped.runs[0].state), nft_result.images,
+            [*nft_result.labels, *md_stopped.labels], history=nft_result.history,
+            segments=[first], features=nft_result.features,
+        )
+    )  # fmt: skip
+    again = out.record
+    # under the old settings it stopped above 0.3; now it runs to its length at 900 K
+    assert stopped["end_reason"] == "out_of_pauses" and again["end_reason"] == "length"
+    assert (again["threshold"], again["temperature_K"]) == (1000.0, 900.0)
+    assert (first["threshold"], first["temperature_K"]) == (0.3, 600.0)
+    assert again["start_step"] == stopped["start_step"] and again["finished"]
+    assert again["mean_temperature_K"] > stopped["mean_temperature_K"]
+    rows = md_plots.md_table([first, again])
+    th, ts = (
+        md_plots.MD_COLUMNS.index("threshold (eV/Å)"),
+        md_plots.MD_COLUMNS.index("T set / mean (K)"),
+    )
+    assert [r[th] for r in rows] == ["0.3", "1000"]
+    assert [r[ts].split(" / ")[0] for r in rows] == ["600", "900"]
+    assert md_plots.plot_md([first, again], tmp_path / "md.png").stat().st_size > 0
+
+
 def test_an_md_run_out_of_pauses_stops_and_says_so(md_stopped) -> None:
     """md.out_of_pauses: stop (the default): once the pauses are spent, the first step above
     the threshold ends the phase, recorded as stopped, with nothing labelled there."""

@@ -28,8 +28,9 @@ MD_COLUMNS = [
     "chunks",
     "new",
     "δ max (eV/Å)",
+    "threshold (eV/Å)",
     "δ at start (eV/Å)",
-    "T mean (K)",
+    "T set / mean (K)",
     "OOS MAE (eV/Å)",
     "true max (eV/Å)",
     "δ scale",
@@ -58,8 +59,9 @@ def md_table(segments: Records) -> list[list[str]]:
                 _fmt_int(r.get("md_chunks")),
                 _fmt_int(r.get("new_chunks")),
                 _fmt(r.get("structure_uncertainty"), ".3f"),
+                _fmt(r.get("threshold"), "g"),
                 _fmt(r.get("start_max_uncertainty"), ".3f"),
-                _fmt(r.get("mean_temperature_K"), ".0f"),
+                f"{_fmt(r.get('temperature_K'), 'g')} / {_fmt(r.get('mean_temperature_K'), '.0f')}",
                 _fmt(r.get("oos_mae"), ".3f"),
                 _fmt(r.get("true_force_max_error"), ".3f"),
                 _fmt(r.get("delta_scale"), ".2f"),
@@ -85,12 +87,17 @@ def plot_md(segments: Records, path: str | Path) -> Path:
         bottom.plot(t_ps, log["temperature_K"], "-", color=colour, lw=0.8)
         if r.get("paused"):
             top.plot(t_ps[-1], log["max_delta"][-1], "v", color="tab:red", ms=5)
-    threshold = segments[-1].get("threshold")
     pauses = sum(1 for r in segments if r.get("paused"))
-    if threshold:
-        top.axhline(float(threshold), color="black", ls=":", lw=1, label="threshold")
+    # the threshold and the set temperature as each segment ran under them (nft-fw amend
+    # may change both between segments)
+    edges = [float(r["start_step"]) * float(r["timestep_fs"]) / 1000.0 for r in segments]
+    edges.append(float(segments[-1]["end_step"]) * float(segments[-1]["timestep_fs"]) / 1000.0)
+    if all(r.get("threshold") for r in segments):
+        levels = [float(r["threshold"]) for r in segments]
+        top.stairs(levels, edges, color="black", ls=":", lw=1, label="threshold")
+    set_t = [float(r["temperature_K"]) for r in segments]
+    bottom.stairs(set_t, edges, color="black", ls="--", lw=0.8)
     top.plot([], [], "v", color="tab:red", label=f"pause ({pauses}): chunks labelled, retrained")
-    bottom.axhline(float(segments[0]["temperature_K"]), color="black", ls="--", lw=0.8)
     top.set_ylabel("max δ (eV/Å)")
     bottom.set_ylabel("T (K)")
     bottom.set_xlabel("time (ps)")
@@ -99,7 +106,8 @@ def plot_md(segments: Records, path: str | Path) -> Path:
     top.legend(fontsize=7, loc="upper right")
     top.set_title(
         f"MD with the model, {segments[0].get('integrator')} "
-        f"{segments[0].get('temperature_K'):g} K — {segments[0].get('campaign')}",
+        + " → ".join(f"{t:g} K" for t in dict.fromkeys(set_t))
+        + f" — {segments[0].get('campaign')}",
         fontsize=10,
     )
     return _save(fig, path)

@@ -25,7 +25,11 @@ AMENDABLE: dict[str, tuple[str, ...]] = {
         "max_rounds", "max_frames", "search_until", "resume", "check_chunks", "check_error",
         "check_selection",
     ),
-    "md": ("length_ps", "max_pauses", "chunks_per_pause", "out_of_pauses"),
+    # each MD segment records the threshold and temperature it ran under
+    "md": (
+        "length_ps", "max_pauses", "chunks_per_pause", "out_of_pauses", "threshold",
+        "candidate_threshold", "temperature_K",
+    ),
 }  # fmt: skip
 
 
