@@ -212,3 +212,31 @@ def chunk_item(request: step.ChunkRequest, source: str) -> dict[str, Any]:
     if request.frame is not None:
         item["frame"] = request.frame
     return item
+
+
+def request_items(
+    db: Database,
+    name: str,
+    phase: str,
+    number: int,
+    requests: Sequence[step.ChunkRequest],
+    frames_id: str,
+    record: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The label items of a relax round's or MD segment's chunk requests: cut from its stored
+    frames (``frames_id``), or — the prior labels' chunks it was given — from a file of those
+    chunks stored beside them, each around its own atom 0 (the file's id goes into
+    ``record["prior_chunks_file"]``)."""
+    given = [r for r in requests if r.given is not None]
+    items = [chunk_item(r, frames_id) for r in requests if r.given is None]
+    if given:
+        prior_id = str(
+            records.put_structures(
+                db, [r.given for r in given], f"{name}/{phase}/prior-chunks-{number}.extxyz"
+            )
+        )
+        record["prior_chunks_file"] = prior_id
+        items += [
+            {**chunk_item(r, prior_id), "frame": j, "cut_centre": 0} for j, r in enumerate(given)
+        ]
+    return items

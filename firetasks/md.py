@@ -126,12 +126,12 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
         )
     )
     record, frames_id = _store_segment(db, name, number, out, source)
+    items = nft_tasks.request_items(db, name, Phase.MD, number, out.requests, frames_id, record)
     record["fw_id"] = fw_id
     record["timings"] = {**out.record["timings"], "total_s": time.perf_counter() - t_start}
     records.put_iteration(db, record)
     trained = out.record["model_from"] == {"phase": Phase.MD, "iteration": number}
     md_store.drop_checkpoint(db, name, number, keep_model=trained)
-    items = [nft_tasks.chunk_item(r, frames_id) for r in out.requests]
     if record["stopped"]:  # δ above the threshold with no pause left: the phase ends
         records.update_campaign(
             db, name, state="md-stopped", md_segment=number, md_stop_reason="out_of_pauses"

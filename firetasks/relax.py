@@ -63,12 +63,10 @@ def _store_round(
     )
     final_id = records.put_structures(db, [trajectory.final], f"{name}/relax/final-{number}.extxyz")
     record = {**out.record, "frames_file": str(frames_id), "final_file": str(final_id)}
-    given = [r for r in out.requests if r.given is not None]
-    if given:  # the prior labels' chunks of the next round: their label items cut from these
-        prior_id = records.put_structures(
-            db, [r.given for r in given], f"{name}/relax/prior-chunks-{number}.extxyz"
-        )
-        record["prior_chunks_file"] = str(prior_id)
+    # the prior labels' chunks of the next round: their label items cut from a file of them
+    items = nft_tasks.request_items(
+        db, name, Phase.RELAX, number, out.requests, str(frames_id), record
+    )
     if source is None:
         record["model_file"] = str(
             records.put_bytes(
@@ -78,11 +76,6 @@ def _store_round(
     else:  # round 0 relaxes with the NFT phase's model: its record points at that file
         record["model_file"] = source["model_file"]
         record["shared_files"] = ["model_file"]
-    items = [nft_tasks.chunk_item(r, str(frames_id)) for r in out.requests if r.given is None]
-    items += [
-        {**nft_tasks.chunk_item(r, record["prior_chunks_file"]), "frame": j, "cut_centre": 0}
-        for j, r in enumerate(given)
-    ]
     return record, items
 
 

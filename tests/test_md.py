@@ -279,6 +279,51 @@ def test_a_campaign_started_from_the_exported_labels_replays_its_md_without_the_
     )
 
 
+@pytest.fixture(scope="module")
+def md_hotter(nft_result: Any, md_run: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The campaign again from md_run's exported labels, with its MD at 900 K instead of
+    600 K: another run, whose pauses come at other steps; parent calls counted."""
+    from specs import count_parent_calls as _count_parent_calls
+
+    from nft_fw.labels import files as labelset
+    from nft_fw.runners import local as loop
+
+    path = tmp_path_factory.mktemp("md-hotter") / "md.extxyz"
+    labelset.write(path, loop.label_frames(nft_result, md_run.labels))
+    calls: list[int] = []
+    spec = small_campaign("md-local")
+    spec["md"] = {**MD, "temperature_K": 900.0}
+    spec["prior_labels"] = {"file": str(path)}
+    prepare = loop.prepare
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "prepare", lambda s: _count_parent_calls(prepare(s), calls))
+        again = loop.run_locally(load_campaign(spec), progress=False)
+        return loop.md_locally(again, progress=False), calls
+
+
+@pytest.mark.slow
+def test_md_pauses_of_another_run_take_the_exported_md_chunks_first(md_run, md_hotter) -> None:
+    """MD pauses follow the file as relax rounds do: a run at another temperature pauses
+    where its own δ says, and each pause takes the file's MD chunks of that pause (no parent
+    call), so every MD label given is trained on; the pauses after the file's choose their
+    own."""
+    hotter, calls = md_hotter
+    paused = [s for s in hotter.segments if s["paused"]]
+    ours = [s for s in md_run.segments if s["paused"]]
+    assert len(paused) == len(ours) == MD["max_pauses"]
+    # another run: its own trajectory
+    assert not np.allclose(
+        hotter.runs[-1].state.atoms.positions, md_run.runs[-1].state.atoms.positions
+    )
+    assert [s["next_from_prior"] for s in paused] == [s["requested_chunks"] for s in ours]
+    for number in (1, 2):  # segment k trains on the file's chunks of segment k
+        given = sorted(lb.hash for lb in md_run.labels if lb.iteration == number)
+        taken = sorted(lb.hash for lb in hotter.labels if lb.iteration == number)
+        assert taken == given
+    assert calls == []  # every MD chunk came from the file
+    assert [s["new_chunks"] for s in hotter.segments] == [s["new_chunks"] for s in md_run.segments]
+
+
 STOP = {**{k: v for k, v in MD.items() if k != "out_of_pauses"}, "max_pauses": 1}
 
 
@@ -440,6 +485,48 @@ def test_the_service_runs_the_md_phase_as_the_local_runner_does(md_run, service)
 
     frames = [f for f in read(target, ":") if f.info.get("nft_phase") == "md"]
     assert sorted(f.info["nft_number"] for f in frames) == sorted(d["iteration"] for d in chunks)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_service_takes_the_exported_md_chunks_at_another_runs_pauses(
+    md_run, md_hotter, nft_result, db_server, tmp_path: Path
+) -> None:
+    """md_hotter through the service: the same segments, and the pauses' label Fireworks take
+    the file's MD chunks (cut from the prior chunks stored with the segment, recorded as
+    prior labels), none from the parent."""
+    import uuid
+
+    from nft_fw.cli import run_campaign
+    from nft_fw.labels import files as labelset
+    from nft_fw.launchpad import records
+    from nft_fw.launchpad.connection import embedded
+    from nft_fw.runners import local as loop
+    from nft_fw.spec.campaign import prepare
+
+    hotter, _ = md_hotter
+    labelset.write(tmp_path / "md.extxyz", loop.label_frames(nft_result, md_run.labels))
+    spec = small_campaign("md-local")
+    spec["md"] = {**MD, "temperature_K": 900.0}
+    spec["prior_labels"] = {"file": str(tmp_path / "md.extxyz")}
+    conn = embedded(db_server.data_dir, db_name=f"t_{uuid.uuid4().hex[:12]}", start=False)
+    try:
+        conn.launchpad.reset("", require_password=False)
+        code = run_campaign(conn, prepare(load_campaign(spec)), 1, tmp_path / "w", tmp_path / "r")
+        assert code == 0
+        db = conn.launchpad.db
+        keys = ("iteration", "start_step", "end_step", "paused", "new_chunks", "next_from_prior")
+        stored = records.iterations(db, "md-local", phase="md")
+        assert [[r.get(k) for k in keys] for r in stored] == [
+            [r.get(k) for k in keys] for r in hotter.segments
+        ]
+        assert all("prior_chunks_file" in r for r in stored if r["paused"])
+        chunks = [d for d in records.labels(db, "md-local", kind="chunk") if d["phase"] == "md"]
+        assert sorted(d["hash"] for d in chunks) == sorted(lb.hash for lb in md_run.labels)
+        assert all("prior_campaign" in d for d in chunks)  # none computed here
+    finally:
+        conn.launchpad.connection.drop_database(conn.db_name)
+        conn.close(stop_server=False)
 
 
 @pytest.mark.integration

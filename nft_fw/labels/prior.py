@@ -10,8 +10,9 @@ of the campaign's own target for the next iteration, the campaign asks for those
 rather than choosing its own (:func:`planned_centres`): a campaign with other model or
 training settings then spends the labels it was given before it pays for new ones, and the
 same campaign continued with a larger ``nft.max_iterations`` replays the exported run and
-labels only past its end. Relax rounds do the same with the file's relaxation chunks of
-the next round (:func:`planned_relax_chunks`), taken as the parent computed them.
+labels only past its end. Relax rounds and MD pauses do the same with the file's
+relaxation and MD chunks of the next round or segment (:func:`planned_chunks`), taken as
+the parent computed them.
 
 The file is checked before anything is submitted (:func:`read`): every frame a label frame
 of an nft-fw export, its hash that of its structure, and its parent settings hash the
@@ -258,17 +259,18 @@ def planned_centres(
     return sorted(out)
 
 
-def planned_relax_chunks(prior: PriorLabels | None, round_number: int) -> list[PriorLabel]:
-    """The prior file's relaxation chunks asked for by relax round ``round_number``, sorted by
-    centre and hash: a continued campaign's round takes these rather than cutting its own
-    (its trajectory may differ from the exported run's; the labels, and so the retrained
-    models, do not)."""
+def planned_chunks(prior: PriorLabels | None, phase: str, number: int) -> list[PriorLabel]:
+    """The prior file's chunks of ``phase`` (relax or md) asked for by round or pause
+    ``number`` (the labels the segment or round ``number`` trains first), sorted by centre and
+    hash: a continued campaign's round or pause takes these rather than cutting its own (its
+    trajectory may differ from the exported run's; the labels, and so the retrained models,
+    do not)."""
     if prior is None:
         return []
     out = [
         lb
         for lb in prior.labels.values()
-        if lb.kind == "chunk" and lb.phase == Phase.RELAX and lb.number == round_number
+        if lb.kind == "chunk" and lb.phase == phase and lb.number == number
         and lb.radius is not None
     ]  # fmt: skip
     return sorted(out, key=lambda lb: (lb.centre if lb.centre is not None else -1, lb.hash))

@@ -539,8 +539,8 @@ def md_locally(
             break
         number += 1
         for request in out.requests:
-            assert request.frame is not None
-            chunk = request_atoms(request, out.segment.frames[request.frame])
+            source = None if request.frame is None else out.segment.frames[request.frame]
+            chunk = request_atoms(request, source)
             if chunk.hash in known:
                 continue
             known.add(chunk.hash)

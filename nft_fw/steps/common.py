@@ -137,6 +137,23 @@ class ChunkRequest:
     given: Atoms | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
+def given_requests(
+    prepared: Prepared, planned: Sequence[prior_mod.PriorLabel], phase: Phase, iteration: int
+) -> list[ChunkRequest]:
+    """Requests for prior labels' chunks (``planned``) for ``phase`` round or segment
+    ``iteration``: replayed as the parent computed them, not cut here."""
+    return [
+        ChunkRequest(
+            centre=int(lb.centre if lb.centre is not None else 0),
+            radius=float(lb.radius or prepared.chunk_radius_A),
+            iteration=iteration,
+            phase=phase,
+            given=lb.structure(),
+        )
+        for lb in planned
+    ]
+
+
 def cut_chunk(prepared: Prepared, centre: int, target: Atoms | None = None) -> chunk_mod.Chunk:
     """The chunk of the campaign's radius around atom ``centre`` of the target."""
     return chunk_mod.cut(

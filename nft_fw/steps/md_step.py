@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from nft_fw.labels import prior as prior_mod
 from nft_fw.labels.label import ChunkLabel
 from nft_fw.labels.phase import Phase
 from nft_fw.potential import calibration
@@ -27,6 +28,7 @@ from nft_fw.steps.common import (
     chunk_features,
     chunk_out_of_sample,
     fit,
+    given_requests,
     md_settings,
 )
 from nft_fw.steps.md import MDResume
@@ -208,11 +210,21 @@ def _md_record(
 def _pause_requests(
     inputs: MDInputs, ensemble: mdl.Ensemble, segment: md_mod.Segment
 ) -> list[ChunkRequest]:
-    """The chunks a pause asks for: around uncertain atoms of the segment's frames (most
-    uncertain and unlike each other, md.selection)."""
+    """The chunks a pause asks for: the prior labels' MD chunks of the next segment when the
+    file holds them, and around uncertain atoms of the segment's frames (most uncertain and
+    unlike each other, md.selection) for the rest of the pause (all of it without prior
+    chunks). As for relax rounds, the pause's choice is made as always and the prior chunks
+    are taken out of it, so a pause the export cut off mid-labelling is completed by the
+    chunks it had chosen when the run is the same; a run that differs from the exported one
+    (another threshold or temperature) still trains on the file's labels, pause by pause,
+    before it pays for new ones."""
     prepared = inputs.prepared
     spec = prepared.spec
     m = spec.md_spec
+    planned = prior_mod.planned_chunks(prepared.prior, Phase.MD, inputs.number + 1)
+    given = given_requests(prepared, planned, Phase.MD, inputs.number + 1)
+    if len(given) >= m.chunks_per_pause:
+        return given
     trajectory = Trajectory(
         steps=[],
         frames=segment.frames,
@@ -229,7 +241,8 @@ def _pause_requests(
         prepared.chunk_radius_A,
         inputs.known,
     )
-    return [
+    taken = {lb.hash for lb in planned}
+    rest = [
         ChunkRequest(
             centre=chunk.centre,
             radius=prepared.chunk_radius_A,
@@ -238,7 +251,9 @@ def _pause_requests(
             frame=f,
         )
         for f, chunk in chosen
+        if chunk.hash not in taken
     ]
+    return given + rest[: m.chunks_per_pause - len(given)]
 
 
 def md_step(inputs: MDInputs) -> MDOutcome:
@@ -306,6 +321,8 @@ def md_step(inputs: MDInputs) -> MDOutcome:
     if record["paused"]:
         requests = _pause_requests(inputs, model.ensemble, segment)
         record["requested_chunks"] = len(requests)
+        if inputs.prepared.prior is not None:
+            record["next_from_prior"] = sum(r.given is not None for r in requests)
     return MDOutcome(
         record, model.ensemble, segment, requests, finished=record["finished"] or record["stopped"]
     )

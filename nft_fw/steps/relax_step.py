@@ -29,6 +29,7 @@ from nft_fw.steps.common import (
     chunk_features,
     chunk_out_of_sample,
     fit,
+    given_requests,
     trajectory_figures,
     validate_relaxation,
 )
@@ -117,22 +118,6 @@ def _relax_model(
     return trained.ensemble, trained.metrics, oos, {"phase": Phase.RELAX, "iteration": number}
 
 
-def _given(
-    prepared: Prepared, planned: Sequence[prior_mod.PriorLabel], number: int
-) -> list[ChunkRequest]:
-    """Requests for the prior labels' chunks of round ``number + 1`` (replayed, not cut)."""
-    return [
-        ChunkRequest(
-            centre=int(lb.centre if lb.centre is not None else 0),
-            radius=float(lb.radius or prepared.chunk_radius_A),
-            iteration=number + 1,
-            phase=Phase.RELAX,
-            given=lb.structure(),
-        )
-        for lb in planned
-    ]
-
-
 def _relax_requests(
     inputs: RelaxInputs,
     planned: Sequence[prior_mod.PriorLabel],
@@ -146,7 +131,7 @@ def _relax_requests(
     always and the prior chunks are taken out of it, so a round the export cut off
     mid-labelling is completed by the chunks it had chosen when the trajectory is the same."""
     prepared, number = inputs.prepared, inputs.number
-    given = _given(prepared, planned, number)
+    given = given_requests(prepared, planned, Phase.RELAX, number + 1)
     rs = prepared.spec.relax_settings
     if len(given) >= rs.chunks_per_round:
         return given
@@ -254,7 +239,7 @@ def relax_step(inputs: RelaxInputs) -> RelaxOutcome:
         tolerance=spec.nft.best_tolerance,
     )
     requests: list[ChunkRequest] = []
-    planned = prior_mod.planned_relax_chunks(prepared.prior, number + 1)
+    planned = prior_mod.planned_chunks(prepared.prior, Phase.RELAX, number + 1)
     check = checked_end(inputs, oos)
     if check is not None:
         record["check"] = check
@@ -323,7 +308,7 @@ def _check_requests(
     atom on (``relax.check_selection: cover``), or the most uncertain ones."""
     prepared, number = inputs.prepared, inputs.number
     n = prepared.spec.relax_settings.check_chunks
-    given = _given(prepared, planned, number)
+    given = given_requests(prepared, planned, Phase.RELAX, number + 1)
     if len(given) >= n:
         return given
     last = len(searched) - 1
