@@ -1,12 +1,16 @@
 """MD frames checked against whole-particle GPAW: frames of the second half of an MD run
 chosen by a fixed rule, one GPAW check campaign per frame, and the model's force errors there.
 
+    .venv/bin/python bench/dft_md_checks.py run STRUCTURES_DIR
     .venv/bin/python bench/dft_md_checks.py frames STRUCTURES_DIR [--count 4] -o FRAMES.extxyz
     .venv/bin/python bench/dft_md_checks.py campaigns FRAMES.extxyz CAMPAIGN.yaml --name NAME -o DIR
         for f in DIR/*.yaml; do nft-fw submit $f; done   # then workers, then
         nft-fw labels NAME-K --export …                    # per check campaign
     .venv/bin/python bench/dft_md_checks.py errors MODEL_DIR FRAMES.extxyz LABELS.extxyz [...]
 
+``run`` prints the run's figures from ``md.extxyz`` (its stored frames, every
+``md.frame_every`` steps): length, the segments and the times of their pauses, mean
+temperature over the whole run and its second half, largest δ of the second half.
 ``frames`` reads ``md.extxyz`` of ``nft-fw export NAME --structures DIR`` and keeps, of the
 second half of the run, the stored frames nearest to the evenly spaced steps
 (k / count of the second half, k = 1 … count: for 4, at 62.5, 75, 87.5 and 100 % of the
@@ -31,6 +35,26 @@ from ase import Atoms
 from ase.io import read, write
 
 from nft_fw.potential.calculator import EnsembleCalculator
+
+
+def run_figures(md_file: Path) -> dict:
+    frames = read(md_file, ":")
+    t = np.array([float(f.info["time_ps"]) for f in frames])
+    temp = np.array([float(f.info["temperature_K"]) for f in frames])
+    delta = np.array([float(f.info["max_delta"]) for f in frames])
+    segment = np.array([int(f.info["nft_number"]) for f in frames])
+    starts = [float(t[segment == s].min()) for s in sorted(set(segment.tolist()))]
+    second = t >= t.max() / 2
+    return {
+        "length_ps": float(t.max()),
+        "frames": len(frames),
+        "segments": len(starts),
+        "pauses_ps": starts[1:],  # each segment after the first starts at a pause
+        "mean_T_K": float(temp[1:].mean()),
+        "mean_T_second_half_K": float(temp[second].mean()),
+        "max_delta_second_half": float(delta[second].max()),
+        "max_delta": float(delta.max()),
+    }
 
 
 def pick_frames(md_file: Path, count: int) -> list[Atoms]:
@@ -125,6 +149,8 @@ def errors(model: Path, frames_file: Path, label_files: list[Path]) -> list[dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("structures", type=Path)
     a = sub.add_parser("frames")
     a.add_argument("structures", type=Path)
     a.add_argument("--count", type=int, default=4)
@@ -140,7 +166,9 @@ def main() -> None:
     c.add_argument("labels", type=Path, nargs="+")
     c.add_argument("--json", type=Path)
     args = ap.parse_args()
-    if args.command == "frames":
+    if args.command == "run":
+        print(json.dumps(run_figures(args.structures / "md.extxyz"), indent=1))
+    elif args.command == "frames":
         frames = pick_frames(args.structures / "md.extxyz", args.count)
         write(args.out, frames, format="extxyz")
         print(f"{args.out}: steps {[int(f.info['step']) for f in frames]}")
