@@ -45,6 +45,12 @@ STAGES = (
         "pt140-gpaw-relaxed-sites-labels.extxyz",
     ),
     ("MD at 300 K that learns on the fly (robust model)", "pt140-gpaw-md300-labels.extxyz"),
+    (
+        "whole-particle check: Pt140 relaxed by the robust campaign",
+        "pt140-gpaw-md300-relaxed-reference.extxyz",
+    ),
+    ("whole-particle check: four frames of the 300 K MD", "pt140-gpaw-md300-check-labels.extxyz"),
+    ("MD at 600 K that learns on the fly (robust model)", "pt140-gpaw-md600-labels.extxyz"),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
