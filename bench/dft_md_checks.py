@@ -33,8 +33,13 @@ import numpy as np
 import yaml
 from ase import Atoms
 from ase.io import read, write
+from ase.neighborlist import neighbor_list
 
 from nft_fw.potential.calculator import EnsembleCalculator
+
+#: nearest neighbours of fcc Pt lie at 2.77 Å, the second shell at 3.92; sites by neighbour count
+NEIGHBOUR_CUT = 3.3
+SITES = (("vertex", 0, 7), ("edge", 7, 9), ("facet", 9, 10), ("inside", 10, 99))
 
 
 def run_figures(md_file: Path) -> dict:
@@ -116,6 +121,17 @@ def errors(model: Path, frames_file: Path, label_files: list[Path]) -> list[dict
         delta = calc.get_uncertainties(atoms)
         err = np.linalg.norm(f_ml - f_gpaw, axis=1)
         centre = int(np.argmax(frame.arrays["nft_delta"]))
+        i, _ = neighbor_list("ij", frame, NEIGHBOUR_CUT)
+        cn = np.bincount(i, minlength=len(frame))
+        f_abs = np.linalg.norm(f_gpaw, axis=1)
+        sites = {
+            name: [
+                float(err[(cn >= lo) & (cn < hi)].mean()),
+                float(f_abs[(cn >= lo) & (cn < hi)].mean()),
+            ]
+            for name, lo, hi in SITES
+            if ((cn >= lo) & (cn < hi)).any()
+        }
         row = {
             "frame": k,
             "step": int(frame.info["step"]),
@@ -131,6 +147,8 @@ def errors(model: Path, frames_file: Path, label_files: list[Path]) -> list[dict
             "seconds": float(whole.info.get("nft_seconds", float("nan"))),
             "centre": centre,
             "centre_error": float(err[centre]),
+            "delta_error_correlation": float(np.corrcoef(delta, err)[0, 1]),
+            "sites": sites,  # per kind of site: [model's MAE, GPAW's mean |F|]
         }
         for f in labels:
             if f.info.get("nft_kind") == "chunk" and int(f.info.get("nft_centre", -1)) == centre:
@@ -190,6 +208,10 @@ def main() -> None:
                 f"{r['max']:.3f} ({r['max_atom']}) | {delta} | {chunk} | {r['seconds']:.0f} |"
             )
         done = [r for r in rows if r["labelled"]]
+        for r in done:
+            per = ", ".join(f"{k} {v[0]:.3f} (|F| {v[1]:.2f})" for k, v in r["sites"].items())
+            print(f"step {r['step']}: MAE per site {per}; corr(δ, error) "
+                  f"{r['delta_error_correlation']:.2f}")  # fmt: skip
         if done:
             print(
                 f"frames {len(done)}: MAE {np.mean([r['mae'] for r in done]):.3f} eV/Å "
