@@ -34,11 +34,11 @@ import yaml
 from ase import Atoms
 from ase.io import read, write
 from ase.neighborlist import neighbor_list
+from dft_nearsighted_sites import NEIGHBOUR_CUT, is_chunk_of
 
 from nft_fw.potential.calculator import EnsembleCalculator
 
-#: nearest neighbours of fcc Pt lie at 2.77 Å, the second shell at 3.92; sites by neighbour count
-NEIGHBOUR_CUT = 3.3
+#: sites by neighbour count (within dft_nearsighted_sites.NEIGHBOUR_CUT)
 SITES = (("vertex", 0, 7), ("edge", 7, 9), ("facet", 9, 10), ("inside", 10, 99))
 
 
@@ -151,15 +151,13 @@ def errors(model: Path, frames_file: Path, label_files: list[Path]) -> list[dict
             "sites": sites,  # per kind of site: [model's MAE, GPAW's mean |F|]
         }
         for f in labels:
-            if f.info.get("nft_kind") == "chunk" and int(f.info.get("nft_centre", -1)) == centre:
-                d = np.linalg.norm(f.positions - f.positions[0], axis=1)
-                d_whole = np.linalg.norm(frame.positions - frame.positions[centre], axis=1)
-                mine = np.sort(d_whole[d_whole <= float(f.info["nft_radius_A"]) + 1e-9])
-                if mine.shape == d.shape and np.abs(np.sort(d) - mine).max() < 1e-6:
-                    row["chunk_atoms"] = len(f)
-                    row["chunk_vs_whole"] = float(
-                        np.linalg.norm(f.get_forces()[0] - f_gpaw[centre])
-                    )
+            if (
+                f.info.get("nft_kind") == "chunk"
+                and int(f.info.get("nft_centre", -1)) == centre
+                and is_chunk_of(f, frame, centre, float(f.info["nft_radius_A"]))
+            ):
+                row["chunk_atoms"] = len(f)
+                row["chunk_vs_whole"] = float(np.linalg.norm(f.get_forces()[0] - f_gpaw[centre]))
         rows.append(row)
     return rows
 

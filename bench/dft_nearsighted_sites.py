@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 from ase.io import read
 from ase.neighborlist import neighbor_list
 
@@ -30,6 +31,15 @@ CHECKED = DATA / "pt140-gpaw-checked-labels.extxyz"
 #: nearest neighbours of fcc Pt lie at 2.77 Å, the second shell at 3.92
 NEIGHBOUR_CUT = 3.3
 KINDS = {6: "vertex", 7: "edge", 8: "edge", 9: "facet (111)", 12: "interior"}
+
+
+def is_chunk_of(chunk: Atoms, whole: Atoms, centre: int, radius: float) -> bool:
+    """Whether ``chunk`` (its centre first) holds the atoms of ``whole`` within ``radius`` of
+    atom ``centre``: the same distances from the centre (a chunk may be shifted)."""
+    d_chunk = np.sort(np.linalg.norm(chunk.positions - chunk.positions[0], axis=1))
+    d_whole = np.linalg.norm(whole.positions - whole.positions[centre], axis=1)
+    d_whole = np.sort(d_whole[d_whole <= radius + 1e-9])
+    return d_chunk.shape == d_whole.shape and np.abs(d_chunk - d_whole).max() <= 1e-6
 
 
 def rows(label_files: list[Path], whole_file: Path) -> list[dict]:
@@ -45,12 +55,7 @@ def rows(label_files: list[Path], whole_file: Path) -> list[dict]:
         ):
             continue
         c, r = int(f.info["nft_centre"]), float(f.info["nft_radius_A"])
-        # the same atoms at the same distances from the centre (a chunk may be shifted); chunks
-        # of other structures (a campaign's file holds many) are left out
-        d_chunk = np.sort(np.linalg.norm(f.positions - f.positions[0], axis=1))
-        d_whole = np.linalg.norm(whole.positions - whole.positions[c], axis=1)
-        d_whole = np.sort(d_whole[d_whole <= r + 1e-9])
-        if d_chunk.shape != d_whole.shape or np.abs(d_chunk - d_whole).max() > 1e-6:
+        if not is_chunk_of(f, whole, c, r):  # chunks of other structures are left out
             continue
         fc = f.get_forces()[0]
         out[(c, r)] = {
