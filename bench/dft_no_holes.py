@@ -4,6 +4,7 @@ with energy drift ≤ 1 meV/atom/ps and max δ ≤ 0.5.)
 
     .venv/bin/python bench/dft_no_holes.py [MODEL_DIR] [--ps 2] [--temperature 300]
                                            [--timestep 2] [--max-steps 300] [--json FILE]
+                                           [--save-relaxed DIR]
 
 MODEL_DIR defaults to bench/data/pt140-gpaw-checked-model. Relaxes with the ensemble mean
 (FIRE, fmax 0.05 eV/Å, at most --max-steps) the rattled Pt140 of the two shipped whole-particle
@@ -120,6 +121,10 @@ def main() -> None:
     parser.add_argument("--timestep", type=float, default=2.0)
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--save-relaxed", type=Path, metavar="DIR",
+        help="write each relaxed structure here as extended XYZ (the ones to check against GPAW)",
+    )  # fmt: skip
     args = parser.parse_args()
     print(f"model {args.model}")
     print(f"{'start':22s} {'steps':>6s} {'fmax':>6s} {'max δ':>7s} {'(cal.)':>7s} "
@@ -135,6 +140,13 @@ def main() -> None:
             mae = float(np.linalg.norm(probe.get_forces() - forces, axis=1).mean())
         if name == "Pt140 rattled seed 0":
             relaxed140 = r["relaxed"]
+        if args.save_relaxed:
+            args.save_relaxed.mkdir(parents=True, exist_ok=True)
+            out = Atoms(r["relaxed"].numbers, r["relaxed"].positions)
+            out.info.update(start=name, model=str(args.model), fmax_model=r["fmax"],
+                            max_delta=r["max_delta"], steps=r["steps"])  # fmt: skip
+            stem = name.lower().replace(" ", "-")
+            ase.io.write(args.save_relaxed / f"{stem}-relaxed.extxyz", out, format="extxyz")
         cal = r["max_delta_calibrated"]
         print(
             f"{name:22s} {r['steps'] if r['converged'] else '—':>6} {r['fmax']:6.3f} "
