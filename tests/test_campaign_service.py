@@ -195,6 +195,63 @@ def test_history_json_matches_the_records(finished: Any) -> None:
     assert [r["training"]["loss"] for r in printed] == [r["training"]["loss"] for r in stored]
 
 
+def test_history_against_whole_structure_labels_gives_each_models_true_error(
+    finished: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``history --against`` on the campaign's own export: its whole-target validation
+    frame gives every iteration's model the very true MAE and max the campaign recorded
+    for it (two paths: the trainer's validation and the stored model loaded afresh); its
+    chunk frames are skipped; bad files are refused naming the file and the fix."""
+    import ase.io
+
+    from nft_fw.cli import main
+    from nft_fw.launchpad import records
+    from nft_fw.report import references
+
+    conn, _, _, _ = finished
+    where = ["--data-dir", str(conn.server.data_dir), "--db-name", conn.db_name]
+    path = tmp_path / "p79-labels.extxyz"
+    assert main(["labels", "p79", "--export", str(path), *where]) == 0
+    frames = ase.io.read(path, ":")
+    (full,) = [k for k, f in enumerate(frames) if f.info["nft_kind"] == "full"]
+    images = [k for k, f in enumerate(frames) if f.info["nft_kind"] == "image"]
+    capsys.readouterr()
+    assert main(["history", "p79", "--against", str(path), "--json", *where]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    stored = records.iterations(conn.launchpad.db, "p79")
+    assert [(r["phase"], r["iteration"]) for r in rows] == [
+        (r["phase"], r["iteration"]) for r in stored
+    ]
+    names = {f"p79-labels[{k}]" for k in [full, *images]}
+    for row, rec in zip(rows, stored, strict=True):
+        assert set(row["against"]) == names  # no chunk frame among them
+        mine = row["against"][f"p79-labels[{full}]"]
+        assert mine["true_force_mae"] == pytest.approx(rec["true_force_mae"], rel=1e-5)
+        assert mine["true_force_max"] == pytest.approx(rec["true_force_max"], rel=1e-5)
+        assert mine["structure_uncertainty"] == pytest.approx(
+            rec["structure_uncertainty"], rel=1e-5
+        )
+    assert main(["history", "p79", "--against", str(path), *where]) == 0
+    table = capsys.readouterr().out
+    assert f"p79-labels[{full}]" in table and "mean" in table
+    # only chunks, or no file: refused, naming the file and what to give
+    chunks = tmp_path / "chunks.extxyz"
+    ase.io.write(chunks, [f for f in frames if f.info["nft_kind"] == "chunk"], format="extxyz")
+    with pytest.raises(references.ReferenceError, match="whole-structure labels") as err:
+        references.read_references([chunks])
+    assert str(chunks) in str(err.value)
+    with pytest.raises(references.ReferenceError, match=r"none\.extxyz"):
+        references.read_references([tmp_path / "none.extxyz"])
+    # an element the model never saw: the command refuses, saying which
+    other = frames[full].copy()
+    other.numbers[:] = 29
+    other.calc = frames[full].calc
+    ase.io.write(tmp_path / "cu.extxyz", other, format="extxyz")
+    assert main(["history", "p79", "--against", str(tmp_path / "cu.extxyz"), *where]) == 2
+    said = capsys.readouterr().err
+    assert "Cu" in said and "not trained on" in said
+
+
 def test_exported_labels_read_back_with_plain_ase_equal_to_the_database(
     finished: Any, tmp_path: Path
 ) -> None:

@@ -303,6 +303,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "history": [
         ("nft-fw history pt260-emt", "NFT iterations: δ, chunks, errors, calibration"),
         ("nft-fw history pt260-relax --phase all", "with relaxation rounds and transfers"),
+        ("nft-fw history pt140-gpaw --against check-labels.extxyz",
+         "every stored model's force error on whole-structure parent labels"),
     ],
     "labels": [
         ("nft-fw labels pt260-emt", "every parent single point and its cost"),

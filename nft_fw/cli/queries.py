@@ -27,18 +27,38 @@ from nft_fw.labels.phase import Phase
 
 def cmd_history(args: argparse.Namespace) -> int:
     from nft_fw.launchpad import records
+    from nft_fw.report import references as refs
 
     phases = PHASES if args.phase == "all" else (args.phase,)
+    against: list[refs.Reference] = []
+    if args.against:  # read before the database: a bad file fails at once
+        try:
+            against = refs.read_references([Path(p) for p in args.against])
+        except refs.ReferenceError as err:
+            raise UsageError(f"--against: {err}") from err
 
     def get(db: Any) -> tuple[Any, Any]:
         from nft_fw.firetasks import kinds
 
         kind = kinds.of_campaign(db, args.name)
         if not kind.trains:  # its progress is its result
+            if against:
+                raise UsageError(
+                    f"--against: campaign {args.name!r} ({kind.name}) trains no model to check"
+                )
             return kind, kind.progress(db, args.name)
-        return kind, [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
+        history = [r for phase in phases for r in records.iterations(db, args.name, phase=phase)]
+        if against:
+            return kind, _against(db, history, against)
+        return kind, history
 
     kind, history = _with_campaign(args, get)
+    if against:
+        if args.json:
+            console.print_json(json.dumps(history, default=str))
+        else:
+            _print_against(args.name, history, against)
+        return EXIT_OK
     if not kind.trains:
         if args.json:
             console.print_json(json.dumps(history, default=str))
@@ -50,6 +70,57 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     _print_tables(_phase_tables(args.name, history, wide=args.wide))
     return EXIT_OK
+
+
+def _against(db: Any, history: list[dict[str, Any]], against: list[Any]) -> list[dict[str, Any]]:
+    """Every stored model of ``history`` (the records with a model of their own: NFT
+    iterations, relax rounds, MD segments) checked against the references, in the order
+    the records are shown."""
+    from nft_fw.launchpad import relax as relax_store
+    from nft_fw.report import references as refs
+
+    rows = []
+    for rec in history:
+        if not rec.get("model_file"):  # a transfer relaxes with the kept model: no model
+            continue
+        ensemble = relax_store.load(db, rec)
+        try:
+            refs.check_elements(against, ensemble.elements)
+        except refs.ReferenceError as err:
+            raise UsageError(f"--against: {err}") from err
+        rows.append(
+            {
+                "phase": rec["phase"],
+                "iteration": rec["iteration"],
+                "n_labels": rec.get("n_labels"),
+                "n_chunks": rec.get("n_chunks"),
+                "against": refs.errors(ensemble, against),
+            }
+        )
+    if not rows:
+        raise UsageError("--against: the records shown hold no model yet; choose another --phase")
+    return rows
+
+
+def _print_against(name: str, rows: list[dict[str, Any]], against: list[Any]) -> None:
+    """One row per model: its force MAE against each reference (eV/Å) and their mean; the
+    references are numbered under the table."""
+    table = Table(title=f"{name}: force MAE (eV/Å) of each stored model against the references")
+    for col in ("phase", "#", "labels", "chunks"):
+        table.add_column(col)
+    for k in range(len(against)):
+        table.add_column(str(k + 1), justify="right")
+    table.add_column("mean", justify="right")
+    for r in rows:
+        maes = [r["against"][ref.name]["true_force_mae"] for ref in against]
+        table.add_row(
+            r["phase"], str(r["iteration"]), str(r["n_labels"]), str(r["n_chunks"]),
+            *(f"{v:.3f}" for v in maes), f"{sum(maes) / len(maes):.3f}",
+        )  # fmt: skip
+    console.print(table)
+    for k, ref in enumerate(against):
+        console.print(f"{k + 1}: {ref.name} ({len(ref.atoms)} atoms)")
+    console.print("largest errors and δ per reference: --json")
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
@@ -332,13 +403,19 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true")
     p.add_argument(
+        "--against", nargs="+", metavar="FILE",
+        help="whole-structure parent labels (extended XYZ with forces, e.g. a check "
+        "campaign's export; chunk labels are skipped): each stored model's force MAE, largest "
+        "error and largest δ on them, instead of the records",
+    )  # fmt: skip
+    p.add_argument(
         "--wide",
         action="store_true",
         help="every column, however wide (default: columns that do not fit the terminal "
         "are left out, and named under the table)",
     )
     _add_connection_options(p)
-    p.set_defaults(func=cmd_history)
+    p.set_defaults(func=cmd_history, compiles=True)  # --against predicts
 
     p = sub.add_parser("labels", help="the labels (parent single points) of a campaign")
     p.add_argument("name")
