@@ -252,6 +252,46 @@ def test_history_against_whole_structure_labels_gives_each_models_true_error(
     assert "Cu" in said and "not trained on" in said
 
 
+def test_an_export_appended_to_only_grows(
+    finished: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``labels --export FILE --append`` on a file holding part of the labels (as an export
+    made before the last labels came): the frames there stay byte for byte, the missing ones
+    follow, and the file then holds every label once; again, it adds nothing."""
+    import ase
+    import ase.io
+
+    from nft_fw.cli import main
+    from nft_fw.labels import files as labelset
+
+    conn, _, _, _ = finished
+    where = ["--data-dir", str(conn.server.data_dir), "--db-name", conn.db_name]
+    whole = tmp_path / "whole.extxyz"
+    assert main(["labels", "p79", "--export", str(whole), *where]) == 0
+    frames = labelset.read(whole)
+    part = tmp_path / "part.extxyz"
+    labelset.write(part, frames[::2])  # every other label, as an earlier export might hold
+    before = part.read_bytes()
+    capsys.readouterr()
+    assert main(["labels", "p79", "--export", str(part), "--append", *where]) == 0
+    said = capsys.readouterr().out
+    missing = len(frames) - len(frames[::2])
+    assert f"{missing} new labels appended" in said and f"{len(frames[::2])} already" in said
+    after = part.read_bytes()
+    assert after.startswith(before) and len(after) > len(before)
+    grown = [f.info["nft_hash"] for f in ase.io.read(part, ":")]
+    assert sorted(grown) == sorted(f.info["nft_hash"] for f in frames)
+    assert len(set(grown)) == len(grown)
+    assert main(["labels", "p79", "--export", str(part), "--append", *where]) == 0
+    assert "0 new labels appended" in capsys.readouterr().out and part.read_bytes() == after
+    # a file that is not an export is refused, untouched
+    plain = tmp_path / "plain.extxyz"
+    ase.io.write(plain, ase.Atoms(frames[0].numbers, frames[0].positions), format="extxyz")
+    text = plain.read_bytes()
+    assert main(["labels", "p79", "--export", str(plain), "--append", *where]) == 2
+    assert "not a label export" in capsys.readouterr().err and plain.read_bytes() == text
+
+
 def test_exported_labels_read_back_with_plain_ase_equal_to_the_database(
     finished: Any, tmp_path: Path
 ) -> None:

@@ -124,7 +124,8 @@ def _print_against(name: str, rows: list[dict[str, Any]], against: list[Any]) ->
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-
+    if args.append and not args.export:
+        raise UsageError("--append adds to the file of --export FILE; give both")
     if args.export:
         return _export_labels(args)
 
@@ -194,6 +195,16 @@ def _export_labels(args: argparse.Namespace) -> int:
 
     frames = _with_campaign(args, lambda db: kinds.of_campaign(db, args.name).frames(db, args.name))
     path = Path(args.export)
+    if args.append and path.exists():
+        try:
+            added, there = labelset.append(path, frames)
+        except ValueError as err:
+            raise UsageError(f"--append: {err}") from err
+        console.print(
+            f"{args.name}: {added} new labels appended to {path} ({there} already there, "
+            "left byte for byte)"
+        )
+        return EXIT_OK
     labelset.write(path, frames)
     counts = Counter((f.info["nft_phase"], f.info["nft_kind"]) for f in frames)
     parts = ", ".join(f"{n} {phase} {kind}" for (phase, kind), n in sorted(counts.items()))
@@ -426,6 +437,11 @@ def register(sub: Any) -> None:
         help="write every label (structure, energy, forces of every atom, which atoms are "
         "trained on, phase, parent settings, cost) to FILE as extended XYZ",
     )
+    p.add_argument(
+        "--append", action="store_true",
+        help="with --export to an existing export: add only the labels it lacks (by hash) at "
+        "its end and leave the rest byte for byte — a file exported as labels come only grows",
+    )  # fmt: skip
     _add_connection_options(p)
     p.set_defaults(func=cmd_labels)
 

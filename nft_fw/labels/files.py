@@ -134,6 +134,30 @@ def write(path_or_file: str | Path | IO[str], frames: Iterable[Atoms]) -> None:
     atoms_io.write_extxyz(path_or_file, list(frames))
 
 
+def append(path: str | Path, frames: Iterable[Atoms]) -> tuple[int, int]:
+    """Add to the label file ``path`` the frames whose ``nft_hash`` it does not hold yet, in
+    the order given, leaving every frame already there byte for byte (a file exported as
+    labels come only grows); a missing file is written whole. Returns (added, already
+    there). Raises ValueError when the file's frames are not labels (no ``nft_hash``)."""
+    path = Path(path)
+    frames = list(frames)
+    if not path.exists():
+        write(path, frames)
+        return len(frames), 0
+    there = set()
+    for k, f in enumerate(read(path)):
+        if "nft_hash" not in f.info:
+            raise ValueError(
+                f"{path}: frame {k} has no nft_hash, so it is not a label export; append to "
+                "a file 'nft-fw labels NAME --export' wrote, or export to a new file"
+            )
+        there.add(str(f.info["nft_hash"]))
+    new = [f for f in frames if str(f.info["nft_hash"]) not in there]
+    with open(path, "a", encoding="utf-8") as fh:
+        atoms_io.write_extxyz(fh, new)
+    return len(new), len(frames) - len(new)
+
+
 def read(path: str | Path) -> list[Atoms]:
     """The frames of a label file (plain ASE reading; this is all nft-fw does either)."""
     import ase.io
