@@ -51,6 +51,18 @@ STAGES = (
     ),
     ("whole-particle check: four frames of the 300 K MD", "pt140-gpaw-md300-check-labels.extxyz"),
     ("MD at 600 K that learns on the fly (robust model)", "pt140-gpaw-md600-labels.extxyz"),
+    (
+        "whole-particle check: perfect Pt140 relaxed by the final model",
+        "pt140-perfect-md300-relaxed-reference.extxyz",
+    ),
+    (
+        "whole-particle check: Pt309 relaxed by the final model",
+        "pt309-gpaw-md300-relaxed-reference.extxyz",
+    ),
+    (
+        "transfer to Pt309 with the robust model: the follow-up's chunks",
+        "pt309-gpaw-transfer-labels.extxyz",
+    ),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
