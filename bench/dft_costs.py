@@ -51,6 +51,7 @@ STAGES = (
     ),
     ("whole-particle check: four frames of the 300 K MD", "pt140-gpaw-md300-check-labels.extxyz"),
     ("MD at 600 K that learns on the fly (robust model)", "pt140-gpaw-md600-labels.extxyz"),
+    ("whole-particle check: four frames of the 600 K MD", "pt140-gpaw-md600-check-labels.extxyz"),
     (
         "whole-particle check: perfect Pt140 relaxed by the 300 K run's final model",
         "pt140-perfect-md300-relaxed-reference.extxyz",
