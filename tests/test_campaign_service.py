@@ -237,10 +237,10 @@ def test_history_against_whole_structure_labels_gives_each_models_true_error(
     # only chunks, or no file: refused, naming the file and what to give
     chunks = tmp_path / "chunks.extxyz"
     ase.io.write(chunks, [f for f in frames if f.info["nft_kind"] == "chunk"], format="extxyz")
-    with pytest.raises(references.ReferenceError, match="whole-structure labels") as err:
+    with pytest.raises(references.ReferenceFileError, match="whole-structure labels") as err:
         references.read_references([chunks])
     assert str(chunks) in str(err.value)
-    with pytest.raises(references.ReferenceError, match=r"none\.extxyz"):
+    with pytest.raises(references.ReferenceFileError, match=r"none\.extxyz"):
         references.read_references([tmp_path / "none.extxyz"])
     # an element the model never saw: the command refuses, saying which
     other = frames[full].copy()

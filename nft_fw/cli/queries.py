@@ -34,7 +34,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.against:  # read before the database: a bad file fails at once
         try:
             against = refs.read_references([Path(p) for p in args.against])
-        except refs.ReferenceError as err:
+        except refs.ReferenceFileError as err:
             raise UsageError(f"--against: {err}") from err
 
     def get(db: Any) -> tuple[Any, Any]:
@@ -86,7 +86,7 @@ def _against(db: Any, history: list[dict[str, Any]], against: list[Any]) -> list
         ensemble = relax_store.load(db, rec)
         try:
             refs.check_elements(against, ensemble.elements)
-        except refs.ReferenceError as err:
+        except refs.ReferenceFileError as err:
             raise UsageError(f"--against: {err}") from err
         rows.append(
             {

@@ -21,7 +21,7 @@ from nft_fw.potential import model as mdl
 from nft_fw.steps.common import assess
 
 
-class ReferenceError(ValueError):
+class ReferenceFileError(ValueError):
     """A reference file that cannot be checked against: says which file and the fix."""
 
 
@@ -45,7 +45,7 @@ def read_references(paths: Sequence[Path]) -> list[Reference]:
         try:
             frames = read(path, ":")
         except (OSError, ValueError, StopIteration) as err:
-            raise ReferenceError(
+            raise ReferenceFileError(
                 f"{path}: cannot be read as structures with forces ({err}); give an extended "
                 "XYZ file such as 'nft-fw labels NAME --export FILE' writes"
             ) from err
@@ -65,7 +65,7 @@ def read_references(paths: Sequence[Path]) -> list[Reference]:
             atoms = Atoms(frame.numbers, frame.positions, cell=frame.cell, pbc=frame.pbc)
             out.append(Reference(f"{path.stem}[{k}]", atoms, np.asarray(forces, dtype=float)))
         if not kept:
-            raise ReferenceError(
+            raise ReferenceFileError(
                 f"{path}: no frame with forces other than chunk labels; give whole-structure "
                 "labels (nft_kind: full, e.g. the export of a check campaign with full: true)"
             )
@@ -73,11 +73,11 @@ def read_references(paths: Sequence[Path]) -> list[Reference]:
 
 
 def check_elements(references: Sequence[Reference], elements: Sequence[str]) -> None:
-    """Raise :class:`ReferenceError` naming a reference with an element the model lacks."""
+    """Raise :class:`ReferenceFileError` naming a reference with an element the model lacks."""
     for ref in references:
         extra = sorted(set(ref.atoms.get_chemical_symbols()) - set(elements))
         if extra:
-            raise ReferenceError(
+            raise ReferenceFileError(
                 f"{ref.name} holds {', '.join(extra)}, which the campaign's model was not "
                 f"trained on (it knows {', '.join(elements)}); give references of those elements"
             )
