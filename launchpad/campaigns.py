@@ -109,15 +109,23 @@ def register(db: Database, prepared: Prepared) -> None:
         parent_hash=prepared.parent.settings_hash,
         warnings=prepared.warnings,
     )
-    transfer_files = [
-        {
+    transfer_files: list[dict[str, Any]] = []
+    priors = prepared.transfer_priors or [None] * len(prepared.transfers)
+    for (label, atoms), prior in zip(prepared.transfers, priors, strict=True):
+        entry: dict[str, Any] = {
             "name": label,
             "file": str(
                 records.put_structures(db, [atoms], f"{spec.name}/transfer/{label}.extxyz")
             ),
         }
-        for label, atoms in prepared.transfers
-    ]
+        if prior is not None:  # its follow-up's prior labels, kept until it is registered
+            entry["prior_file"] = str(
+                records.put_structures(
+                    db, prior_mod.frames(prior), f"{spec.name}/transfer/{label}-prior.extxyz"
+                )
+            )
+            entry["prior"] = dict(prior_mod.summary(prior))
+        transfer_files.append(entry)
     if transfer_files:
         records.update_campaign(db, spec.name, transfer_files=transfer_files)
     if prepared.prior is not None:  # kept with the campaign: workers need no file

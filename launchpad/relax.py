@@ -26,7 +26,7 @@ from pymongo.database import Database
 from nft_fw.labels.phase import Phase
 from nft_fw.launchpad import campaigns, records
 from nft_fw.potential import model as mdl
-from nft_fw.spec.campaign import CampaignSpec
+from nft_fw.spec.campaign import CampaignSpec, follow_up_name, follow_up_spec
 from nft_fw.steps import kept
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,13 @@ def transfer_targets(db: Database, name: str) -> list[dict[str, Any]]:
 
 def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
     """Register the follow-up campaign of a flagged transfer target: NFT on it, starting from
-    this campaign's final model and all its labels. Returns its spec; a rerun finds the
-    campaign registered and copies only labels still missing."""
+    this campaign's final model and all its labels, with the target's ``follow_up`` settings
+    and its ``prior_labels`` (stored with this campaign at submission) as its own. Returns its
+    spec; a rerun finds the campaign registered and copies only labels still missing."""
     doc = records.get_campaign(db, name)
     spec = campaigns.stored_spec(doc)
     entry = transfer_targets(db, name)[index]
-    child = f"{name}-{entry['name']}"[:64]
+    child = follow_up_name(name, entry["name"])
     existing = db[records.CAMPAIGNS].find_one({"_id": child})
     if existing is not None:
         if existing.get("inherited_from") != name:
@@ -112,10 +113,9 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
             )
         _copy_labels(db, name, child)
         return campaigns.stored_spec(existing)
-    target = spec.transfer[index].model_dump(mode="json", exclude={"name", "retrain"})
-    data = spec.model_dump(mode="json")
-    data.update(name=child, target=target, transfer=[])
-    child_spec = CampaignSpec.model_validate(data)
+    child_spec = follow_up_spec(spec, index)  # its follow_up settings and prior labels
+    # the target's prior labels as the child's own (stored with the parent at submission)
+    prior = {k: entry[k] for k in ("prior_file", "prior") if k in entry}
     _, source = relaxed_model(db, name)
     # a concurrent run of this task may register it first: then this one only copies labels
     with contextlib.suppress(records.CampaignExists):
@@ -131,6 +131,7 @@ def follow_up(db: Database, name: str, index: int) -> CampaignSpec:
             warnings=list(doc.get("warnings", [])),
             inherited_from=name,
             inherited_model_file=source["model_file"],
+            **prior,
         )
     _copy_labels(db, name, child)
     return child_spec

@@ -108,6 +108,60 @@ def test_prior_labels_of_other_parent_settings_are_refused_unless_accepted(
     assert prepare(load_campaign(spec)).prior.counts() == {"chunk": 1}
 
 
+def test_a_transfer_targets_prior_labels_and_follow_up_settings_are_its_follow_ups(
+    tmp_path: Path,
+) -> None:
+    """transfer[k].prior_labels / follow_up: checked at submission like the campaign's own
+    (parent settings, retrain, the settings nft-fw amend may change, the values the follow-up
+    campaign would hold), relative to the campaign file, and what the follow-up is made of."""
+    import yaml
+
+    from nft_fw.spec.campaign import CampaignError, follow_up_spec, load_campaign, prepare
+
+    big = {"builder": {"kind": "octahedron", "element": "Pt", "length": 6, "cutoff": 1},
+           "rattle": {"stdev": 0.1, "seed": 2}}  # fmt: skip
+    path = _exported_chunks(tmp_path / "p.extxyz", {**small_campaign("x"), "target": big}, [5])
+    spec = small_campaign("parent")
+    spec["transfer"] = [{**big, "name": "big", "retrain": True, "follow_up": {
+        "nft.max_iterations": 4, "nft.threshold": 0.02}}]  # fmt: skip
+    in_file = {**spec["transfer"][0], "prior_labels": {"file": "p.extxyz"}}
+    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump({**spec, "transfer": [in_file]}))
+    loaded = load_campaign(tmp_path / "campaign.yaml")  # the file's path, relative to it
+    prepared = prepare(loaded)
+    assert prepared.prior is None and prepared.transfer_priors[0].counts() == {"chunk": 1}
+    child = follow_up_spec(loaded, 0)
+    assert child.name == "parent-big" and not child.transfer
+    assert (child.nft.max_iterations, child.nft.threshold) == (4, 0.02)
+    assert child.nft.chunks_per_iteration == loaded.nft.chunks_per_iteration
+    assert child.target.builder == loaded.transfer[0].builder
+    assert child.prior_labels is not None and child.prior_labels.file == tmp_path / "p.extxyz"
+
+    def refused(change: dict[str, Any]) -> str:
+        bad = copy.deepcopy(spec)
+        bad["transfer"][0].update(change)
+        with pytest.raises(CampaignError) as err:
+            prepare(load_campaign(bad))
+        return str(err.value)
+
+    text = refused({"retrain": False})
+    assert "transfer.0.retrain" in text and "set retrain: true" in text
+    text = refused({"follow_up": {"model.cutoff": 4.0}})
+    assert "transfer.0.follow_up.model.cutoff" in text and "nft.max_iterations" in text
+    assert "transfer.0.follow_up.nft.max_iterations" in refused(
+        {"follow_up": {"nft.max_iterations": -1}}
+    )
+    assert "transfer.0.follow_up.md.length_ps" in refused({"follow_up": {"md.length_ps": 2}})
+    text = refused({"prior_labels": {"file": str(tmp_path / "missing.extxyz")}})
+    assert "transfer.0.prior_labels.file" in text and "no such file" in text
+    emt_asap = copy.deepcopy(spec)
+    emt_asap["parent"]["params"] = {"asap_cutoff": True}
+    emt_asap["transfer"][0]["prior_labels"] = {"file": str(path)}
+    with pytest.raises(CampaignError) as err:
+        prepare(load_campaign(emt_asap))
+    assert "transfer.0.prior_labels.file" in str(err.value)
+    assert "other parent settings" in str(err.value)
+
+
 def test_a_label_whose_stored_hash_predates_the_hash_rule_counts_by_its_own_settings(
     tmp_path: Path,
 ) -> None:
@@ -232,6 +286,21 @@ def test_a_local_run_continued_from_its_labels_replays_it_and_labels_only_new_ch
     assert {lb.iteration for lb in new} == {2, 3}
     assert b.history[0]["next_from_prior"] == len(a.labels)
     np.testing.assert_array_equal(b.true_forces, a.true_forces)
+
+    # an export made while its last iteration was labelled (one chunk not yet in): the
+    # continued iteration takes the file's chunks and completes itself with the one it had
+    # chosen, so the run is still the uninterrupted one
+    frames = labelset.read(tmp_path / "a.extxyz")
+    dropped = next(f for f in frames if f.info.get("nft_phase") == "nft")
+    labelset.write(tmp_path / "cut.extxyz", [f for f in frames if f is not dropped])
+    calls.clear()
+    continued["prior_labels"] = {"file": str(tmp_path / "cut.extxyz")}
+    c = loop.run_locally(load_campaign(continued), progress=False)
+    assert _science(c.history) == _science(whole.history)
+    assert c.history[0]["next_from_prior"] == len(a.labels) - 1
+    redone = [lb for lb in c.labels if lb.hash not in known or lb.hash == dropped.info["nft_hash"]]
+    assert len(calls) == len(redone) == len(new) + 1
+    assert {lb.iteration for lb in redone} == {1, 2, 3}
 
 
 def test_relax_rounds_continued_from_an_export_take_its_chunks_and_label_only_new_ones(

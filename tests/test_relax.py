@@ -52,6 +52,40 @@ def test_relax_records_every_step_and_lowers_the_energy(setup, optimizer):
         relax(atoms, calc, optimizer="newton")
 
 
+def test_a_relaxation_that_walks_atoms_into_each_other_ends_there_and_says_so(setup):
+    """A model whose forces pull two atoms together (a fault injected here: 40 eV/Å
+    added between atoms 0 and 1 of the real ensemble's forces) brings them closer than the
+    descriptors allow; the relaxation ends at its last evaluable step, not converged, and
+    records why — the transfer target it happens to is flagged rather than the phase failing."""
+    from nft_fw.steps.common import trajectory_figures
+
+    atoms, _, calc = setup
+
+    class Pulling(EnsembleCalculator):
+        def calculate(self, *args, **kwargs):
+            super().calculate(*args, **kwargs)
+            pos = self.atoms.positions
+            pull = 40.0 * (pos[1] - pos[0]) / np.linalg.norm(pos[1] - pos[0])
+            self.results["forces"] = self.results["forces"].copy()
+            self.results["forces"][0] += pull
+            self.results["forces"][1] -= pull
+
+    traj = relax(atoms, Pulling(calc.ensemble), fmax=0.05, max_steps=200)
+    assert traj.collapsed is not None and not traj.converged
+    assert "atoms 0 and 1" in traj.collapsed and "apart" in traj.collapsed
+    assert len(traj.steps) == len(traj.frames) >= 2
+    assert traj.collapsed.startswith(f"after step {len(traj.steps) - 1}:")
+    assert np.linalg.norm(traj.final.positions[1] - traj.final.positions[0]) < 1.5
+    figures = trajectory_figures(traj)
+    assert figures["collapsed"] == traj.collapsed and figures["converged"] is False
+    assert "collapsed" not in trajectory_figures(relax(atoms, calc, max_steps=5))
+    # a start the model cannot evaluate is bad input, refused as such
+    bad = atoms.copy()
+    bad.positions[1] = bad.positions[0] + [0.3, 0.0, 0.0]
+    with pytest.raises(ValueError, match="apart"):
+        relax(bad, calc)
+
+
 def test_uncertain_sites_are_above_threshold_and_distinct(setup):
     atoms, spec, calc = setup
     traj = relax(atoms, calc, fmax=0.05, max_steps=5)

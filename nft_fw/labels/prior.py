@@ -7,10 +7,12 @@ frame's ``nft_hash`` (or, for a whole structure, whose :func:`nft_fw.structures.
 equals the frame's) takes the file's structure, energy and forces (the positions the parent
 computed, to the last bit, not the campaign's own cut of them). And while the file has NFT chunks
 of the campaign's own target for the next iteration, the campaign asks for those chunks
-rather than choosing its own (:func:`planned_centres`): a campaign with other model or
-training settings then spends the labels it was given before it pays for new ones, and the
+first (:func:`planned_centres`; an iteration the file holds only part of, as an export made
+while it was labelled, is completed by the campaign's own choice): a campaign with other model
+or training settings then spends the labels it was given before it pays for new ones, and the
 same campaign continued with a larger ``nft.max_iterations`` replays the exported run and
-labels only past its end. Relax rounds and MD pauses do the same with the file's
+labels only past its end. A transfer target's ``prior_labels`` are those of its follow-up
+campaign, which continues from them in the same way. Relax rounds and MD pauses do the same with the file's
 relaxation and MD chunks of the next round or segment (:func:`planned_chunks`), taken as
 the parent computed them.
 

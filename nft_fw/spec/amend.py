@@ -9,28 +9,14 @@ when it starts, so a change takes effect from the next one.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from nft_fw.spec.campaign import CampaignError, load_campaign
+from nft_fw.spec.campaign import AMENDABLE, CampaignError, apply_settings, load_campaign
 
-#: the settings ``nft-fw amend`` may change, by section
-AMENDABLE: dict[str, tuple[str, ...]] = {
-    "nft": ("max_iterations", "patience", "threshold", "target_error"),
-    "relax": (
-        "fmax", "max_steps", "chunks_per_round", "selection", "threshold", "patience",
-        "max_rounds", "max_frames", "search_until", "resume", "check_chunks", "check_error",
-        "check_selection",
-    ),
-    # each MD segment records the threshold and temperature it ran under
-    "md": (
-        "length_ps", "max_pauses", "chunks_per_pause", "out_of_pauses", "threshold",
-        "candidate_threshold", "temperature_K",
-    ),
-}  # fmt: skip
+__all__ = ["AMENDABLE", "amend", "parse_settings"]
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
@@ -49,25 +35,10 @@ def amend(data: Mapping[str, Any], settings: Mapping[str, Any]) -> tuple[dict[st
     """``data`` (a stored campaign, as a mapping) with ``settings`` (``section.field``:
     value) applied and the whole campaign validated again; returns it and the changes
     (``section.field``: [before, after]). Raises CampaignError naming the field."""
-    new = copy.deepcopy(dict(data))
-    changes: dict[str, list[Any]] = {}
-    for key, value in settings.items():
-        section, _, field = key.partition(".")
-        if field not in AMENDABLE.get(section, ()):
-            allowed = ", ".join(f"{s}.{f}" for s, fs in AMENDABLE.items() for f in fs)
-            raise CampaignError(
-                key,
-                "cannot be changed in a submitted campaign (stored labels, models or records "
-                f"depend on it, or it is not a setting); these can: {allowed}. Submit a new "
-                "campaign for anything else (prior_labels.file continues from an export)",
-            )
-        if not isinstance(new.get(section), dict):
-            raise CampaignError(
-                key, f"the campaign has no {section} phase; submit a campaign that has one"
-            )
-        part = dict(new[section])
-        changes[key] = [part.get(field), value]
-        part[field] = value
-        new[section] = part
+    new, changes = apply_settings(
+        data,
+        settings,
+        fix="Submit a new campaign for anything else (prior_labels.file continues from an export)",
+    )
     load_campaign(new)  # the campaign as a whole must still hold (raises CampaignError)
     return new, changes

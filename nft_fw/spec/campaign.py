@@ -817,6 +817,106 @@ class TransferSpec(TargetSpec):
             "warm-started from this campaign's model and labels."
         ),
     )
+    prior_labels: PriorLabelsSpec | None = Field(
+        default=None,
+        description=(
+            "Labels the follow-up campaign of this target exported before (`nft-fw labels "
+            "<name>-<label> --export FILE`): the follow-up takes them as its prior labels, so "
+            "its exported iterations and rounds replay with no parent call and it labels only "
+            "past their end (docs/labels.md); needs retrain."
+        ),
+    )
+    follow_up: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Settings of the follow-up campaign that differ from this campaign's, as "
+            "`section.field: value` of the settings `nft-fw amend` may change (e.g. "
+            "`nft.max_iterations: 4`), applied as it is registered; needs retrain."
+        ),
+    )
+
+
+#: the settings that may differ between a campaign and what comes after it — `nft-fw amend`
+#: on a submitted campaign, a transfer target's ``follow_up`` for its follow-up campaign — by
+#: section: the ones that decide what comes next, never one that stored labels, models or
+#: records depend on (parent, model, training, chunk radius, target)
+AMENDABLE: dict[str, tuple[str, ...]] = {
+    "nft": ("max_iterations", "patience", "threshold", "target_error"),
+    "relax": (
+        "fmax", "max_steps", "chunks_per_round", "selection", "threshold", "patience",
+        "max_rounds", "max_frames", "search_until", "resume", "check_chunks", "check_error",
+        "check_selection",
+    ),
+    # each MD segment records the threshold and temperature it ran under
+    "md": (
+        "length_ps", "max_pauses", "chunks_per_pause", "out_of_pauses", "threshold",
+        "candidate_threshold", "temperature_K",
+    ),
+}  # fmt: skip
+
+
+def apply_settings(
+    data: Mapping[str, Any], settings: Mapping[str, Any], where: str = "", fix: str = ""
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """``data`` (a campaign as a mapping) with ``settings`` (``section.field``: value) set,
+    not validated, and the changes (``section.field``: [before, after]). Raises CampaignError
+    naming ``where`` + the key for a setting not in :data:`AMENDABLE` (``fix``: what to do
+    instead) or a phase the campaign lacks."""
+    new = copy.deepcopy(dict(data))
+    changes: dict[str, list[Any]] = {}
+    for key, value in settings.items():
+        section, _, name = str(key).partition(".")
+        if name not in AMENDABLE.get(section, ()):
+            allowed = ", ".join(f"{s}.{f}" for s, fs in AMENDABLE.items() for f in fs)
+            raise CampaignError(
+                f"{where}{key}",
+                "cannot change for what comes next (stored labels, models or records depend "
+                f"on it, or it is not a setting); these can: "
+                f"{allowed}.{' ' + fix if fix else ''}",
+            )
+        if not isinstance(new.get(section), dict):
+            raise CampaignError(
+                f"{where}{key}",
+                f"the campaign has no {section} phase; submit a campaign that has one",
+            )
+        part = dict(new[section])
+        changes[str(key)] = [part.get(name), value]
+        part[name] = value
+        new[section] = part
+    return new, changes
+
+
+def follow_up_name(campaign: str, label: str) -> str:
+    """The name of the follow-up campaign of transfer target ``label``."""
+    return f"{campaign}-{label}"[:64]
+
+
+def follow_up_spec(spec: CampaignSpec, index: int) -> CampaignSpec:
+    """The campaign transfer target ``index`` becomes when it is flagged with ``retrain``:
+    this campaign's settings, its ``follow_up`` settings applied, on the transfer target,
+    with no transfer targets of its own and the target's ``prior_labels`` as its own. Raises
+    CampaignError naming ``transfer.<index>.follow_up``."""
+    entry = spec.transfer[index]
+    where = f"transfer.{index}.follow_up."
+    data = spec.model_dump(mode="json")
+    given = data["transfer"][index]
+    data.update(
+        name=follow_up_name(spec.name, entry.name or f"transfer-{index}"),
+        target={k: v for k, v in given.items() if k not in _TRANSFER_ONLY},
+        transfer=[],
+        prior_labels=given["prior_labels"],
+    )
+    new, _ = apply_settings(data, entry.follow_up, where)
+    try:
+        return CampaignSpec.model_validate(new)
+    except ValidationError as err:
+        raise CampaignError.from_errors(
+            [(f"{where}{f}" if f.split(".")[0] in AMENDABLE else f, m) for f, m in _describe(err)]
+        ) from err
+
+
+#: the keys of a transfer entry that are not the keys of a target
+_TRANSFER_ONLY = ("name", "retrain", "prior_labels", "follow_up")
 
 
 class CampaignSpec(_Spec):
@@ -903,6 +1003,20 @@ class CampaignSpec(_Spec):
                     )
                 )
             labels[label] = k
+            if (t.prior_labels is not None or t.follow_up) and not t.retrain:
+                errors.append(
+                    (
+                        f"transfer.{k}.retrain",
+                        "is false, but prior_labels or follow_up are set for this target's "
+                        "follow-up campaign, which only retrain: true starts; set retrain: true "
+                        "or leave them out",
+                    )
+                )
+            elif t.follow_up:
+                try:
+                    follow_up_spec(self, k)
+                except CampaignError as err:
+                    errors.extend(err.errors)
             if trained is not None and t.builder is not None:
                 unseen = sorted(set(t.builder.species) - set(trained))
                 if unseen:
@@ -1142,7 +1256,8 @@ def load_campaign(
 ) -> CampaignSpec:
     """Read and validate a campaign from a YAML file or a mapping.
 
-    Relative ``target.file`` / ``initial.file`` / ``prior_labels.file`` paths are resolved against ``base_dir``, which
+    Relative ``target.file`` / ``initial.file`` / ``prior_labels.file`` paths (and those of
+    the transfer targets) are resolved against ``base_dir``, which
     defaults to the YAML file's folder (for a mapping: left as given). Raises CampaignError.
     """
     source: Path | None = None
@@ -1171,7 +1286,8 @@ def load_campaign(
     if base_dir is not None:
         transfer = raw.get("transfer")
         parts = [raw.get("target"), raw.get("initial"), raw.get("prior_labels")]
-        parts += transfer if isinstance(transfer, list) else []
+        entries = transfer if isinstance(transfer, list) else []
+        parts += entries + [t.get("prior_labels") for t in entries if isinstance(t, dict)]
         for part in parts:
             if isinstance(part, dict) and isinstance(part.get("file"), str | Path):
                 path = Path(part["file"]).expanduser()
@@ -1239,7 +1355,8 @@ class Prepared:
 
     ``elements``: sorted symbols of the target and any initial file; ``chunk_radius_A``: the
     chunk radius in Å; ``initial_frames``: the labelled frames of ``initial.file``, if any;
-    ``prior``: the checked labels of ``prior_labels.file``, if any.
+    ``prior``: the checked labels of ``prior_labels.file``, if any; ``transfer_priors``: those
+    of each transfer target's ``prior_labels.file`` (None where it has none).
     """
 
     spec: CampaignSpec
@@ -1251,6 +1368,7 @@ class Prepared:
     initial_frames: list[Atoms] | None = None
     transfers: list[tuple[str, Atoms]] = field(default_factory=list)
     prior: PriorLabels | None = None
+    transfer_priors: list[PriorLabels | None] = field(default_factory=list)
 
 
 def prepare(spec: CampaignSpec) -> Prepared:
@@ -1317,29 +1435,32 @@ def _initial_frames(path: Path, parent: Parent) -> list[Atoms]:
     return frames
 
 
-def _prior_labels(spec: CampaignSpec, parent: Parent, elements: set[str]) -> PriorLabels | None:
-    """The prior label file read and checked against the parent's settings and the
-    campaign's elements (None without one)."""
-    if spec.prior_labels is None:
+def _prior_labels(
+    given: PriorLabelsSpec | None, field: str, parent: Parent, elements: set[str]
+) -> PriorLabels | None:
+    """A prior label file read and checked against the parent's settings and the campaign's
+    elements (None without one); ``field`` names it in errors."""
+    if given is None:
         return None
     try:
         prior = read_prior(
-            spec.prior_labels.file,
+            given.file,
             parent.settings_hash,
-            spec.prior_labels.accept_parent_mismatch,
+            given.accept_parent_mismatch,
+            field=field,
             rehash=lambda name, params: get_parent(name, dict(params)).settings_hash,
         )
     except PriorError as err:
         raise CampaignError(err.field, err.message) from err
     for lb in prior.labels.values():
         try:
-            validate_atoms(lb.atoms, "prior_labels.file", parent.supported_elements)
+            validate_atoms(lb.atoms, field, parent.supported_elements)
         except StructureError as err:
-            raise CampaignError("prior_labels.file", err.message) from err
+            raise CampaignError(field, err.message) from err
         unseen = sorted(set(lb.atoms.get_chemical_symbols()) - elements)
         if unseen and lb.kind != "image":
             raise CampaignError(
-                "prior_labels.file",
+                field,
                 f"a {lb.kind} label holds {', '.join(unseen)}, which the target lacks; "
                 "import labels of this target's elements only",
             )
@@ -1382,7 +1503,11 @@ def _prepare(spec: CampaignSpec) -> Prepared:
         frames = _initial_frames(spec.initial.file, parent)
         for frame in frames:
             elements |= set(frame.get_chemical_symbols())
-    prior = _prior_labels(spec, parent, elements)
+    prior = _prior_labels(spec.prior_labels, "prior_labels.file", parent, elements)
+    transfer_priors = [
+        _prior_labels(t.prior_labels, f"transfer.{k}.prior_labels.file", parent, elements)
+        for k, t in enumerate(spec.transfer)
+    ]
     if spec.model.baseline != "none":
         missing = baseline_mod.unsupported(spec.model.baseline, sorted(elements))
         if missing:
@@ -1411,6 +1536,7 @@ def _prepare(spec: CampaignSpec) -> Prepared:
         initial_frames=frames,
         transfers=transfers,
         prior=prior,
+        transfer_priors=transfer_priors,
     )
 
 

@@ -503,4 +503,5 @@ def trajectory_figures(trajectory: Trajectory) -> dict[str, Any]:
         "final_max_uncertainty": trajectory.steps[-1].max_uncertainty,
         "mean_uncertainty": trajectory.steps[-1].mean_uncertainty,
         "final_fmax": trajectory.steps[-1].fmax,
+        **({"collapsed": trajectory.collapsed} if trajectory.collapsed else {}),
     }

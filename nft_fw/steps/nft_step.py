@@ -171,13 +171,16 @@ def nft_step(inputs: NFTInputs) -> NFTOutcome:
         planned = prior_mod.planned_centres(prepared.prior, prepared.target, k + 1)
         if prepared.prior is not None:
             record["next_from_prior"] = len(planned)
-        if planned:  # the prior labels' chunks of the next iteration, before new ones
-            requests = [ChunkRequest(centre=c, radius=r, iteration=k + 1) for c, r in planned]
-        else:
-            requests = [
-                ChunkRequest(centre=int(c), radius=prepared.chunk_radius_A, iteration=k + 1)
-                for c in step.centres
-            ]
+        # the prior labels' chunks of the next iteration first; an iteration the export cut
+        # off mid-labelling is completed by the campaign's own choice, its given centres
+        # taken out of it
+        given = {c for c, _ in planned}
+        own = [int(c) for c in step.centres if int(c) not in given]
+        requests = [ChunkRequest(centre=c, radius=r, iteration=k + 1) for c, r in planned]
+        requests += [
+            ChunkRequest(centre=c, radius=prepared.chunk_radius_A, iteration=k + 1)
+            for c in own[: max(0, wanted - len(planned))]
+        ]
     if overlapping:
         record["requested"] = [r.centre for r in requests]
     return NFTOutcome(record, ensemble, result, step, requests)

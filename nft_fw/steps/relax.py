@@ -17,6 +17,7 @@ from ase import Atoms
 from ase.optimize import BFGS, FIRE, LBFGS
 
 from nft_fw.potential import descriptors as desc
+from nft_fw.potential.neighbours import StructureInputError
 from nft_fw.potential.selection import cur, standardise
 from nft_fw.steps import decision
 from nft_fw.structures.chunks import Chunk, cut
@@ -46,6 +47,9 @@ class Trajectory:
     deltas: list[np.ndarray]
     converged: bool
     forces: list[np.ndarray] = dataclasses.field(default_factory=list)
+    #: why the relaxation ended before fmax or max_steps when the model moved atoms where
+    #: it cannot be evaluated (two closer than the descriptors allow), else None
+    collapsed: str | None = None
 
     @property
     def final(self) -> Atoms:
@@ -66,7 +70,9 @@ def relax(
 ) -> Trajectory:
     """Relax a copy of ``atoms`` with ``calc`` (an EnsembleCalculator) until the largest force
     is below ``fmax`` eV/Å or ``max_steps`` steps, or (``stop_above``) at the first step after
-    the start whose largest δ exceeds that many eV/Å; record every step."""
+    the start whose largest δ exceeds that many eV/Å; record every step. A step the model
+    cannot evaluate (it moved two atoms closer than its descriptors allow) ends the
+    trajectory there, with ``collapsed`` saying so."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer {optimizer!r} is not one of {sorted(OPTIMIZERS)}")
     work = atoms.copy()
@@ -97,13 +103,25 @@ def relax(
     opt = OPTIMIZERS[optimizer](work, logfile=None)
     opt.attach(record, interval=1)
     converged = False
-    for converged in opt.irun(fmax=fmax, steps=max_steps):
-        if stop_above is not None and len(steps) > 1 and steps[-1].max_uncertainty > stop_above:
-            converged = False
-            break
-    converged = bool(converged)
+    collapsed = None
+    try:
+        for converged in opt.irun(fmax=fmax, steps=max_steps):
+            if stop_above is not None and len(steps) > 1 and steps[-1].max_uncertainty > stop_above:
+                converged = False
+                break
+    except StructureInputError as err:
+        if not steps:  # the start itself: bad input, refused as such
+            raise
+        # the model walked the atoms into each other: the trajectory ends at its last
+        # evaluable step, not converged, and says why
+        converged, collapsed = False, f"after step {len(steps) - 1}: {err}"
     return Trajectory(
-        steps=steps, frames=frames, deltas=deltas, converged=converged, forces=all_forces
+        steps=steps,
+        frames=frames,
+        deltas=deltas,
+        converged=bool(converged),
+        forces=all_forces,
+        collapsed=collapsed,
     )
 
 

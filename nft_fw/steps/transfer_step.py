@@ -43,7 +43,8 @@ def transfer_step(inputs: TransferInputs) -> TransferOutcome:
     """Relax a transfer target with the kept model, without new data (Sec. V D of Zeng, Chen,
     Peterson, J. Chem. Phys. 156, 064104 (2022)); record δ along the way and whether it is
     flagged: its largest δ ≥ FLAG_RATIO × the trained target's, at the start or at the
-    relaxed end (a rattled start is unfamiliar to any model, a shape stays so)."""
+    relaxed end (a rattled start is unfamiliar to any model, a shape stays so), or when the
+    model walked its atoms into each other (``collapsed``)."""
     spec = inputs.prepared.spec
     rs = spec.relax_settings
     t0 = time.perf_counter()
@@ -64,7 +65,10 @@ def transfer_step(inputs: TransferInputs) -> TransferOutcome:
         **validate_relaxation(inputs.prepared, trajectory, None),
         "trained_uncertainty": reference,
         "uncertainty_ratio": figures["structure_uncertainty"] / reference,
-        "flagged": bool(figures["structure_uncertainty"] >= FLAG_RATIO * reference),
+        "flagged": bool(
+            figures["structure_uncertainty"] >= FLAG_RATIO * reference
+            or trajectory.collapsed is not None
+        ),
         "trained_end_uncertainty": reference_end,
         "end_uncertainty_ratio": figures["final_max_uncertainty"] / reference_end,
         "flagged_at_end": bool(figures["final_max_uncertainty"] >= FLAG_RATIO * reference_end),
