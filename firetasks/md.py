@@ -132,9 +132,9 @@ def md_segment(db: Database, name: str, number: int, fw_id: int | None = None) -
     records.put_iteration(db, record)
     trained = out.record["model_from"] == {"phase": Phase.MD, "iteration": number}
     md_store.drop_checkpoint(db, name, number, keep_model=trained)
-    if record["stopped"]:  # δ above the threshold with no pause left: the phase ends
+    if record["stopped"]:  # δ above the threshold with no pause left, or atoms collapsed
         records.update_campaign(
-            db, name, state="md-stopped", md_segment=number, md_stop_reason="out_of_pauses"
+            db, name, state="md-stopped", md_segment=number, md_stop_reason=record["end_reason"]
         )
     elif out.finished:
         records.update_campaign(db, name, state="md-finished", md_segment=number)

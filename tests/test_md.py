@@ -70,6 +70,38 @@ def test_a_run_continued_from_a_saved_state_is_the_uninterrupted_run(pt260, inte
         assert np.abs(moved.state.atoms.positions - whole.state.atoms.positions).max() > 1e-6
 
 
+def test_a_run_whose_model_walks_atoms_into_each_other_ends_there_and_says_so(pt260):
+    """A model whose forces pull two atoms together (a fault injected here: 200 eV/Å added
+    between atoms 0 and 1 of the exported model's forces) brings them closer than the
+    descriptors allow: the segment ends at the last step the model could evaluate, its
+    state that step's, and says why — where the run would otherwise fail with an error about
+    the input coordinates."""
+
+    class Pulling(EnsembleCalculator):
+        def calculate(self, *args: Any, **kwargs: Any) -> None:
+            super().calculate(*args, **kwargs)
+            pos = self.atoms.positions
+            pull = 200.0 * (pos[1] - pos[0]) / np.linalg.norm(pos[1] - pos[0])
+            self.results["forces"] = self.results["forces"].copy()
+            self.results["forces"][0] += pull
+            self.results["forces"][1] -= pull
+
+    settings = md.MDSettings("nve", 300.0, 2.0)
+    start = md.start(pt260, settings, seed=0)
+    pulling = Pulling(EnsembleCalculator.load(MODEL).ensemble)
+    seg = md.run(start, pulling, settings, 200, threshold=None)
+    assert seg.collapsed is not None and "atoms 0 and 1" in seg.collapsed
+    last = seg.log["step"][-1]
+    assert 0 < last < 200 and seg.collapsed.startswith(f"after step {last}:")
+    assert seg.state.step == last and not seg.paused
+    state = seg.state.atoms
+    assert 0.5 <= np.linalg.norm(state.positions[1] - state.positions[0]) < 2.0
+    record = {"collapsed": seg.collapsed, "stopped": True, "end_step": last, "end_ps": last * 0.002,
+              "structure_uncertainty": seg.max_uncertainty}  # fmt: skip
+    said = md.ending(record)
+    assert f"stopped at step {last}" in said and "atoms 0 and 1" in said and "left its data" in said
+
+
 @pytest.mark.slow
 def test_nve_conserves_the_energy_of_the_exported_model_on_pt260(pt260):
     settings = md.MDSettings("nve", 300.0, 5.0)

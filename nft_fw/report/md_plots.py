@@ -43,6 +43,8 @@ def md_table(segments: Records) -> list[list[str]]:
     for r in segments:
         if r.get("paused"):
             ended = "pause"
+        elif r.get("collapsed"):
+            ended = "stopped: atoms collapsed"
         elif r.get("stopped"):
             ended = "stopped: left its data"
         elif r.get("finished"):

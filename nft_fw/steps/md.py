@@ -26,6 +26,8 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
+from nft_fw.potential.neighbours import StructureInputError
+
 if TYPE_CHECKING:
     from nft_fw.potential.model import Ensemble
 
@@ -142,6 +144,9 @@ class Segment:
     state: MDState
     paused: bool = False
     checks: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    #: why the segment ended early when the model moved atoms where it cannot be evaluated
+    #: (two closer than its descriptors allow); its state is then the last step it could
+    collapsed: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -229,7 +234,16 @@ def run(
     if seg.n_rows == 0:
         record(step, first=True)
     while step < end_step:
-        dyn.step()
+        before = (atoms.get_positions(), atoms.get_momenta())
+        try:
+            dyn.step()
+        except StructureInputError as err:
+            # the model walked two atoms into each other: the run cannot go on; it ends at
+            # the last step the model could evaluate, saying why
+            atoms.set_positions(before[0])
+            atoms.set_momenta(before[1])
+            seg.collapsed = f"after step {step}: {err}"
+            break
         step += 1
         largest = record(step)
         if threshold is not None and largest > threshold:
@@ -279,6 +293,14 @@ def ending(record: Mapping[str, Any]) -> str:
     end_step = int(record.get("end_step", 0))
     if record.get("paused"):
         return f"paused at step {end_step}"
+    if record.get("collapsed"):
+        return (
+            f"stopped at step {end_step} ({float(record.get('end_ps', 0.0)):.3f} ps): the model "
+            f"moved atoms where it cannot be evaluated ({record['collapsed']}) — it has left "
+            "its data (its largest δ along the segment: "
+            f"{float(record['structure_uncertainty']):.3f} eV/Å); label chunks from its last "
+            "frames or lower md.threshold and run again"
+        )
     if record.get("stopped"):
         return (
             f"stopped at step {end_step} ({float(record.get('end_ps', 0.0)):.3f} ps): δ "

@@ -138,7 +138,8 @@ def _md_record(
     log = segment.log
     n_atoms = len(inputs.start.atoms)
     steps = log["step"]
-    stopped = segment.paused and not may_pause  # above the threshold, no pause left
+    # above the threshold with no pause left, or the model walked atoms into each other
+    stopped = (segment.paused and not may_pause) or segment.collapsed is not None
     paused = segment.paused and may_pause
     # the steps this segment ran with δ (as watched: calibrated) above the threshold; its
     # first row is the state it started from, counted by the segment before
@@ -165,7 +166,15 @@ def _md_record(
         "paused": paused,
         "finished": reached,
         "stopped": stopped,
-        "end_reason": "pause" if paused else "out_of_pauses" if stopped else "length",
+        "end_reason": (
+            "pause"
+            if paused
+            else "collapsed"
+            if segment.collapsed is not None
+            else "out_of_pauses"
+            if stopped
+            else "length"
+        ),
         "watched": watched,
         "steps_above_threshold": above,
         "pauses_left": max(0, m.max_pauses - number - int(paused)),
@@ -201,6 +210,8 @@ def _md_record(
     if stopped:
         record["stop_step"] = int(steps[-1])
         record["stop_atom"] = int(log["max_atom"][-1])
+    if segment.collapsed is not None:
+        record["collapsed"] = segment.collapsed
     if paused:
         record["pause_step"] = int(steps[-1])
         record["pause_atom"] = int(log["max_atom"][-1])
