@@ -11,10 +11,10 @@ first (:func:`planned_centres`; an iteration the file holds only part of, as an 
 while it was labelled, is completed by the campaign's own choice): a campaign with other model
 or training settings then spends the labels it was given before it pays for new ones, and the
 same campaign continued with a larger ``nft.max_iterations`` replays the exported run and
-labels only past its end. A transfer target's ``prior_labels`` are those of its follow-up
-campaign, which continues from them in the same way. Relax rounds and MD pauses do the same with the file's
-relaxation and MD chunks of the next round or segment (:func:`planned_chunks`), taken as
-the parent computed them.
+labels only past its end. Relax rounds and MD pauses do the same with the file's relaxation
+and MD chunks of the next round or segment (:func:`planned_chunks`), taken as the parent
+computed them. A transfer target's ``prior_labels`` are its follow-up campaign's, which
+continues from them in the same way.
 
 The file is checked before anything is submitted (:func:`read`): every frame a label frame
 of an nft-fw export, its hash that of its structure, and its parent settings hash the
