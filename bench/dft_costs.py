@@ -64,6 +64,10 @@ STAGES = (
         "transfer to Pt309 with the robust model: the follow-up's chunks",
         "pt309-gpaw-transfer-labels.extxyz",
     ),
+    (
+        "whole-particle check: Pt309 relaxed by the transfer follow-up",
+        "pt309-gpaw-transfer-relaxed-reference.extxyz",
+    ),
 )
 NFT_CHUNKS = 48
 BUDGET = 200  # chunk labels beyond the 48 for relaxation, transfer and MD together
