@@ -16,6 +16,7 @@ import pytest
 from ase import Atoms
 from ase.cluster import Octahedron
 from ase.optimize import FIRE
+from pulling import pulling
 from scipy.spatial.transform import Rotation
 from specs import small_campaign
 
@@ -77,19 +78,10 @@ def test_a_run_whose_model_walks_atoms_into_each_other_ends_there_and_says_so(pt
     state that step's, and says why — where the run would otherwise fail with an error about
     the input coordinates."""
 
-    class Pulling(EnsembleCalculator):
-        def calculate(self, *args: Any, **kwargs: Any) -> None:
-            super().calculate(*args, **kwargs)
-            pos = self.atoms.positions
-            pull = 200.0 * (pos[1] - pos[0]) / np.linalg.norm(pos[1] - pos[0])
-            self.results["forces"] = self.results["forces"].copy()
-            self.results["forces"][0] += pull
-            self.results["forces"][1] -= pull
-
     settings = md.MDSettings("nve", 300.0, 2.0)
     start = md.start(pt260, settings, seed=0)
-    pulling = Pulling(EnsembleCalculator.load(MODEL).ensemble)
-    seg = md.run(start, pulling, settings, 200, threshold=None)
+    pulled = pulling(EnsembleCalculator.load(MODEL).ensemble, 200.0)
+    seg = md.run(start, pulled, settings, 200, threshold=None)
     assert seg.collapsed is not None and "atoms 0 and 1" in seg.collapsed
     last = seg.log["step"][-1]
     assert 0 < last < 200 and seg.collapsed.startswith(f"after step {last}:")

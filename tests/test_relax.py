@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.cluster import Octahedron
+from pulling import pulling
 from specs import tiny
 
 from nft_fw.potential import descriptors as desc
@@ -60,17 +61,7 @@ def test_a_relaxation_that_walks_atoms_into_each_other_ends_there_and_says_so(se
     from nft_fw.steps.common import trajectory_figures
 
     atoms, _, calc = setup
-
-    class Pulling(EnsembleCalculator):
-        def calculate(self, *args, **kwargs):
-            super().calculate(*args, **kwargs)
-            pos = self.atoms.positions
-            pull = 40.0 * (pos[1] - pos[0]) / np.linalg.norm(pos[1] - pos[0])
-            self.results["forces"] = self.results["forces"].copy()
-            self.results["forces"][0] += pull
-            self.results["forces"][1] -= pull
-
-    traj = relax(atoms, Pulling(calc.ensemble), fmax=0.05, max_steps=200)
+    traj = relax(atoms, pulling(calc.ensemble, 40.0), fmax=0.05, max_steps=200)
     assert traj.collapsed is not None and not traj.converged
     assert "atoms 0 and 1" in traj.collapsed and "apart" in traj.collapsed
     assert len(traj.steps) == len(traj.frames) >= 2
