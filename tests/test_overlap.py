@@ -64,7 +64,8 @@ def _overlapping(name: str, **nft: Any) -> dict[str, Any]:
 
 
 def _check_flight(history: list[dict[str, Any]], chunks: int, need: int = 3) -> None:
-    """Each trainer kept ``chunks`` in flight, started only after ``need`` of them arrived
+    """Each trainer kept ``chunks`` in flight (one more where all of them were still in
+    flight: a trainer asks for at least one), started only after ``need`` of them arrived
     (at most ``chunks - need`` still in flight), asked for no centre twice and trained on
     each chunk once, first where its record says (seed chunks included)."""
     asked: list[int] = list(history[0].get("seeded", []))
@@ -73,7 +74,7 @@ def _check_flight(history: list[dict[str, Any]], chunks: int, need: int = 3) -> 
         asked += r.get("requested", [])
         arrived += r.get("arrived", [])
         if r.get("requested"):
-            assert len(r["requested"]) + len(r["in_flight"]) == chunks
+            assert len(r["requested"]) == max(1, chunks - len(r["in_flight"]))
         if r["iteration"] == 0 and r.get("seeded"):
             # trainer 0 waits for the initial images only, not for seed chunks
             assert set(r["in_flight"]) <= set(r["seeded"])
@@ -131,6 +132,41 @@ def test_seed_chunks_are_labelled_before_the_first_model_and_replayed() -> None:
     forged[0]["seeded"] = sorted(seeds)[1:]
     with pytest.raises(ValueError, match="seed chunks"):
         run_locally(spec, progress=False, arrivals=forged)
+
+
+def test_a_first_trainer_that_saw_no_seed_chunk_asks_for_one_more() -> None:
+    """On a busy queue trainer 0 may start before any seed chunk has arrived: all six are
+    in flight, and it asks for one chunk (a trainer asks for at least one) rather than
+    none; the next trains on the six and asks for what fills the flight again."""
+    from nft_fw import run_locally
+    from nft_fw.spec.campaign import load_campaign, prepare
+    from nft_fw.steps.common import ChunkRequest, request_atoms
+    from nft_fw.steps.step import seed_requests
+
+    given = _overlapping("overlap-none-seen", seed_chunks=6)
+    given["nft"]["max_iterations"] = 1
+    spec = load_campaign(given)
+    prepared = prepare(spec)
+    seeds = seed_requests(prepared)
+    record = [
+        {"iteration": 0, "seeded": sorted(r.centre for r in seeds), "arrived": []},
+        {"iteration": 1, "arrived": [request_atoms(r, prepared.target).hash for r in seeds]},
+    ]
+    first = run_locally(spec, progress=False, arrivals=record)
+    history = first.history
+    assert [r["new_chunks"] for r in history] == [0, 6]
+    assert len(history[0]["in_flight"]) == 6 and len(history[0]["requested"]) == 1
+    assert history[1]["in_flight"] == history[0]["requested"]
+    _check_flight(history, 6)
+    # one iteration more: the next trainer keeps six in flight again
+    (centre,) = history[0]["requested"]
+    extra = request_atoms(ChunkRequest(centre, seeds[0].radius, 0), prepared.target).hash
+    given["nft"]["max_iterations"] = 2
+    record.append({"iteration": 2, "arrived": [extra]})
+    history = run_locally(load_campaign(given), progress=False, arrivals=record).history
+    assert [r["new_chunks"] for r in history] == [0, 6, 1]
+    assert len(history[1]["requested"]) == 5 and len(history[1]["in_flight"]) == 1
+    _check_flight(history[:2], 6)  # (the record's iteration 2 is forged to end the run)
 
 
 @pytest.mark.integration
