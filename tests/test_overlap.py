@@ -65,21 +65,23 @@ def _overlapping(name: str, **nft: Any) -> dict[str, Any]:
 
 def _check_flight(history: list[dict[str, Any]], chunks: int, need: int = 3) -> None:
     """Each trainer kept ``chunks`` in flight (one more where all of them were still in
-    flight: a trainer asks for at least one), started only after ``need`` of them arrived
-    (at most ``chunks - need`` still in flight), asked for no centre twice and trained on
+    flight: a trainer asks for at least one), started only after ``need`` of the previous
+    trainer's flight arrived (at most that flight less ``need`` still in flight), asked for no centre twice and trained on
     each chunk once, first where its record says (seed chunks included)."""
     asked: list[int] = list(history[0].get("seeded", []))
     arrived: list[str] = []
+    flight = len(asked)  # in flight after the previous trainer asked
     for r in history:
         asked += r.get("requested", [])
         arrived += r.get("arrived", [])
-        if r.get("requested"):
-            assert len(r["requested"]) == max(1, chunks - len(r["in_flight"]))
         if r["iteration"] == 0 and r.get("seeded"):
             # trainer 0 waits for the initial images only, not for seed chunks
             assert set(r["in_flight"]) <= set(r["seeded"])
         else:
-            assert len(r["in_flight"]) <= chunks - need
+            assert len(r["in_flight"]) <= max(flight - need, 0)
+        if r.get("requested"):
+            assert len(r["requested"]) == max(1, chunks - len(r["in_flight"]))
+            flight = len(r["requested"]) + len(r["in_flight"])
         assert r["new_chunks"] == len(r.get("arrived", []))
     assert len(asked) == len(set(asked)) and len(arrived) == len(set(arrived))
 
