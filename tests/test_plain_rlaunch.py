@@ -10,6 +10,7 @@ import collections
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,30 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_80_fireworks_once(
     from nft_fw.spec.campaign import load_campaign, prepare
 
     lp = connection.launchpad
+    # a gate held RESERVED with a WAITING child keeps every rapidfire loop polling (FireWorks'
+    # future_run_exists) until all four are up; the work is added after that, so a process
+    # that starts late on a loaded machine does not find it done
+    gate = Firework(SumTask(tag="gate", values=[0]), name="gate")
+    lp.add_wf(Workflow([gate, Firework(SumTask(tag="after", values=[0]), parents=[gate])]))
+    (gate_id,) = lp.get_fw_ids({"name": "gate"})
+    lp.fireworks.update_one({"fw_id": gate_id}, {"$set": {"state": "RESERVED"}})
+    rlaunch = Path(sys.executable).parent / "rlaunch"
+    procs = []
+    for i in range(4):
+        work = tmp_path / f"r{i}"
+        work.mkdir()
+        args = [str(rlaunch), "-l", str(connection.lp_file), "--loglvl", "INFO", "rapidfire",
+                "--sleep", "1"]  # fmt: skip
+        with open(work.with_suffix(".log"), "wb") as log:
+            procs.append(subprocess.Popen(args, cwd=work, stdout=log, stderr=subprocess.STDOUT))
+    log_files = [tmp_path / f"r{i}.log" for i in range(4)]
+    deadline = time.monotonic() + 300
+    while not all("Sleeping for" in f.read_text(errors="replace") for f in log_files):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+            f.read_text(errors="replace")[-2000:] for f in log_files
+        ]
+        time.sleep(0.2)
+
     name = f"plain-{uuid.uuid4().hex[:6]}"
     # the tests' tiny campaign, with two NFT iterations
     spec = tiny(
@@ -47,16 +72,7 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_80_fireworks_once(
         for i in range(N_TRIVIAL)
     ]
     lp.bulk_add_wfs(trivial)
-
-    rlaunch = Path(sys.executable).parent / "rlaunch"
-    procs = []
-    for i in range(4):
-        work = tmp_path / f"r{i}"
-        work.mkdir()
-        args = [str(rlaunch), "-l", str(connection.lp_file), "--loglvl", "ERROR", "rapidfire",
-                "--sleep", "1"]  # fmt: skip
-        with open(work.with_suffix(".log"), "wb") as log:
-            procs.append(subprocess.Popen(args, cwd=work, stdout=log, stderr=subprocess.STDOUT))
+    lp.fireworks.update_one({"fw_id": gate_id}, {"$set": {"state": "READY"}})  # runs too
     codes = [p.wait(timeout=1200) for p in procs]
     logs = {i: (tmp_path / f"r{i}.log").read_text(errors="replace")[-3000:] for i in range(4)}
     assert codes == [0, 0, 0, 0], logs
@@ -72,7 +88,7 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_80_fireworks_once(
 
     # every Firework ran once, under an id of its own
     fws = list(lp.fireworks.find({}, {"fw_id": 1, "launches": 1}))
-    assert len(fws) == N_TRIVIAL + lp.fireworks.count_documents({"spec.campaign": name})
+    assert len(fws) == 2 + N_TRIVIAL + lp.fireworks.count_documents({"spec.campaign": name})
     assert {len(d["launches"]) for d in fws} == {1}
     launch_ids = [d["launches"][0] for d in fws]
     assert len(set(launch_ids)) == len(fws), "a launch id was drawn twice"

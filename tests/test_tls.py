@@ -10,7 +10,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -214,7 +213,6 @@ def test_campaign_runs_to_its_end_through_auth_and_tls_with_two_workers(
     spec.write_text(yaml.safe_dump(tiny(name, {"name": "emt"})))
     out = _nft("submit", str(spec), "--launchpad", lp_file, "--db-name", db_name, "--json")
     assert out.returncode == 0, out.stderr
-    start = time.monotonic()
     workers = []
     for i in range(2):
         with open(tmp_path / f"w{i}.log", "wb") as log:
@@ -224,10 +222,12 @@ def test_campaign_runs_to_its_end_through_auth_and_tls_with_two_workers(
                  "--until-done", "--idle-timeout", "8", "--poll", "0.2"],
                 stdout=log, stderr=subprocess.STDOUT,
             ))  # fmt: skip
-    codes = [w.wait(timeout=180) for w in workers]
-    elapsed = time.monotonic() - start
-    logs = [(tmp_path / f"w{i}.log").read_text(errors="replace")[-2000:] for i in range(2)]
+    codes = [w.wait(timeout=600) for w in workers]
+    whole = [(tmp_path / f"w{i}.log").read_text(errors="replace") for i in range(2)]
+    logs = [text[-2000:] for text in whole]
     assert codes == [0, 0], logs
+    # no operation waited out a server selection over TLS (each would log and retry)
+    assert not any("unreachable" in text for text in whole), logs
     conn = from_file(lp_file, db_name)
     try:
         lp = conn.launchpad
@@ -240,4 +240,3 @@ def test_campaign_runs_to_its_end_through_auth_and_tls_with_two_workers(
         conn.launchpad.connection.drop_database(db_name)
     finally:
         conn.close()
-    assert elapsed < 120, f"two workers took {elapsed:.0f} s"

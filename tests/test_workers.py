@@ -6,6 +6,7 @@ import collections
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,30 +53,32 @@ def test_two_concurrent_worker_processes(connection: object, tmp_path: Path) -> 
     lp = connection.launchpad  # type: ignore[attr-defined]
     ledger = tmp_path / "ledger.jsonl"
     lp.add_wf(smoke_workflow(N_LEAVES, N_ADDED, ledger=str(ledger)))
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nft_fw",
-                "worker",
-                "--launchpad",
-                str(connection.lp_file),  # type: ignore[attr-defined]
-                # stops when no work can come: not while the other worker runs a Firework
-                # that appends the fan-out (both must take part, below)
-                "--until-done",
-                "--poll",
-                "0.5",
-                "--work-dir",
-                str(tmp_path / f"w{i}"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    # the root held RESERVED until both workers poll: work can come, none is runnable, so
+    # a worker that starts late (imports on a loaded machine) does not find the run over
+    (root,) = lp.get_fw_ids({"name": "root"})
+    lp.fireworks.update_one({"fw_id": root}, {"$set": {"state": "RESERVED"}})
+    logs = [tmp_path / f"w{i}.log" for i in range(2)]
+    procs = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "nft_fw", "worker", "-v",
+                 "--launchpad", str(connection.lp_file),  # type: ignore[attr-defined]
+                 # stops when no work can come: not while the other worker runs a Firework
+                 # that appends the fan-out (both must take part, below)
+                 "--until-done", "--poll", "0.5", "--work-dir", str(tmp_path / f"w{i}")],
+                stdout=out, stderr=subprocess.STDOUT, text=True,
+            ))  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not all("started (category" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+            log.read_text()[-2000:] for log in logs
+        ]
+        time.sleep(0.2)
+    lp.fireworks.update_one({"fw_id": root}, {"$set": {"state": "READY"}})
+    for p in procs:
+        p.wait(timeout=600)
+    outs = [log.read_text() for log in logs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert all("stopped on no work can come" in out for out in outs), outs
     _assert_all_ran_once(lp, ledger, N_LEAVES + 3 + N_ADDED)
