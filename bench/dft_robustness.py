@@ -6,6 +6,7 @@ record δ along each trajectory; optionally K-fold cross-validation over the chu
     .venv/bin/python bench/dft_robustness.py                   # pt140-gpaw-relax, all labels
     .venv/bin/python bench/dft_robustness.py --set model.baseline=emt   # GPAW - EMT learnt
     .venv/bin/python bench/dft_robustness.py --set model.cutoff=5.0 --cv 5 --json out.json
+    .venv/bin/python bench/dft_robustness.py --cv-by phase   # NFT chunks, relax chunks held out
     .venv/bin/python bench/dft_robustness.py CAMPAIGN.yaml --save MODEL_DIR  # keep the model
 
 Every figure here comes from the labels' chunks (CV) and from δ along the model's own
@@ -88,6 +89,9 @@ def main() -> None:
     parser.add_argument("--phases", default="nft,relax", help="chunk phases trained on "
                         "(comma-separated; default: nft,relax)")  # fmt: skip
     parser.add_argument("--cv", type=int, default=0, metavar="K")
+    parser.add_argument("--cv-by", choices=replay.CV_BY, default="random",
+                        help="folds: --cv K at random, or one per phase of the chunks "
+                        "(no --cv needed)")  # fmt: skip
     parser.add_argument("--json", default=None)
     parser.add_argument("--save", default=None, metavar="DIR", help="write the trained model "
                         "here (a directory EnsembleCalculator.load reads)")  # fmt: skip
@@ -135,10 +139,17 @@ def main() -> None:
             f"dmin end {row['min_distance_end']:.2f} at worst {row['min_distance_at_worst']:.2f} "
             f"move {row['largest_move']:.2f} ({row['seconds']:.0f} s)"
         )
-    if args.cv:
-        cv = replay.cross_validate(prepared, images, chunks, folds=args.cv)
+    if args.cv or args.cv_by == "phase":
+        cv = replay.cross_validate(prepared, images, chunks, folds=args.cv, by=args.cv_by)
         out["cv"] = cv
-        print(f"chunk CV ({args.cv} folds): MAE {cv['mae']:.3f} max {cv['max']:.3f} eV/Å")
+        folds = ", ".join(
+            f"{n} ({k}) {m:.3f}"
+            for n, k, m in zip(cv["fold_names"], cv["fold_sizes"], cv["fold_mae"], strict=True)
+        )
+        print(
+            f"chunk CV ({cv['folds']} folds by {cv['by']}): MAE {cv['mae']:.3f} max "
+            f"{cv['max']:.3f} eV/Å; folds {folds}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
 

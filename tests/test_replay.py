@@ -121,6 +121,42 @@ def test_cross_validation_scores_held_out_chunks(exported: Any) -> None:
 
 
 @pytest.mark.integration
+def test_cross_validation_by_phase_holds_out_each_phase_whole(exported: Any) -> None:
+    """One fold per phase: each phase's chunks are scored by a model trained on the others
+    alone (here the later iterations' chunks stand for relaxation chunks)."""
+    from nft_fw.labels.phase import Phase
+    from nft_fw.runners import replay
+
+    _, path = exported
+    prepared, images, chunks, _ = _inputs(path, small_campaign("replayed"))
+    with pytest.raises(ValueError, match=r"two phases or more[\s\S]*by='random'"):
+        replay.cross_validate(prepared, images, chunks, by="phase")
+    last = max(c.iteration for c in chunks)
+    mixed = [
+        dataclasses.replace(c, phase=Phase.RELAX) if c.iteration == last else c for c in chunks
+    ]
+    cv = replay.cross_validate(prepared, images, mixed, by="phase")
+    late = sum(c.iteration == last for c in chunks)
+    assert cv["by"] == "phase" and cv["fold_names"] == ["nft", "relax"]
+    assert cv["fold_sizes"] == [len(chunks) - late, late] and cv["n"] == len(chunks)
+    zero = float(np.mean([np.linalg.norm(c.central_force) for c in chunks]))
+    assert cv["max"] >= cv["mae"] > 0.0 and cv["mae"] < 0.75 * zero
+    # the relax fold is scored by a model that saw no relax chunk: a fit to the NFT chunks
+    # alone, done here by hand, gives its error
+    from nft_fw.steps.common import chunk_out_of_sample
+    from nft_fw.steps.step import fit
+
+    alone = fit(prepared, images, [c for c in chunks if c.iteration != last], None, 0)
+    late_chunks = [c for c in chunks if c.iteration == last]
+    oos = chunk_out_of_sample(
+        alone.ensemble, [c.atoms for c in late_chunks], [c.central_force for c in late_chunks]
+    )
+    assert cv["fold_mae"][1] == pytest.approx(oos["oos_mae"], rel=1e-6)
+    with pytest.raises(ValueError, match="random, phase"):
+        replay.cross_validate(prepared, images, chunks, by="site")
+
+
+@pytest.mark.integration
 def test_the_replay_command_prints_the_table_and_the_noise_floor(exported: Any) -> None:
     _, path = exported
     spec = path.parent / "replayed.yaml"

@@ -12,8 +12,9 @@ whole-structure reference labels (``nft_kind: full``) — the true-force errors 
 
 :func:`noise_floor` is the best any nearsighted model trained on those chunks can do
 against the whole structure: each chunk's central force against the whole-structure force
-of the same atom. :func:`cross_validate` scores settings on the chunks alone (K folds of
-chunks held out of training), for choosing settings without the reference.
+of the same atom. :func:`cross_validate` scores settings on the chunks alone (folds of
+chunks held out of training: random, or one per phase), for choosing settings without the
+reference.
 """
 
 from __future__ import annotations
@@ -175,22 +176,46 @@ def replay(
     return history
 
 
+CV_BY = ("random", "phase")
+
+
 def cross_validate(
     prepared: Prepared,
     image_labels: Sequence[tr.Image],
     chunks: Sequence[ChunkLabel],
     folds: int = 5,
     seed: int = 0,
+    by: str = "random",
 ) -> dict[str, Any]:
-    """K-fold cross-validation over chunks: K fresh ensembles (the campaign's settings,
+    """Cross-validation over chunks: fresh ensembles (the campaign's settings,
     ``training.initial_steps``), each trained on the images and the other folds' chunks,
     scored on its held-out chunks' central forces (the model's force on a chunk's centre
     equals its force on that atom of the structure: chunk radius ≥ 2·R_c). Returns the MAE,
-    max and RMS over every chunk (eV/Å) and the MAE per fold; no reference involved."""
-    if len(chunks) < folds:
-        raise ValueError(f"{len(chunks)} chunks cannot make {folds} folds")
-    order = np.random.default_rng(seed).permutation(len(chunks))
-    parts = np.array_split(order, folds)
+    max and RMS over every chunk (eV/Å) and the MAE per fold; no reference involved.
+
+    ``by``: ``random``: ``folds`` folds drawn at random (``seed``); ``phase``: one fold per
+    phase the chunks come from (NFT, relax, MD …), each scored by a model trained on the
+    others — a model asked about a kind of structure it has no label of, as a transfer
+    target or a new trajectory asks it. Random folds share environments (neighbouring frames
+    of one trajectory) between training and test; they reward fitting those closely, which
+    phase folds, like a larger particle, do not (docs/gpaw.md, "Longer training fits the
+    chunks, not the larger particle")."""
+    if by == "phase":
+        names = sorted({str(c.phase) for c in chunks})
+        if len(names) < 2:
+            raise ValueError(
+                f"cross-validation by phase needs chunks of two phases or more; these "
+                f"{len(chunks)} are all {names[0] if names else 'absent'}: use by='random'"
+            )
+        parts = [np.array([i for i, c in enumerate(chunks) if str(c.phase) == n]) for n in names]
+    elif by == "random":
+        if len(chunks) < folds:
+            raise ValueError(f"{len(chunks)} chunks cannot make {folds} folds")
+        order = np.random.default_rng(seed).permutation(len(chunks))
+        parts = np.array_split(order, folds)
+        names = [str(k) for k in range(folds)]
+    else:
+        raise ValueError(f"cross-validation by {by!r}: use one of {', '.join(CV_BY)}")
     memo = FeatureMemo()
     errors = np.zeros(len(chunks))
     per_fold = []
@@ -206,7 +231,10 @@ def cross_validate(
         per_fold.append(oos["oos_mae"])
     return {
         "n": len(chunks),
-        "folds": folds,
+        "by": by,
+        "folds": len(parts),
+        "fold_names": names,
+        "fold_sizes": [len(part) for part in parts],
         "mae": float(errors.mean()),
         "max": float(errors.max()),
         "rms": float(np.sqrt(np.mean(errors**2))),
