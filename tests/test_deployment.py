@@ -693,10 +693,12 @@ def test_guide_monitoring_webgui_shows_the_fireworks_behind_a_password(
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(request, timeout=5) as response:
+                with urllib.request.urlopen(request, timeout=30) as response:
                     page = response.read().decode()
                 break
-            except urllib.error.URLError:
+            # not up yet, or a first page still rendering on a loaded machine (a read
+            # timeout is a bare TimeoutError, not a URLError)
+            except (urllib.error.URLError, TimeoutError, ConnectionError):
                 assert gui.poll() is None and time.monotonic() < deadline, "webgui did not start"
                 time.sleep(0.2)
         assert "probe-firework" in page and "READY" in page

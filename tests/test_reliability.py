@@ -599,7 +599,8 @@ def test_a_workflow_lock_left_by_a_lost_connection_is_released_and_a_live_one_is
     )
     unlock.start()
     try:
-        released = release_stale_locks(lp, {"spec.campaign": {"$in": [stale, live]}}, wait_s=2)
+        # the live holder lets go after 0.5 s; 5 s leave a loaded machine's timer thread room
+        released = release_stale_locks(lp, {"spec.campaign": {"$in": [stale, live]}}, wait_s=5)
     finally:
         unlock.join()
     (one,) = released
