@@ -205,7 +205,7 @@ def cross_validate(
         if len(names) < 2:
             raise ValueError(
                 f"cross-validation by phase needs chunks of two phases or more; these "
-                f"{len(chunks)} are all {names[0] if names else 'absent'}: use by='random'"
+                f"{len(chunks)} are of {', '.join(names) or 'no phase'} only: use by='random'"
             )
         parts = [np.array([i for i, c in enumerate(chunks) if str(c.phase) == n]) for n in names]
     elif by == "random":
