@@ -10,12 +10,12 @@ import collections
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from service import every_log_says
 from specs import tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,13 +52,7 @@ def test_four_plain_rlaunch_processes_run_a_campaign_and_80_fireworks_once(
                 "--sleep", "1"]  # fmt: skip
         with open(work.with_suffix(".log"), "wb") as log:
             procs.append(subprocess.Popen(args, cwd=work, stdout=log, stderr=subprocess.STDOUT))
-    log_files = [tmp_path / f"r{i}.log" for i in range(4)]
-    deadline = time.monotonic() + 300
-    while not all("Sleeping for" in f.read_text(errors="replace") for f in log_files):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
-            f.read_text(errors="replace")[-2000:] for f in log_files
-        ]
-        time.sleep(0.2)
+    every_log_says([tmp_path / f"r{i}.log" for i in range(4)], "Sleeping for", procs)
 
     name = f"plain-{uuid.uuid4().hex[:6]}"
     # the tests' tiny campaign, with two NFT iterations

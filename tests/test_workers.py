@@ -6,11 +6,11 @@ import collections
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from service import every_log_says
 
 from nft_fw.firetasks.smoke import expected_total, smoke_workflow
 
@@ -69,12 +69,7 @@ def test_two_concurrent_worker_processes(connection: object, tmp_path: Path) -> 
                  "--until-done", "--poll", "0.5", "--work-dir", str(tmp_path / f"w{i}")],
                 stdout=out, stderr=subprocess.STDOUT, text=True,
             ))  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not all("started (category" in log.read_text() for log in logs):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
-            log.read_text()[-2000:] for log in logs
-        ]
-        time.sleep(0.2)
+    every_log_says(logs, "started (category", procs)
     lp.fireworks.update_one({"fw_id": root}, {"$set": {"state": "READY"}})
     for p in procs:
         p.wait(timeout=600)

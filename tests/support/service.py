@@ -1,5 +1,5 @@
 """Driving the service from the tests: the nft-fw command line against a test database,
-worker processes with their logs, waiting for a condition, submitting a campaign dict."""
+worker processes with their logs, waiting for a condition or for every log to say so, submitting a campaign dict."""
 
 from __future__ import annotations
 
@@ -46,6 +46,19 @@ def wait(predicate: Any, timeout: float, what: str) -> None:
             return
         time.sleep(0.3)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def every_log_says(
+    logs: list[Path], text: str, procs: list[subprocess.Popen[Any]], timeout: float = 300
+) -> None:
+    """Wait until each of ``logs`` holds ``text`` (every process up and at that point);
+    fails with the logs' tails at the timeout, or at once if a process in ``procs`` ended."""
+    end = time.monotonic() + timeout
+    while not all(text in log.read_text(errors="replace") for log in logs):
+        assert time.monotonic() < end and all(p.poll() is None for p in procs), [
+            log.read_text(errors="replace")[-2000:] for log in logs
+        ]
+        time.sleep(0.2)
 
 
 def submit(conn: Any, spec: dict[str, Any]) -> None:
